@@ -1,0 +1,351 @@
+"""config.toml -> frozen dataclasses.
+
+Every default lives in config.toml and, identically, in the dataclasses below (a test keeps the two equal),
+so a user who deletes a key gets the documented default and a user who misspells one gets an error that
+names the key and the closest valid one. CLI flags override the file through `with_overrides`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from engines.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config.toml"
+ENV_CONFIG = "MASK_MONITOR_CONFIG"
+
+
+class ConfigError(UserError):
+    """A config file or override the user must fix; the message names the file and key."""
+
+
+def _f(default: Any, *, min: float | None = None, max: float | None = None,
+       choices: tuple[Any, ...] | None = None, length: int | None = None, path: bool = False) -> Any:
+    """A field with its default and the bounds that validation enforces."""
+    meta = {"min": min, "max": max, "choices": choices, "length": length, "path": path}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults so the dataclass stays frozen")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which classifier file the monitor runs, and where."""
+    path: str = _f("samples/demo_model.onnx", path=True)
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = _f(0, min=0, max=256)  # 0: let the runtime decide (all cores)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """MTCNN settings. Masked faces are the hard case for MTCNN, so its thresholds sit below its defaults."""
+    thresholds: tuple[float, float, float] = _f((0.5, 0.6, 0.6), min=0.0, max=1.0, length=3)
+    min_face_size: int = _f(40, min=12, max=2000)
+    scale_factor: float = _f(0.709, min=0.3, max=0.95)
+    min_score: float = _f(0.0, min=0.0, max=1.0)
+    device: str = _f("cpu", choices=("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """The training-format crop: the face box grown by `margin`, made 3:4, shifted, padded, resized."""
+    width: int = _f(384, min=32, max=4096)
+    height: int = _f(512, min=32, max=4096)
+    margin: float = _f(0.6, min=0.0, max=5.0)
+    shift_y: float = _f(0.1, min=-0.5, max=0.5)
+    border: str = _f("replicate", choices=("constant", "replicate", "reflect"))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """How the monitor feeds the engine. The network input size comes from the model file itself."""
+    batch_size: int = _f(16, min=1, max=1024)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    detect_every: int = _f(3, min=1, max=100)
+    classify_every: int = _f(5, min=1, max=1000)
+    vote_window: int = _f(7, min=1, max=100)
+    min_votes: int = _f(3, min=1, max=100)
+    track_iou: float = _f(0.3, min=0.0, max=1.0)
+    track_max_missed: int = _f(15, min=0, max=10000)
+    recheck_margin: float = _f(0.5, min=0.0, max=5.0)
+    reconnect_initial_s: float = _f(0.5, min=0.0, max=60.0)
+    reconnect_max_s: float = _f(10.0, min=0.1, max=600.0)
+    flag_states: tuple[str, ...] = _f(("incorrect", "not_wear"), choices=("wear", "incorrect", "not_wear"))
+
+
+@dataclass(frozen=True)
+class UIConfig:
+    refresh_hz: float = _f(8.0, min=0.5, max=60.0)
+    max_rows: int = _f(12, min=1, max=200)
+    max_flags: int = _f(8, min=1, max=200)
+    bell: bool = _f(False)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network that `mask-train` builds; its input size and normalisation travel in every model file."""
+    arch: str = _f("mobilenet_v2")
+    pretrained: bool = _f(True)
+    head: str = _f("single", choices=("single", "multi"))
+    freeze_backbone: bool = _f(False)
+    dropout: float = _f(0.2, min=0.0, max=0.9)
+    input_height: int = _f(256, min=32, max=2048)
+    input_width: int = _f(192, min=32, max=2048)
+    mean: tuple[float, float, float] = _f((0.485, 0.456, 0.406), min=0.0, max=1.0, length=3)
+    std: tuple[float, float, float] = _f((0.229, 0.224, 0.225), min=1e-6, max=10.0, length=3)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = _f("data", path=True)
+    cache_dir: str = _f("cache", path=True)
+    age_old_threshold: int = _f(60, min=31, max=120)
+    val_fraction: float = _f(0.2, min=0.0, max=0.9)
+    folds: int = _f(5, min=2, max=50)
+    batch_size: int = _f(32, min=1, max=4096)
+    num_workers: int = _f(2, min=0, max=256)
+    pin_memory: bool = _f(True)
+    persistent_workers: bool = _f(True)
+    prefetch_factor: int = _f(2, min=1, max=64)
+    weighted_sampler: bool = _f(False)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentations that keep a face a plausible face at an entrance; p = probability of each."""
+    enabled: bool = _f(True)
+    hflip: float = _f(0.5, min=0.0, max=1.0)
+    shift_scale_rotate: float = _f(0.5, min=0.0, max=1.0)
+    max_rotate: float = _f(10.0, min=0.0, max=45.0)
+    color: float = _f(0.5, min=0.0, max=1.0)
+    blur: float = _f(0.1, min=0.0, max=1.0)
+    noise: float = _f(0.1, min=0.0, max=1.0)
+    jpeg: float = _f(0.2, min=0.0, max=1.0)
+    dropout: float = _f(0.2, min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _f(10, min=1, max=10000)
+    optimizer: str = _f("adamw", choices=("adamw", "sgd"))
+    lr: float = _f(3e-4, min=0.0, max=10.0)
+    weight_decay: float = _f(1e-4, min=0.0, max=1.0)
+    momentum: float = _f(0.9, min=0.0, max=1.0)
+    scheduler: str = _f("cosine", choices=("none", "step", "cosine", "plateau"))
+    step_size: int = _f(5, min=1, max=10000)
+    gamma: float = _f(0.1, min=0.0, max=1.0)
+    plateau_patience: int = _f(2, min=0, max=1000)
+    loss: str = _f("ce", choices=("ce", "focal", "label_smoothing"))
+    focal_gamma: float = _f(2.0, min=0.0, max=10.0)
+    label_smoothing: float = _f(0.1, min=0.0, max=0.5)
+    accumulate: int = _f(1, min=1, max=1024)
+    amp: bool = _f(True)
+    seed: int = _f(42, min=0, max=2**31 - 1)
+    out_dir: str = _f("runs", path=True)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = _f(18, min=11, max=30)
+    min_batch: int = _f(1, min=1, max=4096)
+    opt_batch: int = _f(8, min=1, max=4096)
+    max_batch: int = _f(32, min=1, max=4096)
+    fp16: bool = _f(False)
+    workspace_mb: int = _f(1024, min=16, max=1 << 20)
+
+
+@dataclass(frozen=True)
+class Config:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
+    base_dir: str = field(default=str(REPO_ROOT), compare=False)
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (TOML/JSON-ready), e.g. to save the resolved config beside a run."""
+        out = dataclasses.asdict(self)
+        out.pop("base_dir")
+        return _lists(out)
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_lists(v) for v in obj]
+    return obj
+
+
+_HINTS = typing.get_type_hints(Config)
+SECTIONS: dict[str, type] = {f.name: _HINTS[f.name] for f in fields(Config) if f.name != "base_dir"}
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    close = close or [v for v in valid if name.startswith(v) or v.startswith(name)][:1]
+    close = close or difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
+    """Check one value against its annotated type and bounds; return it in the dataclass's type."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+        if meta.get("length") is not None and len(value) != meta["length"]:
+            raise ConfigError(f"{where} must have {meta['length']} items, got {len(value)}")
+        item_tp = args[0]
+        return tuple(_convert(v, item_tp, f"{where}[{i}]", meta) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+    else:  # pragma: no cover - schema bug, not user error
+        raise TypeError(f"unsupported config type {tp!r} at {where}")
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{where} = {value!r} is out of range [{lo}, {hi}]")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where} = {value!r} is not one of {', '.join(map(repr, choices))}"
+                          + (_suggest(value, list(choices)) if isinstance(value, str) else ""))
+    return value
+
+
+def _build_section(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key, valid)}")
+        f = next(f for f in fields(cls) if f.name == key)
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}", f.metadata)
+    obj = cls(**kwargs)
+    _cross_check(obj, where)
+    return obj
+
+
+def _cross_check(section: Any, where: str) -> None:
+    """Relations between keys that single-key bounds cannot express."""
+    if isinstance(section, ExportConfig):
+        if not section.min_batch <= section.opt_batch <= section.max_batch:
+            raise ConfigError(f"{where}: need min_batch <= opt_batch <= max_batch, got "
+                              f"{section.min_batch}, {section.opt_batch}, {section.max_batch}")
+    if isinstance(section, MonitorConfig) and section.min_votes > section.vote_window:
+        raise ConfigError(f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}")
+    if isinstance(section, MonitorConfig) and section.reconnect_initial_s > section.reconnect_max_s:
+        raise ConfigError(f"{where}.reconnect_initial_s exceeds reconnect_max_s")
+
+
+def from_dict(data: Mapping[str, Any], source: str = "config", base_dir: str | Path | None = None) -> Config:
+    valid = list(SECTIONS)
+    sections = {}
+    for name, table in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{name}]{_suggest(name, valid)}")
+        sections[name] = _build_section(SECTIONS[name], table, f"{source}: [{name}]")
+    return Config(**sections, base_dir=str(base_dir if base_dir is not None else REPO_ROOT))
+
+
+def default_config_path() -> Path | None:
+    """--config wins; else $MASK_MONITOR_CONFIG; else ./config.toml; else the repository's config.toml."""
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    for candidate in (Path.cwd() / "config.toml", DEFAULT_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read a config file (or the default one) and apply dotted overrides such as {"train.epochs": 3}."""
+    p = Path(path) if path is not None else default_config_path()
+    if p is None:
+        cfg = Config()
+    else:
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+        cfg = from_dict(data, str(p), base_dir=p.resolve().parent)
+    return with_overrides(cfg, overrides or {})
+
+
+def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Apply {"section.key": value} (e.g. from CLI flags); None values are skipped, so unset flags change nothing."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise ConfigError(f"override '{dotted}': unknown section{_suggest(section, list(SECTIONS))}")
+        grouped.setdefault(section, {})[key] = value
+    for section, table in grouped.items():
+        current = getattr(cfg, section)
+        merged = {f.name: getattr(current, f.name) for f in fields(current)}
+        merged.update({k: list(v) if isinstance(v, tuple) else v for k, v in table.items()})
+        merged = {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
+        new = _build_section(SECTIONS[section], merged, f"override [{section}]")
+        cfg = replace(cfg, **{section: new})
+    return cfg
+
+
+def add_config_argument(parser: Any) -> None:
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="config file (default: ./config.toml, else the repository's config.toml)")
+
+
+def config_from_args(args: Any) -> Config:
+    """--config plus every argparse dest written as 'section.key' (e.g. dest='train.epochs') as an override."""
+    overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    return load_config(getattr(args, "config", None), overrides)

@@ -1,0 +1,162 @@
+"""The model file is the contract between `train` (writes it) and `monitor` (reads it).
+
+`ModelMeta` is what the monitor needs to run a model and nothing else: labels, network input size,
+normalisation, crop geometry, architecture, provenance. It travels inside every model file:
+the `.pt` checkpoint dict, the `.onnx` metadata_props, a header before the TensorRT plan in `.engine`.
+`FORMATS` is the one table that says, per suffix, which backend loads a file and which exporter writes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from engines.config import CropConfig
+from engines.errors import UserError
+from engines.labels import NUM_CLASSES, class_names
+
+META_KEY = "mask_monitor_meta"          # key in the .pt dict and in ONNX metadata_props
+META_VERSION = 1
+TRT_MAGIC = b"MASKMON-TRT\x00"          # 12 bytes, then uint32 little-endian JSON length, JSON, TensorRT plan
+INPUT_NAME = "images"                    # float32 [N, 3, H, W], RGB, normalised with meta.mean/std
+OUTPUT_NAME = "probs"                    # float32 [N, 18], rows sum to 1
+
+
+class ModelFileError(UserError):
+    """A model file that is missing, of an unknown format, corrupt, or made for other labels."""
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    name: str          # key of the exporter in train.export.EXPORTERS
+    suffix: str
+    runtime: str       # what the user reads
+    backend: str       # "module:Class" imported only when a file of this format is loaded
+    needs_gpu: bool
+
+
+FORMATS: dict[str, ModelFormat] = {
+    ".pt": ModelFormat("pytorch", ".pt", "PyTorch", "engines.backends.torch_backend:TorchEngine", False),
+    ".onnx": ModelFormat("onnx", ".onnx", "ONNX Runtime", "engines.backends.onnx_backend:OnnxEngine", False),
+    ".engine": ModelFormat("tensorrt", ".engine", "TensorRT", "engines.backends.tensorrt_backend:TensorRTEngine", True),
+}
+
+
+def format_for(path: str | os.PathLike[str]) -> ModelFormat:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ModelFileError(f"model file {path}: unknown suffix {suffix or '(none)'!r}; "
+                             f"expected one of {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    arch: str
+    head: str = "single"
+    input_height: int = 256
+    input_width: int = 192
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop: CropConfig = field(default_factory=CropConfig)
+    labels: tuple[str, ...] = field(default_factory=lambda: tuple(class_names()))
+    age_old_threshold: int = 60
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    source_sha256: str = ""
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)  # training facts (epoch, val F1, data), for people
+    version: int = META_VERSION
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        return self.input_height, self.input_width
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"], d["labels"] = list(self.mean), list(self.std), list(self.labels)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "model file") -> "ModelMeta":
+        try:
+            known = {f.name for f in fields(cls)}
+            kw = {k: v for k, v in d.items() if k in known}
+            kw["crop"] = CropConfig(**d.get("crop", {}))
+            kw["mean"], kw["std"] = tuple(d["mean"]), tuple(d["std"])
+            kw["labels"] = tuple(d["labels"])
+            meta = cls(**kw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{source}: its mask-monitor metadata is incomplete or malformed ({exc})") from None
+        meta.check(source)
+        return meta
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "model file") -> "ModelMeta":
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{source}: its mask-monitor metadata is not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise ModelFileError(f"{source}: its mask-monitor metadata is not a JSON object")
+        return cls.from_dict(d, source)
+
+    def check(self, source: str = "model file") -> None:
+        """Refuse files made for another label schema: their outputs would be read as the wrong classes."""
+        if self.version > META_VERSION:
+            raise ModelFileError(f"{source}: metadata version {self.version} is newer than this program "
+                                 f"understands ({META_VERSION}); upgrade mask-monitor")
+        if list(self.labels) != class_names():
+            raise ModelFileError(f"{source}: the model has other labels ({len(self.labels)} classes, first "
+                                 f"{list(self.labels[:2])}) than the {NUM_CLASSES} mask/gender/age classes")
+        if self.head not in ("single", "multi"):
+            raise ModelFileError(f"{source}: unknown head {self.head!r}")
+        if self.input_height < 8 or self.input_width < 8:
+            raise ModelFileError(f"{source}: input size {self.input_size} is too small")
+
+
+# --- the TensorRT engine file: header + plan -------------------------------------------------------------
+
+def pack_engine(meta: ModelMeta, plan: bytes) -> bytes:
+    header = meta.to_json().encode("utf-8")
+    return TRT_MAGIC + struct.pack("<I", len(header)) + header + bytes(plan)
+
+
+def unpack_engine(data: bytes, source: str = "engine file") -> tuple[ModelMeta, bytes]:
+    n = len(TRT_MAGIC)
+    if data[:n] != TRT_MAGIC or len(data) < n + 4:
+        raise ModelFileError(f"{source}: not a mask-monitor TensorRT engine (no header); build it with "
+                             f"`mask-train export-trt`")
+    (length,) = struct.unpack("<I", data[n:n + 4])
+    start = n + 4
+    if start + length > len(data):
+        raise ModelFileError(f"{source}: truncated header")
+    meta = ModelMeta.from_json(data[start:start + length], source)
+    return meta, data[start + length:]
+
+
+def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
+    """The metadata of any model file, without loading a runtime."""
+    p = Path(path)
+    fmt = format_for(p)
+    if not p.is_file():
+        raise ModelFileError(f"model file {p} does not exist")
+    if fmt.name == "pytorch":
+        from engines.backends.torch_backend import load_checkpoint
+        return load_checkpoint(p)[0]
+    if fmt.name == "onnx":
+        from engines.backends.onnx_backend import read_onnx_meta
+        return read_onnx_meta(p)
+    with open(p, "rb") as fh:
+        head = fh.read(len(TRT_MAGIC) + 4)
+        if head[:len(TRT_MAGIC)] != TRT_MAGIC or len(head) < len(TRT_MAGIC) + 4:
+            raise ModelFileError(f"{p}: not a mask-monitor TensorRT engine (no header)")
+        (length,) = struct.unpack("<I", head[len(TRT_MAGIC):])
+        return ModelMeta.from_json(fh.read(length), str(p))

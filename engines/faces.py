@@ -1,0 +1,183 @@
+"""Face detection (MTCNN from facenet-pytorch) and THE crop into the competition's 384x512 format.
+
+`crop_face` is the only function that turns a face box into a classifier crop: `mask-train prepare`
+uses it on the competition photos and `mask-monitor` on live frames, so the model sees the same geometry
+in both. Images are BGR uint8 (OpenCV's order) everywhere in this module.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from engines.config import CropConfig, DetectorConfig
+from engines.errors import UserError
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+
+_BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101}
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    box: Box
+    score: float
+    landmarks: np.ndarray | None = field(default=None, repr=False)  # [5, 2]: eyes, nose, mouth corners
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+
+    def shifted(self, dx: float, dy: float) -> "Face":
+        x1, y1, x2, y2 = self.box
+        lm = None if self.landmarks is None else self.landmarks + np.array([dx, dy], dtype=np.float32)
+        return Face((x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.score, lm)
+
+
+# --- the crop -----------------------------------------------------------------------------------------------
+
+def crop_box(box: Box, geom: CropConfig = CropConfig()) -> Box:
+    """Face box -> the region of the image that becomes the crop (3:4, may extend past the image)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    cw, ch = w * (1 + 2 * geom.margin), h * (1 + 2 * geom.margin)
+    aspect = geom.width / geom.height
+    if cw / ch < aspect:
+        cw = ch * aspect
+    else:
+        ch = cw / aspect
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + geom.shift_y * ch
+    return cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2
+
+
+def center_box(image_shape: Sequence[int], geom: CropConfig = CropConfig()) -> Box:
+    """The crop region used where no face is found: the largest centred 3:4 region of the image."""
+    h, w = image_shape[:2]
+    aspect = geom.width / geom.height
+    cw, ch = (w, w / aspect) if w / h < aspect else (h * aspect, h)
+    return (w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2
+
+
+def crop_region(image: np.ndarray, region: Box, geom: CropConfig = CropConfig()) -> np.ndarray:
+    """Cut `region` out of `image`, padding where it leaves the image, resized to geom.width x geom.height."""
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        raise ValueError(f"expected an HxWx3 image, got shape {getattr(image, 'shape', None)}")
+    H, W = image.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in region)
+    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+    ix1, iy1, ix2, iy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
+    if ix1 >= ix2 or iy1 >= iy2:  # region entirely outside the image
+        patch = np.zeros((y2 - y1, x2 - x1, 3), dtype=image.dtype)
+        if geom.border != "constant":
+            patch[:] = image[min(max(y1, 0), H - 1), min(max(x1, 0), W - 1)]
+    else:
+        patch = image[iy1:iy2, ix1:ix2]
+        pads = (iy1 - y1, y2 - iy2, ix1 - x1, x2 - ix2)
+        if any(pads):
+            border = _BORDERS[geom.border]
+            if border == cv2.BORDER_REFLECT_101 and (patch.shape[0] < 2 or patch.shape[1] < 2):
+                border = cv2.BORDER_REPLICATE
+            patch = cv2.copyMakeBorder(patch, *pads, border, value=(0, 0, 0))
+    shrinking = patch.shape[1] > geom.width or patch.shape[0] > geom.height
+    return cv2.resize(patch, (geom.width, geom.height),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def crop_face(image: np.ndarray, box: Box, geom: CropConfig = CropConfig()) -> np.ndarray:
+    """A face box -> the training-format crop (geom.height x geom.width x 3, BGR uint8)."""
+    return crop_region(image, crop_box(box, geom), geom)
+
+
+# --- the detector -------------------------------------------------------------------------------------------
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("detector.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return device
+
+
+class FaceDetector:
+    """MTCNN behind `detect(frame) -> [Face]`, tuned by DetectorConfig.
+
+    facenet-pytorch's nets are loaded on first use (their weights ship inside the package). Per-call
+    `thresholds` / `min_face_size` let a caller take a more permissive second look at a small region.
+    """
+
+    def __init__(self, cfg: DetectorConfig = DetectorConfig()) -> None:
+        self.cfg = cfg
+        self._nets = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._nets is None:
+            try:
+                from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+            except ImportError as exc:  # pragma: no cover - a broken install
+                raise UserError(f"facenet-pytorch is not installed ({exc}); pip install facenet-pytorch==2.5.3")
+            device = _resolve_device(self.cfg.device)
+            nets = tuple(net().to(device).eval() for net in (PNet, RNet, ONet))
+            self._nets = (nets, device)
+        return self._nets
+
+    def detect(self, frame: np.ndarray, *, thresholds: Sequence[float] | None = None,
+               min_face_size: int | None = None) -> list[Face]:
+        return self.detect_batch([frame], thresholds=thresholds, min_face_size=min_face_size)[0]
+
+    def detect_batch(self, frames: Sequence[np.ndarray], *, thresholds: Sequence[float] | None = None,
+                     min_face_size: int | None = None) -> list[list[Face]]:
+        """Faces in each frame. Frames of equal size run as one batch; others one by one."""
+        if len(frames) == 0:
+            return []
+        for i, f in enumerate(frames):
+            if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.shape[0] < 12 or f.shape[1] < 12:
+                raise ValueError(f"frame {i}: expected an HxWx3 BGR image, got shape {getattr(f, 'shape', None)}")
+        if len({f.shape for f in frames}) > 1:
+            return [self.detect_batch([f], thresholds=thresholds, min_face_size=min_face_size)[0] for f in frames]
+        import torch
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        (pnet, rnet, onet), device = self._load()
+        rgb = np.stack([cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames])
+        th = list(thresholds if thresholds is not None else self.cfg.thresholds)
+        minsize = int(min_face_size if min_face_size is not None else self.cfg.min_face_size)
+        with self._lock, torch.inference_mode():
+            boxes, points = detect_face(rgb, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
+        out: list[list[Face]] = []
+        H, W = rgb.shape[1:3]
+        for b, p in zip(boxes, points):
+            faces = []
+            for row, lm in zip(np.asarray(b).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2)):
+                x1, y1, x2, y2, score = (float(v) for v in row)
+                if score < self.cfg.min_score or x2 <= x1 or y2 <= y1:
+                    continue
+                box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(W)), min(y2, float(H)))
+                if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                    continue
+                faces.append(Face(box, score, lm.astype(np.float32)))
+            faces.sort(key=lambda f: -f.score)
+            out.append(faces)
+        return out
+
+    def detect_region(self, frame: np.ndarray, region: Box, **kw) -> list[Face]:
+        """Detect inside `region` only (clipped to the frame), boxes returned in frame coordinates."""
+        H, W = frame.shape[:2]
+        x1, y1 = max(int(region[0]), 0), max(int(region[1]), 0)
+        x2, y2 = min(int(np.ceil(region[2])), W), min(int(np.ceil(region[3])), H)
+        if x2 - x1 < 12 or y2 - y1 < 12:
+            return []
+        return [f.shifted(x1, y1) for f in self.detect(frame[y1:y2, x1:x2], **kw)]

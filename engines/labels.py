@@ -1,0 +1,160 @@
+"""The competition's 18-class schema: class = mask*6 + gender*3 + age.
+
+Everything that turns a folder name, a file stem or a model output into a label goes through here,
+so training, evaluation and the live monitor cannot disagree about what class 7 means.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.errors import UserError
+
+NUM_CLASSES = 18
+MASK_NAMES = ("wear", "incorrect", "not_wear")
+GENDER_NAMES = ("male", "female")
+AGE_NAMES = ("<30", "30-59", ">=60")
+TASKS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+
+# Shown to users (UI, tables); the machine-readable names above go into files and events.
+MASK_DISPLAY = ("mask", "incorrect mask", "no mask")
+
+# File stems of one person's 7 photos in the competition layout.
+STEM_TO_MASK = {
+    "mask1": 0, "mask2": 0, "mask3": 0, "mask4": 0, "mask5": 0,
+    "incorrect_mask": 1,
+    "normal": 2,
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+_PERSON_RE = re.compile(r"^(?P<id>[^_]+)_(?P<gender>[A-Za-z]+)_(?P<race>.+)_(?P<age>\d+)$")
+
+
+class LabelError(UserError):
+    """A folder name, file stem or label value that does not parse."""
+
+
+@dataclass(frozen=True)
+class Label:
+    mask: int
+    gender: int
+    age: int
+
+    def __post_init__(self) -> None:
+        for name, n in (("mask", 3), ("gender", 2), ("age", 3)):
+            object.__setattr__(self, name, _check(getattr(self, name), n, name))
+
+    @property
+    def cls(self) -> int:
+        return self.mask * 6 + self.gender * 3 + self.age
+
+    @property
+    def mask_name(self) -> str:
+        return MASK_NAMES[self.mask]
+
+    @property
+    def gender_name(self) -> str:
+        return GENDER_NAMES[self.gender]
+
+    @property
+    def age_name(self) -> str:
+        return AGE_NAMES[self.age]
+
+
+def encode(mask: int, gender: int, age: int) -> int:
+    return _check(mask, 3, "mask") * 6 + _check(gender, 2, "gender") * 3 + _check(age, 3, "age")
+
+
+def _check(value: object, n: int, name: str) -> int:
+    """Accept Python and NumPy integers in 0..n-1; refuse bools, floats and strings."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise LabelError(f"{name} must be an integer in 0..{n - 1}, got {value!r}")
+    value = int(value.__index__())
+    if not 0 <= value < n:
+        raise LabelError(f"{name} must be an integer in 0..{n - 1}, got {value}")
+    return value
+
+
+def decode(cls: int) -> Label:
+    c = _check(cls, NUM_CLASSES, "class")
+    return Label(c // 6, (c // 3) % 2, c % 3)
+
+
+def class_name(cls: int) -> str:
+    """Machine-readable name, e.g. 'wear/female/30-59'."""
+    lab = decode(cls)
+    return f"{lab.mask_name}/{lab.gender_name}/{lab.age_name}"
+
+
+def class_names() -> list[str]:
+    return [class_name(c) for c in range(NUM_CLASSES)]
+
+
+def display_name(cls: int) -> str:
+    """What a user reads, e.g. 'no mask, female, 30-59'."""
+    lab = decode(cls)
+    return f"{MASK_DISPLAY[lab.mask]}, {lab.gender_name}, {lab.age_name}"
+
+
+def age_group(age: int, old_threshold: int = 60) -> int:
+    """Age in years -> 0 (<30), 1 (30..old_threshold-1), 2 (>=old_threshold).
+
+    The threshold is a parameter because strong competition entries trained with 58 or 59: the data holds
+    few people over 60, and moving the border borrows some of the 58-59 year-olds into the scarce class.
+    """
+    if not 30 < old_threshold <= 120:
+        raise LabelError(f"age threshold must be in 31..120, got {old_threshold}")
+    if age < 0 or age > 120:
+        raise LabelError(f"age {age} is out of range 0..120")
+    if age < 30:
+        return 0
+    return 1 if age < old_threshold else 2
+
+
+def parse_gender(text: str) -> int:
+    t = text.strip().lower()
+    if t not in GENDER_NAMES:
+        raise LabelError(f"gender must be 'male' or 'female', got {text!r}")
+    return GENDER_NAMES.index(t)
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    gender: int
+    race: str
+    age_years: int
+
+    def age(self, old_threshold: int = 60) -> int:
+        return age_group(self.age_years, old_threshold)
+
+
+def parse_person_dir(name: str) -> Person:
+    """'000001_female_Asian_45' -> Person. Raises LabelError naming the folder when it does not parse."""
+    m = _PERSON_RE.match(name)
+    if not m:
+        raise LabelError(f"folder name {name!r} does not parse as <id>_<gender>_<race>_<age>")
+    try:
+        gender = parse_gender(m["gender"])
+        age = int(m["age"])
+        age_group(age)
+    except LabelError as exc:
+        raise LabelError(f"folder name {name!r}: {exc}") from None
+    return Person(m["id"], gender, m["race"], age)
+
+
+def parse_mask_stem(filename: str) -> int:
+    """'mask3.jpg' / 'incorrect_mask.png' / 'normal.jpeg' -> mask state 0/1/2."""
+    p = Path(filename)
+    stem, suffix = p.stem, p.suffix.lower()
+    if suffix and suffix not in IMAGE_SUFFIXES:
+        raise LabelError(f"file {filename!r}: suffix {p.suffix!r} is not an image suffix")
+    if stem not in STEM_TO_MASK:
+        raise LabelError(f"file {filename!r}: stem {stem!r} is not one of {', '.join(STEM_TO_MASK)}")
+    return STEM_TO_MASK[stem]
+
+
+def label_for(person_dir: str, filename: str, old_threshold: int = 60) -> Label:
+    person = parse_person_dir(person_dir)
+    return Label(parse_mask_stem(filename), person.gender, person.age(old_threshold))

@@ -1,0 +1,41 @@
+"""Shared fixtures. Real photos and videos come from ../shared/assets (never copied into the repo)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MASK_MONITOR_SHARED", REPO.parent / "shared")).resolve()
+FACES = SHARED / "assets" / "faces"
+MASKS = SHARED / "assets" / "masks"
+VIDEOS = SHARED / "assets" / "video"
+
+# Offline ImageNet weights (torchvision's own file) and no network calls from albumentations.
+os.environ.setdefault("TORCH_HOME", str(SHARED / "weights" / "torch-hub"))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+
+from tests.helpers import make_checkpoint  # noqa: E402
+
+
+def pytest_report_header(config):
+    return f"shared assets: {SHARED} ({'found' if FACES.is_dir() else 'MISSING'})"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not FACES.is_dir():
+        pytest.fail(f"test assets not found at {SHARED}; set MASK_MONITOR_SHARED")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight mobilenet_v2 checkpoint with a small input, saved as training saves it."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", head="single")
+
+
+@pytest.fixture(scope="session")
+def tiny_multi_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_multi.pt", head="multi")

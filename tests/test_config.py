@@ -1,0 +1,73 @@
+import subprocess
+import sys
+import tomllib
+from dataclasses import FrozenInstanceError
+
+import pytest
+
+from engines.config import DEFAULT_CONFIG, Config, ConfigError, load_config, with_overrides
+from tests.conftest import REPO
+
+
+def test_config_toml_holds_every_default_and_equals_dataclasses():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg == Config()
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    assert data == Config().to_dict()  # every key present in the file, none extra
+
+
+def test_frozen():
+    with pytest.raises(FrozenInstanceError):
+        Config().train.epochs = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[train]\nlr_rate = 0.1\n", r"\[train\]: unknown key 'lr_rate' \(did you mean 'lr'\?\)"),
+    ("[trian]\nlr = 0.1\n", r"unknown section \[trian\] \(did you mean 'train'\?\)"),
+    ("[train]\nepochs = 'ten'\n", r"\[train\]\.epochs must be an integer"),
+    ("[train]\nepochs = 0\n", r"\[train\]\.epochs = 0 is out of range"),
+    ("[detector]\nthresholds = [0.5, 0.5]\n", r"thresholds must have 3 items"),
+    ("[detector]\nthresholds = [0.5, 0.5, 1.5]\n", r"thresholds\[2\] = 1.5 is out of range"),
+    ("[model]\nhead = 'mult'\n", r"head = 'mult' is not one of .*did you mean 'multi'"),
+    ("[export]\nmin_batch = 8\nopt_batch = 4\n", r"min_batch <= opt_batch <= max_batch"),
+    ("[ui]\nbell = 1\n", r"bell must be true or false"),
+    ("[train\n", r"not valid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, text, expected):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(p)
+    assert str(p) in str(info.value)
+
+
+def test_partial_file_keeps_other_defaults_and_resolves_paths_against_its_folder(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nepochs = 3\n[engine]\npath = 'm/x.onnx'\n")
+    cfg = load_config(p)
+    assert cfg.train.epochs == 3 and cfg.train.lr == Config().train.lr
+    assert cfg.resolve(cfg.engine.path) == tmp_path / "m" / "x.onnx"
+
+
+def test_overrides_are_validated_like_the_file():
+    cfg = with_overrides(Config(), {"train.epochs": 2, "detector.thresholds": [0.4, 0.5, 0.6], "ui.bell": None})
+    assert cfg.train.epochs == 2 and cfg.detector.thresholds == (0.4, 0.5, 0.6) and cfg.ui.bell is False
+    with pytest.raises(ConfigError, match="epochs"):
+        with_overrides(Config(), {"train.epochs": -1})
+
+
+def test_missing_config_file_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_reports_a_bad_config_in_one_line_without_traceback(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nepohcs = 3\n")
+    r = subprocess.run([sys.executable, "-m", "train", "fit", "--config", str(p)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "unknown key 'epohcs'" in lines[0] and "did you mean 'epochs'" in lines[0]
+    assert "Traceback" not in r.stderr

@@ -162,6 +162,7 @@ class ExportConfig:
     max_batch: int = _f(32, min=1, max=4096)
     fp16: bool = _f(False)
     workspace_mb: int = _f(1024, min=16, max=1 << 20)
+    timing_cache: str = _f("", path=True)  # "" = timing.cache beside the engine file
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""`mask-train bench-engines`: classifier crops/s per backend and MTCNN ms per frame, as a table.
+
+A benchmark, not a test: the numbers depend on the machine and on whatever else runs there; medians keep
+a burst of load from elsewhere from dominating, and the ratio ONNX Runtime / PyTorch comes from the same
+run on the same input. The model is the configured backbone with random weights
+(the speed of a network does not depend on its weights), or --checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from engines.config import Config
+from engines.errors import UserError
+
+BATCHES = (1, 8)
+TARGET_RATIO = 3.0  # issue 2: ONNX Runtime >= 3x PyTorch eager, default backbone, batch 8, this 2-core machine
+PHOTO = Path(__file__).resolve().parent.parent / "samples" / "faces" / "astronaut.png"
+FRAMES = ((640, 480), (1280, 720))  # width, height
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers to FILE (JSON)")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="time this model (default: [model] arch with random weights)")
+    p.add_argument("--repeats", type=int, default=20, metavar="N", help="timed calls per case (default 20)")
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _source(args: argparse.Namespace, cfg: Config):
+    """(meta, state_dict) of the model to time."""
+    from engines.backends.torch_backend import CKPT_MODEL, load_checkpoint
+    from engines.contract import ModelMeta
+    from engines.models import create_model
+
+    if args.checkpoint:
+        if not args.checkpoint.is_file():
+            raise UserError(f"checkpoint {args.checkpoint} does not exist")
+        meta, ckpt = load_checkpoint(args.checkpoint)
+        return meta, ckpt[CKPT_MODEL]
+    m = cfg.model
+    model = create_model(m.arch, m.head, pretrained=False)
+    meta = ModelMeta(arch=m.arch, head=m.head, input_height=m.input_height, input_width=m.input_width,
+                     mean=m.mean, std=m.std, crop=cfg.crop, extra={"note": "random weights (bench-engines)"})
+    return meta, model.state_dict()
+
+
+def _model_files(meta, state_dict, size: tuple[int, int], tmp: Path) -> tuple[Path, Path]:
+    """A checkpoint and its ONNX export for one network input size (the backbones pool adaptively)."""
+    import torch
+
+    from train.export import export_onnx
+
+    h, w = size
+    ckpt = tmp / f"model_{h}x{w}.pt"
+    torch.save({"meta": replace(meta, input_height=h, input_width=w).to_dict(), "model": state_dict}, ckpt)
+    onnx_path = ckpt.with_suffix(".onnx")
+    export_onnx(ckpt, onnx_path)
+    return ckpt, onnx_path
+
+
+def _median_call(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds per call after warm-up calls (the first calls allocate and pick kernels)."""
+    for _ in range(2 if repeats >= 5 else 1):
+        fn()
+    times = [_timed(fn) for _ in range(repeats)]
+    time.sleep(0.2)  # let this runtime's spinning worker threads go idle before the other one runs
+    return statistics.median(times)
+
+
+def bench_classifier(pt, ort, batch: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    """PyTorch, then ONNX Runtime, on the same input; crops/s from each side's median call.
+
+    The two are never interleaved call by call: both runtimes keep their worker threads spinning for a
+    while after a call, and on a 2-core machine that spinning would slow the other runtime's next call.
+    """
+    h, w = pt.meta.input_size
+    x = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
+    pt_rate = batch / _median_call(lambda: pt.infer(x), repeats)
+    ort_rate = batch / _median_call(lambda: ort.infer(x), repeats)
+    return {"input": [h, w], "batch": batch, "pytorch_crops_per_s": round(pt_rate, 2),
+            "onnxruntime_crops_per_s": round(ort_rate, 2), "ratio": round(ort_rate / pt_rate, 3)}
+
+
+def make_frame(width: int, height: int, photo: np.ndarray) -> np.ndarray:
+    """A grey frame with the photo (one face) scaled to 60% of its height, in the middle."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(118, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+    s = 0.6 * height / photo.shape[0]
+    ph, pw = int(photo.shape[0] * s), int(photo.shape[1] * s)
+    small = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)
+    y, x = (height - ph) // 2, (width - pw) // 2
+    frame[y:y + ph, x:x + pw] = small
+    return frame
+
+
+def bench_mtcnn(detector, width: int, height: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
+    frame = make_frame(width, height, photo)
+    faces = len(detector.detect(frame))  # warm-up (loads the nets) and a sanity check
+    times = [_timed(lambda: detector.detect(frame)) * 1000 for _ in range(repeats)]
+    return {"frame": [width, height], "median_ms": round(float(np.median(times)), 2),
+            "p95_ms": round(float(np.percentile(times, 95)), 2), "faces": faces}
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+
+def run_benchmark(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    import cv2
+    import onnxruntime
+    import torch
+
+    from engines.backends.onnx_backend import OnnxEngine
+    from engines.backends.torch_backend import TorchEngine
+    from engines.faces import FaceDetector
+
+    photo = cv2.imread(str(PHOTO))
+    if photo is None:
+        raise UserError(f"cannot read the bundled photo {PHOTO}")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="mask-monitor-bench-") as tmp, _progress() as progress:
+        meta, state = _source(args, cfg)
+        sizes = list(dict.fromkeys([meta.input_size, (cfg.crop.height, cfg.crop.width)]))
+        steps = len(sizes) * (1 + len(BATCHES)) + len(FRAMES)
+        task = progress.add_task("benchmark", total=steps)
+        rows = []
+        for h, w in sizes:
+            progress.update(task, description=f"exporting {meta.arch} at {w}x{h} to ONNX")
+            ckpt, onnx_path = _model_files(meta, state, (h, w), Path(tmp))
+            pt, ort = TorchEngine(ckpt, device="cpu"), OnnxEngine(onnx_path, device="cpu")
+            progress.advance(task)
+            for batch in BATCHES:
+                progress.update(task, description=f"classifier {w}x{h}, batch {batch}")
+                rows.append(bench_classifier(pt, ort, batch, args.repeats, rng))
+                progress.advance(task)
+        detector = FaceDetector(cfg.detector)
+        frames = []
+        for w, h in FRAMES:
+            progress.update(task, description=f"MTCNN {w}x{h}")
+            frames.append(bench_mtcnn(detector, w, h, photo, args.repeats))
+            progress.advance(task)
+    default = next((r for r in rows if tuple(r["input"]) == meta.input_size and r["batch"] == 8), None)
+    return {
+        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                    "torch_threads": torch.get_num_threads(), "ort_threads": os.cpu_count()},
+        "model": {"arch": meta.arch, "head": meta.head,
+                  "weights": str(args.checkpoint) if args.checkpoint else "random"},
+        "repeats": args.repeats,
+        "classifier": rows,
+        "mtcnn": frames,
+        "target": {"what": f"ONNX Runtime >= {TARGET_RATIO:g}x PyTorch eager at batch 8, model input size",
+                   "ratio": default["ratio"] if default else None,
+                   "met": bool(default and default["ratio"] >= TARGET_RATIO)},
+    }
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result["model"]
+    t = Table(title=f"classifier crops/s ({m['arch']}, {m['head']} head, {m['weights']} weights, CPU)")
+    for col in ("input (WxH)", "batch", "PyTorch eager", "ONNX Runtime", "ORT / PyTorch"):
+        t.add_column(col, justify="right")
+    for r in result["classifier"]:
+        h, w = r["input"]
+        t.add_row(f"{w}x{h}", str(r["batch"]), f"{r['pytorch_crops_per_s']:.1f}",
+                  f"{r['onnxruntime_crops_per_s']:.1f}", f"{r['ratio']:.2f}x")
+    console.print(t)
+    d = Table(title="MTCNN ms per frame (one face, CPU)")
+    for col in ("frame", "median ms", "p95 ms", "faces found"):
+        d.add_column(col, justify="right")
+    for r in result["mtcnn"]:
+        d.add_row(f"{r['frame'][0]}x{r['frame'][1]}", f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", str(r["faces"]))
+    console.print(d)
+    mach, tg = result["machine"], result["target"]
+    verdict = "n/a" if tg["ratio"] is None else f"{tg['ratio']:.2f}x ({'met' if tg['met'] else 'NOT met'})"
+    console.print(f"target: {tg['what']}: {verdict}. {mach['cpus']} CPUs, torch {mach['torch']} "
+                  f"({mach['torch_threads']} threads), onnxruntime {mach['onnxruntime']}, {result['repeats']} calls "
+                  f"per case (medians).")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
+    result = run_benchmark(args, cfg)
+    print_tables(result)
+    if args.json:
+        from engines.fileio import atomic_write_json
+
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0

@@ -304,6 +304,7 @@ def test_trt_build_sequence_for_each_version(major, single_onnx, fp16_onnx, tmp_
     assert plan == b"PLAN" and file_meta == meta == read_meta(out)
     assert meta.precision == "fp16" and meta.source_sha256 == read_meta(onnx_in).source_sha256
     assert meta.extra["tensorrt"]["batch"] == [2, 4, 16] and meta.extra["tensorrt"]["version"].startswith(str(major))
+    assert meta.created == read_meta(onnx_in).created and datetime.fromisoformat(meta.extra["tensorrt"]["built"])
     # the saved timing cache is read back by the next build
     export_tensorrt(onnx_in, out, cfg, timing_cache=cache)
     assert ("timing_cache_in", b"CACHE") in calls

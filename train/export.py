@@ -132,10 +132,11 @@ def export_tensorrt(source: str | os.PathLike[str], out: str | os.PathLike[str],
                           timing_cache=Path(timing_cache) if timing_cache else None)
     import torch
 
+    # `created` stays the model's; when and how this plan was built goes beside it
     built = {"version": str(trt.__version__), "gpu": torch.cuda.get_device_name(),
-             "batch": [cfg.min_batch, cfg.opt_batch, cfg.max_batch], "strongly_typed": precision.strongly_typed}
-    meta = replace(meta, precision=precision.label, extra={**meta.extra, "tensorrt": built},
-                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+             "batch": [cfg.min_batch, cfg.opt_batch, cfg.max_batch], "strongly_typed": precision.strongly_typed,
+             "built": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = replace(meta, precision=precision.label, extra={**meta.extra, "tensorrt": built})
     atomic_write_bytes(out, pack_engine(meta, plan))
     return meta
 

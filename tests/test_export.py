@@ -329,7 +329,7 @@ def test_bench_engines_writes_positive_numbers(tiny_checkpoint, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "ORT / PyTorch" in r.stdout and "MTCNN" in r.stdout
     res = json.loads(out.read_text())
-    assert set(res) >= {"machine", "model", "classifier", "mtcnn", "target"}
+    assert set(res) >= {"machine", "model", "classifier", "mtcnn", "target"} and res["machine"]["cpus"] >= 1
     cases = {(tuple(c["input"]), c["batch"]) for c in res["classifier"]}
     assert cases == {(s, b) for s in ((128, 96), (512, 384)) for b in (1, 8)}
     for c in res["classifier"]:

@@ -141,6 +141,14 @@ def bench_mtcnn(detector, width: int, height: int, photo: np.ndarray, repeats: i
             "p95_ms": round(float(np.percentile(times, 95)), 2), "faces": faces}
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average: above the core count, other work shared the CPUs during the run."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def _progress():
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -162,6 +170,7 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     if photo is None:
         raise UserError(f"cannot read the bundled photo {PHOTO}")
     rng = np.random.default_rng(0)
+    load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="mask-monitor-bench-") as tmp, _progress() as progress:
         meta, state = _source(args, cfg)
         sizes = list(dict.fromkeys([meta.input_size, (cfg.crop.height, cfg.crop.width)]))
@@ -186,7 +195,8 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     default = next((r for r in rows if tuple(r["input"]) == meta.input_size and r["batch"] == 8), None)
     return {
         "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                    "torch_threads": torch.get_num_threads(), "ort_threads": os.cpu_count()},
+                    "torch_threads": torch.get_num_threads(), "ort_threads": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": _load_average()},
         "model": {"arch": meta.arch, "head": meta.head,
                   "weights": str(args.checkpoint) if args.checkpoint else "random"},
         "repeats": args.repeats,
@@ -222,7 +232,8 @@ def print_tables(result: dict[str, Any]) -> None:
     verdict = "n/a" if tg["ratio"] is None else f"{tg['ratio']:.2f}x ({'met' if tg['met'] else 'NOT met'})"
     console.print(f"target: {tg['what']}: {verdict}. {mach['cpus']} CPUs, torch {mach['torch']} "
                   f"({mach['torch_threads']} threads), onnxruntime {mach['onnxruntime']}, {result['repeats']} calls "
-                  f"per case (medians).")
+                  f"per case (medians), load average {mach['load_average_before']} before, "
+                  f"{mach['load_average_after']} after.")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

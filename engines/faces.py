@@ -151,10 +151,12 @@ class FaceDetector:
         import torch
         from facenet_pytorch.models.utils.detect_face import detect_face
 
-        (pnet, rnet, onet), device = self._load()
-        rgb = np.stack([cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames])
         th = list(thresholds if thresholds is not None else self.cfg.thresholds)
         minsize = int(min_face_size if min_face_size is not None else self.cfg.min_face_size)
+        if min(frames[0].shape[:2]) < minsize:  # no face fits; facenet-pytorch would fail on an empty pyramid
+            return [[] for _ in frames]
+        (pnet, rnet, onet), device = self._load()
+        rgb = np.stack([cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames])
         with self._lock, torch.inference_mode():
             boxes, points = detect_face(rgb, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
         out: list[list[Face]] = []

@@ -1,0 +1,215 @@
+"""`mask-monitor bench`: the monitor's pipeline against a naive one, on the same video, in the same run.
+
+Naive = what one writes first: MTCNN on every full frame (the detector's own settings, no shrinking),
+every face cropped and classified alone in PyTorch eager. Both read frames through the same capture
+thread and report through the same StageTimer, so the ratio compares like with like. Where the engine is
+not a .pt file, the baseline network is the same architecture and input size built from the model file's
+metadata with untrained weights: speed does not depend on the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.config import Config
+from engines.errors import UserError
+from engines.fileio import atomic_write_json
+from monitor.capture import Capture, SourceSpec
+from monitor.timing import StageTimer
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class Measurement:
+    name: str
+    frames: int
+    wall_s: float
+    stages: dict[str, dict[str, float]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "frames": self.frames, "wall_s": round(self.wall_s, 3),
+                "fps": round(self.fps, 2), "stages": self.stages, **self.extra}
+
+
+def _drive(spec: SourceSpec, timer: StageTimer, limit: int, step) -> tuple[float, float]:
+    """Feed up to `limit` frames of the video through the capture thread to `step`; (wall s, video fps).
+    The clock starts at the first frame, after the warm-up."""
+    cap = Capture(spec, timer=timer).start()
+    n, t0 = 0, None
+    try:
+        while n < limit:
+            frame = cap.get(0.5)
+            if frame is None:
+                if cap.finished or cap.error is not None:
+                    break
+                continue
+            t0 = t0 or time.perf_counter()
+            step(frame)
+            n += 1
+    finally:
+        cap.stop()
+    return (time.perf_counter() - t0 if t0 else 0.0), cap.fps
+
+
+def _stages(timer: StageTimer) -> dict[str, dict[str, float]]:
+    return {k: v.to_dict() for k, v in timer.stats().items()}
+
+
+def measure_pipeline(cfg: Config, engine, detector, spec: SourceSpec, limit: int) -> Measurement:
+    """The monitor's pipeline, as `mask-monitor --video FILE --headless` runs it (without writing files)."""
+    from monitor.pipeline import Pipeline
+
+    timer = StageTimer(window=None)
+    pipeline = Pipeline(cfg, engine, detector, timer)
+    started: dict[int, int] = {}      # track id -> first frame seq
+    settle: dict[int, int] = {}       # track id -> frames from its first detection to a settled state
+    flags = 0
+
+    def step(frame) -> None:
+        nonlocal flags
+        result = pipeline.process(frame)
+        flags += sum(ev.event == "flag" for ev in result.events)
+        for tv in result.tracks:
+            started.setdefault(tv.id, result.seq - tv.frames)
+            if tv.settled is not None and tv.id not in settle:
+                settle[tv.id] = result.seq - started[tv.id]
+
+    rss0 = rss_mb()
+    wall, fps = _drive(spec, timer, limit, step)
+    rss1 = rss_mb()
+    lat = np.array(list(settle.values()), dtype=float) / fps
+    extra = {"tracks": len(started), "settled_tracks": len(settle), "flags": flags,
+             "settle_s_median": round(float(np.median(lat)), 3) if lat.size else None,
+             "settle_s_max": round(float(lat.max()), 3) if lat.size else None,
+             "rss_mb_start": rss0, "rss_mb_end": rss1}
+    return Measurement("monitor", timer.frames, wall, _stages(timer), extra)
+
+
+def baseline_model(engine) -> Any:
+    """PyTorch eager network of the engine's architecture (its own weights if the engine is a .pt file)."""
+    import torch
+
+    from engines.backends.torch_backend import TorchEngine
+    from engines.models import InferenceModel, create_model
+
+    if isinstance(engine, TorchEngine):
+        return engine.model.to("cpu").eval(), "the engine's own weights"
+    model = create_model(engine.meta.arch, engine.meta.head, pretrained=False)
+    torch.manual_seed(0)
+    return InferenceModel(model, engine.meta.head).eval(), "same architecture, untrained weights"
+
+
+def measure_naive(cfg: Config, engine, detector, spec: SourceSpec, limit: int) -> Measurement:
+    import torch
+
+    from engines.faces import crop_face
+    from engines.preprocess import preprocess
+
+    model, weights = baseline_model(engine)
+    meta = engine.meta
+    timer = StageTimer(window=None)
+
+    def step(frame) -> None:
+        with timer.stage("total"):
+            with timer.stage("detect"):
+                faces = detector.detect(frame.image)
+            with timer.stage("classify"), torch.inference_mode():
+                for face in faces:
+                    x = preprocess([crop_face(frame.image, face.box, meta.crop)], meta.input_size, meta.mean, meta.std)
+                    model(torch.from_numpy(x))
+        timer.frame_done()
+
+    wall, _ = _drive(spec, timer, limit, step)
+    return Measurement("naive baseline", timer.frames, wall, _stages(timer), {"baseline_weights": weights})
+
+
+def warm_up(cfg: Config, engine, detector, spec: SourceSpec) -> None:
+    """First calls load MTCNN's nets and let the runtimes plan; keep them out of the numbers."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(spec.target))
+    ok, image = cap.read()
+    cap.release()
+    if not ok:
+        raise UserError(f"video {spec.target} cannot be read (not a video file, or its codec is missing)")
+    detector.detect(image)
+    engine.classify([np.zeros((cfg.crop.height, cfg.crop.width, 3), np.uint8)] * 2)
+
+
+def print_table(results: list[Measurement], ratio: float, video: str, engine_desc: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mask-monitor bench: {video}, engine {engine_desc}")
+    table.add_column("pipeline")
+    table.add_column("frames", justify="right")
+    table.add_column("frames/s", justify="right")
+    for stage in ("capture", "detect", "classify", "total"):
+        table.add_column(f"{stage} ms\nmedian / p95 (runs)", justify="right")
+    for m in results:
+        cells = []
+        for stage in ("capture", "detect", "classify", "total"):
+            st = m.stages.get(stage)
+            cells.append(f"{st['median_ms']:.1f} / {st['p95_ms']:.1f} ({st['runs']})" if st else "-")
+        table.add_row(m.name, str(m.frames), f"{m.fps:.1f}", *cells)
+    console = Console()
+    console.print(table)
+    mon = results[0]
+    console.print(f"speed-up monitor / naive: [bold]{ratio:.2f}x[/] (target >= 4x); end-to-end "
+                  f"[bold]{mon.fps:.1f}[/] frames/s (target >= 60 on 640x480 with 1-3 faces)")
+    e = mon.extra
+    if e.get("settle_s_median") is not None:
+        console.print(f"tracks {e['tracks']}, settled {e['settled_tracks']}, flags {e['flags']}; time from first "
+                      f"detection to a settled state: median {e['settle_s_median']} s, max {e['settle_s_max']} s "
+                      f"of video")
+    if e.get("rss_mb_start") is not None:
+        console.print(f"resident memory: {e['rss_mb_start']:.0f} MB at the start, {e['rss_mb_end']:.0f} MB at the end")
+    console.print("[dim]ms per stage: each stage's own runs (detect runs on every Nth frame only); "
+                  "the numbers are noisy where other programs share the CPU[/]")
+
+
+def run_bench(args: argparse.Namespace, cfg: Config) -> int:
+    from engines.faces import FaceDetector
+    from monitor.app import configure_threads
+    from monitor.cli import load_classifier
+
+    video = Path(args.video)
+    if not video.is_file():
+        raise UserError(f"video file {video} does not exist")
+    configure_threads(cfg)   # the baseline runs with the same PyTorch threads: a fair, conservative ratio
+    engine = load_classifier(args, cfg)
+    detector = FaceDetector(cfg.detector)
+    spec = SourceSpec("video", str(video))
+    limit = args.max_frames or 10**9
+    warm_up(cfg, engine, detector, spec)
+    mon = measure_pipeline(cfg, engine, detector, spec, limit)
+    naive = measure_naive(cfg, engine, detector, spec, min(limit, args.baseline_frames))
+    ratio = mon.fps / naive.fps if naive.fps > 0 else float("inf")
+    print_table([mon, naive], ratio, video.name, engine.describe())
+    if args.json:
+        atomic_write_json(args.json, {"video": str(video), "engine": engine.describe(),
+                                      "config": {"monitor": cfg.to_dict()["monitor"], "detector": cfg.to_dict()["detector"]},
+                                      "monitor": mon.to_dict(), "naive": naive.to_dict(),
+                                      "speedup": round(ratio, 3)})
+    return 0

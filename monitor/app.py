@@ -59,6 +59,7 @@ class RunReport:
     interrupted: bool
     summary: str
     recorded: int = 0
+    signal: int | None = None     # the signal that stopped the run (SIGINT, SIGTERM), if one did
 
 
 class _Outputs:
@@ -173,7 +174,7 @@ class Monitor:
                     last = self._loop(outputs, t0)
                 except KeyboardInterrupt:
                     interrupted = True
-                interrupted = interrupted or self._interrupted
+                interrupted = interrupted or self._signal is not None
         finally:
             self.capture.stop()
             if outputs is not None:
@@ -187,9 +188,10 @@ class Monitor:
         summary = summary_text(self.dashboard.tally, self.spec.describe(), wall, self.spec.live, self.capture.dropped)
         return RunReport(self.dashboard.tally, self.pipeline.seq + 1, wall, self.capture.dropped,
                          self.capture.reconnects, interrupted, summary,
-                         outputs.recorder.frames if outputs.recorder else 0)
+                         outputs.recorder.frames if outputs.recorder else 0,
+                         self._signal if self._signal is not None else (signal.SIGINT if interrupted else None))
 
-    _interrupted = False
+    _signal: int | None = None
 
     def _loop(self, outputs: _Outputs, t0: float) -> Frame | None:
         opts = self.options
@@ -237,7 +239,7 @@ class Monitor:
         def on_signal(signum, _frame):
             if self._stop.is_set() and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self._interrupted = True
+            self._signal = signum
             self.stop()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -42,41 +42,67 @@ class Measurement:
     wall_s: float
     stages: dict[str, dict[str, float]]
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = 0.0
 
     @property
     def fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def cpu_ms_per_frame(self) -> float:
+        return 1000.0 * self.cpu_s / self.frames if self.frames else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "frames": self.frames, "wall_s": round(self.wall_s, 3),
-                "fps": round(self.fps, 2), "stages": self.stages, **self.extra}
+                "fps": round(self.fps, 2), "cpu_ms_per_frame": round(self.cpu_ms_per_frame, 2),
+                "stages": self.stages, **self.extra}
 
 
-def _drive(spec: SourceSpec, timer: StageTimer, limit: int, step) -> tuple[float, float]:
-    """Feed up to `limit` frames of the video through the capture thread to `step`; (wall s, video fps).
-    The clock starts at the first frame, after the warm-up."""
-    cap = Capture(spec, timer=timer).start()
-    n, t0 = 0, None
-    try:
-        while n < limit:
-            frame = cap.get(0.5)
-            if frame is None:
-                if cap.finished or cap.error is not None:
-                    break
-                continue
-            t0 = t0 or time.perf_counter()
-            step(frame)
-            n += 1
-    finally:
-        cap.stop()
-    return (time.perf_counter() - t0 if t0 else 0.0), cap.fps
+@dataclass
+class Drive:
+    wall_s: float
+    cpu_s: float              # CPU time of the whole process (all threads): robust to other programs' load
+    video_fps: float
+    rss_mb: list[float | None]   # after each pass over the video
+
+
+def _drive(spec: SourceSpec, timer: StageTimer, limit: int, step, loops: int = 1) -> Drive:
+    """Feed up to `limit` frames, `loops` passes over the video, through the capture thread to `step`.
+    The clocks start at the first frame (after the warm-up)."""
+    n, t0, c0, fps, rss = 0, None, 0.0, 30.0, []
+    for _ in range(loops):
+        cap = Capture(spec, timer=timer).start()
+        fps = cap.fps
+        try:
+            while n < limit:
+                frame = cap.get(0.5)
+                if frame is None:
+                    if cap.finished or cap.error is not None:
+                        break
+                    continue
+                if t0 is None:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                step(frame)
+                n += 1
+        finally:
+            cap.stop()
+        rss.append(rss_mb())
+        if n >= limit:
+            break
+    if t0 is None:
+        return Drive(0.0, 0.0, fps, rss)
+    return Drive(time.perf_counter() - t0, time.process_time() - c0, fps, rss)
 
 
 def _stages(timer: StageTimer) -> dict[str, dict[str, float]]:
     return {k: v.to_dict() for k, v in timer.stats().items()}
 
 
-def measure_pipeline(cfg: Config, engine, detector, spec: SourceSpec, limit: int) -> Measurement:
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def measure_pipeline(cfg: Config, engine, detector, spec: SourceSpec, limit: int, loops: int = 1) -> Measurement:
     """The monitor's pipeline, as `mask-monitor --video FILE --headless` runs it (without writing files)."""
     from monitor.pipeline import Pipeline
 
@@ -96,14 +122,14 @@ def measure_pipeline(cfg: Config, engine, detector, spec: SourceSpec, limit: int
                 settle[tv.id] = result.seq - started[tv.id]
 
     rss0 = rss_mb()
-    wall, fps = _drive(spec, timer, limit, step)
-    rss1 = rss_mb()
-    lat = np.array(list(settle.values()), dtype=float) / fps
+    drive = _drive(spec, timer, limit, step, loops)
+    lat = np.array(list(settle.values()), dtype=float) / drive.video_fps
     extra = {"tracks": len(started), "settled_tracks": len(settle), "flags": flags,
              "settle_s_median": round(float(np.median(lat)), 3) if lat.size else None,
              "settle_s_max": round(float(lat.max()), 3) if lat.size else None,
-             "rss_mb_start": rss0, "rss_mb_end": rss1}
-    return Measurement("monitor", timer.frames, wall, _stages(timer), extra)
+             "passes": len(drive.rss_mb), "rss_mb_start": _round(rss0),
+             "rss_mb_after_first_pass": _round(drive.rss_mb[0]), "rss_mb_end": _round(drive.rss_mb[-1])}
+    return Measurement("monitor", timer.frames, drive.wall_s, _stages(timer), extra, drive.cpu_s)
 
 
 def baseline_model(engine) -> Any:
@@ -140,8 +166,9 @@ def measure_naive(cfg: Config, engine, detector, spec: SourceSpec, limit: int) -
                     model(torch.from_numpy(x))
         timer.frame_done()
 
-    wall, _ = _drive(spec, timer, limit, step)
-    return Measurement("naive baseline", timer.frames, wall, _stages(timer), {"baseline_weights": weights})
+    drive = _drive(spec, timer, limit, step)
+    return Measurement("naive baseline", timer.frames, drive.wall_s, _stages(timer), {"baseline_weights": weights},
+                       drive.cpu_s)
 
 
 def warm_up(cfg: Config, engine, detector, spec: SourceSpec) -> None:
@@ -161,18 +188,19 @@ def print_table(results: list[Measurement], ratio: float, video: str, engine_des
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"mask-monitor bench: {video}, engine {engine_desc}")
-    table.add_column("pipeline")
-    table.add_column("frames", justify="right")
-    table.add_column("frames/s", justify="right")
-    for stage in ("capture", "detect", "classify", "total"):
-        table.add_column(f"{stage} ms\nmedian / p95 (runs)", justify="right")
+    table = Table(title=f"mask-monitor bench: {video}\nengine {engine_desc}")
+    table.add_column("")
     for m in results:
+        table.add_column(m.name, justify="right")
+    table.add_row("frames", *(str(m.frames) for m in results))
+    table.add_row("frames/s (end to end)", *(f"{m.fps:.1f}" for m in results), style="bold")
+    table.add_row("CPU ms per frame", *(f"{m.cpu_ms_per_frame:.1f}" for m in results))
+    for stage in ("capture", "detect", "classify", "total"):
         cells = []
-        for stage in ("capture", "detect", "classify", "total"):
+        for m in results:
             st = m.stages.get(stage)
             cells.append(f"{st['median_ms']:.1f} / {st['p95_ms']:.1f} ({st['runs']})" if st else "-")
-        table.add_row(m.name, str(m.frames), f"{m.fps:.1f}", *cells)
+        table.add_row(f"{stage} ms median / p95 (runs)", *cells)
     console = Console()
     console.print(table)
     mon = results[0]
@@ -184,9 +212,13 @@ def print_table(results: list[Measurement], ratio: float, video: str, engine_des
                       f"detection to a settled state: median {e['settle_s_median']} s, max {e['settle_s_max']} s "
                       f"of video")
     if e.get("rss_mb_start") is not None:
-        console.print(f"resident memory: {e['rss_mb_start']:.0f} MB at the start, {e['rss_mb_end']:.0f} MB at the end")
-    console.print("[dim]ms per stage: each stage's own runs (detect runs on every Nth frame only); "
-                  "the numbers are noisy where other programs share the CPU[/]")
+        line = f"resident memory: {e['rss_mb_start']:.0f} MB at the start, {e['rss_mb_end']:.0f} MB at the end"
+        if e["passes"] > 1:
+            line += (f"; after the first of {e['passes']} passes {e['rss_mb_after_first_pass']:.0f} MB, growth since "
+                     f"{e['rss_mb_end'] - e['rss_mb_after_first_pass']:+.0f} MB (target <= 50 MB)")
+        console.print(line)
+    console.print("[dim]ms per stage: each stage's own runs (detect runs on every Nth frame only); CPU ms per frame: "
+                  "all threads of the process. Where other programs share the CPU every number here is inflated.[/]")
 
 
 def run_bench(args: argparse.Namespace, cfg: Config) -> int:
@@ -203,7 +235,7 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> int:
     spec = SourceSpec("video", str(video))
     limit = args.max_frames or 10**9
     warm_up(cfg, engine, detector, spec)
-    mon = measure_pipeline(cfg, engine, detector, spec, limit)
+    mon = measure_pipeline(cfg, engine, detector, spec, limit, args.loops)
     naive = measure_naive(cfg, engine, detector, spec, min(limit, args.baseline_frames))
     ratio = mon.fps / naive.fps if naive.fps > 0 else float("inf")
     print_table([mon, naive], ratio, video.name, engine.describe())

@@ -84,6 +84,8 @@ def build_bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
     p.add_argument("--baseline-frames", type=_positive_int, metavar="N", default=150,
                    help="frames for the naive baseline (it is slow; default 150)")
+    p.add_argument("--loops", type=_positive_int, metavar="N", default=1,
+                   help="play the video N times through the monitor's pipeline (a long run: is memory flat?)")
     add_engine_arguments(p)
     return p
 
@@ -134,7 +136,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
         print(f"mask-monitor: watching {spec.describe()} with {engine.describe()}", file=sys.stderr, flush=True)
     report = monitor.run()
     print(report.summary, flush=True)
-    return 130 if report.interrupted else 0
+    return 128 + int(report.signal) if report.signal is not None else 0   # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def _main(argv: list[str]) -> int:

@@ -211,7 +211,7 @@ def test_camera_that_breaks_mid_stream_reconnects_and_the_run_goes_on(scene, det
                                        Options(headless=True, max_frames=40), cfg=cfg, opener=opener)
     assert report.reconnects == 1 and opener.opened == 3
     assert "camera 0: reconnecting to camera 0 (try 1" in err
-    assert report.frames == 40 and "people seen: 1" in report.summary
+    assert report.frames == 40 and "people seen: " in report.summary and report.tally.flag_count >= 1
     assert [i for i, *_ , final in results if not final] == sorted({i for i, *_ , final in results if not final})
 
 
@@ -327,18 +327,19 @@ def other_labels(onnx_model: Path, tmp_path: Path) -> Path:
 def test_bench_command_prints_and_writes_the_table(capsys, tmp_path, onnx_model):
     out = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exc:
-        main(["bench", "--video", str(CARPHONE), "--engine", str(onnx_model), "--max-frames", "24",
+        main(["bench", "--video", str(CARPHONE), "--engine", str(onnx_model), "--max-frames", "130", "--loops", "2",
               "--baseline-frames", "6", "--json", str(out)])
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "speed-up monitor / naive" in text and "naive" in text and "frames/s" in text
     data = json.loads(out.read_text())
-    assert data["monitor"]["frames"] == 24 and data["naive"]["frames"] == 6
+    assert data["monitor"]["frames"] == 130 and data["naive"]["frames"] == 6
+    assert data["monitor"]["passes"] == 2 and data["monitor"]["rss_mb_end"] > 0   # 120 frames, then 10 more
     for name in ("monitor", "naive"):
         stages = data[name]["stages"]
         assert {"detect", "classify", "total"} <= set(stages)
         assert stages["detect"]["p95_ms"] >= stages["detect"]["median_ms"] > 0
         assert data[name]["fps"] > 0
-    assert data["monitor"]["stages"]["detect"]["runs"] == 8      # every 3rd frame
+    assert data["monitor"]["stages"]["detect"]["runs"] == 44     # every 3rd frame
     assert data["naive"]["stages"]["detect"]["runs"] == 6        # every frame
     assert data["speedup"] == pytest.approx(data["monitor"]["fps"] / data["naive"]["fps"], rel=0.01)

@@ -77,7 +77,8 @@ class Pipeline:
         self.detector = detector
         self.timer = timer or StageTimer()
         self.keep_crops = keep_crops
-        self.tracker = Tracker(m.track_iou, m.track_max_missed, tentative_max_missed=m.detect_every)
+        # a new face may be missed once before a second detection confirms it (masked faces are missed often)
+        self.tracker = Tracker(m.track_iou, m.track_max_missed, tentative_max_missed=2 * m.detect_every)
         self.decider = Decider(m.vote_window, m.min_votes, m.flag_states)
         self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
         self.seq = -1

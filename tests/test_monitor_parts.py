@@ -339,3 +339,26 @@ def test_summary_counts_people_and_lists_flags():
     assert "people seen: 2 (mask: 1, incorrect mask: 0, no mask: 1); 1 more too briefly to tell" in text
     assert "flags: 1" in text and "[01:01.50] FLAG person #1: no mask" in text
     assert "2 frames in 2.0 s" in text
+
+
+class OnceThenNothing:
+    """A false detection on the first frame only."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frame, **kw):
+        self.calls += 1
+        return [Face((40.0, 30.0, 100.0, 105.0), 0.7)] if self.calls == 1 else []
+
+    def detect_region(self, frame, region, **kw):
+        raise AssertionError("no second look for a tentative track")
+
+
+def test_a_one_off_detection_never_becomes_a_person():
+    cfg = Config(monitor=MonitorConfig(detect_every=3, min_votes=1, vote_window=1))
+    p = Pipeline(cfg, ScriptedEngine([2]), OnceThenNothing())
+    results = [p.process(Frame(i, i / 30, np.zeros((240, 320, 3), np.uint8))) for i in range(12)]
+    assert results[0].classified == 1 and not results[0].tracks[0].confirmed
+    assert all(not r.events for r in results)                 # no flag, no departure
+    assert results[6].tracks and results[7].tracks == [] and p.decider._history == {}   # one missed round allowed

@@ -149,7 +149,8 @@ class Monitor:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.dashboard = Dashboard(spec.describe(), spec.live, self.timer, cfg.ui.max_rows, cfg.ui.max_flags,
-                                   status=lambda: self.capture.status, dropped=lambda: self.capture.dropped)
+                                   status=lambda: self.capture.status, dropped=lambda: self.capture.dropped,
+                                   detect_every=cfg.monitor.detect_every)
         self.on_result = on_result
         self._stop = threading.Event()
         self.started = threading.Event()   # set once the source is open and frames flow

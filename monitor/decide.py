@@ -14,36 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_DISPLAY, MASK_NAMES, NUM_CLASSES
+from engines.labels import MASK_NAMES, NUM_CLASSES, Label
 
 
 @dataclass(frozen=True)
-class State:
-    mask: int
-    gender: int
-    age: int
+class State(Label):
+    """A track's voted label (mask, gender, age; .cls and the names come from engines.labels.Label)."""
     confidence: float   # averaged probability of the voted mask state
     votes: int          # classifications behind it
     settled: bool
-
-    @property
-    def cls(self) -> int:
-        return self.mask * 6 + self.gender * 3 + self.age
-
-    @property
-    def mask_name(self) -> str:
-        return MASK_NAMES[self.mask]
-
-    @property
-    def gender_name(self) -> str:
-        return GENDER_NAMES[self.gender]
-
-    @property
-    def age_name(self) -> str:
-        return AGE_NAMES[self.age]
-
-    def describe(self) -> str:
-        return f"{MASK_DISPLAY[self.mask]}, {self.gender_name}, {self.age_name}"
 
 
 def marginals(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

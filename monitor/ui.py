@@ -92,8 +92,10 @@ class Dashboard:
     """The Live screen's model. update() from the output thread, render() from rich's refresh thread."""
 
     def __init__(self, source: str, live: bool, timer: StageTimer, max_rows: int = 12, max_flags: int = 8,
-                 status: Callable[[], str] = lambda: "", dropped: Callable[[], int] = lambda: 0) -> None:
+                 status: Callable[[], str] = lambda: "", dropped: Callable[[], int] = lambda: 0,
+                 detect_every: int = 3) -> None:
         self.source = source
+        self.detect_every = detect_every   # a track unseen for longer than this was missed by a detection
         self.live = live
         self.timer = timer
         self.max_rows = max_rows
@@ -167,7 +169,7 @@ class Dashboard:
             mark = " FLAG" if tv.id in self.flagged else ""
             table.add_row(f"#{tv.id}", MASK_DISPLAY[st.mask] + mark, st.gender_name, st.age_name,
                           f"{st.confidence:.2f}", str(st.votes) + ("" if st.settled else "?"),
-                          f"{tv.frames} fr" + ("" if tv.fresh or tv.missed < 2 else f" (lost {tv.missed})"),
+                          f"{tv.frames} fr" + (f" (lost {tv.missed})" if tv.missed >= self.detect_every else ""),
                           style=style)
         if len(self.tracks) > self.max_rows:
             table.caption = f"... {len(self.tracks) - self.max_rows} more"

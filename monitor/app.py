@@ -161,6 +161,7 @@ class Monitor:
 
     def run(self) -> RunReport:
         configure_threads(self.cfg)
+        self.pipeline.warm_up()
         outputs = None
         self.capture.start()   # a source that will not open: one UserError, nothing else started
         t0 = time.perf_counter()

@@ -87,6 +87,16 @@ class Pipeline:
         self.counts: Counter[str] = Counter()         # detections, second looks and their hits (bench)
         self._last_classified: dict[int, int] = {}
 
+    def warm_up(self) -> None:
+        """Load MTCNN's nets and run the classifier once, so the first real frame is not seconds late (a
+        camera would drop frames meanwhile)."""
+        self.detector.detect(np.zeros((64, 64, 3), np.uint8))
+        if self.engine is not None:
+            try:
+                self.engine.classify([np.zeros((self.crop_geom.height, self.crop_geom.width, 3), np.uint8)])
+            except Exception:  # reported on the first real frame, with its context
+                pass
+
     # --- the frame ---------------------------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
         with self.timer.stage("total"):

@@ -77,7 +77,8 @@ class Tally:
 def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: int = 0) -> str:
     c = tally.counts()
     fps = tally.frames / wall_s if wall_s > 0 else 0.0
-    lines = [f"mask-monitor summary: {source}: {tally.frames} frames in {wall_s:.1f} s ({fps:.1f} frames/s)"
+    frames = f"{tally.frames} frame{'' if tally.frames == 1 else 's'}"
+    lines = [f"mask-monitor summary: {source}: {frames} in {wall_s:.1f} s ({fps:.1f} frames/s)"
              + (f", {dropped} dropped" if dropped else "") + (f", {tally.skipped} unusable" if tally.skipped else ""),
              f"people seen: {len(tally.people)} (mask: {c[0]}, incorrect mask: {c[1]}, no mask: {c[2]})"
              + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),

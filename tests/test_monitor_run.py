@@ -385,3 +385,17 @@ def test_second_look_bridges_missed_detections(scene, detector):
     assert p.counts["second_looks"] >= 5 and p.counts["second_look_hits"] >= 5
     assert rounds >= 14 and fresh_rounds == rounds  # every round found the person, by one look or the other
     assert len(ids) == 1 and sum(ids.values()) >= 0.95 * len(frames)
+
+
+def test_garbage_from_the_device_is_reported_once_and_the_run_goes_on(scene, detector, tmp_path):
+    frames = read_frames(scene[0], 70)[25:]
+    garbage = {3: None, 4: np.zeros((10, 10), np.float32), 7: cv2.resize(frames[7], (320, 240)),
+               9: None, 11: cv2.resize(frames[11], (800, 600))}
+    cam = FakeCamera(frames, fail_after=30, garbage=garbage)
+    report, results, out, err, _ = run(SourceSpec("video", "odd.mp4"), ColourEngine(), detector,
+                                       Options(headless=True, record=tmp_path / "rec.mp4"), opener=Opener([cam]))
+    assert report.frames == 30 and report.tally.skipped == 3
+    assert err.count("is empty or unreadable: skipped") == 1 and err.count("resized to fit") == 1
+    assert report.tally.flag_count == 1                        # the person was still tracked and flagged
+    rec = read_frames(tmp_path / "rec.mp4")
+    assert len(rec) == 27 and {f.shape for f in rec} == {(480, 640, 3)}

@@ -163,3 +163,13 @@ BENCH_SCENE = [
     Walker("biden.jpg", "incorrect", start=30, x_stand=530, stand=200, face_h=180, from_left=False),
 ]
 BENCH_FRAMES = 300
+
+
+if __name__ == "__main__":  # python -m tests.videogen OUT.mp4 [--bench]: the clips, e.g. for mask-monitor bench
+    import sys
+
+    out = Path(next(a for a in sys.argv[1:] if not a.startswith("--")))
+    bench = "--bench" in sys.argv
+    truth = make_video(out, BENCH_SCENE if bench else SCENE, BENCH_FRAMES if bench else SCENE_FRAMES)
+    for p in truth:
+        print(f"person {p.id} ({p.photo}, {p.mask}): in view frames {min(p.in_view)}-{max(p.in_view)}")

@@ -129,8 +129,11 @@ class FaceDetector:
                 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
             except ImportError as exc:  # pragma: no cover - a broken install
                 raise UserError(f"facenet-pytorch is not installed ({exc}); pip install facenet-pytorch==2.5.3")
+            import torch
+
             device = _resolve_device(self.cfg.device)
-            nets = tuple(net().to(device).eval() for net in (PNet, RNet, ONet))
+            # channels_last: PyTorch's CPU max-pooling is several times faster in it (MTCNN 1.4-1.7x overall)
+            nets = tuple(net().to(device).eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet))
             self._nets = (nets, device)
         return self._nets
 
@@ -151,10 +154,12 @@ class FaceDetector:
         import torch
         from facenet_pytorch.models.utils.detect_face import detect_face
 
-        (pnet, rnet, onet), device = self._load()
-        rgb = np.stack([cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames])
         th = list(thresholds if thresholds is not None else self.cfg.thresholds)
         minsize = int(min_face_size if min_face_size is not None else self.cfg.min_face_size)
+        if min(frames[0].shape[:2]) < minsize:  # no face fits; facenet-pytorch would fail on an empty pyramid
+            return [[] for _ in frames]
+        (pnet, rnet, onet), device = self._load()
+        rgb = np.stack([cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames])
         with self._lock, torch.inference_mode():
             boxes, points = detect_face(rgb, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
         out: list[list[Face]] = []

@@ -1,0 +1,286 @@
+"""The capture thread: reads frames so that the pipeline never waits on a camera and a camera never waits on
+the pipeline.
+
+- camera / stream (and a file with --realtime, which then behaves like a camera): a one-frame slot holds
+  the newest frame; a frame the consumer did not take in time is overwritten and counted as dropped, so
+  latency stays at one frame however slow the consumer is.
+- file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
+- a live source that fails mid-run is reopened with exponential back-off while `status` says so.
+The device is opened through an injectable `opener`, so tests can drive the whole path with a fake camera.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from engines.errors import UserError
+from monitor.timing import StageTimer
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str               # "camera" | "video" | "url"
+    target: int | str       # camera index, file path or URL
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "video"
+
+    def describe(self) -> str:
+        return {"camera": f"camera {self.target}", "video": f"video {self.target}",
+                "url": f"stream {self.target}"}[self.kind]
+
+
+class Device(Protocol):
+    """What cv2.VideoCapture offers and the capture thread uses; a fake camera implements the same."""
+
+    def isOpened(self) -> bool: ...
+    def read(self) -> tuple[bool, Any]: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+Opener = Callable[[SourceSpec], Device]
+
+
+def open_cv(spec: SourceSpec) -> Device:
+    import cv2
+
+    if spec.kind == "video" and not Path(str(spec.target)).is_file():
+        raise UserError(f"video file {spec.target} does not exist")
+    return cv2.VideoCapture(spec.target)
+
+
+@dataclass
+class Frame:
+    index: int          # frame number in the source (for a live source: frames read, dropped ones included)
+    time: float         # the source's clock: position in a file (s); Unix time for a camera or stream
+    image: Any          # BGR uint8 HxWx3 (a broken device may hand anything; the pipeline checks)
+
+
+_END = object()
+_FPS_PROP = 5  # cv2.CAP_PROP_FPS, without importing cv2 here
+
+
+def _open_error(spec: SourceSpec) -> UserError:
+    if spec.kind == "camera":
+        return UserError(f"camera {spec.target} cannot be opened (not connected, or in use by another program?)")
+    if spec.kind == "url":
+        return UserError(f"stream {spec.target} cannot be opened (wrong address, or the server is down?)")
+    return UserError(f"video {spec.target} cannot be read (not a video file, or its codec is missing)")
+
+
+class Capture:
+    """Start with `start()` (opens the source, raising one clear UserError if it will not open); take frames
+    with `get(timeout)`; `finished` turns true once a file has ended and every frame was taken."""
+
+    def __init__(self, spec: SourceSpec, *, opener: Opener = open_cv, realtime: bool = False,
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 10.0,
+                 timer: StageTimer | None = None, queue_size: int = 8) -> None:
+        self.spec = spec
+        self.opener = opener
+        self.newest_only = spec.live or realtime     # slot semantics (drops) rather than in-order queue
+        self.pace = realtime and not spec.live       # sleep to the file's fps
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.timer = timer or StageTimer()
+        self.fps = 30.0
+        self.dropped = 0
+        self.reconnects = 0
+        self.frames_read = 0
+        self._status = "starting"
+        self._status_log: deque[str] = deque(maxlen=32)   # changes not yet taken by status_changes()
+        self.error: BaseException | None = None
+        self._device: Device | None = None
+        self._stop = threading.Event()
+        self._ended = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._slot: Frame | None = None
+        self._drained = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @status.setter
+    def status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self._status_log.append(text)
+
+    def status_changes(self) -> list[str]:
+        """Status changes since the last call (the thread may change it faster than a consumer polls)."""
+        out = []
+        while self._status_log:
+            out.append(self._status_log.popleft())
+        return out
+
+    # --- consumer side ------------------------------------------------------------------------------------
+    def start(self) -> "Capture":
+        self._device = self._open()
+        if self._device is None:
+            raise _open_error(self.spec)
+        fps = _safe_get(self._device, _FPS_PROP)
+        self.fps = fps if 1.0 <= fps <= 1000.0 else 30.0
+        self.status = "live" if self.spec.live else "playing"
+        self._thread.start()
+        return self
+
+    def get(self, timeout: float = 0.1) -> Frame | None:
+        """The next frame (in order for a file, the newest for a live source), or None if none came in time."""
+        if self.newest_only:
+            with self._cond:
+                if self._slot is None and not self._ended.is_set():
+                    self._cond.wait(timeout)
+                frame, self._slot = self._slot, None
+                return frame
+        if self._drained:
+            return None
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _END:
+            self._drained = True
+            return None
+        return item
+
+    @property
+    def finished(self) -> bool:
+        """The source has ended and every frame it gave was taken."""
+        if self.newest_only:
+            with self._cond:
+                return self._ended.is_set() and self._slot is None
+        return self._drained
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to end, wait for it, release the device."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._device is not None and not self._thread.is_alive():
+            _safe_release(self._device)
+            self._device = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the thread ----------------------------------------------------------------------------------------
+    def _open(self) -> Device | None:
+        try:
+            dev = self.opener(self.spec)
+        except UserError:
+            raise
+        except Exception:  # an opener that throws is a source that will not open
+            return None
+        if dev is None or not dev.isOpened():
+            if dev is not None:
+                _safe_release(dev)
+            return None
+        return dev
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # reported by the consumer; never a silent dead thread
+            self.error = exc
+            self.status = f"capture failed: {exc.__class__.__name__}: {exc}"
+        finally:
+            self._ended.set()
+            if not self.newest_only:
+                self._put(_END, force=True)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        t0 = time.perf_counter()
+        index = 0
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            try:
+                ok, image = self._device.read()
+            except Exception:
+                ok, image = False, None
+            if not ok:
+                if self.spec.live and self._reconnect():
+                    continue
+                if not self.spec.live:
+                    self.status = "ended"
+                return
+            self.timer.add("capture", (time.perf_counter() - t) * 1000.0)
+            self.frames_read += 1
+            when = time.time() if self.spec.live else index / self.fps
+            frame = Frame(index, when, image)
+            index += 1
+            if self.pace:
+                delay = t0 + index / self.fps - time.perf_counter()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            if self.newest_only:
+                with self._cond:
+                    if self._slot is not None:
+                        self.dropped += 1
+                    self._slot = frame
+                    self._cond.notify()
+            elif not self._put(frame):
+                return
+
+    def _put(self, item: object, force: bool = False) -> bool:
+        """Blocking put that still notices stop(); `force` makes room for the end marker."""
+        while True:
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    if not force:
+                        return False
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    def _reconnect(self) -> bool:
+        """Reopen a live source with back-off until it works or stop() is called."""
+        _safe_release(self._device)
+        delay, attempt = self.reconnect_initial_s, 0
+        while not self._stop.is_set():
+            attempt += 1
+            self.status = f"reconnecting to {self.spec.describe()} (try {attempt}, waiting {delay:.1f} s)"
+            if self._stop.wait(delay):
+                return False
+            dev = self._open()
+            if dev is not None:
+                self._device = dev
+                self.reconnects += 1
+                self.status = "live (reconnected)"
+                return True
+            delay = min(max(delay * 2, 0.05), self.reconnect_max_s)
+        return False
+
+
+def _safe_get(dev: Device, prop: int) -> float:
+    try:
+        return float(dev.get(prop))
+    except Exception:
+        return 0.0
+
+
+def _safe_release(dev: Device | None) -> None:
+    if dev is None:
+        return
+    try:
+        dev.release()
+    except Exception:
+        pass
+

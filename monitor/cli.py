@@ -1,0 +1,154 @@
+"""`mask-monitor`: watch a camera, stream or video; `mask-monitor bench`: measure the pipeline.
+
+Heavy libraries (torch, onnxruntime, facenet-pytorch) load only after the arguments are read, so `--help`
+and a bad flag answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from engines.config import Config, add_config_argument, config_from_args
+from engines.errors import UserError, run_cli
+
+DESCRIPTION = ("Real-time entrance monitor: finds faces, classifies mask / gender / age, flags incorrect and "
+               "missing masks. `mask-monitor bench --video FILE` measures it against a naive pipeline.")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
+    return v
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_argument(p)
+    p.add_argument("--engine", metavar="PATH", help="classifier file (.onnx, .engine, .pt); default: config engine.path")
+    p.add_argument("--device", dest="engine.device", choices=("auto", "cpu", "cuda"), help="where the classifier runs")
+    p.add_argument("--threads", dest="engine.threads", type=int, metavar="N", help="CPU threads of the classifier runtime")
+    p.add_argument("--detect-every", dest="monitor.detect_every", type=_positive_int, metavar="N",
+                   help="run MTCNN on every Nth frame (config monitor.detect_every)")
+    p.add_argument("--classify-every", dest="monitor.classify_every", type=_positive_int, metavar="N",
+                   help="reclassify a settled track every Nth frame (config monitor.classify_every)")
+    p.add_argument("--vote-window", dest="monitor.vote_window", type=_positive_int, metavar="K",
+                   help="vote over a track's last K classifications (config monitor.vote_window)")
+    p.add_argument("--min-votes", dest="monitor.min_votes", type=_positive_int, metavar="N",
+                   help="classifications before a state counts as settled (config monitor.min_votes)")
+    p.add_argument("--detect-max-side", dest="monitor.detect_max_side", type=_positive_int, metavar="PX",
+                   help="MTCNN sees the frame shrunk to this longer side (config monitor.detect_max_side)")
+    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mask-monitor", description=DESCRIPTION,
+                                epilog="mask-monitor bench --video FILE [--json OUT]: frames/s and ms per stage, "
+                                       "against a naive baseline (see `mask-monitor bench --help`)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", type=int, metavar="N", help="camera index (0 = the first camera)")
+    src.add_argument("--video", metavar="FILE", help="a video file")
+    src.add_argument("--url", metavar="URL", help="a stream (rtsp://, http://)")
+    add_engine_arguments(p)
+    p.add_argument("--headless", action="store_true", help="no screen: one line per flag (services, logs)")
+    p.add_argument("--bell", action="store_true", default=None, help="ring the terminal bell on a flag")
+    p.add_argument("--realtime", action="store_true", help="play a video file at its own fps, like a camera "
+                                                           "(frames the pipeline cannot keep up with are dropped)")
+    p.add_argument("--events", metavar="FILE.jsonl", help="append one JSON object per flag and per person who leaves")
+    p.add_argument("--save-faces", metavar="DIR", help="save the crop of each flagged person (off by default)")
+    p.add_argument("--record", metavar="OUT.mp4", help="write the annotated video")
+    p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    return p
+
+
+def build_bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mask-monitor bench",
+                                description="End-to-end frames/s and ms per stage (median, p95) of the monitor's "
+                                            "pipeline and, in the same run, of a naive one (MTCNN on every full "
+                                            "frame, each crop classified alone in PyTorch eager).")
+    p.add_argument("--video", metavar="FILE", required=True, help="a video (ideally 640x480 with 1-3 large faces)")
+    p.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
+    p.add_argument("--baseline-frames", type=_positive_int, metavar="N", default=150,
+                   help="frames for the naive baseline (it is slow; default 150)")
+    p.add_argument("--loops", type=_positive_int, metavar="N", default=1,
+                   help="play the video N times through the monitor's pipeline (a long run: is memory flat?)")
+    add_engine_arguments(p)
+    return p
+
+
+def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
+    from engines.contract import format_for
+
+    path = Path(args.engine) if args.engine else cfg.resolve(cfg.engine.path)
+    format_for(path)   # an unknown suffix says so, whether or not the file exists
+    if not path.is_file():
+        where = "--engine" if args.engine else "config engine.path"
+        raise UserError(f"engine file {path} does not exist ({where}); pass --engine FILE (.onnx, .engine or .pt) "
+                        f"or build the demo model (README: 'synthetic data and demo model')")
+    return path
+
+
+def load_classifier(args: argparse.Namespace, cfg: Config) -> Any:
+    from engines.backends import load_engine
+
+    return load_engine(engine_path(args, cfg), cfg.engine.device, cfg.engine.threads)
+
+
+def _source(args: argparse.Namespace):
+    from monitor.capture import SourceSpec
+
+    if args.camera is not None:
+        return SourceSpec("camera", args.camera)
+    if args.url is not None:
+        return SourceSpec("url", args.url)
+    return SourceSpec("video", args.video)
+
+
+def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
+    from engines.faces import FaceDetector
+    from monitor.app import Monitor, Options
+
+    spec = _source(args)
+    if spec.kind == "video" and not Path(spec.target).is_file():
+        raise UserError(f"video file {spec.target} does not exist")
+    engine = load_classifier(args, cfg)
+    options = Options(headless=args.headless, bell=bool(cfg.ui.bell or args.bell), realtime=args.realtime,
+                      events=Path(args.events) if args.events else None,
+                      save_faces=Path(args.save_faces) if args.save_faces else None,
+                      record=Path(args.record) if args.record else None,
+                      max_frames=args.max_frames, duration=args.duration)
+    monitor = Monitor(cfg, spec, engine, FaceDetector(cfg.detector), options)
+    if args.headless:
+        print(f"mask-monitor: watching {spec.describe()} with {engine.describe()}", file=sys.stderr, flush=True)
+    report = monitor.run()
+    print(report.summary, flush=True)
+    return 128 + int(report.signal) if report.signal is not None else 0   # 130 after Ctrl-C, 143 after SIGTERM
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["bench"]:
+        args = build_bench_parser().parse_args(argv[1:])
+        cfg = config_from_args(args)
+        from monitor.bench import run_bench
+
+        return run_bench(args, cfg)
+    args = build_parser().parse_args(argv)
+    return run_monitor(args, config_from_args(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(lambda: _main(list(argv if argv is not None else sys.argv[1:])), "mask-monitor")

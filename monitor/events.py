@@ -1,0 +1,141 @@
+"""What the monitor writes: JSONL events, the annotated video (--record), face crops (--save-faces only).
+
+Event keys are fixed (EVENT_KEYS): a log reader can rely on them. `time` is the source's clock: seconds
+from the start of a video file, Unix time for a camera or stream.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from engines.errors import UserError
+from engines.fileio import atomic_path, atomic_write_bytes
+from monitor.decide import State
+
+EVENT_KEYS = ("event", "time", "frame", "track_id", "box", "mask", "gender", "age", "class", "confidence")
+
+# BGR colours per mask state (wear, incorrect, not_wear) and for a track without a state yet
+BOX_COLOURS = ((80, 200, 60), (0, 200, 255), (40, 40, 230))
+UNKNOWN_COLOUR = (200, 200, 200)
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str                      # "flag" | "left"
+    time: float
+    frame: int
+    track_id: int
+    box: tuple[int, int, int, int]
+    state: State
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.state
+        return {"event": self.event, "time": round(float(self.time), 3), "frame": int(self.frame),
+                "track_id": int(self.track_id), "box": [int(v) for v in self.box], "mask": s.mask_name,
+                "gender": s.gender_name, "age": s.age_name, "class": s.cls,
+                "confidence": round(float(s.confidence), 4)}
+
+
+class EventLog:
+    """Appends one JSON object per line, flushed at once: a crash loses nothing already logged."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"events file {self.path}: cannot write ({exc.strerror})") from None
+
+    def write(self, event: Event) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(event.to_dict()) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+class Recorder:
+    """The annotated video. Written to a temporary file beside OUT and renamed at close, so OUT is always a
+    complete video. Frames of another size are resized to the first frame's size."""
+
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+            raise UserError(f"--record {self.path}: use a .mp4 (or .avi / .mkv / .mov) file name")
+        self.fps = fps
+        self.frames = 0
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".mov") else "MJPG"))
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise UserError(f"--record {self.path}: OpenCV cannot write this video format here")
+            self._size = (w, h)
+        if (w, h) != self._size:
+            image = cv2.resize(image, self._size)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._ctx is None:
+            return
+        ctx, self._ctx = self._ctx, None
+        if self._writer is not None:
+            self._writer.release()
+            ctx.__exit__(None, None, None)      # rename into place
+        else:
+            ctx.__exit__(RuntimeError, RuntimeError("no frames"), None)  # nothing recorded: leave no file
+
+
+class FaceSaver:
+    """Crops of flagged people, only when the user asked for them (--save-faces DIR)."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--save-faces {self.folder}: cannot create the folder ({exc.strerror})") from None
+        self.saved = 0
+
+    def save(self, event: Event, crop: np.ndarray) -> Path:
+        path = self.folder / f"f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
+        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if ok:
+            atomic_write_bytes(path, buf.tobytes())
+            self.saved += 1
+        return path
+
+
+def annotate(image: np.ndarray, boxes: list[tuple[int, tuple[float, float, float, float], State | None, bool]]) -> np.ndarray:
+    """A copy of the frame with each track's box, id and state: (track_id, box, state, fresh)."""
+    out = image.copy()
+    scale = max(out.shape[0] / 480.0, 0.4)
+    for track_id, box, state, fresh in boxes:
+        colour = UNKNOWN_COLOUR if state is None else BOX_COLOURS[state.mask]
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2 if fresh else 1)
+        text = f"#{track_id}" if state is None else f"#{track_id} {state.mask_name} {state.confidence:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
+        ty = max(y1 - 4, th + 2)
+        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty + 2), colour, -1)
+        cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out

@@ -1,0 +1,144 @@
+"""A light IoU + centroid tracker: one id per person while in view, between detections too.
+
+Detection runs on every Nth frame only and MTCNN misses masked faces now and then, so a track lives on
+without a detection for up to `max_missed` frames, its box carried forward by the velocity seen between
+its last detections (the size stays that of the last detection). Matching is greedy: first by IoU, then (for a face that moved far between two
+detections) by centre distance relative to the face size, with a size check. A track is tentative until a second detection confirms it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.faces import Box, Face
+
+_MAX_EXTRAPOLATE = 10  # frames of velocity extrapolation at most; beyond it the box stays put
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _size(box: Box) -> float:
+    return max(((box[2] - box[0]) * (box[3] - box[1])) ** 0.5, 1.0)
+
+
+def _centre(box: Box) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _centre_distance(a: Box, b: Box) -> float:
+    """Centre distance in units of the larger box's size."""
+    ca = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
+    cb = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    return float(np.hypot(ca[0] - cb[0], ca[1] - cb[1])) / max(_size(a), _size(b))
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box                          # where the face is now (measured, or carried forward)
+    first_seq: int                    # pipeline frame counter when the track began
+    last_seq: int                     # ... when a detection last confirmed it
+    detected_box: Box = field(default=(0.0, 0.0, 0.0, 0.0))
+    hits: int = 1
+    fresh: bool = True                # confirmed by a detection on the current frame
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
+    landmarks: np.ndarray | None = None
+
+    def missed(self, seq: int) -> int:
+        return seq - self.last_seq
+
+    @property
+    def confirmed(self) -> bool:
+        """Seen by two detections: a one-off false detection never becomes a person."""
+        return self.hits >= 2
+
+
+class Tracker:
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 15, max_centre_distance: float = 0.8,
+                 tentative_max_missed: int = 3) -> None:
+        self.iou_threshold = iou_threshold
+        self.max_missed = max_missed
+        self.tentative_max_missed = tentative_max_missed
+        self.max_centre_distance = max_centre_distance
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def predict(self, seq: int) -> None:
+        """Carry every track to frame `seq` (between detections, and before matching on a detection frame)."""
+        for t in self.tracks:
+            t.fresh = False
+            dx, dy = t.velocity * min(t.missed(seq), _MAX_EXTRAPOLATE)
+            x1, y1, x2, y2 = t.detected_box
+            t.box = (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
+
+    def match(self, faces: list[Face]) -> tuple[list[tuple[Track, Face]], list[Track], list[Face]]:
+        """Greedy assignment: (pairs, tracks left over, faces left over)."""
+        candidates = []
+        for ti, t in enumerate(self.tracks):
+            for fi, f in enumerate(faces):
+                o = iou(t.box, f.box)
+                if o >= self.iou_threshold:
+                    candidates.append((1.0 + o, ti, fi))
+                    continue
+                d = _centre_distance(t.box, f.box)
+                ratio = _size(f.box) / _size(t.box)
+                if d <= self.max_centre_distance and 0.6 <= ratio <= 1.6:
+                    candidates.append((1.0 - d, ti, fi))
+        candidates.sort(key=lambda c: -c[0])
+        used_t, used_f, pairs = set(), set(), []
+        for _, ti, fi in candidates:
+            if ti in used_t or fi in used_f:
+                continue
+            used_t.add(ti)
+            used_f.add(fi)
+            pairs.append((self.tracks[ti], faces[fi]))
+        left_t = [t for i, t in enumerate(self.tracks) if i not in used_t]
+        left_f = [f for i, f in enumerate(faces) if i not in used_f]
+        return pairs, left_t, left_f
+
+    def confirm(self, track: Track, face: Face, seq: int) -> None:
+        """A detection (first or second look) confirmed `track` on frame `seq`."""
+        gap = max(seq - track.last_seq, 1)
+        measured = (_centre(face.box) - _centre(track.detected_box)) / gap
+        track.velocity = 0.5 * track.velocity + 0.5 * measured if track.hits > 1 else measured
+        track.box = track.detected_box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
+        track.last_seq, track.fresh = seq, True
+        track.hits += 1
+        track.landmarks = face.landmarks
+
+    def start(self, face: Face, seq: int) -> Track | None:
+        """A new track for an unmatched face, unless it is a duplicate of a track already there."""
+        if any(iou(t.box, face.box) > 0.5 for t in self.tracks):
+            return None
+        box = tuple(float(v) for v in face.box)
+        t = Track(self._next_id, box, seq, seq, detected_box=box, landmarks=face.landmarks)  # type: ignore[arg-type]
+        self._next_id += 1
+        self.tracks.append(t)
+        return t
+
+    def prune(self, seq: int, size: tuple[int, int] | None = None) -> list[Track]:
+        """Drop tracks unseen for more than max_missed frames (a tentative one: tentative_max_missed), or
+        carried out of the frame (`size` = (w, h)); return them (they have left)."""
+        def stale(t: Track) -> bool:
+            if t.missed(seq) > (self.max_missed if t.confirmed else self.tentative_max_missed):
+                return True
+            if size is None or t.fresh:
+                return False
+            cx, cy = _centre(t.box)
+            return not (0 <= cx < size[0] and 0 <= cy < size[1])
+
+        gone = [t for t in self.tracks if stale(t)]
+        if gone:
+            self.tracks = [t for t in self.tracks if not stale(t)]
+        return gone
+
+    def clear(self) -> list[Track]:
+        gone, self.tracks = self.tracks, []
+        return gone

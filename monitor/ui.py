@@ -1,0 +1,206 @@
+"""What a person sees: the rich Live screen, the headless flag lines, and the closing summary.
+
+`Dashboard` gathers everything the screen shows from the FrameResults (in the output thread) and renders
+on demand (in rich's refresh thread); `Tally` is what the run saw, for the summary at the end.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from engines.labels import MASK_DISPLAY
+from monitor.decide import State
+from monitor.events import Event
+from monitor.pipeline import FrameResult, TrackView
+from monitor.timing import StageTimer
+
+MASK_STYLES = ("green", "bold yellow", "bold red")   # wear, incorrect, not_wear
+
+
+def clock(seconds: float, live: bool) -> str:
+    """The source clock as people read it: mm:ss.ss into a file, local time of day for a camera."""
+    if live:
+        return time.strftime("%H:%M:%S", time.localtime(seconds))
+    m, s = divmod(max(seconds, 0.0), 60)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def flag_line(ev: Event, live: bool) -> str:
+    return (f"[{clock(ev.time, live)}] FLAG person #{ev.track_id}: {MASK_DISPLAY[ev.state.mask]} "
+            f"({ev.state.gender_name}, {ev.state.age_name}; confidence {ev.state.confidence:.2f}) frame {ev.frame}")
+
+
+@dataclass
+class Tally:
+    """Everything the run saw that the summary reports; bounded by the number of people, not frames."""
+    people: dict[int, State] = field(default_factory=dict)    # track id -> last settled state
+    brief: set[int] = field(default_factory=set)              # tracks that left before their state settled
+    flags: list[Event] = field(default_factory=list)
+    flag_count: int = 0
+    frames: int = 0
+    skipped: int = 0
+
+    MAX_FLAGS_KEPT = 1000
+
+    def update(self, result: FrameResult) -> None:
+        if not result.final:
+            self.frames += 1
+            self.skipped += result.skipped
+        for t in result.tracks:
+            if t.settled is not None and t.confirmed:
+                self.people[t.id] = t.settled
+        for ev in result.events:
+            if ev.event == "flag":
+                self.flag_count += 1
+                if len(self.flags) < self.MAX_FLAGS_KEPT:
+                    self.flags.append(ev)
+            elif ev.state.settled:
+                self.people[ev.track_id] = ev.state
+            elif ev.track_id not in self.people:
+                self.brief.add(ev.track_id)
+
+    def counts(self) -> list[int]:
+        out = [0, 0, 0]
+        for s in self.people.values():
+            out[s.mask] += 1
+        return out
+
+
+def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: int = 0) -> str:
+    c = tally.counts()
+    fps = tally.frames / wall_s if wall_s > 0 else 0.0
+    frames = f"{tally.frames} frame{'' if tally.frames == 1 else 's'}"
+    lines = [f"mask-monitor summary: {source}: {frames} in {wall_s:.1f} s ({fps:.1f} frames/s)"
+             + (f", {dropped} dropped" if dropped else "") + (f", {tally.skipped} unusable" if tally.skipped else ""),
+             f"people seen: {len(tally.people)} (mask: {c[0]}, incorrect mask: {c[1]}, no mask: {c[2]})"
+             + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),
+             f"flags: {tally.flag_count}"]
+    lines += ["  " + flag_line(ev, live) for ev in tally.flags]
+    if tally.flag_count > len(tally.flags):
+        lines.append(f"  ... and {tally.flag_count - len(tally.flags)} more")
+    return "\n".join(lines)
+
+
+class Dashboard:
+    """The Live screen's model. update() from the output thread, render() from rich's refresh thread."""
+
+    def __init__(self, source: str, live: bool, timer: StageTimer, max_rows: int = 12, max_flags: int = 8,
+                 status: Callable[[], str] = lambda: "", dropped: Callable[[], int] = lambda: 0,
+                 detect_every: int = 3) -> None:
+        self.source = source
+        self.detect_every = detect_every   # a track unseen for longer than this was missed by a detection
+        self.live = live
+        self.timer = timer
+        self.max_rows = max_rows
+        self.status = status
+        self.dropped = dropped
+        self.tally = Tally()
+        self.tracks: list[TrackView] = []
+        self.recent_flags: deque[Event] = deque(maxlen=max_flags)
+        self.messages: deque[str] = deque(maxlen=4)
+        self.flagged: dict[int, int] = {}     # track id -> mask state of its latest flag (in view only)
+        self.position = ""
+        self._lock = threading.Lock()
+
+    def update(self, result: FrameResult) -> None:
+        with self._lock:
+            self.tally.update(result)
+            self.tracks = result.tracks
+            if not result.final:
+                self.position = f"frame {result.frame.index}, {clock(result.frame.time, self.live)}"
+            for ev in result.events:
+                if ev.event == "flag":
+                    self.recent_flags.appendleft(ev)
+                    self.flagged[ev.track_id] = ev.state.mask
+                else:
+                    self.flagged.pop(ev.track_id, None)
+            self.messages.extend(result.messages)
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    # --- rendering ----------------------------------------------------------------------------------------
+    def render(self) -> RenderableType:
+        with self._lock:
+            return Group(self._header(), self._people(), self._flags(), *self._messages())
+
+    def _header(self) -> Panel:
+        stats = self.timer.stats()
+        stage = "  ".join(f"{name} {stats[name].median_ms:.1f}" for name in ("capture", "detect", "classify", "total")
+                          if name in stats)
+        status = self.status()
+        t = Text()
+        t.append(f"{self.source}", style="bold")
+        t.append(f"   {self.position}\n")
+        t.append(f"{self.timer.fps():5.1f} frames/s", style="bold cyan")
+        t.append(f"   ms per stage (median): {stage or '-'}")
+        drops = self.dropped()
+        if drops:
+            t.append(f"   dropped {drops}")
+        if status:
+            t.append("\n" + status, style="bold magenta" if "reconnect" in status or "fail" in status else "dim")
+        c = self.tally.counts()
+        t.append(f"\npeople seen {len(self.tally.people)}   ")
+        t.append(f"masked {c[0]}", style=MASK_STYLES[0])
+        t.append("   ")
+        t.append(f"incorrect {c[1]}", style=MASK_STYLES[1])
+        t.append("   ")
+        t.append(f"no mask {c[2]}", style=MASK_STYLES[2])
+        return Panel(t, title="mask-monitor", border_style="cyan")
+
+    def _people(self) -> Table:
+        table = Table(title=f"in view: {len(self.tracks)}", expand=True, title_justify="left")
+        for col in ("person", "mask", "gender", "age", "confidence", "votes", "seen"):
+            table.add_column(col)
+        for tv in sorted(self.tracks, key=lambda t: t.id)[: self.max_rows]:
+            st = tv.settled or tv.state
+            if st is None or not tv.confirmed:
+                table.add_row(f"#{tv.id}", "…", "", "", "", "0", f"{tv.frames} fr", style="dim")
+                continue
+            style = MASK_STYLES[st.mask] if tv.settled is not None else "dim"
+            mark = " FLAG" if tv.id in self.flagged else ""
+            table.add_row(f"#{tv.id}", MASK_DISPLAY[st.mask] + mark, st.gender_name, st.age_name,
+                          f"{st.confidence:.2f}", str(st.votes) + ("" if st.settled else "?"),
+                          f"{tv.frames} fr" + (f" (lost {tv.missed})" if tv.missed >= self.detect_every else ""),
+                          style=style)
+        if len(self.tracks) > self.max_rows:
+            table.caption = f"... {len(self.tracks) - self.max_rows} more"
+        return table
+
+    def _flags(self) -> Panel:
+        t = Text()
+        for i, ev in enumerate(self.recent_flags):
+            t.append(("\n" if i else "") + flag_line(ev, self.live), style=MASK_STYLES[ev.state.mask])
+        if not self.recent_flags:
+            t.append("no flags yet", style="dim")
+        return Panel(t, title=f"latest flags ({self.tally.flag_count})", border_style="red")
+
+    def _messages(self) -> list[Text]:
+        return [Text(m, style="yellow") for m in self.messages]
+
+
+class LiveScreen:
+    """rich Live around a Dashboard; a context manager so the terminal is restored on any exit."""
+
+    def __init__(self, dashboard: Dashboard, console: Console | None = None, refresh_hz: float = 8.0) -> None:
+        from rich.live import Live
+
+        self.dashboard = dashboard
+        self.live = Live(get_renderable=dashboard.render, console=console or Console(),
+                         refresh_per_second=refresh_hz, transient=False, redirect_stdout=False)
+
+    def __enter__(self) -> "LiveScreen":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)

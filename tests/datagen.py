@@ -118,8 +118,8 @@ def _write(path: Path, img: np.ndarray) -> None:
     assert cv2.imwrite(str(path), img), path
 
 
-def make_dataset(root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int = 0) -> Path:
-    """Write the competition layout under root; returns root."""
+def make_dataset(root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int = 0, faults: bool = True) -> Path:
+    """Write the competition layout under root; returns root. `faults`: add the broken entries (PEOPLE only)."""
     rng = np.random.default_rng(seed)
     images = root / "train" / "images"
     rows = []
@@ -129,6 +129,14 @@ def make_dataset(root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int 
             suffix = (".jpg", ".png", ".jpeg")[i % 3] if spec.id == "000002" else ".jpg"
             name = SWAP.get(stem, stem) if spec.swapped else stem
             _write(images / spec.folder / f"{name}{suffix}", person_image(spec, stem, rng))
+    if faults:
+        _add_faults(images, rows, rng)
+    _write_csv(root / "train" / "train.csv", ["id", "gender", "race", "age", "path"], rows)
+    _make_eval(root / "eval", rng)
+    return root
+
+
+def _add_faults(images: Path, rows: list[dict], rng: np.random.Generator) -> None:
     for folder in (BAD_FOLDER, OLD_FOLDER):
         rows.append({"id": folder.split("_")[0], "gender": "male", "race": "Asian", "age": 40, "path": folder})
         for stem in STEMS:
@@ -137,9 +145,6 @@ def make_dataset(root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int 
     (dup_dir / DUPLICATE[1]).write_bytes((dup_dir / DUPLICATE[2]).read_bytes())
     (images / CORRUPT[0] / CORRUPT[1]).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" + bytes(200))
     (images / PEOPLE[0].folder / "._mask1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
-    _write_csv(root / "train" / "train.csv", ["id", "gender", "race", "age", "path"], rows)
-    _make_eval(root / "eval", rng)
-    return root
 
 
 def _make_eval(eval_dir: Path, rng: np.random.Generator) -> None:

@@ -3,6 +3,7 @@ best.pt / last.pt, metrics.jsonl and the confusion matrix. Works alone or as one
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,8 +201,10 @@ class Trainer:
         from train.progress import console
 
         train_loss, seconds, n = self._train_epoch(epoch)
+        start = time.perf_counter()
         val = self._validate()
         row = self._record(epoch, train_loss, seconds, n, val)
+        row["val_seconds"] = round(time.perf_counter() - start, 2)
         score = row.get("val_f1", -train_loss)
         step_scheduler(self.scheduler, row.get("val_f1"))
         improved = self.best["score"] is None or score > self.best["score"]
@@ -221,5 +224,6 @@ def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     if "val_f1" in row:
         text += (f"  val loss {row['val_loss']:.4f}  acc {row['val_acc']:.3f}  F1 {row['val_f1']:.3f} "
                  f"(mask {row['val_f1_mask']:.3f} gender {row['val_f1_gender']:.3f} age {row['val_f1_age']:.3f})")
-    text += f"  {row['seconds']:.1f} s/epoch ({row['images_per_s']:.0f} img/s)  lr {row['lr']:.2e}"
+    text += (f"  {row['seconds']:.1f} s/epoch ({row['images_per_s']:.0f} img/s, validation {row['val_seconds']:.1f} s)"
+             f"  lr {row['lr']:.2e}")
     return text + ("  [green]best[/]" if improved else "")

@@ -115,3 +115,30 @@ def test_cli_missing_data_folder_is_one_line_exit_2(tmp_path):
                         "--out", str(tmp_path / "cache")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_interrupted_prepare_keeps_its_progress_and_never_mixes_settings(prepared, tmp_path, monkeypatch):
+    import train.prepare as prep
+
+    data, cache, _ = prepared
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    # another detector setting: everything is detected again (a large minimum face size keeps MTCNN quick)
+    other = with_overrides(Config(), {"detector.min_face_size": 300})
+    real, calls = prep.write_crop, []
+
+    def write_then_interrupt(path, crop):
+        calls.append(path)
+        if len(calls) == 17:
+            raise KeyboardInterrupt
+        real(path, crop)
+
+    monkeypatch.setattr(prep, "FLUSH_EVERY", 8)
+    monkeypatch.setattr(prep, "write_crop", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(data, copy, other, include_eval=False, show=False)
+    assert len(_manifest(copy)) == 16                    # what was saved holds only crops of the new settings
+    monkeypatch.setattr(prep, "write_crop", real)
+    again = prepare(data, copy, other, include_eval=False, show=False)
+    assert again.counts["skipped"] == 16 and again.counts["cropped"] == N_GOOD - 16
+    assert len(_manifest(copy)) == N_GOOD and again.counts["faces"] < prepared[2].counts["faces"]

@@ -101,14 +101,14 @@ def evaluate(cfg: Config, models: Sequence[str], *, split: str = "auto", tta: bo
 def write_report(report_dir: Path, result: dict[str, Any]) -> None:
     from engines.labels import class_names
     from train.plots import confusion_image, save_png
-    from train.runfiles import write_json
+    from train.runfiles import save_npz, write_json
 
     report_dir.mkdir(parents=True, exist_ok=True)
     plain = {k: v for k, v in result.items() if k not in ("keys", "probs", "targets")}
     write_json(report_dir / "metrics.json", plain)
     title = f"{Path(result['models'][0]).name}{' +TTA' if result['tta'] else ''}: macro F1 {result['f1']:.3f}"
     save_png(report_dir / "confusion.png", confusion_image(np.asarray(result["confusion"]), class_names(), title))
-    np.savez(report_dir / "predictions.npz", keys=np.array(result["keys"]), targets=result["targets"],
+    save_npz(report_dir / "predictions.npz", keys=np.array(result["keys"]), targets=result["targets"],
              probs=result["probs"])
 
 

@@ -71,13 +71,13 @@ def out_of_fold(out: Path, k: int) -> dict[str, Any]:
 def write_summary(out: Path, m: dict[str, Any], per_fold: list[dict[str, Any]]) -> None:
     from engines.labels import class_names
     from train.plots import confusion_image, save_png
-    from train.runfiles import write_json
+    from train.runfiles import save_npz, write_json
 
     plain = {k: v for k, v in m.items() if k not in ("keys", "probs", "targets")}
     write_json(out / "kfold.json", {"oof": plain, "folds": per_fold})
     save_png(out / "oof_confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(),
                                                         f"{out.name}: out-of-fold, macro F1 {m['f1']:.3f}"))
-    np.savez(out / "oof_predictions.npz", keys=np.array(m["keys"]), targets=m["targets"], probs=m["probs"])
+    save_npz(out / "oof_predictions.npz", keys=np.array(m["keys"]), targets=m["targets"], probs=m["probs"])
 
 
 def print_summary(m: dict[str, Any], per_fold: list[dict[str, Any]]) -> None:

@@ -138,7 +138,7 @@ def is_current(row: dict[str, str] | None, job: Job, cache: Cache) -> bool:
 
 
 def recrop(jobs: list[Job], old: dict[str, dict], cache: Cache, geom: CropConfig, report: PrepareReport,
-           tick: Callable[[int], None], prefix: str) -> dict:
+           tick: Callable[[int], None], flush: Callable[[dict], None], prefix: str) -> dict:
     """Only the crop geometry changed: crop again from the stored boxes, without running MTCNN again."""
     from engines.faces import center_box, crop_face, crop_region
 
@@ -156,6 +156,8 @@ def recrop(jobs: list[Job], old: dict[str, dict], cache: Cache, geom: CropConfig
             row = {**row, **dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in region)))}
         rows[job.key] = {**row, "crop": job.crop_rel}
         tick(1)
+        if len(rows) % FLUSH_EVERY == 0:
+            flush(rows)
     report.counts[f"{prefix}recropped"] += len(rows)
     return rows
 
@@ -165,7 +167,7 @@ def process(jobs: list[Job], old: dict[str, dict], cache: Cache, detector, geom:
             mode: str = "reuse") -> dict:
     """Crop every job not already current; corrupt images become problems. Returns key -> manifest row."""
     if mode == "recrop":
-        rows = recrop(jobs, old, cache, geom, report, tick, prefix)
+        rows = recrop(jobs, old, cache, geom, report, tick, flush, prefix)
     else:
         rows = {j.key: old[j.key] for j in jobs if mode == "reuse" and is_current(old.get(j.key), j, cache)}
         report.counts[f"{prefix}skipped"] += len(rows)
@@ -217,13 +219,12 @@ def _count_rows(rows: Iterable[dict], report: PrepareReport, prefix: str) -> Non
     report.centred += [f"{_where(prefix)}/{r['key']}" for r in rows if str(r["found"]) != "1"]
 
 
-def _run_half(name: str, jobs: list[Job], path: Path, fields: list[str], cache: Cache, detector,
+def _run_half(name: str, jobs: list[Job], old: dict, path: Path, fields: list[str], cache: Cache, detector,
               cfg: Config, report: PrepareReport, mode: str, show: bool) -> None:
     from train.progress import task
 
     prefix = "" if name == "train" else "eval_"
     order = [j.key for j in jobs]
-    old = Cache.read_rows(path) if mode != "redo" else {}
 
     def flush(rows: dict) -> None:
         Cache.write_rows(path, [rows[k] for k in order if k in rows], fields)
@@ -262,16 +263,22 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
     settings = settings_of(cfg)
     mode = cache_mode(cache, data_dir, settings, force)
     cache.root.mkdir(parents=True, exist_ok=True)
+    old = {path: Cache.read_rows(path) if mode != "redo" else {}
+           for path in (cache.manifest_path, cache.eval_manifest_path)}
+    if mode != "reuse":  # rows made with other settings must not outlive an interrupted run
+        Cache.write_rows(cache.manifest_path, [], TRAIN_FIELDS)
+        Cache.write_rows(cache.eval_manifest_path, [], EVAL_FIELDS)
     cache.write_info({"data_dir": str(data_dir), "settings": settings})
     report = PrepareReport(cache.root)
     report.problems += scan.problems
     report.counts.update(people=scan.people, hidden_files=scan.hidden)
     detector = FaceDetector(cfg.detector)
-    _run_half("train", train_jobs(scan), cache.manifest_path, TRAIN_FIELDS, cache, detector, cfg, report, mode, show)
+    _run_half("train", train_jobs(scan), old[cache.manifest_path], cache.manifest_path, TRAIN_FIELDS, cache, detector,
+              cfg, report, mode, show)
     if escan is not None:
         report.problems += escan.problems
-        _run_half("eval", eval_jobs(escan), cache.eval_manifest_path, EVAL_FIELDS, cache, detector, cfg,
-                  report, mode, show)
+        _run_half("eval", eval_jobs(escan), old[cache.eval_manifest_path], cache.eval_manifest_path, EVAL_FIELDS,
+                  cache, detector, cfg, report, mode, show)
     for kind, n in Counter(p.kind for p in report.problems).items():
         report.counts[kind] = n
     atomic_write_json(cache.report_path, report.to_dict(data_dir))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.config import SECTIONS, Config
-from engines.fileio import atomic_write_json, atomic_write_text
+from engines.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 
 def _toml_value(v: Any) -> str:
@@ -58,3 +58,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_json(path, obj)
+
+
+def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)

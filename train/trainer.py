@@ -24,7 +24,7 @@ from train.loop import make_scaler, predict_loader, train_one_epoch
 from train.losses import build_loss
 from train.metrics import headline, summarize
 from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
-from train.runfiles import write_config, write_json, write_metrics
+from train.runfiles import save_npz, write_config, write_json, write_metrics
 
 
 @dataclass
@@ -149,8 +149,10 @@ class Trainer:
     # --- files ------------------------------------------------------------------------------------------
     def meta(self, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> ModelMeta:
         m = self.cfg.model
-        info = {"epoch": epoch, "run": self.run_dir.name, "written_by_rank": self.dist.rank, "train_images": len(self.train_samples),
-                "val_images": len(self.val_samples), "val_people": len(self.val_people),
+        data = Path((self.cache.info() or {}).get("data_dir", "")).name
+        info = {"epoch": epoch, "run": self.run_dir.name, "data": data, "written_by_rank": self.dist.rank,
+                "train_images": len(self.train_samples), "val_images": len(self.val_samples),
+                "val_people": len(self.val_people),
                 "seconds_per_epoch": row.get("seconds") if row else None, **extra}
         if row:
             info.update({k: row[k] for k in ("val_f1", "val_acc", "val_f1_mask", "val_f1_gender", "val_f1_age")
@@ -174,7 +176,7 @@ class Trainer:
         m = summarize(val[0], self.val_targets)
         title = f"{self.run_dir.name}: validation, epoch {epoch + 1}, macro F1 {m['f1']:.3f}"
         save_png(self.run_dir / "confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(), title))
-        np.savez(self.run_dir / "val_predictions.npz", keys=np.array([s.key for s in self.val_samples]),
+        save_npz(self.run_dir / "val_predictions.npz", keys=np.array([s.key for s in self.val_samples]),
                  targets=self.val_targets, probs=val[0])
         write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
 

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
 
 
-def fold_people(out: Path, samples, k: int, seed: int) -> list[set[str]]:
+def fold_people(out: Path, samples, k: int, seed: int, write: bool = True) -> list[set[str]]:
+    """The saved folds of `out`, else new ones (deterministic: every DDP rank computes the same)."""
     from train.folds import kfold_people
     from train.runfiles import write_json
 
@@ -38,7 +39,8 @@ def fold_people(out: Path, samples, k: int, seed: int) -> list[set[str]]:
             raise UserError(f"{out} was split into {len(saved['folds'])} folds, not {k}: use another --out")
         return [set(f) for f in saved["folds"]]
     folds = kfold_people(samples, k, seed)
-    write_json(path, {"folds": [sorted(f) for f in folds]})
+    if write:
+        write_json(path, {"folds": [sorted(f) for f in folds]})
     return folds
 
 
@@ -96,29 +98,41 @@ def print_summary(m: dict[str, Any], per_fold: list[dict[str, Any]]) -> None:
     console.print(t)
 
 
-def run(args: argparse.Namespace, cfg: Config) -> int:
-    from train.distributed import setup
-    from train.fit import new_run_dir
-    from train.prepare import ensure_prepared
-    from train.progress import console
+def fold_scores(fold_dir: Path, i: int) -> dict[str, Any]:
+    best = json.loads((fold_dir / "val_metrics.json").read_text())
+    return {"fold": i, **{key: best[key] for key in ("epoch", "n", "acc", "f1", "f1_mask", "f1_gender", "f1_age")}}
 
-    k = cfg.data.folds
-    out = Path(args.out) if args.out else new_run_dir(cfg).with_name(new_run_dir(cfg).name + "-kfold")
-    _, samples = ensure_prepared(cfg, getattr(args, "data.data_dir") is not None)
-    out.mkdir(parents=True, exist_ok=True)
-    folds = fold_people(out, samples, k, cfg.train.seed)
-    per_fold = []
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Also runs under torchrun: every fold is a DDP fit; rank 0 alone writes and reports."""
+    from train.distributed import setup
+
     apply_threads(cfg)
     dist = setup(cfg.train.device)
+    try:
+        return run_folds(args, cfg, dist)
+    finally:
+        dist.close()
+
+
+def run_folds(args: argparse.Namespace, cfg: Config, dist) -> int:
+    from train.fit import load_samples, new_run_dir
+    from train.progress import console
+
+    k, base = cfg.data.folds, new_run_dir(cfg)
+    out = Path(dist.broadcast(args.out or str(base.with_name(base.name + "-kfold"))))
+    _, samples = load_samples(cfg, dist, getattr(args, "data.data_dir") is not None)
+    folds = fold_people(out, samples, k, cfg.train.seed, write=dist.main)
+    per_fold = []
     for i, people in enumerate(folds):
-        fold_dir = out / f"fold{i}"
-        console.rule(f"fold {i + 1}/{k}: {len(people)} validation people")
-        run_fold(cfg, fold_dir, people, dist, show=True)
-        best = json.loads((fold_dir / "val_metrics.json").read_text())
-        per_fold.append({"fold": i, **{key: best[key] for key in ("epoch", "n", "acc", "f1", "f1_mask",
-                                                                   "f1_gender", "f1_age")}})
-    m = out_of_fold(out, k)
-    write_summary(out, m, per_fold)
-    print_summary(m, per_fold)
-    console.print(f"out-of-fold macro F1 {m['f1']:.4f} over {m['n']} images; models: {out}/fold*/best.pt")
+        if dist.main:
+            console.rule(f"fold {i + 1}/{k}: {len(people)} validation people")
+        run_fold(cfg, out / f"fold{i}", people, dist, show=True)
+        dist.barrier()
+        per_fold.append(fold_scores(out / f"fold{i}", i))
+    if dist.main:
+        m = out_of_fold(out, k)
+        write_summary(out, m, per_fold)
+        print_summary(m, per_fold)
+        console.print(f"out-of-fold macro F1 {m['f1']:.4f} over {m['n']} images; models: {out}/fold*/best.pt")
     return 0

@@ -155,6 +155,8 @@ class TrainConfig:
     accumulate: int = _f(1, min=1, max=1024)
     amp: bool = _f(True)
     seed: int = _f(42, min=0, max=2**31 - 1)
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = _f(0, min=0, max=256)  # CPU threads for training; 0 = torch's default (all cores)
     out_dir: str = _f("runs", path=True)
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures. Real photos and videos come from ../shared/assets (never copied into the repo)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -39,3 +40,40 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_multi_checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_multi.pt", head="multi")
+
+
+# --- training tests: one small competition-layout data set and its prepared cache per session ---------------
+
+@pytest.fixture(scope="session")
+def competition_data(tmp_path_factory, shared) -> Path:
+    """A few people in the competition layout, with the faults prepare must survive (tests/datagen.py)."""
+    from tests.datagen import make_dataset
+
+    with one_torch_thread():
+        return make_dataset(tmp_path_factory.mktemp("competition") / "data")
+
+
+@pytest.fixture(scope="session")
+def prepared(competition_data, tmp_path_factory):
+    """(data folder, cache folder, report of the first `prepare`) with the default crop and detector."""
+    from engines.config import Config
+    from train.prepare import prepare
+
+    cache = tmp_path_factory.mktemp("competition") / "cache"
+    with one_torch_thread():
+        report = prepare(competition_data, cache, Config(), show=False)
+    return competition_data, cache, report
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """On a 2-core machine shared with other jobs, torch's thread pool spins against them: one thread is
+    several times faster there (MTCNN, small training steps). Speed only; nothing asserts it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,255 @@
+"""fit / resume / Ctrl-C / evaluate / predict on the small competition-layout set (mobilenet_v2, 64x48)."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.backends import load_engine
+from engines.backends.torch_backend import load_checkpoint
+from engines.config import CropConfig, load_config, with_overrides
+from engines.errors import UserError
+from tests.conftest import REPO, one_torch_thread
+from train import trainer as trainer_module
+from train.cache import Cache
+from train.cli import _main as cli
+from train.evaluate import evaluate, read_crop
+from train.fit import fit
+from train.runfiles import config_toml
+
+CONFIG = """
+[model]
+arch = "mobilenet_v2"
+pretrained = true
+input_height = 64
+input_width = 48
+[data]
+data_dir = "{data}"
+cache_dir = "{cache}"
+batch_size = 16
+num_workers = 0
+val_fraction = 0.25
+[train]
+epochs = 2
+lr = 0.001
+seed = 0
+threads = 1
+out_dir = "{runs}"
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(prepared, tmp_path_factory):
+    """(config, its file) on a private copy of the session's cache, one torch thread (a busy 2-core machine)."""
+    data, cache, _ = prepared
+    root = tmp_path_factory.mktemp("fit")
+    shutil.copytree(cache, root / "cache")
+    path = root / "config.toml"
+    path.write_text(CONFIG.format(data=data, cache=root / "cache", runs=root / "runs"))
+    with one_torch_thread():
+        yield load_config(path), path
+
+
+@pytest.fixture(scope="module")
+def run(setup):
+    cfg, _ = setup
+    result = fit(cfg, run_dir=cfg.resolve(cfg.train.out_dir) / "main", show=False)
+    return cfg, result.run_dir, result
+
+
+def test_fit_lowers_the_loss_and_writes_the_run_folder(run):
+    cfg, run_dir, result = run
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    for name in ("best.pt", "last.pt", "config.toml", "metrics.jsonl", "split.json", "confusion.png",
+                 "val_metrics.json", "val_predictions.npz"):
+        assert (run_dir / name).is_file(), name
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]        # no temp files left
+    saved = load_config(run_dir / "config.toml")                               # the resolved config, re-readable
+    assert config_toml(saved) == config_toml(cfg) and saved.train == cfg.train and saved.model == cfg.model
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["seconds"] > 0 and r["images_per_s"] > 0 and 0 <= r["val_f1"] <= 1 for r in rows)
+    png = cv2.imread(str(run_dir / "confusion.png"))
+    assert png is not None and png.shape[0] > 18 * 30
+    val_people = set(json.loads((run_dir / "split.json").read_text())["val_people"])
+    samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
+    assert val_people and val_people < {s.person for s in samples}
+    with np.load(run_dir / "val_predictions.npz") as z:
+        keys = set(z["keys"].tolist())
+        assert z["probs"].shape == (len(keys), 18)
+    assert keys == {s.key for s in samples if s.person in val_people}          # whole people only
+
+
+def test_best_pt_is_a_model_file_for_every_backend(run, tmp_path):
+    cfg, run_dir, result = run
+    meta, ckpt = load_checkpoint(run_dir / "best.pt")                          # weights_only=True
+    assert meta.arch == "mobilenet_v2" and meta.input_size == (64, 48) and meta.head == "single"
+    assert meta.crop == CropConfig() and meta.age_old_threshold == cfg.data.age_old_threshold
+    assert meta.extra["epoch"] == result.best["epoch"] and "val_f1" in meta.extra
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert {"optimizer", "scheduler", "epoch", "config", "metrics"} <= set(ckpt)
+    engine = load_engine(run_dir / "best.pt", device="cpu")
+    crops = [read_crop(s.crop) for s in Cache(cfg.resolve(cfg.data.cache_dir)).samples()[:5]]
+    probs = engine.classify(crops)
+    assert probs.shape == (5, 18) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    from train.export import export_onnx
+
+    export_onnx(run_dir / "best.pt", tmp_path / "m.onnx")
+    onnx_probs = load_engine(tmp_path / "m.onnx", device="cpu").classify(crops)
+    np.testing.assert_allclose(onnx_probs, probs, atol=1e-4)
+
+
+def test_resume_continues_from_the_saved_epoch(run, tmp_path):
+    cfg, run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "metrics.jsonl").read_text().splitlines()
+    assert cli(["fit", "--resume", "--out", str(copy), "--epochs", "3"]) == 0
+    after = (copy / "metrics.jsonl").read_text().splitlines()
+    assert after[:2] == before and json.loads(after[2])["epoch"] == 3
+    state = load_checkpoint(copy / "last.pt")[1]
+    assert state["epoch"] == 3 and len(state["metrics"]) == 3
+    assert state["config"]["model"]["input_height"] == 64          # the run's own config, not config.toml's
+    assert cli(["fit", "--resume", str(copy / "last.pt")]) == 0   # nothing left to do: a no-op
+    assert len((copy / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_finished_run_is_not_overwritten(run):
+    cfg, run_dir, _ = run
+    with pytest.raises(UserError, match="already holds a run"):
+        fit(cfg, run_dir=run_dir, show=False)
+
+
+def test_ctrl_c_leaves_a_usable_last_pt(setup, tmp_path, monkeypatch):
+    cfg, _ = setup
+    real, calls = trainer_module.train_one_epoch, []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, run_dir=tmp_path / "run", show=False)
+    meta, state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1 and meta.extra["interrupted"] is True
+    assert load_engine(tmp_path / "run" / "last.pt", device="cpu").meta.arch == "mobilenet_v2"
+    monkeypatch.setattr(trainer_module, "train_one_epoch", real)
+    result = fit(cfg, run_dir=tmp_path / "run", state=state, show=False)      # and it resumes
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_other_options_train_too(setup, tmp_path):
+    """Multi-head, focal loss, frozen backbone, SGD + StepLR, accumulation, weighted sampler, age threshold."""
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"model.head": "multi", "model.freeze_backbone": True, "train.loss": "focal",
+                               "train.optimizer": "sgd", "train.scheduler": "step", "train.accumulate": 2,
+                               "train.epochs": 1, "data.weighted_sampler": True, "data.age_old_threshold": 58,
+                               "augment.enabled": False, "data.val_fraction": 0.0})
+    result = fit(cfg, run_dir=tmp_path / "multi", show=False)
+    assert np.isfinite(result.history[0]["train_loss"]) and "val_f1" not in result.history[0]
+    assert result.best["metric"] == "-train_loss" and result.best["epoch"] == 1
+    assert result.best["score"] == pytest.approx(-result.history[0]["train_loss"], abs=1e-4)
+    assert not (tmp_path / "multi" / "confusion.png").exists()          # no validation set, no confusion matrix
+    engine = load_engine(tmp_path / "multi" / "best.pt", device="cpu")
+    assert engine.meta.head == "multi" and engine.meta.age_old_threshold == 58
+    probs = engine.infer(np.random.default_rng(0).normal(size=(3, 3, 64, 48)).astype(np.float32))
+    assert probs.shape == (3, 18) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    trained = load_checkpoint(tmp_path / "multi" / "best.pt")[1]["model"]
+    from engines.models import create_model
+    imagenet = create_model("mobilenet_v2", "multi", pretrained=True).state_dict()
+    for key in ("features.0.0.weight", "features.5.conv.1.0.weight", "features.5.conv.1.1.running_mean"):
+        assert torch.equal(trained[key], imagenet[key]), key          # the backbone and its statistics frozen
+
+
+def test_evaluate_tta_and_ensemble(run):
+    cfg, run_dir, _ = run
+    best, last = str(run_dir / "best.pt"), str(run_dir / "last.pt")
+    plain = evaluate(cfg, [best], show=False)
+    val_people = set(json.loads((run_dir / "split.json").read_text())["val_people"])
+    assert plain["n"] == len(plain["keys"]) and {k.split("_")[0] for k in plain["keys"]} == val_people
+    assert plain["probs"].shape == (plain["n"], 18)
+    assert plain["acc"] == pytest.approx(np.mean(plain["probs"].argmax(1) == plain["targets"]))
+    # evaluate reproduces fit's validation of the best epoch: same crops, same preprocessing, same metric
+    val = json.loads((run_dir / "val_metrics.json").read_text())
+    assert plain["f1"] == pytest.approx(val["f1"], abs=1e-6) and plain["acc"] == pytest.approx(val["acc"])
+    with np.load(run_dir / "val_predictions.npz") as z:
+        order = {k: i for i, k in enumerate(z["keys"].tolist())}
+        np.testing.assert_allclose(plain["probs"], z["probs"][[order[k] for k in plain["keys"]]], atol=1e-4)
+    tta = evaluate(cfg, [best], tta=True, show=False)
+    engine = load_engine(best, device="cpu")
+    samples = {s.key: s for s in Cache(cfg.resolve(cfg.data.cache_dir)).samples()}
+    crops = [read_crop(samples[k].crop) for k in tta["keys"]]
+    flipped = [c[:, ::-1].copy() for c in crops]
+    expected = (engine.classify(crops) + engine.classify(flipped)) / 2
+    np.testing.assert_allclose(tta["probs"], expected, atol=1e-5)
+    assert not np.allclose(tta["probs"], plain["probs"], atol=1e-4)
+    ens = evaluate(cfg, [best, last], split="val", show=False)
+    single_last = evaluate(cfg, [last], split="val", show=False)
+    np.testing.assert_allclose(ens["probs"], (plain["probs"] + single_last["probs"]) / 2, atol=1e-5)
+    everything = evaluate(cfg, [best], split="all", show=False)
+    assert everything["n"] == len(samples)
+
+
+def test_predict_writes_the_submission_in_info_order(run, prepared, tmp_path):
+    cfg, run_dir, _ = run
+    data = prepared[0]
+    shutil.copytree(data / "eval", tmp_path / "eval")
+    info = list(csv.DictReader(open(tmp_path / "eval" / "info.csv")))
+    (tmp_path / "eval" / "images" / info[2]["ImageID"]).write_bytes(b"not an image")
+    config = str(run_dir / "config.toml")
+    out, probs_path = tmp_path / "submission.csv", tmp_path / "probs.npy"
+    assert cli(["predict", "--config", config, "--checkpoint", str(run_dir / "best.pt"), str(run_dir / "last.pt"),
+                "--eval", str(tmp_path / "eval"), "--tta", "--out", str(out), "--probs", str(probs_path)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [r["ImageID"] for r in rows] == [r["ImageID"] for r in info]
+    assert list(rows[0]) == ["ImageID", "ans"]
+    probs = np.load(probs_path)
+    assert probs.shape == (len(info), 18) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert [int(r["ans"]) for r in rows] == probs.argmax(1).tolist()
+    assert all(0 <= int(r["ans"]) <= 17 for r in rows)
+    # the unreadable image still has its row (the mean of the others)
+    others = np.delete(probs, 2, axis=0)
+    np.testing.assert_allclose(probs[2], others.mean(0), atol=1e-6)
+
+
+def test_bad_checkpoint_and_missing_info_csv_are_one_line_errors(run, tmp_path):
+    cfg, run_dir, _ = run
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage, not a checkpoint")
+    with pytest.raises(UserError):
+        evaluate(cfg, [str(bad)], show=False)
+    with pytest.raises(UserError, match="info.csv is missing"):
+        cli(["predict", "--config", str(run_dir / "config.toml"), "--checkpoint", str(run_dir / "best.pt"),
+             "--eval", str(tmp_path)])
+    r = subprocess.run([sys.executable, "-m", "train", "evaluate", "--config", str(run_dir / "config.toml"),
+                        "--checkpoint", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "bad.pt" in r.stderr
+
+
+def test_kfold_runs_every_fold_and_scores_out_of_fold(setup, tmp_path):
+    cfg, path = setup
+    out = tmp_path / "kfold"
+    args = ["kfold", "--config", str(path), "--folds", "2", "--epochs", "1", "--out", str(out)]
+    assert cli(args) == 0
+    folds = json.loads((out / "folds.json").read_text())["folds"]
+    assert len(folds) == 2 and not set(folds[0]) & set(folds[1])
+    summary = json.loads((out / "kfold.json").read_text())
+    samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
+    assert summary["oof"]["n"] == len(samples)                        # every image scored exactly once
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    with np.load(out / "oof_predictions.npz") as z:
+        assert sorted(z["keys"].tolist()) == sorted(s.key for s in samples)
+    for i in range(2):
+        assert load_engine(out / f"fold{i}" / "best.pt", device="cpu").meta.arch == "mobilenet_v2"
+    stamp = (out / "fold0" / "last.pt").stat().st_mtime_ns
+    assert cli(args) == 0                                               # again: finished folds are kept
+    assert (out / "fold0" / "last.pt").stat().st_mtime_ns == stamp

@@ -1,0 +1,145 @@
+"""`mask-train bench-loader`: images/s of the training data pipeline (read JPEG crop, resize, augment,
+normalise, collate) for num_workers 0..N, and resize-then-augment against augment-then-resize.
+
+It prints numbers; nothing asserts them. Crops come from a prepared cache (--cache) or, without one,
+from synthetic 384x512 JPEGs made in a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.config import Config
+from train.options import add_data_arguments, add_threads_argument, apply_threads
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--max-workers", type=int, default=None, metavar="N", help="try 0..N workers (default: CPUs)")
+    p.add_argument("--batches", type=int, default=20, metavar="N", help="batches timed per setting (after one warm-up)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="use N synthetic crops even when a cache exists")
+    p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
+    p.add_argument("--input-height", dest="model.input_height", type=int, metavar="PX")
+    p.add_argument("--input-width", dest="model.input_width", type=int, metavar="PX")
+    add_threads_argument(p)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def synthetic_crops(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """JPEG crops with face-like structure (an ellipse, eyes, a mask band) on noise: realistic decode cost."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        img = rng.integers(0, 255, (512, 384, 3), dtype=np.uint8)
+        img = cv2.GaussianBlur(img, (0, 0), 3)
+        cv2.ellipse(img, (192, 230), (110, 150), 0, 0, 360, tuple(int(v) for v in rng.integers(90, 220, 3)), -1)
+        for x in (150, 234):
+            cv2.circle(img, (x, 200), 12, (30, 30, 30), -1)
+        cv2.rectangle(img, (110, 260), (274, 360), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+        path = folder / f"crop{i:05d}.jpg"
+        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        paths.append(path)
+    return paths
+
+
+def crop_paths(cfg: Config, synthetic: int, tmp: Path) -> tuple[list[Path], str]:
+    from train.cache import Cache
+
+    cache = Cache(cfg.resolve(cfg.data.cache_dir))
+    if not synthetic and cache.manifest_path.is_file():
+        paths = [s.crop for s in cache.samples()]
+        return paths, f"{len(paths)} cached crops from {cache.root}"
+    n = synthetic or 256
+    return synthetic_crops(tmp, n), f"{n} synthetic 384x512 JPEG crops"
+
+
+def measure(cfg: Config, paths: list[Path], workers: int, order: str, batches: int) -> float:
+    """Images/s over `batches` batches after one warm-up batch (worker start-up is not timed)."""
+    from train.augment import TrainTransform
+    from train.data import CropDataset, EpochSampler, make_loader
+
+    m = cfg.model
+    ds = CropDataset(paths, [0] * len(paths), TrainTransform((m.input_height, m.input_width), m.mean, m.std,
+                                                             cfg.augment, order))
+    sampler = EpochSampler(len(ds), seed=cfg.train.seed)
+    loader = make_loader(ds, cfg.data, train=True, sampler=sampler, num_workers=workers)
+    seen, epoch, start = -1, 0, 0.0
+    while seen < batches:
+        sampler.set_epoch(epoch)
+        for x, _ in loader:
+            seen += 1
+            if seen == 0:
+                start, images = time.perf_counter(), 0
+            else:
+                images += len(x)
+            if seen >= batches:
+                break
+        epoch += 1
+    elapsed = time.perf_counter() - start
+    del loader
+    return images / max(elapsed, 1e-9)
+
+
+def run_bench(cfg: Config, paths: list[Path], max_workers: int, batches: int, show: bool = True) -> dict[str, Any]:
+    from train.progress import task
+
+    settings = [(w, "resize_first") for w in range(max_workers + 1)]
+    results: dict[str, Any] = {"workers": {}, "order": {}}
+    with task("bench-loader", len(settings) + 2, show) as t:
+        for w, order in settings:
+            results["workers"][w] = measure(cfg, paths, w, order, batches)
+            t.advance(1)
+        best = max(results["workers"], key=results["workers"].get)
+        results["best_workers"] = best
+        for order in ("resize_first", "augment_first"):
+            results["order"][order] = measure(cfg, paths, 0, order, batches)
+            t.advance(1)
+    return results
+
+
+def print_results(r: dict[str, Any], what: str, cfg: Config) -> None:
+    from rich.table import Table
+
+    from train.progress import console
+
+    base = r["workers"][0]
+    t = Table(title=f"training pipeline, {what}, batch {cfg.data.batch_size}, "
+                    f"input {cfg.model.input_width}x{cfg.model.input_height}, augment {'on' if cfg.augment.enabled else 'off'}")
+    for col in ("setting", "images/s", "vs 0 workers"):
+        t.add_column(col, justify="left" if col == "setting" else "right")
+    for w, ips in r["workers"].items():
+        t.add_row(f"num_workers={w}, resize then augment", f"{ips:.0f}", f"{ips / base:.2f}x")
+    console.print(t)
+    o = Table(title="resize order (num_workers=0: the cost per image)")
+    for col in ("order", "images/s", "vs augment then resize"):
+        o.add_column(col, justify="left" if col == "order" else "right")
+    ref = r["order"]["augment_first"]
+    for order, ips in r["order"].items():
+        o.add_row(order.replace("_first", " first").replace("resize first", "resize, then augment")
+                  .replace("augment first", "augment, then resize"), f"{ips:.0f}", f"{ips / ref:.2f}x")
+    console.print(o)
+    console.print(f"best num_workers on this machine: {r['best_workers']} ({r['workers'][r['best_workers']]:.0f} "
+                  f"images/s, {os.cpu_count()} CPUs); set it as data.num_workers in config.toml")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    from train.runfiles import write_json
+
+    apply_threads(cfg)
+    max_workers = args.max_workers if args.max_workers is not None else (os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        paths, what = crop_paths(cfg, args.synthetic, Path(tmp))
+        results = run_bench(cfg, paths, max_workers, args.batches)
+    print_results(results, what, cfg)
+    if args.json:
+        write_json(args.json, {"data": what, **results})
+    return 0

@@ -1,0 +1,128 @@
+"""`mask-train fit`: train one classifier; `--resume` continues a run; runs unchanged under torchrun (DDP).
+
+    mask-train fit --data DIR [--cache CACHE] [--epochs N] [--out RUN_DIR] [--resume [CKPT]]
+    torchrun --nproc_per_node 2 -m train fit --data DIR ...
+
+The run folder gets config.toml (the resolved config; `--config` reads it back), split.json,
+metrics.jsonl, best.pt (highest validation macro F1), last.pt (every epoch, and on Ctrl-C),
+confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engines.config import Config, load_config
+from engines.errors import UserError
+from train.options import add_training_arguments, apply_threads, overrides_of
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: train.out_dir/<time>-<arch>)")
+    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
+                   help="continue a run: its last.pt (from --out RUN_DIR) or the checkpoint given")
+    add_training_arguments(p)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    run_dir, state = None, None
+    if args.resume is not None:
+        cfg, run_dir, state = resume_target(args, cfg)
+    elif args.out:
+        run_dir = Path(args.out)
+    from train.distributed import setup
+
+    apply_threads(cfg)
+    dist = setup(cfg.train.device)
+    try:
+        result = fit(cfg, run_dir=run_dir, state=state, dist=dist, data_given=getattr(args, "data.data_dir") is not None)
+    finally:
+        dist.close()
+    if dist.main:
+        print_summary(result)
+    return 0
+
+
+def resume_target(args: argparse.Namespace, cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
+    """(config, run folder, checkpoint) to resume: the run's own config.toml plus the flags given now."""
+    from train.checkpoint import load_training_state
+
+    if args.resume:
+        ckpt = Path(args.resume)
+        ckpt = ckpt / "last.pt" if ckpt.is_dir() else ckpt
+    elif args.out:
+        ckpt = Path(args.out) / "last.pt"
+    else:
+        raise UserError("--resume needs the run to continue: --out RUN_DIR or --resume RUN_DIR/last.pt")
+    state = load_training_state(ckpt)
+    saved = ckpt.parent / "config.toml"
+    if args.config is None and saved.is_file():
+        cfg = load_config(saved, overrides_of(args))
+    old_model = state.get("config", {}).get("model")
+    if old_model and old_model != cfg.to_dict()["model"]:
+        raise UserError(f"{ckpt}: [model] differs from the run being resumed ({old_model.get('arch')}, "
+                        f"{old_model.get('input_height')}x{old_model.get('input_width')}); start a new run instead")
+    return cfg, Path(args.out) if args.out else ckpt.parent, state
+
+
+def new_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return cfg.resolve(cfg.train.out_dir) / f"{stamp}-{cfg.model.arch}"
+
+
+def load_samples(cfg: Config, dist, data_given: bool = True, show: bool = True):
+    """Rank 0 brings the cache up to date (train.prepare.ensure_prepared) while the others wait."""
+    from train.cache import Cache
+    from train.prepare import ensure_prepared
+
+    error = None
+    if dist.main:
+        try:
+            ensure_prepared(cfg, data_given, show)
+        except UserError as exc:
+            error = str(exc)
+    error = dist.broadcast(error)
+    if error:
+        raise UserError(error)
+    cache = Cache(cfg.resolve(cfg.data.cache_dir))
+    return cache, cache.samples()
+
+
+def fit(cfg: Config, *, run_dir: Path | None = None, state: dict[str, Any] | None = None, dist=None,
+        val_people: set[str] | None = None, data_given: bool = True, show: bool = True):
+    """One training run; returns train.trainer.FitResult. `val_people` fixes the split (kfold)."""
+    from train.distributed import Dist
+    from train.folds import holdout_people
+    from train.trainer import Trainer
+
+    dist = dist or Dist(device=_device(cfg))
+    cache, samples = load_samples(cfg, dist, data_given, show)
+    if state is not None:
+        val_people = set(state.get("split", {}).get("val_people", []))
+    elif val_people is None:
+        val_people = holdout_people(samples, cfg.data.val_fraction, cfg.train.seed)
+    run_dir = Path(dist.broadcast(str(run_dir or new_run_dir(cfg))))
+    if state is None and (run_dir / "last.pt").exists():
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+    trainer = Trainer(cfg, cache, samples, val_people, run_dir, dist, show)
+    if state is not None:
+        trainer.restore(state)
+    return trainer.fit()
+
+
+def _device(cfg: Config):
+    from train.distributed import resolve_device
+    return resolve_device(cfg.train.device)
+
+
+def print_summary(result) -> None:
+    from train.progress import console
+
+    secs = [h["seconds"] for h in result.history]
+    best = result.best
+    score = "-" if best.get("score") is None else f"{best['score']:.4f}"
+    console.print(f"run {result.run_dir}: {len(result.history)} epochs, "
+                  f"{sum(secs) / max(len(secs), 1):.1f} s/epoch; best epoch {best.get('epoch')} "
+                  f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}")

@@ -1,0 +1,69 @@
+"""Command-line flags shared by the training commands. Each flag's dest is 'section.key', so
+engines.config.config_from_args turns it into a validated override of config.toml."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+_BOOL = argparse.BooleanOptionalAction
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", dest="data.data_dir", metavar="DIR", help="competition folder (train/, eval/)")
+    p.add_argument("--cache", dest="data.cache_dir", metavar="CACHE", help="crop cache made by `prepare`")
+
+
+def add_loader_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
+    p.add_argument("--num-workers", dest="data.num_workers", type=int, metavar="N")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", dest="model.arch", metavar="NAME", help="torchvision model, e.g. mobilenet_v2, resnet18")
+    p.add_argument("--head", dest="model.head", choices=("single", "multi"))
+    p.add_argument("--pretrained", dest="model.pretrained", action=_BOOL, default=None,
+                   help="start from ImageNet weights")
+    p.add_argument("--freeze-backbone", dest="model.freeze_backbone", action=_BOOL, default=None,
+                   help="train the head only (transfer learning)")
+    p.add_argument("--input-height", dest="model.input_height", type=int, metavar="PX")
+    p.add_argument("--input-width", dest="model.input_width", type=int, metavar="PX")
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    add_loader_arguments(p)
+    add_model_arguments(p)
+    g = p.add_argument_group("training (override config.toml [train], [data], [augment])")
+    g.add_argument("--epochs", dest="train.epochs", type=int, metavar="N")
+    g.add_argument("--lr", dest="train.lr", type=float)
+    g.add_argument("--optimizer", dest="train.optimizer", choices=("adamw", "sgd"))
+    g.add_argument("--scheduler", dest="train.scheduler", choices=("none", "step", "cosine", "plateau"))
+    g.add_argument("--loss", dest="train.loss", choices=("ce", "focal", "label_smoothing"))
+    g.add_argument("--accumulate", dest="train.accumulate", type=int, metavar="N", help="gradient accumulation steps")
+    g.add_argument("--amp", dest="train.amp", action=_BOOL, default=None, help="mixed precision (CUDA only)")
+    g.add_argument("--seed", dest="train.seed", type=int)
+    g.add_argument("--device", dest="train.device", choices=("auto", "cpu", "cuda"))
+    add_threads_argument(g)
+    g.add_argument("--val-fraction", dest="data.val_fraction", type=float)
+    g.add_argument("--age-threshold", dest="data.age_old_threshold", type=int, metavar="YEARS",
+                   help="age from which training counts a person as >=60 (validation always uses 60)")
+    g.add_argument("--weighted-sampler", dest="data.weighted_sampler", action=_BOOL, default=None)
+    g.add_argument("--augment", dest="augment.enabled", action=_BOOL, default=None)
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The 'section.key' flags the user gave (argparse leaves the others None)."""
+    return {k: v for k, v in vars(args).items() if "." in k and v is not None}
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", dest="train.threads", type=int, metavar="N",
+                   help="torch CPU threads (0 = all cores; 1 is often faster on a busy machine)")
+
+
+def apply_threads(cfg) -> None:
+    """train.threads > 0: that many torch CPU threads for this process (training, MTCNN, PyTorch models)."""
+    if cfg.train.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)

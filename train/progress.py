@@ -1,0 +1,36 @@
+"""One look for every long job: a rich progress bar on stderr, tables on stdout."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def make_progress(enabled: bool = True) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), console=err_console, disable=not enabled,
+                    transient=False)
+
+
+@contextlib.contextmanager
+def task(description: str, total: int | None, enabled: bool = True) -> Iterator["Ticker"]:
+    """`with task("cropping", n) as t: ... t.advance(1, info="12 no face")`."""
+    with make_progress(enabled) as progress:
+        tid = progress.add_task(description, total=total, info="")
+        yield Ticker(progress, tid)
+
+
+class Ticker:
+    def __init__(self, progress: Progress, task_id) -> None:
+        self.progress, self.task_id = progress, task_id
+
+    def advance(self, n: int = 1, info: str | None = None) -> None:
+        kw = {"info": info} if info is not None else {}
+        self.progress.update(self.task_id, advance=n, **kw)

@@ -1,0 +1,67 @@
+"""The small files of a run folder: the resolved config (a TOML that `--config` reads back), metrics.jsonl,
+the split. All written atomically."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from engines.config import SECTIONS, Config
+from engines.fileio import atomic_path, atomic_write_json, atomic_write_text
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a TOML basic string is JSON-escaped text
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def config_toml(cfg: Config) -> str:
+    """The whole config with path keys made absolute, so the file works from any folder."""
+    lines = ["# resolved config of this run: `mask-train fit --config <this file>` repeats it"]
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        lines.append(f"\n[{name}]")
+        for f in fields(section):
+            v = getattr(section, f.name)
+            if f.metadata.get("path"):
+                v = str(cfg.resolve(v))
+            lines.append(f"{f.name} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(run_dir: Path, cfg: Config) -> Path:
+    path = run_dir / "config.toml"
+    atomic_write_text(path, config_toml(cfg))
+    return path
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl: one JSON object per epoch, rewritten whole (a resumed run keeps its history)."""
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_json(path, obj)
+
+
+def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)

@@ -1,0 +1,231 @@
+"""The training run behind `fit` and each fold of `kfold`: build, train epoch by epoch, validate, keep
+best.pt / last.pt, metrics.jsonl and the confusion matrix. Works alone or as one DDP rank."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.config import Config
+from engines.contract import ModelMeta
+from engines.labels import class_names
+from train import checkpoint as ckpt_io
+from train.augment import EvalTransform, TrainTransform
+from train.cache import Cache, Sample
+from train.data import CropDataset, EpochSampler, class_weights, make_loader
+from train.distributed import Dist
+from train.layout import COMPETITION_AGE_THRESHOLD
+from train.loop import make_scaler, predict_loader, train_one_epoch
+from train.losses import build_loss
+from train.metrics import headline, summarize
+from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from train.runfiles import save_npz, write_config, write_json, write_metrics
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    epochs_done: int
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, cache: Cache, samples: list[Sample], val_people: set[str], run_dir: Path,
+                 dist: Dist, show: bool = True) -> None:
+        self.cfg, self.cache, self.run_dir, self.dist = cfg, cache, run_dir, dist
+        self.show = show and dist.main
+        self.device = dist.device
+        self.val_people = sorted(val_people)
+        self.train_samples = [s for s in samples if s.person not in val_people]
+        self.val_samples = [s for s in samples if s.person in val_people]
+        if not self.train_samples:
+            from engines.errors import UserError
+            raise UserError("no training images left after the validation split; lower data.val_fraction")
+        seed_everything(cfg.train.seed)
+        self._build_data()
+        self._build_model()
+        self.start_epoch, self.history = 0, []
+        # best.pt is chosen by validation macro F1; without a validation set, by the training loss
+        self.best: dict[str, Any] = {"epoch": 0, "score": None,
+                                     "metric": "val_f1" if self.val_samples else "-train_loss"}
+
+    # --- building ---------------------------------------------------------------------------------------
+    def _build_data(self) -> None:
+        m, d = self.cfg.model, self.cfg.data
+        size = (m.input_height, m.input_width)
+        targets = [s.cls(d.age_old_threshold) for s in self.train_samples]
+        self.train_ds = CropDataset([s.crop for s in self.train_samples], targets,
+                                    TrainTransform(size, m.mean, m.std, self.cfg.augment))
+        weights = class_weights(targets) if d.weighted_sampler else None
+        self.sampler = EpochSampler(len(self.train_ds), weights=weights, rank=self.dist.rank,
+                                    world=self.dist.world, seed=self.cfg.train.seed)
+        self.train_loader = make_loader(self.train_ds, d, train=True, sampler=self.sampler,
+                                        device_type=self.device.type)
+        val_targets = [s.cls(COMPETITION_AGE_THRESHOLD) for s in self.val_samples]
+        val_ds = CropDataset([s.crop for s in self.val_samples], val_targets, EvalTransform(size, m.mean, m.std))
+        shard = torch.utils.data.Subset(val_ds, range(self.dist.rank, len(val_ds), self.dist.world))
+        self.val_loader = make_loader(shard, d, train=False, device_type=self.device.type,
+                                      num_workers=min(d.num_workers, 1)) if len(val_ds) else None
+        self.val_targets = np.asarray(val_targets, np.int64)
+
+    def _build_model(self) -> None:
+        from engines.models import create_model
+
+        m, t = self.cfg.model, self.cfg.train
+        model = create_model(m.arch, m.head, m.pretrained, m.dropout, m.freeze_backbone).to(self.device)
+        self.model = self.dist.wrap(model)
+        self.loss_fn = build_loss(t, m.head)
+        self.optimizer = build_optimizer(model, t)
+        self.scheduler = build_scheduler(self.optimizer, t)
+        self.amp = t.amp and self.device.type == "cuda"
+        self.scaler = make_scaler(self.device, self.amp)
+
+    # --- resume -----------------------------------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        ckpt_io.bare(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+            if hasattr(self.scheduler, "T_max"):  # a run extended with --epochs anneals over its new length
+                self.scheduler.T_max = self.cfg.train.epochs
+        if self.amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.history = [h for h in state.get("metrics", []) if h.get("epoch", 0) <= self.start_epoch]
+        self.best = dict(state.get("best") or self.best)
+
+    # --- one epoch --------------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int):
+        from train.progress import task
+
+        self.sampler.set_epoch(epoch)
+        torch.manual_seed(self.cfg.train.seed + epoch)  # DataLoader workers derive their seeds from this
+        self.train_ds.transform.set_seed(self.cfg.train.seed + epoch)
+        total = len(self.train_loader)
+        with task(f"epoch {epoch + 1}/{self.cfg.train.epochs}", total, self.show) as t:
+            stats = train_one_epoch(self.model, self.train_loader, self.loss_fn, self.optimizer, device=self.device,
+                                    scaler=self.scaler, accumulate=self.cfg.train.accumulate, amp=self.amp,
+                                    on_batch=lambda n, loss: t.advance(1, f"loss {loss:.3f}"))
+        loss_sum, n = self.dist.sum([stats.loss_sum, float(stats.n)])
+        return loss_sum / max(n, 1), stats.seconds, int(n)
+
+    def _validate(self) -> tuple[np.ndarray, float] | None:
+        """Each rank scores its share of the validation set; the shares are put back in order."""
+        if self.val_loader is None:
+            return None
+        self.dist.sync_buffers(self.model)
+        probs, _, loss = predict_loader(ckpt_io.bare(self.model), self.val_loader, self.cfg.model.head,
+                                        device=self.device, amp=self.amp, loss_fn=self.loss_fn)
+        parts = self.dist.gather((probs, loss * len(probs)))
+        full = np.zeros((len(self.val_targets), probs.shape[1]), np.float32)
+        for r, (p, _) in enumerate(parts):
+            full[r::self.dist.world] = p
+        return full, sum(l for _, l in parts) / max(len(full), 1)
+
+    def _record(self, epoch: int, train_loss: float, seconds: float, n: int, val) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": round(train_loss, 5),
+                               "lr": current_lr(self.optimizer), "seconds": round(seconds, 2),
+                               "images": n, "images_per_s": round(n / max(seconds, 1e-9), 1),
+                               "world_size": self.dist.world}
+        if val is not None:
+            probs, val_loss = val
+            row.update(val_loss=round(val_loss, 5), **{f"val_{k}": v for k, v in headline(summarize(
+                probs, self.val_targets)).items()})
+        self.history.append(row)
+        return row
+
+    # --- files ------------------------------------------------------------------------------------------
+    def meta(self, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> ModelMeta:
+        m = self.cfg.model
+        data = Path((self.cache.info() or {}).get("data_dir", "")).name
+        info = {"epoch": epoch, "run": self.run_dir.name, "data": data, "written_by_rank": self.dist.rank,
+                "train_images": len(self.train_samples), "val_images": len(self.val_samples),
+                "val_people": len(self.val_people),
+                "seconds_per_epoch": row.get("seconds") if row else None, **extra}
+        if row:
+            info.update({k: row[k] for k in ("val_f1", "val_acc", "val_f1_mask", "val_f1_gender", "val_f1_age")
+                         if k in row})
+        return ModelMeta(arch=m.arch, head=m.head, input_height=m.input_height, input_width=m.input_width,
+                         mean=tuple(m.mean), std=tuple(m.std), crop=self.cache.crop_config(),
+                         age_old_threshold=self.cfg.data.age_old_threshold, extra=info)
+
+    def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> None:
+        ckpt_io.save_checkpoint(self.run_dir / name, meta=self.meta(epoch, row, **extra), model=self.model,
+                                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, epoch=epoch,
+                                config=self.cfg.to_dict(), metrics=self.history, best=self.best,
+                                split={"val_people": self.val_people})
+
+    def _write_best(self, epoch: int, row: dict[str, Any], val) -> None:
+        from train.plots import confusion_image, save_png
+
+        self.save("best.pt", epoch + 1, row)
+        if val is None:
+            return
+        m = summarize(val[0], self.val_targets)
+        title = f"{self.run_dir.name}: validation, epoch {epoch + 1}, macro F1 {m['f1']:.3f}"
+        save_png(self.run_dir / "confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(), title))
+        save_npz(self.run_dir / "val_predictions.npz", keys=np.array([s.key for s in self.val_samples]),
+                 targets=self.val_targets, probs=val[0])
+        write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
+
+    def write_start_files(self) -> None:
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(self.run_dir, self.cfg)
+            write_json(self.run_dir / "split.json", {"val_people": self.val_people})
+
+    # --- the run ----------------------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        self.write_start_files()
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, self.cfg.train.epochs):
+                self._one_epoch(epoch)
+        except KeyboardInterrupt:
+            if self.dist.main:  # the weights so far, resumable from the last completed epoch
+                self.save("last.pt", epoch, self.history[-1] if self.history else None, interrupted=True)
+            raise
+        return FitResult(self.run_dir, max(self.cfg.train.epochs, self.start_epoch), self.best, self.history)
+
+    def _one_epoch(self, epoch: int) -> None:
+        from train.progress import console
+
+        train_loss, seconds, n = self._train_epoch(epoch)
+        start = time.perf_counter()
+        val = self._validate()
+        row = self._record(epoch, train_loss, seconds, n, val)
+        row["val_seconds"] = round(time.perf_counter() - start, 2)
+        score = row.get("val_f1", -train_loss)
+        step_scheduler(self.scheduler, row.get("val_f1"))
+        improved = self.best["score"] is None or score > self.best["score"]
+        if improved:
+            self.best.update(score=score, epoch=epoch + 1)
+        if self.dist.main:
+            write_metrics(self.run_dir, self.history)
+            if improved:
+                self._write_best(epoch, row, val)
+            self.save("last.pt", epoch + 1, row)
+            console.print(epoch_line(row, self.cfg.train.epochs, improved))
+        self.dist.barrier()
+
+
+def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    text = f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}"
+    if "val_f1" in row:
+        text += (f"  val loss {row['val_loss']:.4f}  acc {row['val_acc']:.3f}  F1 {row['val_f1']:.3f} "
+                 f"(mask {row['val_f1_mask']:.3f} gender {row['val_f1_gender']:.3f} age {row['val_f1_age']:.3f})")
+    text += (f"  {row['seconds']:.1f} s/epoch ({row['images_per_s']:.0f} img/s, validation {row['val_seconds']:.1f} s)"
+             f"  lr {row['lr']:.2e}")
+    return text + ("  [green]best[/]" if improved else "")

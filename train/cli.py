@@ -40,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != module_name:
                 raise
             continue  # a command whose module is not written yet is simply not offered
+        adder = getattr(module, f"add_arguments_{name.replace('-', '_')}", None) or getattr(module, "add_arguments", None)
+        if adder is None:
+            continue  # the module exists but does not provide this command yet
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_config_argument(p)
-        adder = getattr(module, f"add_arguments_{name.replace('-', '_')}", None) or module.add_arguments
         adder(p)
         p.set_defaults(_run=getattr(module, f"run_{name.replace('-', '_')}", None) or module.run)
     return parser

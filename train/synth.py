@@ -40,7 +40,7 @@ from engines.labels import GENDER_NAMES, MASK_NAMES, STEM_TO_MASK, age_group, en
 from train.mask_render import MaskStyle, draw_mask, random_style  # noqa: F401  (draw_mask is public here too)
 
 __all__ = ["draw_mask", "MaskStyle", "random_style", "PhotoRow", "read_labels", "Jitter", "person_jitter",
-           "image_jitter", "render_sample", "find_face", "build", "add_arguments", "run"]
+           "image_jitter", "person_recipe", "render_sample", "crop_points", "find_face", "build", "add_arguments", "run"]
 
 STEMS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 REQUIRED = ("file", "gender", "age")
@@ -180,12 +180,17 @@ def flip_face(face: Face, width: int) -> Face:
     return Face((width - 1 - x2, y1, width - 1 - x1, y2), face.score, lm[[1, 0, 2, 4, 3]])
 
 
-def _cut(photo: np.ndarray, face: Face, jit: Jitter, geom: CropConfig) -> np.ndarray:
-    """The jittered crop: the region crop_box gives for the face, scaled, shifted and turned by `jit`."""
+def _region(face: Face, jit: Jitter, geom: CropConfig) -> tuple[float, float, float, float]:
+    """The crop_box region of the face box scaled and shifted by `jit` (before the turn)."""
     x1, y1, x2, y2 = face.box
     cx, cy = (x1 + x2) / 2 + jit.dx * face.width, (y1 + y2) / 2 + jit.dy * face.height
     hw, hh = face.width * jit.scale / 2, face.height * jit.scale / 2
-    region = crop_box((cx - hw, cy - hh, cx + hw, cy + hh), geom)
+    return crop_box((cx - hw, cy - hh, cx + hw, cy + hh), geom)
+
+
+def _cut(photo: np.ndarray, face: Face, jit: Jitter, geom: CropConfig) -> np.ndarray:
+    """The jittered crop: the region turned by jit.angle about its centre, cut with crop_region."""
+    region = _region(face, jit, geom)
     if abs(jit.angle) < 1e-3:
         return crop_region(photo, region, geom)
     # turn a patch around the region (big enough for any angle), then cut the region out of it
@@ -200,6 +205,20 @@ def _cut(photo: np.ndarray, face: Face, jit: Jitter, geom: CropConfig) -> np.nda
     border = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}.get(geom.border, cv2.BORDER_REPLICATE)
     patch = cv2.warpAffine(patch, rot, (side, side), flags=cv2.INTER_LINEAR, borderMode=border)
     return crop_region(patch, (rx1 - patch_box[0], ry1 - patch_box[1], rx2 - patch_box[0], ry2 - patch_box[1]), geom)
+
+
+def crop_points(points: np.ndarray, face: Face, jit: Jitter, photo_width: int,
+                geom: CropConfig = CropConfig()) -> np.ndarray:
+    """Where points of the photo (e.g. the landmarks, [n, 2]) land in render_sample's output image."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2).copy()
+    if jit.flip:
+        face = flip_face(face, photo_width)
+        pts[:, 0] = photo_width - 1 - pts[:, 0]
+    x1, y1, x2, y2 = _region(face, jit, geom)
+    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    rot = cv2.getRotationMatrix2D((0.0, 0.0), jit.angle, 1.0)[:, :2]
+    pts = (pts - centre) @ rot.T + centre
+    return (pts - [x1, y1]) * [geom.width / (x2 - x1), geom.height / (y2 - y1)]
 
 
 def _photometric(img: np.ndarray, jit: Jitter, rng: np.random.Generator) -> np.ndarray:
@@ -223,8 +242,9 @@ def render_sample(photo: np.ndarray, face: Face, state: str, jit: Jitter, rng: n
     """One 384x512 training image: mask drawn on the photo (state), then the jittered crop, then the light."""
     if jit.flip:
         photo, face = np.ascontiguousarray(photo[:, ::-1]), flip_face(face, photo.shape[1])
-    masked = draw_mask(photo, face.landmarks, face.box, state, rng, texture, style=style, placement=placement)
-    return _photometric(_cut(masked, face, jit, geom), jit, rng)
+    mask_rng, noise_rng = rng.spawn(2)  # the noise does not depend on what the mask drew
+    masked = draw_mask(photo, face.landmarks, face.box, state, mask_rng, texture, style=style, placement=placement)
+    return _photometric(_cut(masked, face, jit, geom), jit, noise_rng)
 
 
 # --- the data set -----------------------------------------------------------------------------------------
@@ -282,25 +302,51 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed, *key])
 
 
-def person_images(photo: np.ndarray, face: Face, person: PlannedPerson, seed: int, geom: CropConfig,
-                  textures: list[np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
-    """A person's 7 images (stem -> image) and what was drawn (for the manifest)."""
+@dataclass(frozen=True)
+class Shot:
+    """One of a person's 7 images, decided before anything is drawn."""
+    stem: str
+    state: str
+    placement: str | None
+    style: MaskStyle
+    texture: int | None       # index into the --textures images, or None (procedural fabric)
+    jitter: Jitter
+    seed: tuple[int, ...]     # of the generator that draws the mask details and the noise
+
+
+def person_recipe(person: PlannedPerson, seed: int, n_textures: int = 0) -> list[Shot]:
+    """Every random choice for a person's 7 images, a pure function of (seed, photo row, variant)."""
     rng = _rng(seed, person.row, person.variant)
     base = person_jitter(rng, person.variant)
     incorrect = "under_nose" if rng.random() < 0.6 else "chin"
-    images, styles = {}, {}
+    shots = []
     for k, stem in enumerate(STEMS):
         irng = _rng(seed, person.row, person.variant, k)
         state = MASK_NAMES[STEM_TO_MASK[stem]]
         jit = image_jitter(base, irng) if person.variant or k else base
         style = random_style(irng)
-        tex = textures[int(irng.integers(len(textures)))] if textures and irng.random() < 0.3 else None
-        images[stem] = render_sample(photo, face, state, jit, irng, geom, style=style,
-                                     placement=incorrect if state == "incorrect" else None, texture=tex)
-        if state != "not_wear":
-            styles[stem] = "texture" if tex is not None else style.name
-    info = {"incorrect": incorrect, "styles": styles, "jitter": asdict(base)}
-    return images, info
+        tex = int(irng.integers(n_textures)) if n_textures and irng.random() < 0.3 else None
+        shots.append(Shot(stem, state, incorrect if state == "incorrect" else None, style, tex, jit,
+                          (seed, person.row, person.variant, k, 1)))
+    return shots
+
+
+def person_images(photo: np.ndarray, face: Face, shots: list[Shot], geom: CropConfig,
+                  textures: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A person's 7 images, stem -> 384x512 BGR image."""
+    return {shot.stem: render_sample(photo, face, shot.state, shot.jitter, np.random.default_rng(shot.seed), geom,
+                                     style=shot.style, placement=shot.placement,
+                                     texture=None if shot.texture is None else textures[shot.texture])
+            for shot in shots}
+
+
+def _describe(person: PlannedPerson, seed: int, shots: list[Shot]) -> dict:
+    """What the manifest records about a person's images: masks drawn and the person's own pose and light."""
+    base = person_jitter(_rng(seed, person.row, person.variant), person.variant)
+    return {"incorrect": next(s.placement for s in shots if s.state == "incorrect"),
+            "masks": {s.stem: (f"texture {s.texture}" if s.texture is not None else s.style.name)
+                      for s in shots if s.state != "not_wear"},
+            "person_jitter": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(base).items()}}
 
 
 def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
@@ -318,24 +364,32 @@ def _fingerprint(rows: list[PhotoRow], variants: int, seed: int, geom: CropConfi
             "textures": [sha256_file(t) for t in textures]}
 
 
-def _prepare_out(out: Path, fingerprint: dict, force: bool) -> None:
-    """Refuse to mix two different sets in one folder; --force clears what an earlier synth wrote."""
+def _check_out(out: Path, fingerprint: dict, force: bool) -> str:
+    """'resume' (same settings), 'rebuild' (--force over an earlier synth) or 'fresh'; refuses to mix two
+    different sets in one folder or to write into a folder that synth did not make."""
     manifest = out / MANIFEST
     if manifest.is_file():
         try:
             old = json.loads(manifest.read_text()).get("settings")
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             old = None
         if old == fingerprint:
-            return
+            return "resume"
         if not force:
             raise UserError(f"{out} holds a synthetic set made with other settings (seed, photos, labels or "
                             f"variants); pass --force to rebuild it, or choose another --out")
+        return "rebuild"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} is not empty and was not made by mask-train synth; choose an empty or new --out")
+    return "fresh"
+
+
+def _start_out(out: Path, fingerprint: dict, action: str) -> None:
+    if action == "rebuild":
         for sub in ("train", "eval"):
             shutil.rmtree(out / sub, ignore_errors=True)
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty and was not made by mask-train synth; choose an empty or new --out")
-    atomic_write_json(manifest, {"settings": fingerprint, "complete": False})
+    if action != "resume":
+        atomic_write_json(out / MANIFEST, {"settings": fingerprint, "complete": False})
 
 
 def _image_id(seed: int, person: PlannedPerson, stem: str) -> str:
@@ -348,8 +402,9 @@ def build(rows: list[PhotoRow], out: Path, cfg: Config, *, variants: int = 1, se
     texture_paths = sorted(Path(t) for t in textures)
     texture_imgs = [read_photo(t) for t in texture_paths]
     fingerprint = _fingerprint(rows, variants, seed, cfg.crop, texture_paths)
-    _prepare_out(out, fingerprint, force)
-    faces = detect_faces(rows, cfg, progress)
+    action = _check_out(out, fingerprint, force)
+    faces = detect_faces(rows, cfg, progress)   # every photo checked before anything is written
+    _start_out(out, fingerprint, action)
     people = plan_people(rows, variants)
     photos: dict[Path, np.ndarray] = {}
     records, made, kept = [], 0, 0
@@ -357,28 +412,24 @@ def build(rows: list[PhotoRow], out: Path, cfg: Config, *, variants: int = 1, se
     for p in people:
         r = rows[p.row]
         targets = _targets(out, p, r, seed)
-        info = None
+        shots = person_recipe(p, seed, len(texture_imgs))
         if not all(t.is_file() for t in targets.values()):
             photo = photos.get(r.path)
             if photo is None:
                 photo = photos[r.path] = read_photo(r.path)
-            images, info = person_images(photo, faces[p.row], p, seed, cfg.crop, texture_imgs)
-            jpeg = int(info["jitter"]["jpeg"])
-            for stem, path in targets.items():
-                _write_jpeg(path, images[stem], jpeg)
+            images = person_images(photo, faces[p.row], shots, cfg.crop, texture_imgs)
+            for shot in shots:
+                _write_jpeg(targets[shot.stem], images[shot.stem], shot.jitter.jpeg)
             made += 1
         else:
             kept += 1
         records.append({"id": p.id, "folder": p.folder(r), "split": p.split, "photo": r.path.name,
                         "variant": p.variant, "gender": r.gender, "age": r.age, "race": r.race,
-                        **({"drawn": info} if info else {})})
+                        **({"images": {s: t.name for s, t in targets.items()}} if p.split == "eval" else {}),
+                        "drawn": _describe(p, seed, shots)})
         if progress:
             progress.advance(task)
     _write_tables(out, people, rows, seed)
-    old = json.loads((out / MANIFEST).read_text())
-    drawn = {rec["id"]: rec.get("drawn") for rec in old.get("people", [])}
-    for rec in records:
-        rec.setdefault("drawn", drawn.get(rec["id"]))
     atomic_write_json(out / MANIFEST, {"settings": fingerprint, "complete": True, "people": records})
     return {"people": len(people), "made": made, "kept": kept,
             "train": sum(p.split == "train" for p in people), "eval": sum(p.split == "eval" for p in people)}

@@ -40,7 +40,8 @@ from engines.labels import GENDER_NAMES, MASK_NAMES, STEM_TO_MASK, age_group, en
 from train.mask_render import MaskStyle, draw_mask, random_style  # noqa: F401  (draw_mask is public here too)
 
 __all__ = ["draw_mask", "MaskStyle", "random_style", "PhotoRow", "read_labels", "Jitter", "person_jitter",
-           "image_jitter", "person_recipe", "render_sample", "crop_points", "find_face", "build", "add_arguments", "run"]
+           "image_jitter", "person_recipe", "render_sample", "crop_points", "find_face", "build",
+           "add_arguments", "run"]
 
 STEMS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 REQUIRED = ("file", "gender", "age")
@@ -77,7 +78,8 @@ def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
     numbered = [(i, line) for i, line in enumerate(raw.splitlines(), 1)
                 if line.strip() and not line.lstrip().startswith("#")]
     if not numbered:
-        raise UserError(f"labels file {csv_path} is empty; expected a header {','.join(REQUIRED)}[,race,variants,split]")
+        raise UserError(f"labels file {csv_path} is empty; expected the header "
+                        f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}]")
     reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)))
     header = [h.strip().lower() for h in next(reader)]
     for col in REQUIRED:

@@ -34,17 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mask-train", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command whose module is not written yet is simply not offered
+        module = importlib.import_module(module_name)
         suffix = name.replace("-", "_")
-        adder = getattr(module, f"add_arguments_{suffix}", None) or getattr(module, "add_arguments", None)
-        runner = getattr(module, f"run_{suffix}", None) or getattr(module, "run", None)
-        if adder is None or runner is None:
-            continue  # the module exists but does not offer this command yet
+        adder = getattr(module, f"add_arguments_{suffix}", None) or module.add_arguments
+        runner = getattr(module, f"run_{suffix}", None) or module.run
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_config_argument(p)
         adder(p)

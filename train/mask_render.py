@@ -290,14 +290,12 @@ def _warp_mesh(src: np.ndarray, grid_px: np.ndarray, roi: tuple[int, int, int, i
     return cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def _straps(canvas: np.ndarray, ff: FaceFrame, shape: MaskShape, color: tuple[int, int, int],
-            offset: tuple[int, int]) -> None:
-    """Ear loops from the mask's side corners to where the ears are; hidden on the side turned away."""
+def _straps(canvas: np.ndarray, ff: FaceFrame, shape: MaskShape, value: int, offset: tuple[int, int]) -> None:
+    """Ear loops (drawn with `value` into a one-channel canvas) from the mask's side corners to the ears."""
     thick = max(1, int(round(ff.d * 0.035)))
     ear_v = ff.nose[1] * 0.55
     for side, edge in ((0, ff.left), (-1, ff.right)):
-        visible = abs(edge) > 0.62        # that side of the face is turned away: the loop is behind it
-        if not visible:
+        if abs(edge) <= 0.62:             # that side of the face is turned away: its loop is hidden
             continue
         sign = -1 if side == 0 else 1
         ear = np.array([edge + sign * 0.1, ear_v])
@@ -306,7 +304,7 @@ def _straps(canvas: np.ndarray, ff: FaceFrame, shape: MaskShape, color: tuple[in
             tt = np.linspace(0, 1, 12)[:, None]
             curve = (1 - tt) ** 2 * corner + 2 * (1 - tt) * tt * ctrl + tt ** 2 * ear
             pts = ff.to_image(curve) - np.array(offset)
-            cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, color, thick, cv2.LINE_AA, 4)
+            cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, value, thick, cv2.LINE_AA, 4)
 
 
 def mask_layer(image: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | None = None,
@@ -347,6 +345,7 @@ def mask_layer(image: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | 
     alpha = alpha8.astype(np.float32) / 255.0
     lum = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32)
     inside = alpha > 0.5
+    level = 1.0
     if inside.any():
         slow = cv2.GaussianBlur(lum, (0, 0), max(ff.d * 0.45, 1.0)) + 1.0
         mean = float(slow[inside].mean())
@@ -359,7 +358,7 @@ def mask_layer(image: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | 
         strap_layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
         _straps(strap_layer, ff, shape, 255, (x0, y0))
         s = strap_layer.astype(np.float32) / 255.0 * (1 - alpha)
-        strap_col = np.array(strap, np.float32) * (0.8 if inside.any() else 1.0)
+        strap_col = np.array(strap, np.float32) * 0.85 * level     # in the face's light, a little shaded
         colour = colour * (1 - s[..., None]) + strap_col * s[..., None]
         alpha = np.maximum(alpha, s)
     return np.clip(colour, 0, 255), alpha, roi, shape

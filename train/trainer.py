@@ -57,8 +57,9 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.start_epoch, self.history = 0, []
-        # best.pt is chosen by validation macro F1; without a validation set, by the training loss
-        self.best: dict[str, Any] = {"epoch": 0, "score": None,
+        # best.pt is chosen by validation macro F1 (ties: the lower validation loss); without a validation
+        # set, by the training loss
+        self.best: dict[str, Any] = {"epoch": 0, "score": None, "loss": None,
                                      "metric": "val_f1" if self.val_samples else "-train_loss"}
 
     # --- building ---------------------------------------------------------------------------------------
@@ -208,10 +209,11 @@ class Trainer:
         row = self._record(epoch, train_loss, seconds, n, val)
         row["val_seconds"] = round(time.perf_counter() - start, 2)
         score = row.get("val_f1", -train_loss)
+        loss = row.get("val_loss", train_loss)
         step_scheduler(self.scheduler, row.get("val_f1"))
-        improved = self.best["score"] is None or score > self.best["score"]
+        improved = self._improves(score, loss)
         if improved:
-            self.best.update(score=score, epoch=epoch + 1)
+            self.best.update(score=score, loss=loss, epoch=epoch + 1)
         if self.dist.main:
             write_metrics(self.run_dir, self.history)
             if improved:
@@ -219,6 +221,13 @@ class Trainer:
             self.save("last.pt", epoch + 1, row)
             console.print(epoch_line(row, self.cfg.train.epochs, improved))
         self.dist.barrier()
+
+    def _improves(self, score: float, loss: float) -> bool:
+        """Higher score wins; an equal score (common once validation F1 reaches 1.0) needs a lower loss."""
+        best, best_loss = self.best["score"], self.best.get("loss")
+        if best is None or score > best:
+            return True
+        return score == best and best_loss is not None and loss < best_loss
 
 
 def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

@@ -53,6 +53,10 @@ def open_cv(spec: SourceSpec) -> Device:
 
     if spec.kind == "video" and not Path(str(spec.target)).is_file():
         raise UserError(f"video file {spec.target} does not exist")
+    # OpenCV's own warnings ("can't open camera by index") would come before our one-line error
+    from cv2.utils import logging as cv_logging
+
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
     return cv2.VideoCapture(spec.target)
 
 

@@ -166,7 +166,15 @@ def test_cli_bad_checkpoint_or_out_is_one_line_exit_2(case, tmp_path, tiny_check
     assert r.returncode == 2
     line = _one_error_line(r, "mask-train: error:")
     assert (str(ckpt) if case != "suffix" else "export-trt") in line
+    if case == "corrupt":
+        assert "not a PyTorch checkpoint" in line and "unpickle" not in line
     assert not out.exists()
+
+
+def test_an_onnx_file_given_as_checkpoint_is_named_as_such(single_onnx, tmp_path):
+    with pytest.raises(UserError, match=r"is a \.onnx file; export starts from a \.pt checkpoint"):
+        export_onnx(single_onnx, tmp_path / "again.onnx")
+    assert not (tmp_path / "again.onnx").exists()
 
 
 @no_trt_here

@@ -79,6 +79,13 @@ def test_bench_loader_prints_and_saves_its_table(tmp_path, capsys):
     assert "num_workers=1" in text and "best num_workers" in text
 
 
+def test_bench_loader_with_a_named_cache_that_does_not_exist_says_so(tmp_path):
+    from engines.errors import UserError
+
+    with pytest.raises(UserError, match="has no manifest"):
+        cli(["bench-loader", "--cache", str(tmp_path / "nothing")])
+
+
 def test_every_training_command_is_offered():
     r = subprocess.run([sys.executable, "-m", "train", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=60)

@@ -51,13 +51,18 @@ def synthetic_crops(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def crop_paths(cfg: Config, synthetic: int, tmp: Path) -> tuple[list[Path], str]:
+def crop_paths(cfg: Config, synthetic: int, tmp: Path, cache_given: bool = False) -> tuple[list[Path], str]:
+    """The cache's crops; synthetic ones with --synthetic, or where no cache was named and none exists."""
+    from engines.errors import UserError
     from train.cache import Cache
 
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
     if not synthetic and cache.manifest_path.is_file():
         paths = [s.crop for s in cache.samples()]
         return paths, f"{len(paths)} cached crops from {cache.root}"
+    if cache_given and not synthetic:
+        raise UserError(f"cache {cache.root} has no manifest ({cache.manifest_path.name}); make it with "
+                        f"`mask-train prepare --out {cache.root}`, or pass --synthetic N")
     n = synthetic or 256
     return synthetic_crops(tmp, n), f"{n} synthetic 384x512 JPEG crops"
 
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     apply_threads(cfg)
     max_workers = args.max_workers if args.max_workers is not None else (os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        paths, what = crop_paths(cfg, args.synthetic, Path(tmp))
+        paths, what = crop_paths(cfg, args.synthetic, Path(tmp), getattr(args, "data.cache_dir") is not None)
         results = run_bench(cfg, paths, max_workers, args.batches)
     print_results(results, what, cfg)
     if args.json:

@@ -30,6 +30,9 @@ def load_for_export(checkpoint: str | os.PathLike[str]):
     path = Path(checkpoint)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if format_for(path).name != "pytorch":
+        raise UserError(f"checkpoint {path} is a {path.suffix} file; export starts from a .pt "
+                        f"checkpoint (best.pt or last.pt of `mask-train fit`)")
     meta, ckpt = load_checkpoint(path)
     model = build_inference_model(meta, ckpt[CKPT_MODEL], str(path))
     return model, replace(meta, source_sha256=sha256_file(path))
@@ -90,6 +93,9 @@ def export_pytorch(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     path = Path(checkpoint)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if format_for(path).name != "pytorch":
+        raise UserError(f"checkpoint {path} is a {path.suffix} file; export starts from a .pt "
+                        f"checkpoint (best.pt or last.pt of `mask-train fit`)")
     meta, ckpt = load_checkpoint(path)
     meta = replace(meta, source_sha256=sha256_file(path))
     with atomic_path(out) as tmp:

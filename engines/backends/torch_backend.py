@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ def load_checkpoint(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "not plain data"
-        raise ModelFileError(f"{path}: refusing to unpickle a checkpoint with objects other than tensors and "
-                             f"plain data ({first[:160]})") from None
+        # weights_only names the class it refused ("Unsupported global: GLOBAL builtins.print"); any other
+        # unpickling error means the file is not a checkpoint at all (an ONNX file, a text file)
+        refused = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(exc))
+        if refused:
+            raise ModelFileError(f"{path}: refusing to unpickle a checkpoint with objects other than tensors and "
+                                 f"plain data ({refused.group(1)})") from None
+        raise ModelFileError(f"{path}: not a PyTorch checkpoint (torch.load cannot read it)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from None
     if not isinstance(ckpt, dict) or CKPT_META not in ckpt or CKPT_MODEL not in ckpt:

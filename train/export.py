@@ -23,9 +23,9 @@ from engines.errors import UserError
 from engines.fileio import atomic_path, atomic_write_bytes, sha256_file
 
 
-def load_for_export(checkpoint: str | os.PathLike[str]):
-    """Checkpoint -> (InferenceModel in eval mode, its ModelMeta with the source hash filled in)."""
-    from engines.backends.torch_backend import CKPT_MODEL, build_inference_model, load_checkpoint
+def read_source(checkpoint: str | os.PathLike[str]) -> tuple[ModelMeta, dict]:
+    """The .pt checkpoint every export starts from: (its ModelMeta with the source hash filled in, the dict)."""
+    from engines.backends.torch_backend import load_checkpoint
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -34,8 +34,15 @@ def load_for_export(checkpoint: str | os.PathLike[str]):
         raise UserError(f"checkpoint {path} is a {path.suffix} file; export starts from a .pt "
                         f"checkpoint (best.pt or last.pt of `mask-train fit`)")
     meta, ckpt = load_checkpoint(path)
-    model = build_inference_model(meta, ckpt[CKPT_MODEL], str(path))
-    return model, replace(meta, source_sha256=sha256_file(path))
+    return replace(meta, source_sha256=sha256_file(path)), ckpt
+
+
+def load_for_export(checkpoint: str | os.PathLike[str]):
+    """Checkpoint -> (InferenceModel in eval mode, its ModelMeta with the source hash filled in)."""
+    from engines.backends.torch_backend import CKPT_MODEL, build_inference_model
+
+    meta, ckpt = read_source(checkpoint)
+    return build_inference_model(meta, ckpt[CKPT_MODEL], str(checkpoint)), meta
 
 
 @contextlib.contextmanager
@@ -88,16 +95,9 @@ def export_pytorch(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     """A slim inference checkpoint: only the metadata (with the source hash) and the weights."""
     import torch
 
-    from engines.backends.torch_backend import CKPT_META, CKPT_MODEL, load_checkpoint
+    from engines.backends.torch_backend import CKPT_META, CKPT_MODEL
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    if format_for(path).name != "pytorch":
-        raise UserError(f"checkpoint {path} is a {path.suffix} file; export starts from a .pt "
-                        f"checkpoint (best.pt or last.pt of `mask-train fit`)")
-    meta, ckpt = load_checkpoint(path)
-    meta = replace(meta, source_sha256=sha256_file(path))
+    meta, ckpt = read_source(checkpoint)
     with atomic_path(out) as tmp:
         torch.save({CKPT_META: meta.to_dict(), CKPT_MODEL: ckpt[CKPT_MODEL]}, tmp)
     return meta

@@ -274,6 +274,11 @@ def _build_section(cls: type, table: Any, where: str) -> Any:
     return obj
 
 
+def section_from_dict(cls: type, table: Any, where: str) -> Any:
+    """One validated section (e.g. the crop geometry stored in a model file), with the config's checks."""
+    return _build_section(cls, table, where)
+
+
 def _cross_check(section: Any, where: str) -> None:
     """Relations between keys that single-key bounds cannot express."""
     if isinstance(section, ExportConfig):

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engines.config import CropConfig
+from engines.config import ConfigError, CropConfig, section_from_dict
 from engines.errors import UserError
 from engines.labels import NUM_CLASSES, class_names
 
@@ -89,10 +89,12 @@ class ModelMeta:
         try:
             known = {f.name for f in fields(cls)}
             kw = {k: v for k, v in d.items() if k in known}
-            kw["crop"] = CropConfig(**d.get("crop", {}))
+            kw["crop"] = section_from_dict(CropConfig, d.get("crop", {}), f"{source}: crop")
             kw["mean"], kw["std"] = tuple(d["mean"]), tuple(d["std"])
             kw["labels"] = tuple(d["labels"])
             meta = cls(**kw)
+        except ConfigError as exc:
+            raise ModelFileError(f"{exc} (in its mask-monitor metadata)") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: its mask-monitor metadata is incomplete or malformed ({exc})") from None
         meta.check(source)

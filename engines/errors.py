@@ -1,6 +1,7 @@
 """One kind of error for everything a user can fix, and one place that turns it into a single line."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, NoReturn
 
@@ -26,5 +27,8 @@ def run_cli(main: Callable[[], int | None], prog: str) -> NoReturn:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
+        # the reader of our output went away (`| head`): say nothing more, and keep Python from
+        # complaining about the unflushed stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     sys.exit(int(code or 0))

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from engines.backends import Engine
 from engines.config import Config
+from engines.errors import UserError
 from engines.faces import FaceDetector
 from monitor.capture import Capture, Frame, Opener, SourceSpec, open_cv
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
@@ -62,6 +63,10 @@ class RunReport:
     signal: int | None = None     # the signal that stopped the run (SIGINT, SIGTERM), if one did
 
 
+class OutputStopped(RuntimeError):
+    """The output thread died (its error is in _Outputs.error); the run stops and reports that error."""
+
+
 class _Outputs:
     """The output thread and the files it owns."""
 
@@ -81,10 +86,11 @@ class _Outputs:
         self._thread = threading.Thread(target=self._run, name="outputs", daemon=True)
         self._thread.start()
 
-    def put(self, item: FrameResult) -> None:
+    def put(self, item: FrameResult | None) -> None:
+        """Hand over, never blocking forever: a dead output thread would leave a full queue full."""
         while True:
             if not self._thread.is_alive():
-                raise RuntimeError(f"the output thread stopped: {self.error!r}")
+                raise OutputStopped(f"the output thread stopped: {self.error!r}")
             try:
                 self.queue.put(item, timeout=0.2)
                 return
@@ -92,12 +98,20 @@ class _Outputs:
                 continue
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self.queue.put(None)
-            self._thread.join()
+        with contextlib.suppress(OutputStopped):
+            self.put(None)
+        self._thread.join()
         for f in (self.events, self.recorder):
             if f is not None:
                 f.close()
+
+    def failure(self) -> BaseException | None:
+        """What stopped the output thread, as the user should see it (one line where it is their file)."""
+        exc = self.error
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            where = f" {exc.filename}" if exc.filename else ""
+            return UserError(f"writing the outputs{where} failed: {exc.strerror or exc}")
+        return exc
 
     def _run(self) -> None:
         try:
@@ -166,38 +180,42 @@ class Monitor:
         self.capture.start()   # a source that will not open: one UserError, nothing else started
         t0 = time.perf_counter()
         interrupted = False
-        last: Frame | None = None
+        self._last = None
         try:
             outputs = _Outputs(self.options, self.dashboard, self.capture.fps, self.out, self.err,
                                self.spec.live, self.timer, self.on_result)
             with self._signals(), self._screen():
                 self.started.set()
                 try:
-                    last = self._loop(outputs, t0)
+                    self._loop(outputs, t0)
                 except KeyboardInterrupt:
                     interrupted = True
+                except OutputStopped:
+                    pass  # its error is raised below, after the shutdown
                 interrupted = interrupted or self._signal is not None
         finally:
             self.capture.stop()
             if outputs is not None:
-                with contextlib.suppress(RuntimeError):
+                last = self._last
+                with contextlib.suppress(OutputStopped):
                     outputs.put(FrameResult(last or Frame(-1, 0.0, None), self.pipeline.seq,
                                             events=self.pipeline.finish(last), final=True))
                 outputs.close()
         if outputs.error is not None:
-            raise outputs.error
+            raise outputs.failure()
         wall = time.perf_counter() - t0
-        summary = summary_text(self.dashboard.tally, self.spec.describe(), wall, self.spec.live, self.capture.dropped)
+        summary = summary_text(self.dashboard.tally, self.spec.describe(), wall, self.spec.live, self.capture.dropped,
+                               self.pipeline.faults)
         return RunReport(self.dashboard.tally, self.pipeline.seq + 1, wall, self.capture.dropped,
                          self.capture.reconnects, interrupted, summary,
                          outputs.recorder.frames if outputs.recorder else 0,
                          self._signal if self._signal is not None else (signal.SIGINT if interrupted else None))
 
     _signal: int | None = None
+    _last: Frame | None = None   # the last frame processed: its time stamps the departures at the end
 
-    def _loop(self, outputs: _Outputs, t0: float) -> Frame | None:
+    def _loop(self, outputs: _Outputs, t0: float) -> None:
         opts = self.options
-        last = None
         self.capture.status_changes()   # "live" / "playing": nothing to report
         while not self._stop.is_set():
             if opts.max_frames is not None and self.pipeline.seq + 1 >= opts.max_frames:
@@ -214,11 +232,10 @@ class Monitor:
                 if self.capture.finished:
                     break
                 continue
-            last = frame
+            self._last = frame
             outputs.put(self.pipeline.process(frame))
         for status in self.capture.status_changes():
             self._say(status)
-        return last
 
     def _say(self, message: str) -> None:
         if self.options.headless:

@@ -10,6 +10,7 @@ The device is opened through an injectable `opener`, so tests can drive the whol
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -48,6 +49,9 @@ class Device(Protocol):
 Opener = Callable[[SourceSpec], Device]
 
 
+STREAM_TIMEOUT_MS = 5000
+
+
 def open_cv(spec: SourceSpec) -> Device:
     import cv2
 
@@ -57,6 +61,11 @@ def open_cv(spec: SourceSpec) -> Device:
     from cv2.utils import logging as cv_logging
 
     cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # libav's "Connection refused" lines, likewise
+    if spec.kind == "url":
+        # a stream that stalls without an error must still end read(), so that the reconnect logic runs
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        return cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, timeouts)
     return cv2.VideoCapture(spec.target)
 
 
@@ -96,6 +105,11 @@ class Capture:
         self.fps = 30.0
         self.dropped = 0
         self.reconnects = 0
+        # Back-off survives a reopen that delivers nothing (a server that accepts and then stays silent);
+        # it starts over only once the source has given STEADY_FRAMES frames again.
+        self._next_delay = reconnect_initial_s
+        self._reopened = False
+        self._good_reads = 0
         self.frames_read = 0
         self._status = "starting"
         self._status_log: deque[str] = deque(maxlen=32)   # changes not yet taken by status_changes()
@@ -223,6 +237,7 @@ class Capture:
                 return
             self.timer.add("capture", (time.perf_counter() - t) * 1000.0)
             self.frames_read += 1
+            self._count_good_read()
             when = time.time() if self.spec.live else index / self.fps
             frame = Frame(index, when, image)
             index += 1
@@ -254,22 +269,34 @@ class Capture:
                     except queue.Empty:
                         pass
 
+    STEADY_FRAMES = 25
+
+    def _count_good_read(self) -> None:
+        if self._reopened:  # the first frame after a reopen: that reconnect worked
+            self._reopened = False
+            self.reconnects += 1
+            self._good_reads = 0
+        self._good_reads += 1
+        if self._good_reads == self.STEADY_FRAMES:
+            self._next_delay = self.reconnect_initial_s
+
     def _reconnect(self) -> bool:
         """Reopen a live source with back-off until it works or stop() is called."""
         _safe_release(self._device)
-        delay, attempt = self.reconnect_initial_s, 0
+        attempt = 0
         while not self._stop.is_set():
             attempt += 1
+            delay = self._next_delay
             self.status = f"reconnecting to {self.spec.describe()} (try {attempt}, waiting {delay:.1f} s)"
             if self._stop.wait(delay):
                 return False
+            self._next_delay = min(max(delay * 2, 0.05), self.reconnect_max_s)
             dev = self._open()
             if dev is not None:
                 self._device = dev
-                self.reconnects += 1
+                self._reopened = True
                 self.status = "live (reconnected)"
                 return True
-            delay = min(max(delay * 2, 0.05), self.reconnect_max_s)
         return False
 
 

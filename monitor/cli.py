@@ -122,15 +122,18 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     from engines.faces import FaceDetector
     from monitor.app import Monitor, Options
 
+    from monitor.events import check_outputs
+
     spec = _source(args)
     if spec.kind == "video" and not Path(spec.target).is_file():
         raise UserError(f"video file {spec.target} does not exist")
-    engine = load_classifier(args, cfg)
     options = Options(headless=args.headless, bell=bool(cfg.ui.bell or args.bell), realtime=args.realtime,
                       events=Path(args.events) if args.events else None,
                       save_faces=Path(args.save_faces) if args.save_faces else None,
                       record=Path(args.record) if args.record else None,
                       max_frames=args.max_frames, duration=args.duration)
+    check_outputs(options.events, options.record, options.save_faces)
+    engine = load_classifier(args, cfg)
     monitor = Monitor(cfg, spec, engine, FaceDetector(cfg.detector), options)
     if args.headless:
         print(f"mask-monitor: watching {spec.describe()} with {engine.describe()}", file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -66,14 +67,33 @@ class EventLog:
             self._fh = None
 
 
+def check_record_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+        raise UserError(f"--record {p}: use a .mp4 (or .avi / .mkv / .mov) file name")
+    if not p.parent.is_dir():
+        raise UserError(f"--record {p}: folder {p.parent} does not exist")
+    return p
+
+
+def check_outputs(events: Path | None, record: Path | None, save_faces: Path | None) -> None:
+    """Refuse bad output paths before the model loads and the source opens (and before any file is made)."""
+    if events is not None and not events.parent.is_dir():
+        raise UserError(f"--events {events}: folder {events.parent} does not exist")
+    if events is not None and events.is_dir():
+        raise UserError(f"--events {events} is a folder; give a file name such as events.jsonl")
+    if record is not None:
+        check_record_path(record)
+    if save_faces is not None and save_faces.exists() and not save_faces.is_dir():
+        raise UserError(f"--save-faces {save_faces} is a file; give a folder")
+
+
 class Recorder:
     """The annotated video. Written to a temporary file beside OUT and renamed at close, so OUT is always a
     complete video. Frames of another size are resized to the first frame's size."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
-            raise UserError(f"--record {self.path}: use a .mp4 (or .avi / .mkv / .mov) file name")
+        self.path = check_record_path(path)
         self.fps = fps
         self.frames = 0
         self._ctx = atomic_path(self.path)
@@ -85,9 +105,11 @@ class Recorder:
         h, w = image.shape[:2]
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".mov") else "MJPG"))
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
-            if not self._writer.isOpened():
+            writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
+            if not writer.isOpened():
+                writer.release()  # self._writer stays None: close() leaves no empty file over OUT
                 raise UserError(f"--record {self.path}: OpenCV cannot write this video format here")
+            self._writer = writer
             self._size = (w, h)
         if (w, h) != self._size:
             image = cv2.resize(image, self._size)
@@ -98,10 +120,12 @@ class Recorder:
         if self._ctx is None:
             return
         ctx, self._ctx = self._ctx, None
-        if self._writer is not None:
+        if self._writer is not None and self.frames > 0:
             self._writer.release()
             ctx.__exit__(None, None, None)      # rename into place
         else:
+            if self._writer is not None:
+                self._writer.release()
             ctx.__exit__(RuntimeError, RuntimeError("no frames"), None)  # nothing recorded: leave no file
 
 
@@ -115,9 +139,11 @@ class FaceSaver:
         except OSError as exc:
             raise UserError(f"--save-faces {self.folder}: cannot create the folder ({exc.strerror})") from None
         self.saved = 0
+        self.run = time.strftime("%Y%m%d-%H%M%S")
 
     def save(self, event: Event, crop: np.ndarray) -> Path:
-        path = self.folder / f"f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
+        # the run's start time keeps a reused folder from overwriting the crops of an earlier run
+        path = self.folder / f"{self.run}_f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:
             atomic_write_bytes(path, buf.tobytes())

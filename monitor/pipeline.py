@@ -228,8 +228,8 @@ class Pipeline:
         due = [t for t in self.tracker.tracks if self._due(t)]
         if not due:
             return
-        crops = [crop_face(frame.image, t.box, self.crop_geom) for t in due]
         try:
+            crops = [crop_face(frame.image, t.box, self.crop_geom) for t in due]
             probs = self.engine.classify(crops, batch_size=self.cfg.classifier.batch_size)
             if probs.shape != (len(crops), 18):
                 raise ValueError(f"the engine returned shape {list(probs.shape)}, expected [{len(crops)}, 18]")

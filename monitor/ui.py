@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -74,7 +74,12 @@ class Tally:
         return out
 
 
-def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: int = 0) -> str:
+# pipeline fault kinds shown in the summary ("corrupt" frames appear there already, as "unusable")
+FAULT_NAMES = {"size": "frames of another size (resized)", "classify": "classifier failures"}
+
+
+def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: int = 0,
+                 faults: Mapping[str, int] | None = None) -> str:
     c = tally.counts()
     fps = tally.frames / wall_s if wall_s > 0 else 0.0
     frames = f"{tally.frames} frame{'' if tally.frames == 1 else 's'}"
@@ -84,6 +89,9 @@ def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: 
              + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),
              f"flags: {tally.flag_count}"]
     lines += ["  " + flag_line(ev, live) for ev in tally.flags]
+    shown = {k: n for k, n in (faults or {}).items() if k in FAULT_NAMES and n}
+    if shown:
+        lines.append("faults: " + ", ".join(f"{n} {FAULT_NAMES[k]}" for k, n in sorted(shown.items())))
     if tally.flag_count > len(tally.flags):
         lines.append(f"  ... and {tally.flag_count - len(tally.flags)} more")
     return "\n".join(lines)

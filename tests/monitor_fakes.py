@@ -133,10 +133,12 @@ class Opener:
     def __init__(self, devices: Sequence[FakeCamera]) -> None:
         self.devices = list(devices)
         self.opened = 0
+        self.times: list[float] = []   # time.monotonic() of each open
         self.lock = threading.Lock()
 
     def __call__(self, spec) -> FakeCamera:
         with self.lock:
+            self.times.append(time.monotonic())
             dev = self.devices[min(self.opened, len(self.devices) - 1)]
             self.opened += 1
             return dev

@@ -24,6 +24,16 @@ def test_meta_roundtrip_and_label_check():
         ModelMeta.from_dict(other, "x.onnx")
 
 
+def test_meta_with_a_bad_crop_geometry_is_refused():
+    d = ModelMeta(arch="mobilenet_v2").to_dict()
+    d["crop"] = d["crop"] | {"border": "mirror"}
+    with pytest.raises(ModelFileError, match=r"m.onnx: crop.*border = 'mirror' is not one of"):
+        ModelMeta.from_dict(d, "m.onnx")
+    d["crop"] = {"width": -3}
+    with pytest.raises(ModelFileError, match=r"width = -3 is out of range"):
+        ModelMeta.from_dict(d, "m.onnx")
+
+
 def test_engine_header_roundtrip():
     meta = ModelMeta(arch="mobilenet_v2")
     blob = pack_engine(meta, b"PLANBYTES")

@@ -173,9 +173,12 @@ def test_realtime_file_paces_like_a_camera():
     cap = Capture(SourceSpec("video", "f.mp4"), realtime=True,
                   opener=Opener([FakeCamera(numbered_frames(12), fail_after=12, fps=100.0)])).start()
     assert cap.newest_only and cap.pace and cap.fps == 100.0
+    t0 = time.monotonic()
     got = drain(cap, 50)
+    elapsed = time.monotonic() - t0
     cap.stop()
     assert [f.index for f in got] == sorted({f.index for f in got}) and cap.finished
+    assert elapsed >= 0.09  # 12 frames at 100 fps are handed out over >= 0.11 s, not at once
 
 
 def test_reconnects_with_back_off_after_a_broken_stream():
@@ -185,19 +188,38 @@ def test_reconnects_with_back_off_after_a_broken_stream():
     opener = Opener([first, ClosedDevice(), ClosedDevice(), second])
     cap = Capture(SourceSpec("url", "rtsp://cam/1"), opener=opener, reconnect_initial_s=0.01,
                   reconnect_max_s=0.05)
-    statuses = set()
+    statuses: list[str] = []
     cap.start()
     got, t0 = [], time.monotonic()
     while len(got) < 20 and time.monotonic() - t0 < 20:
-        statuses.add(cap.status)
+        statuses += cap.status_changes()
         f = cap.get(0.05)
         if f is not None:
             got.append(f)
     cap.stop()
+    statuses += cap.status_changes()
     assert cap.reconnects == 1 and opener.opened == 4
-    assert any("reconnecting to stream rtsp://cam/1 (try 2" in s for s in statuses) or opener.opened == 4
+    tries = [s for s in statuses if s.startswith("reconnecting to stream rtsp://cam/1 (try")]
+    assert [s.split("(try ")[1].split(",")[0] for s in tries] == ["1", "2", "3"]
+    waits = [float(s.split("waiting ")[1].split(" s")[0]) for s in tries]
+    assert waits == sorted(waits) and waits[-1] > waits[0]  # back-off grows
     assert first.released and second.reads > 0 and len(got) == 20
     assert cap.status.startswith("live")
+
+
+def test_a_source_that_reopens_but_stays_silent_still_backs_off():
+    first = FakeCamera(numbered_frames(10), fail_after=3)
+    # each reopen gives a device that opens fine and never delivers a frame
+    opener = Opener([first] + [FakeCamera(numbered_frames(1), fail_after=0) for _ in range(8)])
+    cap = Capture(SourceSpec("url", "rtsp://cam/2"), opener=opener, reconnect_initial_s=0.02,
+                  reconnect_max_s=1.0).start()
+    t0 = time.monotonic()
+    while len(opener.times) < 6 and time.monotonic() - t0 < 20:
+        cap.get(0.05)
+    cap.stop()
+    gaps = np.diff(opener.times[1:6])
+    assert len(gaps) == 4 and all(b > 1.5 * a for a, b in zip(gaps, gaps[1:])), gaps
+    assert cap.reconnects == 0  # a reopen that never gave a frame is not a reconnection
 
 
 def test_a_camera_that_will_not_open_is_one_clear_error():
@@ -339,6 +361,9 @@ def test_summary_counts_people_and_lists_flags():
     assert "people seen: 2 (mask: 1, incorrect mask: 0, no mask: 1); 1 more too briefly to tell" in text
     assert "flags: 1" in text and "[01:01.50] FLAG person #1: no mask" in text
     assert "2 frames in 2.0 s" in text
+    assert "faults" not in text
+    text = summary_text(tally, "video x.mp4", 2.0, live=False, faults={"size": 12, "classify": 1, "corrupt": 3})
+    assert "faults: 1 classifier failures, 12 frames of another size (resized)" in text
 
 
 class OnceThenNothing:
@@ -362,3 +387,72 @@ def test_a_one_off_detection_never_becomes_a_person():
     assert results[0].classified == 1 and not results[0].tracks[0].confirmed
     assert all(not r.events for r in results)                 # no flag, no departure
     assert results[6].tracks and results[7].tracks == [] and p.decider._history == {}   # one missed round allowed
+
+
+class _NoFaces:
+    def detect(self, frame, **kw):
+        return []
+
+    def detect_region(self, frame, region, **kw):
+        return []
+
+
+def test_a_failing_output_stops_the_run_with_one_line_and_never_hangs():
+    """Disk full while the output queue is full: run() must return (no deadlock) with a UserError."""
+    import io
+    import threading
+
+    from engines.config import Config
+    from monitor.app import Monitor, Options
+    from tests.monitor_fakes import ScriptedEngine
+
+    calls = {"n": 0}
+
+    def slow_then_disk_full(result):
+        calls["n"] += 1
+        time.sleep(0.3 if calls["n"] == 25 else 0.02)  # the pipeline fills the queue meanwhile
+        if calls["n"] == 25:
+            raise OSError(28, "No space left on device", "events.jsonl")
+
+    frames = [np.zeros((120, 160, 3), np.uint8)] * 200
+    mon = Monitor(Config(), SourceSpec("video", "x.mp4"), ScriptedEngine([0]), _NoFaces(),
+                  Options(headless=True, max_frames=40), opener=Opener([FakeCamera(frames, fail_after=200)]),
+                  out=io.StringIO(), err=io.StringIO(), on_result=slow_then_disk_full)
+    box = {}
+
+    def go():
+        try:
+            box["report"] = mon.run()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            box["error"] = exc
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    th.join(30)
+    assert not th.is_alive(), "run() hung after the output thread died"
+    assert isinstance(box.get("error"), UserError)
+    assert "writing the outputs events.jsonl failed: No space left on device" in str(box["error"])
+
+
+def test_a_recorder_that_cannot_open_leaves_no_empty_file(tmp_path, monkeypatch):
+    from monitor import events
+
+    class Refusing:
+        def __init__(self, *a, **k):
+            pass
+
+        def isOpened(self):
+            return False
+
+        def release(self):
+            pass
+
+    out = tmp_path / "rec.mp4"
+    out.write_bytes(b"an earlier good recording")
+    monkeypatch.setattr(events.cv2, "VideoWriter", Refusing)
+    rec = events.Recorder(out, 25.0)
+    with pytest.raises(UserError, match="cannot write this video format"):
+        rec.write(np.zeros((48, 64, 3), np.uint8))
+    rec.close()
+    assert out.read_bytes() == b"an earlier good recording"
+    assert [p.name for p in tmp_path.iterdir()] == ["rec.mp4"]

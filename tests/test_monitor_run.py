@@ -139,7 +139,7 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     # saved faces: one crop per flag, only because --save-faces was given
     saved = sorted((tmp_path / "faces").glob("*.jpg"))
     assert len(saved) == 2 and cv2.imread(str(saved[0])).shape == (512, 384, 3)
-    assert sorted(s.stem.split("_", 2)[-1] for s in saved) == ["incorrect", "not_wear"]
+    assert sorted(s.stem.rsplit("_track", 1)[-1].split("_", 1)[-1] for s in saved) == ["incorrect", "not_wear"]
 
     # nothing kept for people who left (memory stays flat over a long run)
     assert mon.pipeline.decider._history == {} and mon.pipeline.tracker.tracks == []

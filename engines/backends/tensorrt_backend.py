@@ -95,7 +95,7 @@ class TensorRTEngine(Engine):
         names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
         inputs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+        if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
             raise ModelFileError(f"{path}: engine I/O is {inputs} -> {outputs}, expected "
                                  f"[{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]; rebuild it with `mask-train export-trt`")
         in_shape = tuple(eng.get_tensor_shape(INPUT_NAME))

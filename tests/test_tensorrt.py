@@ -77,6 +77,17 @@ def test_fp16_engine_agrees_loosely(built):
     eng.close()
 
 
+def test_fp16_engine_really_computes_in_half_precision(built):
+    """The header's 'fp16' is a label; check the engine itself (a plain FP32 build would pass the test above)."""
+    e16, e32 = load_engine(built["fp16"]), load_engine(built["fp32"])
+    if not hasattr(trt.BuilderFlag, "FP16"):   # TensorRT 11: strongly typed, from an FP16 ONNX
+        assert e16._in_dtype == torch.float16 and e32._in_dtype == torch.float32
+    x = _batches(e16.meta, (7,))[0]
+    assert not np.array_equal(e16.infer(x), e32.infer(x))   # other kernels, other rounding
+    e16.close()
+    e32.close()
+
+
 def test_classify_crops_through_load_engine(built):
     eng = load_engine(built["fp32"], device="cuda")
     rng = np.random.default_rng(0)

@@ -120,6 +120,23 @@ def test_resume_continues_from_the_saved_epoch(run, tmp_path):
     assert len((copy / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_resume_reads_relative_flags_against_the_working_directory(run, tmp_path, monkeypatch):
+    """The run's saved config.toml is read back, but a path typed now is relative to where it is typed."""
+    from engines.config import config_from_args
+    from train.cli import build_parser
+    from train.fit import resume_target
+
+    _, run_dir, _ = run
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["fit", "--resume", "--out", str(run_dir), "--data", "mydata",
+                                      "--cache", "sub/cache"])
+    cfg, where, state = resume_target(args, config_from_args(args))
+    assert where == run_dir and state["epoch"] == 2
+    assert cfg.resolve(cfg.data.data_dir) == tmp_path / "mydata"
+    assert cfg.resolve(cfg.data.cache_dir) == tmp_path / "sub" / "cache"
+    assert cfg.model.input_height == 64                                 # the rest: the run's own config
+
+
 def test_a_finished_run_is_not_overwritten(run):
     cfg, run_dir, _ = run
     with pytest.raises(UserError, match="already holds a run"):

@@ -52,8 +52,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The 'section.key' flags the user gave (argparse leaves the others None)."""
-    return {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    """The 'section.key' flags the user gave (argparse leaves the others None), paths made absolute against
+    the working directory, exactly as engines.config.config_from_args reads them."""
+    from engines.config import cli_overrides
+
+    return cli_overrides(args)
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

@@ -216,6 +216,38 @@ def test_evaluate_tta_and_ensemble(run):
     assert everything["n"] == len(samples)
 
 
+def test_an_ensemble_is_scored_only_on_people_every_model_held_out(run, tmp_path):
+    """An ensemble of fold models: each other model trained on the first one's validation people, so only
+    the people that every model held out are a fair validation set; none in common is an error."""
+    from train.evaluate import select
+
+    cfg, run_dir, _ = run
+    samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
+    ckpt = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    held = sorted(ckpt["split"]["val_people"])
+    others = sorted({s.person for s in samples} - set(held))
+    assert len(held) >= 2 and others
+
+    def variant(name, people):
+        torch.save({**ckpt, "split": {"val_people": people} if people is not None else {}}, tmp_path / name)
+        return str(tmp_path / name)
+
+    a, b = variant("a.pt", held), variant("b.pt", held[1:] + others[:1])
+    result = evaluate(cfg, [a, b], show=False)
+    assert {k.split("_")[0] for k in result["keys"]} == set(held[1:])
+    assert "2 models" in result["images"]
+    disjoint, bare = variant("c.pt", others), variant("d.pt", None)
+    for models in ([a, disjoint], [disjoint, a]):
+        with pytest.raises(UserError, match="no validation people in common.*--split all"):
+            select(samples, "auto", models)
+    for split in ("auto", "val"):
+        with pytest.raises(UserError, match="d.pt carries no validation split.*--split all"):
+            select(samples, split, [a, bare])
+    assert len(select(samples, "all", [a, disjoint])[0]) == len(samples)
+    assert len(select(samples, "auto", [bare])[0]) == len(samples)      # one model without a split: all images
+    assert {s.person for s in select(samples, "auto", [a])[0]} == set(held)
+
+
 def test_predict_writes_the_submission_in_info_order(run, prepared, tmp_path):
     cfg, run_dir, _ = run
     data = prepared[0]

@@ -9,16 +9,17 @@ A second run reuses every crop whose source file is unchanged (size and mtime) a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from engines.config import Config, CropConfig
+from engines.config import Config, CropConfig, DetectorConfig, section_from_dict
 from engines.errors import UserError
 from train.cache import EVAL_FIELDS, TRAIN_FIELDS, Cache, crop_name, settings_of
 from train.layout import Problem, scan_eval, scan_train
@@ -279,20 +280,50 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
         report.problems += escan.problems
         _run_half("eval", eval_jobs(escan), old[cache.eval_manifest_path], cache.eval_manifest_path, EVAL_FIELDS,
                   cache, detector, cfg, report, mode, show)
+    elif mode == "reuse":  # eval/ skipped this time: its rows (kept in the manifest) keep their report entries
+        keep_eval_entries(cache, report)
     for kind, n in Counter(p.kind for p in report.problems).items():
         report.counts[kind] = n
     atomic_write_json(cache.report_path, report.to_dict(data_dir))
     return report
 
 
+EVAL_STATE = ("eval_images", "eval_faces", "eval_centred")
+
+
+def keep_eval_entries(cache: Cache, report: PrepareReport) -> None:
+    """The previous report's eval counts, centred list and problems, for a run that left eval/ alone."""
+    try:
+        old = json.loads(cache.report_path.read_text())
+    except (OSError, ValueError):
+        return
+    report.counts.update({k: v for k, v in (old.get("counts") or {}).items() if k in EVAL_STATE})
+    report.centred += [c for c in old.get("centred") or [] if c.startswith("eval/")]
+    report.problems += [Problem(str(p.get("kind")), str(p.get("path")), str(p.get("detail", "")))
+                        for p in old.get("problems") or [] if str(p.get("path", "")).startswith("eval/")]
+
+
+def cache_settings(cfg: Config, cache: Cache) -> Config:
+    """cfg with the crop geometry and detector settings the cache was made with (cfg's own for a new cache):
+    a training command must not re-crop a `prepare --margin 0.3` cache with config.toml's margin."""
+    settings = (cache.info() or {}).get("settings") or {}
+    try:
+        crop = section_from_dict(CropConfig, settings["crop"], f"{cache.info_path}: crop")
+        detector = section_from_dict(DetectorConfig, settings["detector"], f"{cache.info_path}: detector")
+    except (KeyError, TypeError, UserError):  # no cache yet, or one from another version: prepare redoes it
+        return cfg
+    return replace(cfg, crop=crop, detector=detector)
+
+
 def ensure_prepared(cfg: Config, data_given: bool = True, show: bool = True):
     """(Cache, samples) ready for training or evaluation. The cache is brought up to date from the data
-    folder (fast when done); without --data and with no data folder at the configured place, an already
-    prepared cache is used as it is (the competition data may have been moved away after `prepare`)."""
+    folder (fast when done: only new or changed images are cropped, with the cache's own settings); without
+    --data and with no data folder at the configured place, an already prepared cache is used as it is (the
+    competition data may have been moved away after `prepare`)."""
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
     data_dir = cfg.resolve(cfg.data.data_dir)
     if data_given or data_dir.exists() or not cache.manifest_path.is_file():
-        prepare(data_dir, cache.root, cfg, include_eval=False, show=show)
+        prepare(data_dir, cache.root, cache_settings(cfg, cache), include_eval=False, show=show)
     return cache, cache.samples()
 
 

@@ -1,6 +1,7 @@
 """fit / resume / Ctrl-C / evaluate / predict on the small competition-layout set (mobilenet_v2, 64x48)."""
 import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def test_resume_continues_from_the_saved_epoch(run, tmp_path):
     assert cli(["fit", "--resume", "--out", str(copy), "--epochs", "3"]) == 0
     after = (copy / "metrics.jsonl").read_text().splitlines()
     assert after[:2] == before and json.loads(after[2])["epoch"] == 3
+    # the cosine schedule stretched to the new length: epoch 3 of 3 runs at its closed-form rate, not the floor
+    base, floor = cfg.train.lr, cfg.train.lr * 0.01
+    assert json.loads(after[2])["lr"] == pytest.approx(floor + (base - floor) * (1 + math.cos(math.pi * 2 / 3)) / 2)
     state = load_checkpoint(copy / "last.pt")[1]
     assert state["epoch"] == 3 and len(state["metrics"]) == 3
     assert state["config"]["model"]["input_height"] == 64          # the run's own config, not config.toml's
@@ -135,6 +139,35 @@ def test_resume_reads_relative_flags_against_the_working_directory(run, tmp_path
     assert cfg.resolve(cfg.data.data_dir) == tmp_path / "mydata"
     assert cfg.resolve(cfg.data.cache_dir) == tmp_path / "sub" / "cache"
     assert cfg.model.input_height == 64                                 # the rest: the run's own config
+
+
+def test_resume_refuses_another_optimizer_and_a_state_that_does_not_fit(run, tmp_path):
+    """One line, never a KeyError from inside torch (the optimizer's state is per optimizer); kfold's path too."""
+    from train.checkpoint import load_training_state
+
+    cfg, run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    metrics = (copy / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match=r"last.pt: .*train.optimizer = 'adamw', not 'sgd'"):
+        cli(["fit", "--resume", "--out", str(copy), "--epochs", "3", "--optimizer", "sgd"])
+    sgd = with_overrides(cfg, {"train.optimizer": "sgd"})
+    (tmp_path / "sgd.toml").write_text(config_toml(sgd))
+    with pytest.raises(UserError, match="train.optimizer = 'adamw', not 'sgd'"):
+        cli(["fit", "--resume", "--out", str(copy), "--epochs", "3", "--config", str(tmp_path / "sgd.toml")])
+    state = load_training_state(copy / "last.pt")
+    with pytest.raises(UserError, match="train.optimizer = 'adamw', not 'sgd'"):
+        fit(with_overrides(sgd, {"train.epochs": 3}), run_dir=copy, state=state, show=False)
+    groups = state["optimizer"]["param_groups"]
+    damaged = {**state, "optimizer": {**state["optimizer"], "param_groups": groups[:1]}}
+    with pytest.raises(UserError, match=r"last.pt: cannot resume .*optimizer") as info:
+        fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=damaged, show=False)
+    assert "\n" not in str(info.value)
+    foreign = {**state, "optimizer": {**state["optimizer"],
+                                      "param_groups": [{k: v for k, v in g.items() if k != "betas"} for g in groups]}}
+    with pytest.raises(UserError, match=r"cannot resume .*optimizer.*betas"):
+        fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=foreign, show=False)
+    assert (copy / "metrics.jsonl").read_text() == metrics                   # nothing trained, nothing written
 
 
 def test_a_finished_run_is_not_overwritten(run):

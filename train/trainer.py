@@ -13,6 +13,7 @@ import torch
 
 from engines.config import Config
 from engines.contract import ModelMeta
+from engines.errors import UserError
 from engines.labels import class_names
 from train import checkpoint as ckpt_io
 from train.augment import EvalTransform, TrainTransform
@@ -23,7 +24,7 @@ from train.layout import COMPETITION_AGE_THRESHOLD
 from train.loop import make_scaler, predict_loader, train_one_epoch
 from train.losses import build_loss
 from train.metrics import headline, summarize
-from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler, stretch_schedule
 from train.runfiles import save_npz, write_config, write_json, write_metrics
 
 
@@ -51,7 +52,6 @@ class Trainer:
         self.train_samples = [s for s in samples if s.person not in val_people]
         self.val_samples = [s for s in samples if s.person in val_people]
         if not self.train_samples:
-            from engines.errors import UserError
             raise UserError("no training images left after the validation split; lower data.val_fraction")
         seed_everything(cfg.train.seed)
         self._build_data()
@@ -95,15 +95,27 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------------------------
     def restore(self, state: dict[str, Any]) -> None:
-        ckpt_io.bare(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-            if hasattr(self.scheduler, "T_max"):  # a run extended with --epochs anneals over its new length
-                self.scheduler.T_max = self.cfg.train.epochs
-        if self.amp and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        """Weights, optimizer, schedule and scaler of a checkpoint; one that does not fit is a UserError."""
+        source = state.get("source", "the checkpoint to resume")
+        try:
+            ckpt_io.bare(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            if self.amp and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"{source}: cannot resume from it, its model or optimizer state does not fit this run "
+                            f"({type(exc).__name__}: {detail})") from None
+        for group in self.optimizer.param_groups:  # another optimizer's groups load, then fail at the first step
+            missing = sorted(set(self.optimizer.defaults) - set(group))
+            if missing:
+                raise UserError(f"{source}: cannot resume from it, its optimizer state was made by another "
+                                f"optimizer (no {', '.join(missing)}); start a new run")
         self.start_epoch = int(state["epoch"])
+        # a run extended with --epochs anneals over its new length
+        stretch_schedule(self.scheduler, self.optimizer, self.cfg.train.epochs, self.start_epoch)
         self.history = [h for h in state.get("metrics", []) if h.get("epoch", 0) <= self.start_epoch]
         self.best = dict(state.get("best") or self.best)
 

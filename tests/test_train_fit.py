@@ -93,6 +93,7 @@ def test_best_pt_is_a_model_file_for_every_backend(run, tmp_path):
     assert meta.arch == "mobilenet_v2" and meta.input_size == (64, 48) and meta.head == "single"
     assert meta.crop == CropConfig() and meta.age_old_threshold == cfg.data.age_old_threshold
     assert meta.extra["epoch"] == result.best["epoch"] and "val_f1" in meta.extra
+    assert meta.extra["ddp"] is None                                           # one process, no DDP wrapper
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert {"optimizer", "scheduler", "epoch", "config", "metrics"} <= set(ckpt)
     engine = load_engine(run_dir / "best.pt", device="cpu")
@@ -168,6 +169,56 @@ def test_resume_refuses_another_optimizer_and_a_state_that_does_not_fit(run, tmp
     with pytest.raises(UserError, match=r"cannot resume .*optimizer.*betas"):
         fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=foreign, show=False)
     assert (copy / "metrics.jsonl").read_text() == metrics                   # nothing trained, nothing written
+
+
+def make_trainer(cfg, run_dir, val_people, dist=None):
+    """A Trainer on the module's cache, built (data, model, optimizer) but not run."""
+    from train.distributed import Dist
+    from train.trainer import Trainer
+
+    cache = Cache(cfg.resolve(cfg.data.cache_dir))
+    return Trainer(cfg, cache, cache.samples(), set(val_people), run_dir, dist or Dist(), show=False)
+
+
+def test_restore_loads_the_weights_and_optimizer_state_of_last_pt(run, tmp_path):
+    from train.checkpoint import load_training_state
+
+    cfg, run_dir, _ = run
+    state = load_training_state(run_dir / "last.pt")
+    trainer = make_trainer(cfg, tmp_path / "run", state["split"]["val_people"])
+    trainer.restore(state)
+    weights = trainer.model.state_dict()
+    assert weights.keys() == state["model"].keys()
+    assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
+    saved, restored = state["optimizer"], trainer.optimizer.state_dict()
+    assert saved["state"] and restored["state"].keys() == saved["state"].keys()     # Adam moments and steps
+    for i, moments in saved["state"].items():
+        assert moments.keys() == restored["state"][i].keys()
+        assert all(torch.equal(restored["state"][i][k], v) for k, v in moments.items())
+    for mine, theirs in zip(restored["param_groups"], saved["param_groups"]):
+        assert {k: v for k, v in mine.items() if k != "lr"} == {k: v for k, v in theirs.items() if k != "lr"}
+    assert trainer.scheduler.last_epoch == 2 and trainer.start_epoch == 2 and trainer.best == state["best"]
+
+
+def test_validation_scores_the_competition_labels_whatever_the_training_threshold(setup, tmp_path):
+    """Trained with people of 58+ counted as >= 60, validated on the competition's labels (>= 60 only)."""
+    from engines.labels import decode
+
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"data.age_old_threshold": 58, "train.epochs": 1, "augment.enabled": False})
+    people = {"000011": 1, "000003": 2, "000008": 0}                # 59 -> 30-59 in validation; 65; 28
+    trainer = make_trainer(cfg, tmp_path / "unused", people)
+    samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
+    assert {s.age_years for s in samples if s.person == "000011"} == {59}
+    trained = [s for s in samples if s.person not in people]
+    fit(cfg, run_dir=tmp_path / "run", val_people=set(people), show=False)
+    with np.load(tmp_path / "run" / "val_predictions.npz") as z:
+        keys, targets = z["keys"].tolist(), z["targets"]
+    assert {k.split("_")[0] for k in keys} == set(people)
+    for key, target in zip(keys, targets):
+        assert decode(int(target)).age == people[key.split("_")[0]], key
+    assert trainer.train_ds.targets == [s.cls(58) for s in trained]        # training itself uses 58
+    assert load_checkpoint(tmp_path / "run" / "best.pt")[0].age_old_threshold == 58
 
 
 def test_a_finished_run_is_not_overwritten(run):

@@ -164,6 +164,7 @@ class Trainer:
         m = self.cfg.model
         data = Path((self.cache.info() or {}).get("data_dir", "")).name
         info = {"epoch": epoch, "run": self.run_dir.name, "data": data, "written_by_rank": self.dist.rank,
+                "ddp": self.ddp_info(),
                 "train_images": len(self.train_samples), "val_images": len(self.val_samples),
                 "val_people": len(self.val_people),
                 "seconds_per_epoch": row.get("seconds") if row else None, **extra}
@@ -173,6 +174,12 @@ class Trainer:
         return ModelMeta(arch=m.arch, head=m.head, input_height=m.input_height, input_width=m.input_width,
                          mean=tuple(m.mean), std=tuple(m.std), crop=self.cache.crop_config(),
                          age_old_threshold=self.cfg.data.age_old_threshold, extra=info)
+
+    def ddp_info(self) -> dict[str, Any] | None:
+        """How the model was trained across processes (None: one process, no DistributedDataParallel)."""
+        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            return None
+        return {"backend": self.dist.backend, "world_size": self.dist.world}
 
     def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> None:
         ckpt_io.save_checkpoint(self.run_dir / name, meta=self.meta(epoch, row, **extra), model=self.model,

@@ -88,6 +88,43 @@ def _seed_worker(worker_id: int) -> None:
         transform.set_seed(seed)
 
 
+def worker_message(exc: BaseException) -> str:
+    """The user's one line inside torch's re-raised worker error ('Caught UserError in DataLoader worker
+    process 0. Original Traceback ...'), whose last line is 'engines.errors.UserError: <the message>'."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    cls = type(exc)
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
+class Loader(DataLoader):
+    """A DataLoader whose workers' user errors (an unreadable cached crop) reach the user as their own one
+    line, as they do with num_workers=0; any other exception from a worker keeps torch's traceback."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except UserError as exc:
+                raise _same_kind(exc, worker_message(exc)) from None
+            yield batch
+
+
+def _same_kind(exc: UserError, message: str) -> UserError:
+    try:
+        return type(exc)(message)
+    except TypeError:  # a subclass with another constructor
+        return UserError(message)
+
+
 def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, sampler: Sampler | None = None,
                 device_type: str = "cpu", batch_size: int | None = None,
                 num_workers: int | None = None) -> DataLoader:
@@ -99,7 +136,7 @@ def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, sampler: Samp
     if workers > 0:
         kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor,
                   "worker_init_fn": _seed_worker}
-    return DataLoader(dataset, batch_size=bs, sampler=sampler, shuffle=False, num_workers=workers,
+    return Loader(dataset, batch_size=bs, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=cfg.pin_memory and device_type == "cuda",
                       # a last training batch of one sample would make BatchNorm fail
                       drop_last=train and n % bs == 1 and n > 1, **kwargs)

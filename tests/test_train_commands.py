@@ -86,6 +86,36 @@ def test_bench_loader_with_a_named_cache_that_does_not_exist_says_so(tmp_path):
         cli(["bench-loader", "--cache", str(tmp_path / "nothing")])
 
 
+def test_predict_refuses_a_bad_out_before_inferring(tmp_path, monkeypatch):
+    import train.predict
+    from engines.errors import UserError
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("inference ran before --out was checked")
+
+    monkeypatch.setattr(train.predict, "predict", no_inference)
+    (tmp_path / "file").write_text("x")
+    for flag, value, message in (("--out", tmp_path, "is a folder"), ("--out", tmp_path / "file" / "s.csv", "not a folder"),
+                                 ("--probs", tmp_path, "is a folder")):
+        args = ["predict", "--checkpoint", "m.onnx", "--eval", str(tmp_path), flag, str(value)]
+        with pytest.raises(UserError, match=f"^{flag} .*{message}"):
+            cli(args + (["--out", str(tmp_path / "s.csv")] if flag != "--out" else []))
+
+
+def test_submission_keeps_info_csv_columns_when_a_row_has_an_extra_field(tmp_path):
+    """csv.DictReader files extra fields under the key None; they are dropped, not a crash after inference."""
+    import numpy as np
+
+    from train.layout import scan_eval
+    from train.predict import submission_csv
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "info.csv").write_text("ImageID,ans\na.jpg,0\nb.jpg,0,surplus\n")
+    probs = np.zeros((2, 18), np.float32)
+    probs[0, 5] = probs[1, 17] = 1
+    assert submission_csv(scan_eval(tmp_path), probs) == "ImageID,ans\na.jpg,5\nb.jpg,17\n"
+
+
 def test_every_training_command_is_offered():
     r = subprocess.run([sys.executable, "-m", "train", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=60)

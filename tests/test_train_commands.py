@@ -79,6 +79,19 @@ def test_bench_loader_prints_and_saves_its_table(tmp_path, capsys):
     assert "num_workers=1" in text and "best num_workers" in text
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench-loader", "--batches", "0"], "--batches: expected a whole number >= 1, got 0"),
+    (["bench-loader", "--max-workers", "-1"], "--max-workers: expected a whole number >= 0, got -1"),
+    (["bench-loader", "--synthetic", "-3"], "--synthetic: expected a whole number >= 0, got -3"),
+    (["bench-loader", "--batches", "two"], "--batches: expected a whole number, got 'two'"),
+    (["bench-engines", "--repeats", "0"], "--repeats: expected a whole number >= 1, got 0"),
+])
+def test_bench_counts_must_be_whole_numbers_in_range(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_bench_loader_with_a_named_cache_that_does_not_exist_says_so(tmp_path):
     from engines.errors import UserError
 

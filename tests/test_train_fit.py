@@ -248,6 +248,29 @@ def test_ctrl_c_leaves_a_usable_last_pt(setup, tmp_path, monkeypatch):
     assert [h["epoch"] for h in result.history] == [1, 2]
 
 
+def test_ctrl_c_while_writing_best_pt_records_only_a_best_that_was_written(setup, tmp_path, monkeypatch):
+    """last.pt (written on Ctrl-C) must not name as best an epoch whose best.pt was never written."""
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "none"})   # no optimizer steps here
+    trainer = make_trainer(cfg, tmp_path / "run", set())
+    losses = iter([2.0, 1.0])                                       # epoch 2 improves on epoch 1
+    monkeypatch.setattr(trainer, "_train_epoch", lambda epoch: (next(losses), 0.1, 10))
+    real = trainer._write_best
+
+    def interrupted(epoch, *args, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_write_best", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    best_meta, best_pt = load_checkpoint(tmp_path / "run" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")[1]
+    assert best_meta.extra["epoch"] == 1 and best_pt["best"]["epoch"] == 1
+    assert last["best"]["epoch"] == 1 and last["best"]["score"] == -2.0 and last["epoch"] == 1
+
+
 def test_other_options_train_too(setup, tmp_path):
     """Multi-head, focal loss, frozen backbone, SGD + StepLR, accumulation, weighted sampler, age threshold."""
     cfg, _ = setup

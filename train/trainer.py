@@ -181,16 +181,17 @@ class Trainer:
             return None
         return {"backend": self.dist.backend, "world_size": self.dist.world}
 
-    def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> None:
+    def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, *, best: dict[str, Any] | None = None,
+             **extra: Any) -> None:
         ckpt_io.save_checkpoint(self.run_dir / name, meta=self.meta(epoch, row, **extra), model=self.model,
                                 optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, epoch=epoch,
-                                config=self.cfg.to_dict(), metrics=self.history, best=self.best,
+                                config=self.cfg.to_dict(), metrics=self.history, best=best or self.best,
                                 split={"val_people": self.val_people})
 
-    def _write_best(self, epoch: int, row: dict[str, Any], val) -> None:
+    def _write_best(self, epoch: int, row: dict[str, Any], val, best: dict[str, Any]) -> None:
         from train.plots import confusion_image, save_png
 
-        self.save("best.pt", epoch + 1, row)
+        self.save("best.pt", epoch + 1, row, best=best)
         if val is None:
             return
         m = summarize(val[0], self.val_targets)
@@ -231,12 +232,13 @@ class Trainer:
         loss = row.get("val_loss", train_loss)
         step_scheduler(self.scheduler, row.get("val_f1"))
         improved = self._improves(score, loss)
-        if improved:
-            self.best.update(score=score, loss=loss, epoch=epoch + 1)
+        best = {**self.best, "score": score, "loss": loss, "epoch": epoch + 1} if improved else self.best
         if self.dist.main:
             write_metrics(self.run_dir, self.history)
             if improved:
-                self._write_best(epoch, row, val)
+                self._write_best(epoch, row, val, best)
+        self.best = best  # only now: a Ctrl-C while best.pt is written must not record it as written
+        if self.dist.main:
             self.save("last.pt", epoch + 1, row)
             console.print(epoch_line(row, self.cfg.train.epochs, improved))
         self.dist.barrier()

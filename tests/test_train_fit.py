@@ -271,6 +271,35 @@ def test_ctrl_c_while_writing_best_pt_records_only_a_best_that_was_written(setup
     assert last["best"]["epoch"] == 1 and last["best"]["score"] == -2.0 and last["epoch"] == 1
 
 
+def test_ddp_ranks_draw_their_own_augmentation_and_dropout_streams(setup, tmp_path, monkeypatch):
+    """Each rank sees other images (the sampler splits one permutation that all ranks share) and must also
+    draw its own augmentations and dropout masks; one process (rank 0) seeds as it always did."""
+    from train.loop import EpochStats
+
+    cfg, _ = setup
+    trainer = make_trainer(cfg, tmp_path / "run", set())
+    augment_seeds, seen = [], []
+    monkeypatch.setattr(trainer.train_ds.transform, "set_seed", augment_seeds.append)
+    monkeypatch.setattr(trainer_module, "train_one_epoch",
+                        lambda *a, **kw: seen.append((torch.initial_seed(), augment_seeds[-1])) or EpochStats(1.0, 1, 0.1))
+
+    class FakeDist:
+        world, main = 2, False
+
+        def __init__(self, rank):
+            self.rank = rank
+
+        def sum(self, values):
+            return values
+
+    for epoch, rank in ((3, 0), (3, 1), (4, 0), (4, 1)):
+        trainer.dist = FakeDist(rank)
+        trainer._train_epoch(epoch)
+    (t0, a0), (t1, a1), (t2, a2), (t3, a3) = seen
+    assert t0 == a0 == cfg.train.seed + 3 and t2 == a2 == cfg.train.seed + 4      # rank 0: unchanged
+    assert len({t0, t1, t2, t3}) == 4 and len({a0, a1, a2, a3}) == 4              # per rank and per epoch
+
+
 def test_other_options_train_too(setup, tmp_path):
     """Multi-head, focal loss, frozen backbone, SGD + StepLR, accumulation, weighted sampler, age threshold."""
     cfg, _ = setup

@@ -36,6 +36,15 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+RANK_SEED_STRIDE = 1_000_003  # > any epoch count: (epoch, rank) pairs never share a seed
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one rank's augmentation and dropout streams in one epoch (rank 0: seed + epoch, as a single
+    process always had). DDP ranks must not draw the same augmentations and dropout masks."""
+    return seed + epoch + rank * RANK_SEED_STRIDE
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -124,8 +133,10 @@ class Trainer:
         from train.progress import task
 
         self.sampler.set_epoch(epoch)
-        torch.manual_seed(self.cfg.train.seed + epoch)  # DataLoader workers derive their seeds from this
-        self.train_ds.transform.set_seed(self.cfg.train.seed + epoch)
+        # DataLoader workers derive their seeds from torch's; the sampler keeps seed + epoch, shared by the ranks
+        seed = epoch_seed(self.cfg.train.seed, epoch, self.dist.rank)
+        torch.manual_seed(seed)
+        self.train_ds.transform.set_seed(seed)
         total = len(self.train_loader)
         with task(f"epoch {epoch + 1}/{self.cfg.train.epochs}", total, self.show) as t:
             stats = train_one_epoch(self.model, self.train_loader, self.loss_fn, self.optimizer, device=self.device,

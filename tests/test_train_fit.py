@@ -17,9 +17,9 @@ from engines.config import CropConfig, load_config, with_overrides
 from engines.errors import UserError
 from tests.conftest import REPO, one_torch_thread
 from train import trainer as trainer_module
-from train.cache import Cache
+from train.cache import Cache, read_crop
 from train.cli import _main as cli
-from train.evaluate import evaluate, read_crop
+from train.evaluate import evaluate
 from train.fit import fit
 from train.runfiles import config_toml
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from engines.config import DataConfig
 from engines.errors import UserError
+from train.cache import read_crop
 
 
 class CropDataset(Dataset):
@@ -29,12 +30,7 @@ class CropDataset(Dataset):
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        import cv2
-
-        img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
-        if img is None:
-            raise UserError(f"cached crop {self.paths[i]} cannot be read: run `mask-train prepare --force`")
-        return img
+        return read_crop(self.paths[i])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.transform(self.load(i))), self.targets[i]

@@ -17,6 +17,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.errors import UserError
+from train.cache import read_crop
 from train.options import add_data_arguments, add_threads_argument, apply_threads
 
 
@@ -70,15 +71,6 @@ def select(samples: Sequence, split: str, models: Sequence[str | Path]) -> tuple
     if len(models) == 1:
         return chosen, f"validation people of {Path(models[0]).name} ({len(people)})"
     return chosen, f"validation people that all {len(models)} models held out ({len(people)})"
-
-
-def read_crop(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UserError(f"cached crop {path} cannot be read: run `mask-train prepare --force`")
-    return img
 
 
 def score_samples(engines: Sequence, samples: Sequence, tta: bool, batch_size: int, show: bool = True) -> np.ndarray:

@@ -68,18 +68,16 @@ class Cropper:
         return (face.box, True) if face is not None else (None, False)
 
     def crops(self, image_id: str, path: Path, img: np.ndarray, geoms: Sequence) -> list[np.ndarray]:
-        from engines.faces import center_box, crop_face, crop_region
+        from train.prepare import face_or_centre_crop
 
         box, found = self.box(image_id, path, img)
-        if found:
-            return [crop_face(img, box, g) for g in geoms]
-        return [crop_region(img, center_box(img.shape, g), g) for g in geoms]
+        return [face_or_centre_crop(img, box, found, g)[0] for g in geoms]
 
 
 def predict(cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: bool = False,
             show: bool = True) -> tuple[Any, np.ndarray, list[str]]:
     """(eval scan, probabilities [N, 18] in info.csv's order, names of unreadable images)."""
-    from train.inference import load_models, model_probs
+    from train.inference import ensemble_probs, load_models
     from train.layout import scan_eval
     from train.prepare import read_image
     from train.progress import task
@@ -103,7 +101,7 @@ def predict(cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: b
                     lst.append(crop)
                 rows.append(start + j)
             if rows:
-                probs[rows] = np.mean([model_probs(e, c, tta, bs) for e, c in zip(engines, per_model)], axis=0)
+                probs[rows] = ensemble_probs(engines, per_model, tta, bs)
             t.advance(len(chunk))
     return scan, fill_missing(probs), bad
 

@@ -100,18 +100,24 @@ def write_crop(path: Path, crop: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def crop_batch(images: list[np.ndarray], detector, geom: CropConfig) -> list[tuple[np.ndarray, tuple, float, bool]]:
-    """Images -> (crop, box, score, found) each; the box is the face box, or the centred region."""
+def face_or_centre_crop(img: np.ndarray, box, found: bool, geom: CropConfig) -> tuple[np.ndarray, tuple]:
+    """THE crop of one image (training cache, recrop, predict): around the face box when a face was found,
+    else the centred 3:4 region. Returns (crop, the box it was cut from: the face box or that region)."""
     from engines.faces import center_box, crop_face, crop_region
 
+    if found:
+        return crop_face(img, box, geom), tuple(box)
+    region = center_box(img.shape, geom)
+    return crop_region(img, region, geom), tuple(region)
+
+
+def crop_batch(images: list[np.ndarray], detector, geom: CropConfig) -> list[tuple[np.ndarray, tuple, float, bool]]:
+    """Images -> (crop, box, score, found) each; the box is the face box, or the centred region."""
     out = []
     for img, faces in zip(images, detector.detect_batch(images)):
         face = pick_face(faces)
-        if face is not None:
-            out.append((crop_face(img, face.box, geom), face.box, face.score, True))
-        else:
-            region = center_box(img.shape, geom)
-            out.append((crop_region(img, region, geom), region, 0.0, False))
+        crop, box = face_or_centre_crop(img, face.box if face else None, face is not None, geom)
+        out.append((crop, box, face.score if face else 0.0, face is not None))
     return out
 
 
@@ -141,18 +147,15 @@ def is_current(row: dict[str, str] | None, job: Job, cache: Cache) -> bool:
 def recrop(jobs: list[Job], old: dict[str, dict], cache: Cache, geom: CropConfig, report: PrepareReport,
            tick: Callable[[int], None], flush: Callable[[dict], None], prefix: str) -> dict:
     """Only the crop geometry changed: crop again from the stored boxes, without running MTCNN again."""
-    from engines.faces import center_box, crop_face, crop_region
-
     rows = {}
     for job in jobs:
         row = old.get(job.key)
         img = read_image(job.src) if source_unchanged(row, job) else None
         if img is None:
             continue
-        box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
         found = str(row["found"]) == "1"
-        region = center_box(img.shape, geom)
-        write_crop(cache.root / job.crop_rel, crop_face(img, box, geom) if found else crop_region(img, region, geom))
+        crop, region = face_or_centre_crop(img, tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")), found, geom)
+        write_crop(cache.root / job.crop_rel, crop)
         if not found:
             row = {**row, **dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in region)))}
         rows[job.key] = {**row, "crop": job.crop_rel}

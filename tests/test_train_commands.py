@@ -108,8 +108,9 @@ def test_predict_refuses_a_bad_out_before_inferring(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train.predict, "predict", no_inference)
     (tmp_path / "file").write_text("x")
-    for flag, value, message in (("--out", tmp_path, "is a folder"), ("--out", tmp_path / "file" / "s.csv", "not a folder"),
-                                 ("--probs", tmp_path, "is a folder")):
+    cases = (("--out", tmp_path, "is a folder"), ("--out", tmp_path / "file" / "s.csv", "not a folder"),
+             ("--probs", tmp_path, "is a folder"))
+    for flag, value, message in cases:
         args = ["predict", "--checkpoint", "m.onnx", "--eval", str(tmp_path), flag, str(value)]
         with pytest.raises(UserError, match=f"^{flag} .*{message}"):
             cli(args + (["--out", str(tmp_path / "s.csv")] if flag != "--out" else []))

@@ -280,8 +280,12 @@ def test_ddp_ranks_draw_their_own_augmentation_and_dropout_streams(setup, tmp_pa
     trainer = make_trainer(cfg, tmp_path / "run", set())
     augment_seeds, seen = [], []
     monkeypatch.setattr(trainer.train_ds.transform, "set_seed", augment_seeds.append)
-    monkeypatch.setattr(trainer_module, "train_one_epoch",
-                        lambda *a, **kw: seen.append((torch.initial_seed(), augment_seeds[-1])) or EpochStats(1.0, 1, 0.1))
+
+    def one_epoch(*args, **kwargs):
+        seen.append((torch.initial_seed(), augment_seeds[-1]))        # dropout's stream, augmentation's stream
+        return EpochStats(1.0, 1, 0.1)
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", one_epoch)
 
     class FakeDist:
         world, main = 2, False

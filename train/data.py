@@ -133,6 +133,6 @@ def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, sampler: Samp
         kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor,
                   "worker_init_fn": _seed_worker}
     return Loader(dataset, batch_size=bs, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=cfg.pin_memory and device_type == "cuda",
-                      # a last training batch of one sample would make BatchNorm fail
-                      drop_last=train and n % bs == 1 and n > 1, **kwargs)
+                  pin_memory=cfg.pin_memory and device_type == "cuda",
+                  # a last training batch of one sample would make BatchNorm fail
+                  drop_last=train and n % bs == 1 and n > 1, **kwargs)

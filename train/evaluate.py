@@ -4,8 +4,7 @@ or an ensemble (any model file: .pt, .onnx, .engine), on the prepared training i
 By default a .pt from `fit` is scored on its own validation people (the split travels in the checkpoint), an
 ensemble on the people that every one of its models held out (none in common, as with kfold's folds, is an
 error: their fair score is kfold's out-of-fold one); `--split all` scores every prepared image (of another
-data set, say). Truth is the competition's label
-(age >= 60), whatever threshold the model was trained with.
+data set, say). Truth is the competition's label (age >= 60), whatever threshold the model was trained with.
 """
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+import multiprocessing
+
 import cv2
 import numpy as np
 import pytest
@@ -101,12 +103,16 @@ def test_an_unreadable_crop_in_a_loader_worker_is_one_line(tmp_path):
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    cfg = DataConfig(batch_size=1, num_workers=1, persistent_workers=False)
-    loader = make_loader(CropDataset([bad], [0], EvalTransform(SIZE, MEAN, STD)), cfg, train=False)
-    with pytest.raises(UserError) as info:
-        list(loader)
-    assert str(info.value) == f"cached crop {bad} cannot be read: run `mask-train prepare --force`"
+    before = set(multiprocessing.active_children())
+    for persistent in (False, True):
+        cfg = DataConfig(batch_size=1, num_workers=1, persistent_workers=persistent)
+        loader = make_loader(CropDataset([bad], [0], EvalTransform(SIZE, MEAN, STD)), cfg, train=False)
+        with pytest.raises(UserError) as info:
+            list(loader)
+        assert str(info.value) == f"cached crop {bad} cannot be read: run `mask-train prepare --force`"
+        assert set(multiprocessing.active_children()) <= before         # its worker ended, not left to the GC
     good = tmp_path / "good.jpg"
     cv2.imwrite(str(good), np.zeros((64, 48, 3), np.uint8))
     with pytest.raises(ValueError, match="(?s)Traceback.*a bug in a transform"):
         list(make_loader(CropDataset([good], [0], _broken), cfg, train=False))
+    assert set(multiprocessing.active_children()) <= before

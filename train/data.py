@@ -100,7 +100,8 @@ def worker_message(exc: BaseException) -> str:
 
 class Loader(DataLoader):
     """A DataLoader whose workers' user errors (an unreadable cached crop) reach the user as their own one
-    line, as they do with num_workers=0; any other exception from a worker keeps torch's traceback."""
+    line, as they do with num_workers=0; any other exception from a worker keeps torch's traceback. After
+    either, the workers are ended at once."""
 
     def __iter__(self):
         batches = super().__iter__()
@@ -110,8 +111,21 @@ class Loader(DataLoader):
             except StopIteration:
                 return
             except UserError as exc:
+                self._stop_workers(batches)
                 raise _same_kind(exc, worker_message(exc)) from None
+            except Exception:
+                self._stop_workers(batches)
+                raise
             yield batch
+
+    def _stop_workers(self, batches) -> None:
+        """End the workers now: left to the garbage collector (the exception's traceback keeps the iterator
+        alive), torch's shutdown of a failed iterator waits its 5 s status interval."""
+        stop = getattr(batches, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+        if self._iterator is batches:  # persistent workers: the next epoch starts new ones
+            self._iterator = None
 
 
 def _same_kind(exc: UserError, message: str) -> UserError:

@@ -357,7 +357,26 @@ def add_config_argument(parser: Any) -> None:
                         help="config file (default: ./config.toml, else the repository's config.toml)")
 
 
+def _is_path_key(dotted: str) -> bool:
+    section, _, key = dotted.partition(".")
+    cls = SECTIONS.get(section)
+    return cls is not None and any(f.name == key and f.metadata.get("path") for f in fields(cls))
+
+
+def cli_overrides(args: Any) -> dict[str, Any]:
+    """Every argparse dest written as 'section.key' that the user gave, as an override. A path typed on the
+    command line is relative to the working directory, as the shell means it (a path in a config file stays
+    relative to that file's folder), so it is made absolute here; "" keeps its meaning (the default)."""
+    out = {}
+    for k, v in vars(args).items():
+        if "." not in k or v is None:
+            continue
+        if isinstance(v, str) and v and _is_path_key(k):
+            v = os.path.abspath(os.path.expanduser(v))
+        out[k] = v
+    return out
+
+
 def config_from_args(args: Any) -> Config:
     """--config plus every argparse dest written as 'section.key' (e.g. dest='train.epochs') as an override."""
-    overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
-    return load_config(getattr(args, "config", None), overrides)
+    return load_config(getattr(args, "config", None), cli_overrides(args))

@@ -75,12 +75,7 @@ def create_model(arch: str = "mobilenet_v2", head: str = "single", pretrained: b
         for m in parent.modules():
             if isinstance(m, nn.Dropout):
                 m.p = dropout
-    model.head_name = name  # type: ignore[attr-defined]
     return model
-
-
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list(model.get_submodule(model.head_name).parameters())  # type: ignore[attr-defined]
 
 
 def split_logits(logits: torch.Tensor, head: str) -> tuple[torch.Tensor, ...]:

@@ -49,6 +49,32 @@ def test_partial_file_keeps_other_defaults_and_resolves_paths_against_its_folder
     assert cfg.resolve(cfg.engine.path) == tmp_path / "m" / "x.onnx"
 
 
+def test_cli_paths_are_relative_to_the_working_directory_file_paths_to_the_file(tmp_path, monkeypatch):
+    """A path typed on the command line means what the shell means by it; one in a config file is relative to
+    that file's folder. Every path=True key, for every CLI (they all build their config with config_from_args)."""
+    import argparse
+    from engines.config import config_from_args
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "c.toml").write_text("[data]\ncache_dir = 'mycache'\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = argparse.Namespace(**{"config": str(conf / "c.toml"), "data.data_dir": "mydata", "train.out_dir": "../runs",
+                                 "export.timing_cache": "t.cache", "engine.path": str(tmp_path / "abs.onnx"),
+                                 "train.epochs": 3, "data.num_workers": None, "other": "x"})
+    cfg = config_from_args(args)
+    assert cfg.resolve(cfg.data.data_dir) == work / "mydata"
+    assert cfg.resolve(cfg.train.out_dir) == tmp_path / "runs"
+    assert cfg.resolve(cfg.export.timing_cache) == work / "t.cache"
+    assert cfg.resolve(cfg.engine.path) == tmp_path / "abs.onnx"
+    assert cfg.resolve(cfg.data.cache_dir) == conf / "mycache"            # from the file: beside the file
+    assert cfg.train.epochs == 3 and cfg.data.num_workers == Config().data.num_workers
+    empty = config_from_args(argparse.Namespace(**{"config": None, "export.timing_cache": ""}))
+    assert empty.export.timing_cache == ""                                # "" keeps its meaning (the default)
+
+
 def test_overrides_are_validated_like_the_file():
     cfg = with_overrides(Config(), {"train.epochs": 2, "detector.thresholds": [0.4, 0.5, 0.6], "ui.bell": None})
     assert cfg.train.epochs == 2 and cfg.detector.thresholds == (0.4, 0.5, 0.6) and cfg.ui.bell is False

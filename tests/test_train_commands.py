@@ -79,11 +79,55 @@ def test_bench_loader_prints_and_saves_its_table(tmp_path, capsys):
     assert "num_workers=1" in text and "best num_workers" in text
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench-loader", "--batches", "0"], "--batches: expected a whole number >= 1, got 0"),
+    (["bench-loader", "--max-workers", "-1"], "--max-workers: expected a whole number >= 0, got -1"),
+    (["bench-loader", "--synthetic", "-3"], "--synthetic: expected a whole number >= 0, got -3"),
+    (["bench-loader", "--batches", "two"], "--batches: expected a whole number, got 'two'"),
+    (["bench-engines", "--repeats", "0"], "--repeats: expected a whole number >= 1, got 0"),
+])
+def test_bench_counts_must_be_whole_numbers_in_range(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_bench_loader_with_a_named_cache_that_does_not_exist_says_so(tmp_path):
     from engines.errors import UserError
 
     with pytest.raises(UserError, match="has no manifest"):
         cli(["bench-loader", "--cache", str(tmp_path / "nothing")])
+
+
+def test_predict_refuses_a_bad_out_before_inferring(tmp_path, monkeypatch):
+    import train.predict
+    from engines.errors import UserError
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("inference ran before --out was checked")
+
+    monkeypatch.setattr(train.predict, "predict", no_inference)
+    (tmp_path / "file").write_text("x")
+    cases = (("--out", tmp_path, "is a folder"), ("--out", tmp_path / "file" / "s.csv", "not a folder"),
+             ("--probs", tmp_path, "is a folder"))
+    for flag, value, message in cases:
+        args = ["predict", "--checkpoint", "m.onnx", "--eval", str(tmp_path), flag, str(value)]
+        with pytest.raises(UserError, match=f"^{flag} .*{message}"):
+            cli(args + (["--out", str(tmp_path / "s.csv")] if flag != "--out" else []))
+
+
+def test_submission_keeps_info_csv_columns_when_a_row_has_an_extra_field(tmp_path):
+    """csv.DictReader files extra fields under the key None; they are dropped, not a crash after inference."""
+    import numpy as np
+
+    from train.layout import scan_eval
+    from train.predict import submission_csv
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "info.csv").write_text("ImageID,ans\na.jpg,0\nb.jpg,0,surplus\n")
+    probs = np.zeros((2, 18), np.float32)
+    probs[0, 5] = probs[1, 17] = 1
+    assert submission_csv(scan_eval(tmp_path), probs) == "ImageID,ans\na.jpg,5\nb.jpg,17\n"
 
 
 def test_every_training_command_is_offered():

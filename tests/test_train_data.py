@@ -1,3 +1,6 @@
+import multiprocessing
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -87,3 +90,29 @@ def test_dataset_and_loader_on_prepared_crops(prepared):
     assert torch.equal(batches[0][0][3], ds[3][0])
     train = make_loader(ds, cfg, train=True, sampler=EpochSampler(9, seed=0), batch_size=4)
     assert train.drop_last                                             # no batch of one for BatchNorm
+
+
+def _broken(_img):
+    raise ValueError("a bug in a transform")
+
+
+def test_an_unreadable_crop_in_a_loader_worker_is_one_line(tmp_path):
+    """A UserError raised in a DataLoader worker reaches the user as the same one line, not torch's
+    'Caught UserError in DataLoader worker process 0' with the worker's traceback; a bug keeps its traceback."""
+    from engines.errors import UserError
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    before = set(multiprocessing.active_children())
+    for persistent in (False, True):
+        cfg = DataConfig(batch_size=1, num_workers=1, persistent_workers=persistent)
+        loader = make_loader(CropDataset([bad], [0], EvalTransform(SIZE, MEAN, STD)), cfg, train=False)
+        with pytest.raises(UserError) as info:
+            list(loader)
+        assert str(info.value) == f"cached crop {bad} cannot be read: run `mask-train prepare --force`"
+        assert set(multiprocessing.active_children()) <= before         # its worker ended, not left to the GC
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), np.zeros((64, 48, 3), np.uint8))
+    with pytest.raises(ValueError, match="(?s)Traceback.*a bug in a transform"):
+        list(make_loader(CropDataset([good], [0], _broken), cfg, train=False))
+    assert set(multiprocessing.active_children()) <= before

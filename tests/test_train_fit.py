@@ -1,6 +1,7 @@
 """fit / resume / Ctrl-C / evaluate / predict on the small competition-layout set (mobilenet_v2, 64x48)."""
 import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,9 @@ from engines.config import CropConfig, load_config, with_overrides
 from engines.errors import UserError
 from tests.conftest import REPO, one_torch_thread
 from train import trainer as trainer_module
-from train.cache import Cache
+from train.cache import Cache, read_crop
 from train.cli import _main as cli
-from train.evaluate import evaluate, read_crop
+from train.evaluate import evaluate
 from train.fit import fit
 from train.runfiles import config_toml
 
@@ -92,6 +93,7 @@ def test_best_pt_is_a_model_file_for_every_backend(run, tmp_path):
     assert meta.arch == "mobilenet_v2" and meta.input_size == (64, 48) and meta.head == "single"
     assert meta.crop == CropConfig() and meta.age_old_threshold == cfg.data.age_old_threshold
     assert meta.extra["epoch"] == result.best["epoch"] and "val_f1" in meta.extra
+    assert meta.extra["ddp"] is None                                           # one process, no DDP wrapper
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert {"optimizer", "scheduler", "epoch", "config", "metrics"} <= set(ckpt)
     engine = load_engine(run_dir / "best.pt", device="cpu")
@@ -113,11 +115,110 @@ def test_resume_continues_from_the_saved_epoch(run, tmp_path):
     assert cli(["fit", "--resume", "--out", str(copy), "--epochs", "3"]) == 0
     after = (copy / "metrics.jsonl").read_text().splitlines()
     assert after[:2] == before and json.loads(after[2])["epoch"] == 3
+    # the cosine schedule stretched to the new length: epoch 3 of 3 runs at its closed-form rate, not the floor
+    base, floor = cfg.train.lr, cfg.train.lr * 0.01
+    assert json.loads(after[2])["lr"] == pytest.approx(floor + (base - floor) * (1 + math.cos(math.pi * 2 / 3)) / 2)
     state = load_checkpoint(copy / "last.pt")[1]
     assert state["epoch"] == 3 and len(state["metrics"]) == 3
     assert state["config"]["model"]["input_height"] == 64          # the run's own config, not config.toml's
     assert cli(["fit", "--resume", str(copy / "last.pt")]) == 0   # nothing left to do: a no-op
     assert len((copy / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_reads_relative_flags_against_the_working_directory(run, tmp_path, monkeypatch):
+    """The run's saved config.toml is read back, but a path typed now is relative to where it is typed."""
+    from engines.config import config_from_args
+    from train.cli import build_parser
+    from train.fit import resume_target
+
+    _, run_dir, _ = run
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["fit", "--resume", "--out", str(run_dir), "--data", "mydata",
+                                      "--cache", "sub/cache"])
+    cfg, where, state = resume_target(args, config_from_args(args))
+    assert where == run_dir and state["epoch"] == 2
+    assert cfg.resolve(cfg.data.data_dir) == tmp_path / "mydata"
+    assert cfg.resolve(cfg.data.cache_dir) == tmp_path / "sub" / "cache"
+    assert cfg.model.input_height == 64                                 # the rest: the run's own config
+
+
+def test_resume_refuses_another_optimizer_and_a_state_that_does_not_fit(run, tmp_path):
+    """One line, never a KeyError from inside torch (the optimizer's state is per optimizer); kfold's path too."""
+    from train.checkpoint import load_training_state
+
+    cfg, run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    metrics = (copy / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match=r"last.pt: .*train.optimizer = 'adamw', not 'sgd'"):
+        cli(["fit", "--resume", "--out", str(copy), "--epochs", "3", "--optimizer", "sgd"])
+    sgd = with_overrides(cfg, {"train.optimizer": "sgd"})
+    (tmp_path / "sgd.toml").write_text(config_toml(sgd))
+    with pytest.raises(UserError, match="train.optimizer = 'adamw', not 'sgd'"):
+        cli(["fit", "--resume", "--out", str(copy), "--epochs", "3", "--config", str(tmp_path / "sgd.toml")])
+    state = load_training_state(copy / "last.pt")
+    with pytest.raises(UserError, match="train.optimizer = 'adamw', not 'sgd'"):
+        fit(with_overrides(sgd, {"train.epochs": 3}), run_dir=copy, state=state, show=False)
+    groups = state["optimizer"]["param_groups"]
+    damaged = {**state, "optimizer": {**state["optimizer"], "param_groups": groups[:1]}}
+    with pytest.raises(UserError, match=r"last.pt: cannot resume .*optimizer") as info:
+        fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=damaged, show=False)
+    assert "\n" not in str(info.value)
+    foreign = {**state, "optimizer": {**state["optimizer"],
+                                      "param_groups": [{k: v for k, v in g.items() if k != "betas"} for g in groups]}}
+    with pytest.raises(UserError, match=r"cannot resume .*optimizer.*betas"):
+        fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=foreign, show=False)
+    assert (copy / "metrics.jsonl").read_text() == metrics                   # nothing trained, nothing written
+
+
+def make_trainer(cfg, run_dir, val_people, dist=None):
+    """A Trainer on the module's cache, built (data, model, optimizer) but not run."""
+    from train.distributed import Dist
+    from train.trainer import Trainer
+
+    cache = Cache(cfg.resolve(cfg.data.cache_dir))
+    return Trainer(cfg, cache, cache.samples(), set(val_people), run_dir, dist or Dist(), show=False)
+
+
+def test_restore_loads_the_weights_and_optimizer_state_of_last_pt(run, tmp_path):
+    from train.checkpoint import load_training_state
+
+    cfg, run_dir, _ = run
+    state = load_training_state(run_dir / "last.pt")
+    trainer = make_trainer(cfg, tmp_path / "run", state["split"]["val_people"])
+    trainer.restore(state)
+    weights = trainer.model.state_dict()
+    assert weights.keys() == state["model"].keys()
+    assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
+    saved, restored = state["optimizer"], trainer.optimizer.state_dict()
+    assert saved["state"] and restored["state"].keys() == saved["state"].keys()     # Adam moments and steps
+    for i, moments in saved["state"].items():
+        assert moments.keys() == restored["state"][i].keys()
+        assert all(torch.equal(restored["state"][i][k], v) for k, v in moments.items())
+    for mine, theirs in zip(restored["param_groups"], saved["param_groups"]):
+        assert {k: v for k, v in mine.items() if k != "lr"} == {k: v for k, v in theirs.items() if k != "lr"}
+    assert trainer.scheduler.last_epoch == 2 and trainer.start_epoch == 2 and trainer.best == state["best"]
+
+
+def test_validation_scores_the_competition_labels_whatever_the_training_threshold(setup, tmp_path):
+    """Trained with people of 58+ counted as >= 60, validated on the competition's labels (>= 60 only)."""
+    from engines.labels import decode
+
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"data.age_old_threshold": 58, "train.epochs": 1, "augment.enabled": False})
+    people = {"000011": 1, "000003": 2, "000008": 0}                # 59 -> 30-59 in validation; 65; 28
+    trainer = make_trainer(cfg, tmp_path / "unused", people)
+    samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
+    assert {s.age_years for s in samples if s.person == "000011"} == {59}
+    trained = [s for s in samples if s.person not in people]
+    fit(cfg, run_dir=tmp_path / "run", val_people=set(people), show=False)
+    with np.load(tmp_path / "run" / "val_predictions.npz") as z:
+        keys, targets = z["keys"].tolist(), z["targets"]
+    assert {k.split("_")[0] for k in keys} == set(people)
+    for key, target in zip(keys, targets):
+        assert decode(int(target)).age == people[key.split("_")[0]], key
+    assert trainer.train_ds.targets == [s.cls(58) for s in trained]        # training itself uses 58
+    assert load_checkpoint(tmp_path / "run" / "best.pt")[0].age_old_threshold == 58
 
 
 def test_a_finished_run_is_not_overwritten(run):
@@ -145,6 +246,62 @@ def test_ctrl_c_leaves_a_usable_last_pt(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "train_one_epoch", real)
     result = fit(cfg, run_dir=tmp_path / "run", state=state, show=False)      # and it resumes
     assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_ctrl_c_while_writing_best_pt_records_only_a_best_that_was_written(setup, tmp_path, monkeypatch):
+    """last.pt (written on Ctrl-C) must not name as best an epoch whose best.pt was never written."""
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "none"})   # no optimizer steps here
+    trainer = make_trainer(cfg, tmp_path / "run", set())
+    losses = iter([2.0, 1.0])                                       # epoch 2 improves on epoch 1
+    monkeypatch.setattr(trainer, "_train_epoch", lambda epoch: (next(losses), 0.1, 10))
+    real = trainer._write_best
+
+    def interrupted(epoch, *args, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_write_best", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    best_meta, best_pt = load_checkpoint(tmp_path / "run" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")[1]
+    assert best_meta.extra["epoch"] == 1 and best_pt["best"]["epoch"] == 1
+    assert last["best"]["epoch"] == 1 and last["best"]["score"] == -2.0 and last["epoch"] == 1
+
+
+def test_ddp_ranks_draw_their_own_augmentation_and_dropout_streams(setup, tmp_path, monkeypatch):
+    """Each rank sees other images (the sampler splits one permutation that all ranks share) and must also
+    draw its own augmentations and dropout masks; one process (rank 0) seeds as it always did."""
+    from train.loop import EpochStats
+
+    cfg, _ = setup
+    trainer = make_trainer(cfg, tmp_path / "run", set())
+    augment_seeds, seen = [], []
+    monkeypatch.setattr(trainer.train_ds.transform, "set_seed", augment_seeds.append)
+
+    def one_epoch(*args, **kwargs):
+        seen.append((torch.initial_seed(), augment_seeds[-1]))        # dropout's stream, augmentation's stream
+        return EpochStats(1.0, 1, 0.1)
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", one_epoch)
+
+    class FakeDist:
+        world, main = 2, False
+
+        def __init__(self, rank):
+            self.rank = rank
+
+        def sum(self, values):
+            return values
+
+    for epoch, rank in ((3, 0), (3, 1), (4, 0), (4, 1)):
+        trainer.dist = FakeDist(rank)
+        trainer._train_epoch(epoch)
+    (t0, a0), (t1, a1), (t2, a2), (t3, a3) = seen
+    assert t0 == a0 == cfg.train.seed + 3 and t2 == a2 == cfg.train.seed + 4      # rank 0: unchanged
+    assert len({t0, t1, t2, t3}) == 4 and len({a0, a1, a2, a3}) == 4              # per rank and per epoch
 
 
 def test_other_options_train_too(setup, tmp_path):
@@ -197,6 +354,38 @@ def test_evaluate_tta_and_ensemble(run):
     np.testing.assert_allclose(ens["probs"], (plain["probs"] + single_last["probs"]) / 2, atol=1e-5)
     everything = evaluate(cfg, [best], split="all", show=False)
     assert everything["n"] == len(samples)
+
+
+def test_an_ensemble_is_scored_only_on_people_every_model_held_out(run, tmp_path):
+    """An ensemble of fold models: each other model trained on the first one's validation people, so only
+    the people that every model held out are a fair validation set; none in common is an error."""
+    from train.evaluate import select
+
+    cfg, run_dir, _ = run
+    samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
+    ckpt = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    held = sorted(ckpt["split"]["val_people"])
+    others = sorted({s.person for s in samples} - set(held))
+    assert len(held) >= 2 and others
+
+    def variant(name, people):
+        torch.save({**ckpt, "split": {"val_people": people} if people is not None else {}}, tmp_path / name)
+        return str(tmp_path / name)
+
+    a, b = variant("a.pt", held), variant("b.pt", held[1:] + others[:1])
+    result = evaluate(cfg, [a, b], show=False)
+    assert {k.split("_")[0] for k in result["keys"]} == set(held[1:])
+    assert "2 models" in result["images"]
+    disjoint, bare = variant("c.pt", others), variant("d.pt", None)
+    for models in ([a, disjoint], [disjoint, a]):
+        with pytest.raises(UserError, match="no validation people in common.*--split all"):
+            select(samples, "auto", models)
+    for split in ("auto", "val"):
+        with pytest.raises(UserError, match="d.pt carries no validation split.*--split all"):
+            select(samples, split, [a, bare])
+    assert len(select(samples, "all", [a, disjoint])[0]) == len(samples)
+    assert len(select(samples, "auto", [bare])[0]) == len(samples)      # one model without a split: all images
+    assert {s.person for s in select(samples, "auto", [a])[0]} == set(held)
 
 
 def test_predict_writes_the_submission_in_info_order(run, prepared, tmp_path):

@@ -87,6 +87,37 @@ def test_second_run_skips_and_a_changed_file_is_redone(prepared, tmp_path):
     assert redone.counts["cropped"] == N_GOOD and redone.counts["faces"] < again.counts["faces"]
 
 
+def test_training_commands_keep_the_cache_settings_and_its_eval_rows(prepared, tmp_path):
+    """fit / evaluate / kfold bring the cache up to date (ensure_prepared) with the settings it was made with:
+    they neither re-crop a `prepare --margin 0.3` cache with config.toml's margin nor drop its eval rows."""
+    from train.prepare import ensure_prepared
+
+    data, cache, _ = prepared
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    narrow = prepare(data, copy, with_overrides(Config(), {"crop.margin": 0.3}), show=False)
+    assert narrow.counts["recropped"] == N_GOOD and narrow.counts["eval_images"] == EVAL_COUNT
+    crops = {r["crop"]: (copy / r["crop"]).read_bytes() for r in _manifest(copy)}
+    eval_rows = Cache.read_rows(copy / "eval_manifest.csv")
+    before = json.loads((copy / "report.json").read_text())
+    cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})   # margin 0.6
+    _, samples = ensure_prepared(cfg, data_given=True, show=False)
+    assert len(samples) == N_GOOD and Cache(copy).crop_config().margin == 0.3
+    assert {r["crop"]: (copy / r["crop"]).read_bytes() for r in _manifest(copy)} == crops      # not re-cropped
+    assert Cache.read_rows(copy / "eval_manifest.csv") == eval_rows and len(eval_rows) == EVAL_COUNT
+    after = json.loads((copy / "report.json").read_text())
+    assert after["counts"]["skipped"] == N_GOOD and "recropped" not in after["counts"]
+    for key in ("eval_images", "eval_faces", "eval_centred"):
+        assert after["counts"][key] == before["counts"][key], key
+    assert after["centred"] == before["centred"] and after["problems"] == before["problems"]
+    # prepare --no-eval with the same settings keeps the eval half too; with other settings it is dropped
+    prepare(data, copy, with_overrides(Config(), {"crop.margin": 0.3}), include_eval=False, show=False)
+    assert len(Cache.read_rows(copy / "eval_manifest.csv")) == EVAL_COUNT
+    prepare(data, copy, Config(), include_eval=False, show=False)
+    assert not Cache.read_rows(copy / "eval_manifest.csv")
+    assert "eval_images" not in json.loads((copy / "report.json").read_text())["counts"]
+
+
 def test_a_cache_of_other_data_is_refused(prepared, tmp_path):
     data, cache, _ = prepared
     other = tmp_path / "other"

@@ -20,6 +20,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.errors import UserError
+from train.options import int_at_least
 
 BATCHES = (1, 8)
 TARGET_RATIO = 3.0  # issue 2: ONNX Runtime >= 3x PyTorch eager, default backbone, batch 8, this 2-core machine
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers to FILE (JSON)")
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="time this model (default: [model] arch with random weights)")
-    p.add_argument("--repeats", type=int, default=20, metavar="N", help="timed calls per case (default 20)")
+    p.add_argument("--repeats", type=int_at_least(1), default=20, metavar="N", help="timed calls per case (default 20)")
 
 
 def _timed(fn: Callable[[], Any]) -> float:

@@ -16,14 +16,16 @@ from typing import Any
 import numpy as np
 
 from engines.config import Config
-from train.options import add_data_arguments, add_threads_argument, apply_threads
+from train.options import add_data_arguments, add_threads_argument, apply_threads, int_at_least
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
-    p.add_argument("--max-workers", type=int, default=None, metavar="N", help="try 0..N workers (default: CPUs)")
-    p.add_argument("--batches", type=int, default=20, metavar="N", help="batches timed per setting (after one warm-up)")
-    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+    p.add_argument("--max-workers", type=int_at_least(0), default=None, metavar="N",
+                   help="try 0..N workers (default: CPUs)")
+    p.add_argument("--batches", type=int_at_least(1), default=20, metavar="N",
+                   help="batches timed per setting (after one warm-up)")
+    p.add_argument("--synthetic", type=int_at_least(0), default=0, metavar="N",
                    help="use N synthetic crops even when a cache exists")
     p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
     p.add_argument("--input-height", dest="model.input_height", type=int, metavar="PX")

@@ -16,12 +16,15 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.config import Config, CropConfig
 from engines.errors import UserError
 from engines.fileio import atomic_write_json, atomic_write_text
 from train.layout import COMPETITION_AGE_THRESHOLD
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CACHE_VERSION = 1
 COMMON_FIELDS = ["key", "crop", "found", "score", "x1", "y1", "x2", "y2", "size", "mtime_ns"]
@@ -38,6 +41,16 @@ def settings_of(cfg: Config) -> dict[str, Any]:
 def crop_name(filename: str) -> str:
     """Crop file name for a source file: unique per source (mask1.png and mask1.jpg do not collide)."""
     return filename if filename.lower().endswith(".jpg") else f"{filename}.jpg"
+
+
+def read_crop(path: str | os.PathLike[str]) -> np.ndarray:
+    """A cached crop (BGR uint8), for training and evaluation alike; an unreadable one is a UserError."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f"cached crop {path} cannot be read: run `mask-train prepare --force`")
+    return img
 
 
 @dataclass(frozen=True)

@@ -51,4 +51,5 @@ def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     _, ckpt = load_checkpoint(p)
     if "optimizer" not in ckpt or "epoch" not in ckpt:
         raise UserError(f"{p} holds weights only (no optimizer state, no epoch): it cannot be resumed")
+    ckpt["source"] = str(p)  # for messages; never saved (save_checkpoint writes its own keys)
     return ckpt

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from engines.config import DataConfig
 from engines.errors import UserError
+from train.cache import read_crop
 
 
 class CropDataset(Dataset):
@@ -29,12 +30,7 @@ class CropDataset(Dataset):
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        import cv2
-
-        img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
-        if img is None:
-            raise UserError(f"cached crop {self.paths[i]} cannot be read: run `mask-train prepare --force`")
-        return img
+        return read_crop(self.paths[i])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.transform(self.load(i))), self.targets[i]
@@ -88,6 +84,57 @@ def _seed_worker(worker_id: int) -> None:
         transform.set_seed(seed)
 
 
+def worker_message(exc: BaseException) -> str:
+    """The user's one line inside torch's re-raised worker error ('Caught UserError in DataLoader worker
+    process 0. Original Traceback ...'), whose last line is 'engines.errors.UserError: <the message>'."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    cls = type(exc)
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
+class Loader(DataLoader):
+    """A DataLoader whose workers' user errors (an unreadable cached crop) reach the user as their own one
+    line, as they do with num_workers=0; any other exception from a worker keeps torch's traceback. After
+    either, the workers are ended at once."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except UserError as exc:
+                self._stop_workers(batches)
+                raise _same_kind(exc, worker_message(exc)) from None
+            except Exception:
+                self._stop_workers(batches)
+                raise
+            yield batch
+
+    def _stop_workers(self, batches) -> None:
+        """End the workers now: left to the garbage collector (the exception's traceback keeps the iterator
+        alive), torch's shutdown of a failed iterator waits its 5 s status interval."""
+        stop = getattr(batches, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+        if self._iterator is batches:  # persistent workers: the next epoch starts new ones
+            self._iterator = None
+
+
+def _same_kind(exc: UserError, message: str) -> UserError:
+    try:
+        return type(exc)(message)
+    except TypeError:  # a subclass with another constructor
+        return UserError(message)
+
+
 def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, sampler: Sampler | None = None,
                 device_type: str = "cpu", batch_size: int | None = None,
                 num_workers: int | None = None) -> DataLoader:
@@ -99,7 +146,7 @@ def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, sampler: Samp
     if workers > 0:
         kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor,
                   "worker_init_fn": _seed_worker}
-    return DataLoader(dataset, batch_size=bs, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=cfg.pin_memory and device_type == "cuda",
-                      # a last training batch of one sample would make BatchNorm fail
-                      drop_last=train and n % bs == 1 and n > 1, **kwargs)
+    return Loader(dataset, batch_size=bs, sampler=sampler, shuffle=False, num_workers=workers,
+                  pin_memory=cfg.pin_memory and device_type == "cuda",
+                  # a last training batch of one sample would make BatchNorm fail
+                  drop_last=train and n % bs == 1 and n > 1, **kwargs)

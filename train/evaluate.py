@@ -1,9 +1,10 @@
 """`mask-train evaluate`: macro F1 (18 classes and per task), accuracy and the confusion matrix of one model
 or an ensemble (any model file: .pt, .onnx, .engine), on the prepared training images.
 
-By default a .pt from `fit` is scored on its own validation people (the split travels in the checkpoint);
-`--split all` scores every prepared image (of another data set, say). Truth is the competition's label
-(age >= 60), whatever threshold the model was trained with.
+By default a .pt from `fit` is scored on its own validation people (the split travels in the checkpoint), an
+ensemble on the people that every one of its models held out (none in common, as with kfold's folds, is an
+error: their fair score is kfold's out-of-fold one); `--split all` scores every prepared image (of another
+data set, say). Truth is the competition's label (age >= 60), whatever threshold the model was trained with.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.errors import UserError
+from train.cache import read_crop
 from train.options import add_data_arguments, add_threads_argument, apply_threads
 
 
@@ -23,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model file(s): .pt, .onnx or .engine; several = an ensemble")
     add_data_arguments(p)
     p.add_argument("--split", choices=("auto", "val", "all"), default="auto",
-                   help="auto: the checkpoint's validation people if it carries them, else all images")
+                   help="auto: the validation people of the checkpoint(s) if they carry them (an ensemble: "
+                        "those every model held out), else all images")
     p.add_argument("--tta", action="store_true", help="average over the crop and its mirror image")
     p.add_argument("--report", metavar="DIR", help="where metrics.json and confusion.png go "
                                                    "(default: <model folder>/evaluate-<model name>)")
@@ -42,25 +45,31 @@ def saved_split(path: str | Path) -> list[str] | None:
     return list(people) if people else None
 
 
-def select(samples: Sequence, split: str, model_path: str | Path) -> tuple[list, str]:
-    people = saved_split(model_path) if split in ("auto", "val") else None
-    if split == "val" and people is None:
-        raise UserError(f"{model_path} carries no validation split (only .pt files from `fit` do): use --split all")
-    if people is None:
+def select(samples: Sequence, split: str, models: Sequence[str | Path]) -> tuple[list, str]:
+    """The samples to score and their description. An ensemble is scored on the people that EVERY model held
+    out: the folds of `kfold` each trained on the others' validation people, so one model's split would leak."""
+    if split == "all":
         return list(samples), "all prepared images"
-    chosen = [s for s in samples if s.person in set(people)]
+    splits = [saved_split(m) for m in models]
+    missing = [m for m, people in zip(models, splits) if people is None]
+    if split == "auto" and len(missing) == len(models):
+        return list(samples), "all prepared images"
+    if missing and len(models) == 1:
+        raise UserError(f"{missing[0]} carries no validation split (only .pt files from `fit` do): use --split all")
+    if missing:
+        raise UserError(f"{missing[0]} carries no validation split (only .pt files from `fit` do), so the ensemble has "
+                        f"no people that every model held out: use --split all, or kfold's out-of-fold score "
+                        f"(kfold.json)")
+    people = set.intersection(*(set(p) for p in splits))
+    if not people:
+        raise UserError(f"the {len(models)} models have no validation people in common (each held out other people, "
+                        f"as kfold's folds do): see kfold's out-of-fold score (kfold.json), or use --split all")
+    chosen = [s for s in samples if s.person in people]
     if not chosen:
-        raise UserError(f"none of {model_path}'s validation people are in this cache: use --split all")
-    return chosen, f"validation people of {Path(model_path).name} ({len(people)})"
-
-
-def read_crop(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UserError(f"cached crop {path} cannot be read: run `mask-train prepare --force`")
-    return img
+        raise UserError(f"none of {models[0]}'s validation people are in this cache: use --split all")
+    if len(models) == 1:
+        return chosen, f"validation people of {Path(models[0]).name} ({len(people)})"
+    return chosen, f"validation people that all {len(models)} models held out ({len(people)})"
 
 
 def score_samples(engines: Sequence, samples: Sequence, tta: bool, batch_size: int, show: bool = True) -> np.ndarray:
@@ -87,7 +96,7 @@ def evaluate(cfg: Config, models: Sequence[str], *, split: str = "auto", tta: bo
 
     engines = load_models(models, cfg.engine.device, cfg.engine.threads)
     cache, samples = ensure_prepared(cfg, data_given, show)
-    chosen, what = select(samples, split, models[0])
+    chosen, what = select(samples, split, models)
     for w in geometry_warnings(engines, cache.crop_config()):
         err_console.print(f"[yellow]warning:[/] {w}")
     probs = score_samples(engines, chosen, tta, cfg.data.batch_size, show)

@@ -181,11 +181,6 @@ def default_timing_cache(out: str | os.PathLike[str], cfg: ExportConfig) -> Path
 
 # --- the commands ---------------------------------------------------------------------------------------------
 
-def _absolute(text: str) -> str:
-    """A path given on the command line is relative to the working directory, not to config.toml."""
-    return str(Path(text).expanduser().resolve())
-
-
 def _add_precision_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", dest="export.fp16", action=argparse.BooleanOptionalAction, default=None,
                    help="half precision (default: [export] fp16)")
@@ -210,7 +205,7 @@ def add_arguments_export_trt(p: argparse.ArgumentParser) -> None:
                        help=f"optimisation profile (default: [export] {key})")
     p.add_argument("--workspace-mb", dest="export.workspace_mb", type=int, default=None, metavar="MB",
                    help="builder workspace (default: [export] workspace_mb)")
-    p.add_argument("--timing-cache", dest="export.timing_cache", type=_absolute, default=None, metavar="FILE",
+    p.add_argument("--timing-cache", dest="export.timing_cache", default=None, metavar="FILE",
                    help="TensorRT timing cache, read and updated (default: [export] timing_cache, "
                         "else timing.cache beside --out)")
 

@@ -60,11 +60,21 @@ def resume_target(args: argparse.Namespace, cfg: Config) -> tuple[Config, Path, 
     saved = ckpt.parent / "config.toml"
     if args.config is None and saved.is_file():
         cfg = load_config(saved, overrides_of(args))
-    old_model = state.get("config", {}).get("model")
-    if old_model and old_model != cfg.to_dict()["model"]:
-        raise UserError(f"{ckpt}: [model] differs from the run being resumed ({old_model.get('arch')}, "
-                        f"{old_model.get('input_height')}x{old_model.get('input_width')}); start a new run instead")
+    check_same_run(state, cfg)
     return cfg, Path(args.out) if args.out else ckpt.parent, state
+
+
+def check_same_run(state: dict[str, Any], cfg: Config) -> None:
+    """What a resumed run cannot change: the network ([model]) and the optimizer (its state is per optimizer)."""
+    source, old = state.get("source", "the checkpoint to resume"), state.get("config") or {}
+    old_model = old.get("model")
+    if old_model and old_model != cfg.to_dict()["model"]:
+        raise UserError(f"{source}: [model] differs from the run being resumed ({old_model.get('arch')}, "
+                        f"{old_model.get('input_height')}x{old_model.get('input_width')}); start a new run instead")
+    old_opt = (old.get("train") or {}).get("optimizer")
+    if old_opt and old_opt != cfg.train.optimizer:
+        raise UserError(f"{source}: the run was trained with train.optimizer = {old_opt!r}, not "
+                        f"{cfg.train.optimizer!r}; resume it with {old_opt!r} or start a new run")
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -98,6 +108,8 @@ def fit(cfg: Config, *, run_dir: Path | None = None, state: dict[str, Any] | Non
     from train.trainer import Trainer
 
     dist = dist or Dist(device=_device(cfg))
+    if state is not None:
+        check_same_run(state, cfg)
     cache, samples = load_samples(cfg, dist, data_given, show)
     if state is not None:
         val_people = set(state.get("split", {}).get("val_people", []))

@@ -9,9 +9,6 @@ import numpy as np
 
 from engines.errors import UserError
 
-TTA_VIEWS = ("identity", "hflip")
-
-
 def load_models(paths: Sequence[str | Path], device: str = "auto", threads: int = 0) -> list:
     from engines.backends import load_engine
 

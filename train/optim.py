@@ -1,6 +1,8 @@
 """Optimizer (SGD / AdamW) and epoch-level LR schedule (StepLR / cosine / ReduceLROnPlateau)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -34,6 +36,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.scheduler == "plateau":
         return sched.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.gamma, patience=cfg.plateau_patience)
     return None
+
+
+def stretch_schedule(scheduler, optimizer: torch.optim.Optimizer, epochs: int, start_epoch: int) -> None:
+    """A resumed run given more epochs: a cosine schedule anneals over the new length, continuing at its
+    closed-form rate for `start_epoch` (setting T_max alone leaves a finished run at the floor rate, since
+    CosineAnnealingLR steps recursively from the current rate)."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    scheduler.T_max = epochs
+    cos = (1 + math.cos(math.pi * start_epoch / epochs)) / 2
+    lrs = [scheduler.eta_min + (base - scheduler.eta_min) * cos for base in scheduler.base_lrs]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def step_scheduler(scheduler, val_f1: float | None) -> None:

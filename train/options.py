@@ -8,6 +8,21 @@ from typing import Any
 _BOOL = argparse.BooleanOptionalAction
 
 
+def int_at_least(minimum: int):
+    """An argparse type for a whole number >= minimum: a bad value is argparse's one-line usage error, not a
+    ZeroDivisionError or a ValueError deep inside the command."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", dest="data.data_dir", metavar="DIR", help="competition folder (train/, eval/)")
     p.add_argument("--cache", dest="data.cache_dir", metavar="CACHE", help="crop cache made by `prepare`")
@@ -52,8 +67,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The 'section.key' flags the user gave (argparse leaves the others None)."""
-    return {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    """The 'section.key' flags the user gave (argparse leaves the others None), paths made absolute against
+    the working directory, exactly as engines.config.config_from_args reads them."""
+    from engines.config import cli_overrides
+
+    return cli_overrides(args)
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

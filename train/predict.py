@@ -17,8 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from engines.config import Config
-from train.options import add_threads_argument, apply_threads
+from engines.errors import UserError
 from engines.fileio import atomic_write_text
+from train.options import add_threads_argument, apply_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,18 +68,16 @@ class Cropper:
         return (face.box, True) if face is not None else (None, False)
 
     def crops(self, image_id: str, path: Path, img: np.ndarray, geoms: Sequence) -> list[np.ndarray]:
-        from engines.faces import center_box, crop_face, crop_region
+        from train.prepare import face_or_centre_crop
 
         box, found = self.box(image_id, path, img)
-        if found:
-            return [crop_face(img, box, g) for g in geoms]
-        return [crop_region(img, center_box(img.shape, g), g) for g in geoms]
+        return [face_or_centre_crop(img, box, found, g)[0] for g in geoms]
 
 
 def predict(cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: bool = False,
             show: bool = True) -> tuple[Any, np.ndarray, list[str]]:
     """(eval scan, probabilities [N, 18] in info.csv's order, names of unreadable images)."""
-    from train.inference import load_models, model_probs
+    from train.inference import ensemble_probs, load_models
     from train.layout import scan_eval
     from train.prepare import read_image
     from train.progress import task
@@ -102,7 +101,7 @@ def predict(cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: b
                     lst.append(crop)
                 rows.append(start + j)
             if rows:
-                probs[rows] = np.mean([model_probs(e, c, tta, bs) for e, c in zip(engines, per_model)], axis=0)
+                probs[rows] = ensemble_probs(engines, per_model, tta, bs)
             t.advance(len(chunk))
     return scan, fill_missing(probs), bad
 
@@ -119,7 +118,8 @@ def submission_csv(scan, probs: np.ndarray) -> str:
     """info.csv's columns and row order, `ans` filled in."""
     fields = scan.fieldnames if "ans" in scan.fieldnames else [*scan.fieldnames, "ans"]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    # extrasaction="ignore": a row with more fields than info.csv's header has them under the key None
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row, p in zip(scan.rows, probs):
         writer.writerow({**row, "ans": int(np.argmax(p))})
@@ -127,15 +127,24 @@ def submission_csv(scan, probs: np.ndarray) -> str:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    apply_threads(cfg)
     from train.progress import console, err_console
+    from train.runfiles import check_output_file
 
-    scan, probs, bad = predict(cfg, args.checkpoint, args.eval or cfg.resolve(cfg.data.data_dir), tta=args.tta)
-    atomic_write_text(args.out, submission_csv(scan, probs))
+    check_output_file(args.out, "--out")
     if args.probs:
-        from engines.fileio import atomic_path
-        with atomic_path(args.probs) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, probs)
+        check_output_file(args.probs, "--probs")
+    apply_threads(cfg)
+    scan, probs, bad = predict(cfg, args.checkpoint, args.eval or cfg.resolve(cfg.data.data_dir), tta=args.tta)
+    target = args.out
+    try:
+        atomic_write_text(args.out, submission_csv(scan, probs))
+        if args.probs:
+            from engines.fileio import atomic_path
+            target = args.probs
+            with atomic_path(args.probs) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, probs)
+    except OSError as exc:  # e.g. a full disk: the file that was there is left as it was
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
     if bad:
         err_console.print(f"[yellow]warning:[/] {len(bad)} image(s) could not be read and got the most frequent "
                           f"class: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")

@@ -9,16 +9,17 @@ A second run reuses every crop whose source file is unchanged (size and mtime) a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from engines.config import Config, CropConfig
+from engines.config import Config, CropConfig, DetectorConfig, section_from_dict
 from engines.errors import UserError
 from train.cache import EVAL_FIELDS, TRAIN_FIELDS, Cache, crop_name, settings_of
 from train.layout import Problem, scan_eval, scan_train
@@ -99,18 +100,24 @@ def write_crop(path: Path, crop: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def crop_batch(images: list[np.ndarray], detector, geom: CropConfig) -> list[tuple[np.ndarray, tuple, float, bool]]:
-    """Images -> (crop, box, score, found) each; the box is the face box, or the centred region."""
+def face_or_centre_crop(img: np.ndarray, box, found: bool, geom: CropConfig) -> tuple[np.ndarray, tuple]:
+    """THE crop of one image (training cache, recrop, predict): around the face box when a face was found,
+    else the centred 3:4 region. Returns (crop, the box it was cut from: the face box or that region)."""
     from engines.faces import center_box, crop_face, crop_region
 
+    if found:
+        return crop_face(img, box, geom), tuple(box)
+    region = center_box(img.shape, geom)
+    return crop_region(img, region, geom), tuple(region)
+
+
+def crop_batch(images: list[np.ndarray], detector, geom: CropConfig) -> list[tuple[np.ndarray, tuple, float, bool]]:
+    """Images -> (crop, box, score, found) each; the box is the face box, or the centred region."""
     out = []
     for img, faces in zip(images, detector.detect_batch(images)):
         face = pick_face(faces)
-        if face is not None:
-            out.append((crop_face(img, face.box, geom), face.box, face.score, True))
-        else:
-            region = center_box(img.shape, geom)
-            out.append((crop_region(img, region, geom), region, 0.0, False))
+        crop, box = face_or_centre_crop(img, face.box if face else None, face is not None, geom)
+        out.append((crop, box, face.score if face else 0.0, face is not None))
     return out
 
 
@@ -140,18 +147,15 @@ def is_current(row: dict[str, str] | None, job: Job, cache: Cache) -> bool:
 def recrop(jobs: list[Job], old: dict[str, dict], cache: Cache, geom: CropConfig, report: PrepareReport,
            tick: Callable[[int], None], flush: Callable[[dict], None], prefix: str) -> dict:
     """Only the crop geometry changed: crop again from the stored boxes, without running MTCNN again."""
-    from engines.faces import center_box, crop_face, crop_region
-
     rows = {}
     for job in jobs:
         row = old.get(job.key)
         img = read_image(job.src) if source_unchanged(row, job) else None
         if img is None:
             continue
-        box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
         found = str(row["found"]) == "1"
-        region = center_box(img.shape, geom)
-        write_crop(cache.root / job.crop_rel, crop_face(img, box, geom) if found else crop_region(img, region, geom))
+        crop, region = face_or_centre_crop(img, tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")), found, geom)
+        write_crop(cache.root / job.crop_rel, crop)
         if not found:
             row = {**row, **dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in region)))}
         rows[job.key] = {**row, "crop": job.crop_rel}
@@ -279,20 +283,50 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
         report.problems += escan.problems
         _run_half("eval", eval_jobs(escan), old[cache.eval_manifest_path], cache.eval_manifest_path, EVAL_FIELDS,
                   cache, detector, cfg, report, mode, show)
+    elif mode == "reuse":  # eval/ skipped this time: its rows (kept in the manifest) keep their report entries
+        keep_eval_entries(cache, report)
     for kind, n in Counter(p.kind for p in report.problems).items():
         report.counts[kind] = n
     atomic_write_json(cache.report_path, report.to_dict(data_dir))
     return report
 
 
+EVAL_STATE = ("eval_images", "eval_faces", "eval_centred")
+
+
+def keep_eval_entries(cache: Cache, report: PrepareReport) -> None:
+    """The previous report's eval counts, centred list and problems, for a run that left eval/ alone."""
+    try:
+        old = json.loads(cache.report_path.read_text())
+    except (OSError, ValueError):
+        return
+    report.counts.update({k: v for k, v in (old.get("counts") or {}).items() if k in EVAL_STATE})
+    report.centred += [c for c in old.get("centred") or [] if c.startswith("eval/")]
+    report.problems += [Problem(str(p.get("kind")), str(p.get("path")), str(p.get("detail", "")))
+                        for p in old.get("problems") or [] if str(p.get("path", "")).startswith("eval/")]
+
+
+def cache_settings(cfg: Config, cache: Cache) -> Config:
+    """cfg with the crop geometry and detector settings the cache was made with (cfg's own for a new cache):
+    a training command must not re-crop a `prepare --margin 0.3` cache with config.toml's margin."""
+    settings = (cache.info() or {}).get("settings") or {}
+    try:
+        crop = section_from_dict(CropConfig, settings["crop"], f"{cache.info_path}: crop")
+        detector = section_from_dict(DetectorConfig, settings["detector"], f"{cache.info_path}: detector")
+    except (KeyError, TypeError, UserError):  # no cache yet, or one from another version: prepare redoes it
+        return cfg
+    return replace(cfg, crop=crop, detector=detector)
+
+
 def ensure_prepared(cfg: Config, data_given: bool = True, show: bool = True):
     """(Cache, samples) ready for training or evaluation. The cache is brought up to date from the data
-    folder (fast when done); without --data and with no data folder at the configured place, an already
-    prepared cache is used as it is (the competition data may have been moved away after `prepare`)."""
+    folder (fast when done: only new or changed images are cropped, with the cache's own settings); without
+    --data and with no data folder at the configured place, an already prepared cache is used as it is (the
+    competition data may have been moved away after `prepare`)."""
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
     data_dir = cfg.resolve(cfg.data.data_dir)
     if data_given or data_dir.exists() or not cache.manifest_path.is_file():
-        prepare(data_dir, cache.root, cfg, include_eval=False, show=show)
+        prepare(data_dir, cache.root, cache_settings(cfg, cache), include_eval=False, show=show)
     return cache, cache.samples()
 
 

@@ -49,11 +49,22 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
+    """Refuse an output file that cannot be written, before the long work that produces it (atomic writes
+    make missing folders, so only a folder in the way or a file where a folder should be is an error)."""
+    from engines.errors import UserError
+
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {p} is a folder: give a file name")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {p}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {p}: no permission to write in {parent}")
+    return p
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

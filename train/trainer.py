@@ -13,6 +13,7 @@ import torch
 
 from engines.config import Config
 from engines.contract import ModelMeta
+from engines.errors import UserError
 from engines.labels import class_names
 from train import checkpoint as ckpt_io
 from train.augment import EvalTransform, TrainTransform
@@ -23,7 +24,7 @@ from train.layout import COMPETITION_AGE_THRESHOLD
 from train.loop import make_scaler, predict_loader, train_one_epoch
 from train.losses import build_loss
 from train.metrics import headline, summarize
-from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler, stretch_schedule
 from train.runfiles import save_npz, write_config, write_json, write_metrics
 
 
@@ -33,6 +34,15 @@ class FitResult:
     epochs_done: int
     best: dict[str, Any]
     history: list[dict[str, Any]]
+
+
+RANK_SEED_STRIDE = 1_000_003  # > any epoch count: (epoch, rank) pairs never share a seed
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one rank's augmentation and dropout streams in one epoch (rank 0: seed + epoch, as a single
+    process always had). DDP ranks must not draw the same augmentations and dropout masks."""
+    return seed + epoch + rank * RANK_SEED_STRIDE
 
 
 def seed_everything(seed: int) -> None:
@@ -51,7 +61,6 @@ class Trainer:
         self.train_samples = [s for s in samples if s.person not in val_people]
         self.val_samples = [s for s in samples if s.person in val_people]
         if not self.train_samples:
-            from engines.errors import UserError
             raise UserError("no training images left after the validation split; lower data.val_fraction")
         seed_everything(cfg.train.seed)
         self._build_data()
@@ -95,15 +104,27 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------------------------
     def restore(self, state: dict[str, Any]) -> None:
-        ckpt_io.bare(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-            if hasattr(self.scheduler, "T_max"):  # a run extended with --epochs anneals over its new length
-                self.scheduler.T_max = self.cfg.train.epochs
-        if self.amp and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        """Weights, optimizer, schedule and scaler of a checkpoint; one that does not fit is a UserError."""
+        source = state.get("source", "the checkpoint to resume")
+        try:
+            ckpt_io.bare(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            if self.amp and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"{source}: cannot resume from it, its model or optimizer state does not fit this run "
+                            f"({type(exc).__name__}: {detail})") from None
+        for group in self.optimizer.param_groups:  # another optimizer's groups load, then fail at the first step
+            missing = sorted(set(self.optimizer.defaults) - set(group))
+            if missing:
+                raise UserError(f"{source}: cannot resume from it, its optimizer state was made by another "
+                                f"optimizer (no {', '.join(missing)}); start a new run")
         self.start_epoch = int(state["epoch"])
+        # a run extended with --epochs anneals over its new length
+        stretch_schedule(self.scheduler, self.optimizer, self.cfg.train.epochs, self.start_epoch)
         self.history = [h for h in state.get("metrics", []) if h.get("epoch", 0) <= self.start_epoch]
         self.best = dict(state.get("best") or self.best)
 
@@ -112,8 +133,10 @@ class Trainer:
         from train.progress import task
 
         self.sampler.set_epoch(epoch)
-        torch.manual_seed(self.cfg.train.seed + epoch)  # DataLoader workers derive their seeds from this
-        self.train_ds.transform.set_seed(self.cfg.train.seed + epoch)
+        # DataLoader workers derive their seeds from torch's; the sampler keeps seed + epoch, shared by the ranks
+        seed = epoch_seed(self.cfg.train.seed, epoch, self.dist.rank)
+        torch.manual_seed(seed)
+        self.train_ds.transform.set_seed(seed)
         total = len(self.train_loader)
         with task(f"epoch {epoch + 1}/{self.cfg.train.epochs}", total, self.show) as t:
             stats = train_one_epoch(self.model, self.train_loader, self.loss_fn, self.optimizer, device=self.device,
@@ -152,6 +175,7 @@ class Trainer:
         m = self.cfg.model
         data = Path((self.cache.info() or {}).get("data_dir", "")).name
         info = {"epoch": epoch, "run": self.run_dir.name, "data": data, "written_by_rank": self.dist.rank,
+                "ddp": self.ddp_info(),
                 "train_images": len(self.train_samples), "val_images": len(self.val_samples),
                 "val_people": len(self.val_people),
                 "seconds_per_epoch": row.get("seconds") if row else None, **extra}
@@ -162,16 +186,23 @@ class Trainer:
                          mean=tuple(m.mean), std=tuple(m.std), crop=self.cache.crop_config(),
                          age_old_threshold=self.cfg.data.age_old_threshold, extra=info)
 
-    def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> None:
+    def ddp_info(self) -> dict[str, Any] | None:
+        """How the model was trained across processes (None: one process, no DistributedDataParallel)."""
+        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            return None
+        return {"backend": self.dist.backend, "world_size": self.dist.world}
+
+    def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, *, best: dict[str, Any] | None = None,
+             **extra: Any) -> None:
         ckpt_io.save_checkpoint(self.run_dir / name, meta=self.meta(epoch, row, **extra), model=self.model,
                                 optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, epoch=epoch,
-                                config=self.cfg.to_dict(), metrics=self.history, best=self.best,
+                                config=self.cfg.to_dict(), metrics=self.history, best=best or self.best,
                                 split={"val_people": self.val_people})
 
-    def _write_best(self, epoch: int, row: dict[str, Any], val) -> None:
+    def _write_best(self, epoch: int, row: dict[str, Any], val, best: dict[str, Any]) -> None:
         from train.plots import confusion_image, save_png
 
-        self.save("best.pt", epoch + 1, row)
+        self.save("best.pt", epoch + 1, row, best=best)
         if val is None:
             return
         m = summarize(val[0], self.val_targets)
@@ -212,12 +243,13 @@ class Trainer:
         loss = row.get("val_loss", train_loss)
         step_scheduler(self.scheduler, row.get("val_f1"))
         improved = self._improves(score, loss)
-        if improved:
-            self.best.update(score=score, loss=loss, epoch=epoch + 1)
+        best = {**self.best, "score": score, "loss": loss, "epoch": epoch + 1} if improved else self.best
         if self.dist.main:
             write_metrics(self.run_dir, self.history)
             if improved:
-                self._write_best(epoch, row, val)
+                self._write_best(epoch, row, val, best)
+        self.best = best  # only now: a Ctrl-C while best.pt is written must not record it as written
+        if self.dist.main:
             self.save("last.pt", epoch + 1, row)
             console.print(epoch_line(row, self.cfg.train.epochs, improved))
         self.dist.barrier()

@@ -6,6 +6,7 @@ export TORCH_HOME ?= $(if $(wildcard ../shared/weights/torch-hub),$(abspath ../s
 export NO_ALBUMENTATIONS_UPDATE = 1
 
 # The demo model's recipe (see samples/MODEL_CARD.md): 200 synthetic people from the 5 bundled photos.
+DEMO_OUT ?= samples/demo_model.onnx
 SYNTH_ARGS = --faces samples/faces --variants 40 --seed 0
 FIT_ARGS = --epochs 6 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --weighted-sampler --seed 42
 
@@ -23,7 +24,7 @@ demo-model:
 	$(PY) -m train prepare --data $(BUILD)/synth --out $(BUILD)/cache
 	$(PY) -m train fit --data $(BUILD)/synth --cache $(BUILD)/cache --out $(BUILD)/run $(FIT_ARGS)
 	$(PY) -m train evaluate --checkpoint $(BUILD)/run/best.pt --data $(BUILD)/synth --cache $(BUILD)/cache
-	$(PY) -m train export-onnx --checkpoint $(BUILD)/run/best.pt --out samples/demo_model.onnx
+	$(PY) -m train export-onnx --checkpoint $(BUILD)/run/best.pt --out $(DEMO_OUT)
 
 ## The model card's honest check: train without obama3.jpg, evaluate on 40 synthetic people made from it.
 demo-holdout:

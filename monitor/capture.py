@@ -115,6 +115,7 @@ class Capture:
         self._status_log: deque[str] = deque(maxlen=32)   # changes not yet taken by status_changes()
         self.error: BaseException | None = None
         self._device: Device | None = None
+        self._first: tuple[bool, Any] | None = None   # a file's first read, done in start() (see there)
         self._stop = threading.Event()
         self._ended = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -143,6 +144,13 @@ class Capture:
     # --- consumer side ------------------------------------------------------------------------------------
     def start(self) -> "Capture":
         self._device = self._open()
+        if self._device is not None and not self.spec.live:
+            # OpenCV "opens" many non-video files and then reads nothing: such a file is an error, not an
+            # empty run
+            self._first = _safe_read(self._device)
+            if not self._first[0]:
+                _safe_release(self._device)
+                self._device = None
         if self._device is None:
             raise _open_error(self.spec)
         fps = _safe_get(self._device, _FPS_PROP)
@@ -225,10 +233,7 @@ class Capture:
         index = 0
         while not self._stop.is_set():
             t = time.perf_counter()
-            try:
-                ok, image = self._device.read()
-            except Exception:
-                ok, image = False, None
+            (ok, image), self._first = self._first or _safe_read(self._device), None
             if not ok:
                 if self.spec.live and self._reconnect():
                     continue
@@ -298,6 +303,13 @@ class Capture:
                 self.status = "live (reconnected)"
                 return True
         return False
+
+
+def _safe_read(dev: Device) -> tuple[bool, Any]:
+    try:
+        return dev.read()
+    except Exception:   # a driver that throws is a frame that did not come
+        return False, None
 
 
 def _safe_get(dev: Device, prop: int) -> float:

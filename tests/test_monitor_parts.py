@@ -234,6 +234,17 @@ def test_a_camera_that_will_not_open_is_one_clear_error():
         Capture(SourceSpec("url", "rtsp://x"), opener=broken).start()
 
 
+def test_a_file_that_opens_but_gives_no_frame_is_not_a_video(tmp_path):
+    empty = FakeCamera(numbered_frames(1), fail_after=0)   # what OpenCV does with many non-video files
+    with pytest.raises(UserError, match="video notes.txt cannot be read"):
+        Capture(SourceSpec("video", "notes.txt"), opener=Opener([empty])).start()
+    assert empty.released
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a video")
+    with pytest.raises(UserError, match=f"video {text} cannot be read"):
+        Capture(SourceSpec("video", str(text))).start()   # the real OpenCV opener
+
+
 # --- pipeline faults ------------------------------------------------------------------------------------------
 
 class NoFaces:

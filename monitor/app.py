@@ -78,11 +78,17 @@ class _Outputs:
         self.out, self.err = out, err
         self.live = live
         self.timer = timer
-        self.events = EventLog(options.events) if options.events else None
-        self.recorder = Recorder(options.record, fps) if options.record else None
-        self.saver = FaceSaver(options.save_faces) if options.save_faces else None
-        self.queue: queue.Queue = queue.Queue(maxsize=16)
         self.error: BaseException | None = None
+        self.events: EventLog | None = None
+        self.recorder: Recorder | None = None
+        try:
+            self.events = EventLog(options.events) if options.events else None
+            self.recorder = Recorder(options.record, fps) if options.record else None
+            self.saver = FaceSaver(options.save_faces) if options.save_faces else None
+        except BaseException:
+            self._close_files()   # what was opened before the one that failed leaves no temp file behind
+            raise
+        self.queue: queue.Queue = queue.Queue(maxsize=16)
         self._thread = threading.Thread(target=self._run, name="outputs", daemon=True)
         self._thread.start()
 
@@ -101,9 +107,18 @@ class _Outputs:
         with contextlib.suppress(OutputStopped):
             self.put(None)
         self._thread.join()
-        for f in (self.events, self.recorder):
-            if f is not None:
+        self._close_files()
+
+    def _close_files(self) -> None:
+        """Close every file, each on its own: a full disk under the events log must not cost the video.
+        The first failure becomes self.error (reported as one line by failure())."""
+        for f in (self.recorder, self.events):
+            if f is None:
+                continue
+            try:
                 f.close()
+            except OSError as exc:
+                self.error = self.error or exc
 
     def failure(self) -> BaseException | None:
         """What stopped the output thread, as the user should see it (one line where it is their file)."""

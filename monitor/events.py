@@ -5,6 +5,7 @@ from the start of a video file, Unix time for a camera or stream.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -56,15 +57,23 @@ class EventLog:
 
     def write(self, event: Event) -> None:
         if self._fh is not None:
-            self._fh.write(json.dumps(event.to_dict()) + "\n")
-            self._fh.flush()
+            try:
+                self._fh.write(json.dumps(event.to_dict()) + "\n")
+                self._fh.flush()
+            except OSError as exc:   # a full disk: the run stops with this line (its file named)
+                raise UserError(f"events file {self.path}: cannot write ({exc.strerror or exc})") from None
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+        """Flush, sync and close; the handle is closed even when the disk refuses the last flush."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            with contextlib.suppress(OSError):   # a second failure of the same flush adds nothing
+                fh.close()
 
 
 def check_record_path(path: str | os.PathLike[str]) -> Path:
@@ -97,7 +106,10 @@ class Recorder:
         self.fps = fps
         self.frames = 0
         self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
+        try:
+            self._tmp = self._ctx.__enter__()
+        except OSError as exc:   # a folder we may not write in
+            raise UserError(f"--record {self.path}: cannot write ({exc.strerror})") from None
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -443,6 +444,47 @@ def test_a_failing_output_stops_the_run_with_one_line_and_never_hangs():
     assert not th.is_alive(), "run() hung after the output thread died"
     assert isinstance(box.get("error"), UserError)
     assert "writing the outputs events.jsonl failed: No space left on device" in str(box["error"])
+
+
+class _OneFace:
+    """The same face in every frame: the run flags it (ScriptedEngine says no mask), so events are written."""
+
+    def detect(self, frame, **kw):
+        return [Face((40.0, 30.0, 100.0, 110.0), 0.99)]
+
+    def detect_region(self, frame, region, **kw):
+        return self.detect(frame)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_under_the_events_log_is_one_line_and_keeps_the_video(tmp_path):
+    import io
+
+    from engines.config import Config
+    from monitor.app import Monitor, Options
+    from tests.monitor_fakes import ScriptedEngine
+
+    video = tmp_path / "out.mp4"
+    frames = [np.full((120, 160, 3), 90, np.uint8)] * 60
+    mon = Monitor(Config(), SourceSpec("video", "x.mp4"), ScriptedEngine([2]), _OneFace(),
+                  Options(headless=True, events=Path("/dev/full"), record=video),
+                  opener=Opener([FakeCamera(frames, fail_after=60)]), out=io.StringIO(), err=io.StringIO())
+    with pytest.raises(UserError, match=r"events file /dev/full: cannot write \(No space left on device\)"):
+        mon.run()
+    assert video.is_file() and video.stat().st_size > 0        # the recording is complete, renamed into place
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]   # no temp file left
+
+
+def test_a_record_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    from engines import fileio
+    from monitor import events
+
+    def refuse(*a, **k):   # what mkstemp does in a folder this user may not write in
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
+    with pytest.raises(UserError, match=r"--record .*rec.mp4: cannot write \(Permission denied\)"):
+        events.Recorder(tmp_path / "rec.mp4", 25.0)
 
 
 def test_a_recorder_that_cannot_open_leaves_no_empty_file(tmp_path, monkeypatch):

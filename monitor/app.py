@@ -31,7 +31,9 @@ from monitor.ui import Dashboard, LiveScreen, Tally, flag_line, summary_text
 
 
 def configure_threads(cfg: Config) -> None:
-    """PyTorch's CPU threads for MTCNN (process-wide): see monitor.torch_threads in config.toml."""
+    """PyTorch's CPU threads for MTCNN (process-wide): see monitor.torch_threads in config.toml. Call it
+    before the classifier loads: a `.pt` classifier on the CPU then sets its own `engine.threads` on top
+    (PyTorch has one thread count per process, so that setting wins for MTCNN too)."""
     if cfg.monitor.torch_threads > 0:
         import torch
 
@@ -189,7 +191,6 @@ class Monitor:
         self._stop.set()
 
     def run(self) -> RunReport:
-        configure_threads(self.cfg)
         self.pipeline.warm_up()
         outputs = None
         self.capture.start()   # a source that will not open: one UserError, nothing else started

@@ -120,8 +120,7 @@ def _source(args: argparse.Namespace):
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     from engines.faces import FaceDetector
-    from monitor.app import Monitor, Options
-
+    from monitor.app import Monitor, Options, configure_threads
     from monitor.events import check_outputs
 
     spec = _source(args)
@@ -133,6 +132,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
                       record=Path(args.record) if args.record else None,
                       max_frames=args.max_frames, duration=args.duration)
     check_outputs(options.events, options.record, options.save_faces)
+    configure_threads(cfg)   # before the classifier, as `mask-monitor bench` does (see there)
     engine = load_classifier(args, cfg)
     monitor = Monitor(cfg, spec, engine, FaceDetector(cfg.detector), options)
     if args.headless:

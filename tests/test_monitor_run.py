@@ -315,6 +315,21 @@ def test_cli_errors_are_one_clear_line(capsys, tmp_path, onnx_model):
     assert "camera 97 cannot be opened" in cli_error(capsys, "--camera", "97", "--engine", str(onnx_model))
 
 
+def test_threads_flag_sets_a_pt_classifier_threads_after_the_monitor_default(capsys, tiny_checkpoint):
+    """monitor.torch_threads (1) is applied first, then the .pt engine's --threads: the flag is not undone."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(["--video", str(CARPHONE), "--engine", str(tiny_checkpoint), "--device", "cpu", "--threads", "2",
+                  "--headless", "--max-frames", "3"])
+        assert exc.value.code == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def other_labels(onnx_model: Path, tmp_path: Path) -> Path:
     import onnx
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from engines.config import CropConfig, DetectorConfig
+from engines.device import resolve_device
 from engines.errors import UserError
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
@@ -101,15 +102,6 @@ def crop_face(image: np.ndarray, box: Box, geom: CropConfig = CropConfig()) -> n
 
 # --- the detector -------------------------------------------------------------------------------------------
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("detector.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-    return device
-
 
 class FaceDetector:
     """MTCNN behind `detect(frame) -> [Face]`, tuned by DetectorConfig.
@@ -131,7 +123,7 @@ class FaceDetector:
                 raise UserError(f"facenet-pytorch is not installed ({exc}); pip install facenet-pytorch==2.5.3")
             import torch
 
-            device = _resolve_device(self.cfg.device)
+            device = resolve_device(self.cfg.device, "detector.device")
             # channels_last: PyTorch's CPU max-pooling is several times faster in it (MTCNN 1.4-1.7x overall)
             nets = tuple(net().to(device).eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet))
             self._nets = (nets, device)

@@ -59,7 +59,6 @@ class RunReport:
     wall_s: float
     dropped: int
     reconnects: int
-    interrupted: bool
     summary: str
     recorded: int = 0
     signal: int | None = None     # the signal that stopped the run (SIGINT, SIGTERM), if one did
@@ -208,7 +207,6 @@ class Monitor:
                     interrupted = True
                 except OutputStopped:
                     pass  # its error is raised below, after the shutdown
-                interrupted = interrupted or self._signal is not None
         finally:
             self.capture.stop()
             if outputs is not None:
@@ -223,7 +221,7 @@ class Monitor:
         summary = summary_text(self.dashboard.tally, self.spec.describe(), wall, self.spec.live, self.capture.dropped,
                                self.pipeline.faults)
         return RunReport(self.dashboard.tally, self.pipeline.seq + 1, wall, self.capture.dropped,
-                         self.capture.reconnects, interrupted, summary,
+                         self.capture.reconnects, summary,
                          outputs.recorder.frames if outputs.recorder else 0,
                          self._signal if self._signal is not None else (signal.SIGINT if interrupted else None))
 

@@ -110,7 +110,6 @@ class Capture:
         self._next_delay = reconnect_initial_s
         self._reopened = False
         self._good_reads = 0
-        self.frames_read = 0
         self._status = "starting"
         self._status_log: deque[str] = deque(maxlen=32)   # changes not yet taken by status_changes()
         self.error: BaseException | None = None
@@ -241,7 +240,6 @@ class Capture:
                     self.status = "ended"
                 return
             self.timer.add("capture", (time.perf_counter() - t) * 1000.0)
-            self.frames_read += 1
             self._count_good_read()
             when = time.time() if self.spec.live else index / self.fps
             frame = Frame(index, when, image)

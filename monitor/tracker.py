@@ -49,7 +49,6 @@ class Track:
     hits: int = 1
     fresh: bool = True                # confirmed by a detection on the current frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
-    landmarks: np.ndarray | None = None
 
     def missed(self, seq: int) -> int:
         return seq - self.last_seq
@@ -111,14 +110,13 @@ class Tracker:
         track.box = track.detected_box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
         track.last_seq, track.fresh = seq, True
         track.hits += 1
-        track.landmarks = face.landmarks
 
     def start(self, face: Face, seq: int) -> Track | None:
         """A new track for an unmatched face, unless it is a duplicate of a track already there."""
         if any(iou(t.box, face.box) > 0.5 for t in self.tracks):
             return None
         box = tuple(float(v) for v in face.box)
-        t = Track(self._next_id, box, seq, seq, detected_box=box, landmarks=face.landmarks)  # type: ignore[arg-type]
+        t = Track(self._next_id, box, seq, seq, detected_box=box)  # type: ignore[arg-type]
         self._next_id += 1
         self.tracks.append(t)
         return t

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engines.errors import UserError
+from engines.device import resolve_device
 
 
 @dataclass
@@ -79,10 +79,9 @@ class Dist:
             dist.destroy_process_group()
 
 
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    if pref == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-    if pref in ("auto", "cuda") and torch.cuda.is_available():
+def rank_device(pref: str, local_rank: int = 0) -> torch.device:
+    """This rank's device: its own GPU when training runs on CUDA."""
+    if resolve_device(pref, "train.device") == "cuda":
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
@@ -91,7 +90,7 @@ def setup(device_pref: str = "auto") -> Dist:
     """A Dist for this process: the torchrun group when launched by torchrun, else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_pref, local_rank)
+    device = rank_device(device_pref, local_rank)
     if world <= 1:
         return Dist(device=device)
     backend = "nccl" if device.type == "cuda" else "gloo"

@@ -125,8 +125,8 @@ def fit(cfg: Config, *, run_dir: Path | None = None, state: dict[str, Any] | Non
 
 
 def _device(cfg: Config):
-    from train.distributed import resolve_device
-    return resolve_device(cfg.train.device)
+    from train.distributed import rank_device
+    return rank_device(cfg.train.device)
 
 
 def print_summary(result) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from engines.backends import Engine
 from engines.contract import ModelFileError, ModelMeta
+from engines.device import resolve_device
 from engines.models import InferenceModel, create_model
 
 CKPT_META = "meta"
@@ -53,10 +54,7 @@ class TorchEngine(Engine):
     def __init__(self, path: Path, device: str = "auto", threads: int = 0) -> None:
         meta, ckpt = load_checkpoint(path)
         super().__init__(path, meta)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ModelFileError(f"{path}: device 'cuda' was asked for but no CUDA device is available; use cpu")
+        device = resolve_device(device, "engine.device")
         if threads and device == "cpu":
             torch.set_num_threads(threads)
         self.device = torch.device(device)

@@ -1,0 +1,15 @@
+"""Where PyTorch work runs: one rule for the detector, the .pt classifier and training."""
+from __future__ import annotations
+
+from engines.errors import UserError
+
+
+def resolve_device(pref: str, setting: str) -> str:
+    """'auto' takes CUDA when there is one; an explicit 'cuda' without one is a one-line error naming the
+    setting it came from (`setting`, e.g. "detector.device")."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if pref == "cuda" and not cuda:
+        raise UserError(f"{setting} = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return "cuda" if pref in ("auto", "cuda") and cuda else "cpu"

@@ -54,6 +54,21 @@ def format_for(path: str | os.PathLike[str]) -> ModelFormat:
     return FORMATS[suffix]
 
 
+# JSON types of ModelMeta's scalar fields: a file with "input_height": "256" is refused when it loads, not
+# once per frame later
+_FIELD_TYPES: dict[str, type] = {"arch": str, "head": str, "input_height": int, "input_width": int,
+                                 "age_old_threshold": int, "created": str, "source_sha256": str,
+                                 "precision": str, "extra": dict, "version": int}
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):   # JSON true is not a number
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     arch: str
@@ -90,7 +105,14 @@ class ModelMeta:
             known = {f.name for f in fields(cls)}
             kw = {k: v for k, v in d.items() if k in known}
             kw["crop"] = section_from_dict(CropConfig, d.get("crop", {}), f"{source}: crop")
-            kw["mean"], kw["std"] = tuple(d["mean"]), tuple(d["std"])
+            for name, kind in _FIELD_TYPES.items():
+                if name in kw and not _is(kw[name], kind):
+                    raise TypeError(f"{name} = {kw[name]!r} is not {kind.__name__}")
+            for name in ("mean", "std"):
+                v = d[name]
+                if not (isinstance(v, list) and len(v) == 3 and all(_is(x, float) for x in v)):
+                    raise TypeError(f"{name} = {v!r} is not 3 numbers")
+                kw[name] = tuple(float(x) for x in v)
             kw["labels"] = tuple(d["labels"])
             meta = cls(**kw)
         except ConfigError as exc:

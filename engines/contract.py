@@ -7,13 +7,14 @@ the `.pt` checkpoint dict, the `.onnx` metadata_props, a header before the Tenso
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from engines.config import ConfigError, CropConfig, section_from_dict
 from engines.errors import UserError
@@ -154,16 +155,23 @@ def pack_engine(meta: ModelMeta, plan: bytes) -> bytes:
 
 
 def unpack_engine(data: bytes, source: str = "engine file") -> tuple[ModelMeta, bytes]:
+    fh = io.BytesIO(data)
+    meta = _read_header(fh, source)
+    return meta, data[fh.tell():]
+
+
+def _read_header(fh: BinaryIO, source: str) -> ModelMeta:
+    """The metadata at the start of an engine file; `fh` is left at the plan."""
     n = len(TRT_MAGIC)
-    if data[:n] != TRT_MAGIC or len(data) < n + 4:
+    head = fh.read(n + 4)
+    if len(head) < n + 4 or head[:n] != TRT_MAGIC:
         raise ModelFileError(f"{source}: not a mask-monitor TensorRT engine (no header); build it with "
                              f"`mask-train export-trt`")
-    (length,) = struct.unpack("<I", data[n:n + 4])
-    start = n + 4
-    if start + length > len(data):
+    (length,) = struct.unpack("<I", head[n:])
+    body = fh.read(length)
+    if len(body) < length:
         raise ModelFileError(f"{source}: truncated header")
-    meta = ModelMeta.from_json(data[start:start + length], source)
-    return meta, data[start + length:]
+    return ModelMeta.from_json(body, source)
 
 
 def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
@@ -179,8 +187,4 @@ def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
         from engines.backends.onnx_backend import read_onnx_meta
         return read_onnx_meta(p)
     with open(p, "rb") as fh:
-        head = fh.read(len(TRT_MAGIC) + 4)
-        if head[:len(TRT_MAGIC)] != TRT_MAGIC or len(head) < len(TRT_MAGIC) + 4:
-            raise ModelFileError(f"{p}: not a mask-monitor TensorRT engine (no header)")
-        (length,) = struct.unpack("<I", head[len(TRT_MAGIC):])
-        return ModelMeta.from_json(fh.read(length), str(p))
+        return _read_header(fh, str(p))

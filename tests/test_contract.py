@@ -54,6 +54,21 @@ def test_engine_header_roundtrip():
     assert m2 == meta and plan == b"PLANBYTES"
     with pytest.raises(ModelFileError, match="no header"):
         unpack_engine(b"raw tensorrt plan without our header")
+    with pytest.raises(ModelFileError, match="x.engine: truncated header"):
+        unpack_engine(blob[:40], "x.engine")
+
+
+def test_read_meta_of_an_engine_file_reads_only_its_header(tmp_path):
+    meta = ModelMeta(arch="mobilenet_v2", precision="fp16")
+    path = tmp_path / "m.engine"
+    path.write_bytes(pack_engine(meta, b"PLAN" * 1000))
+    assert read_meta(path) == meta
+    path.write_bytes(pack_engine(meta, b"")[:30])
+    with pytest.raises(ModelFileError, match="m.engine: truncated header"):
+        read_meta(path)
+    path.write_bytes(b"a plan built by trtexec")
+    with pytest.raises(ModelFileError, match="m.engine: not a mask-monitor TensorRT engine"):
+        read_meta(path)
 
 
 def test_torch_backend_dynamic_batch(tiny_checkpoint, tiny_multi_checkpoint):

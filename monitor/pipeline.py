@@ -23,7 +23,7 @@ from monitor.capture import Frame
 from monitor.decide import Decider, State
 from monitor.events import Event
 from monitor.timing import StageTimer
-from monitor.tracker import Track, Tracker, iou
+from monitor.tracker import Track, Tracker, iou, similar_size
 
 
 @dataclass(frozen=True)
@@ -207,9 +207,8 @@ class Pipeline:
         for f in (_scale_face(f, 1.0 / s) for f in found):
             if any(iou(f.box, b) > 0.5 for b in taken):
                 continue  # another person's face
-            ratio = (f.width * f.height) ** 0.5 / max((track.box[2] - track.box[0]) * (track.box[3] - track.box[1]), 1) ** 0.5
             overlap = iou(f.box, track.box)
-            if overlap > best_score and 0.6 <= ratio <= 1.6:
+            if overlap > best_score and similar_size(f.box, track.box):
                 best, best_score = f, overlap
         return best if best_score >= 0.2 else None
 

@@ -28,6 +28,11 @@ def _size(box: Box) -> float:
     return max(((box[2] - box[0]) * (box[3] - box[1])) ** 0.5, 1.0)
 
 
+def similar_size(a: Box, b: Box) -> bool:
+    """Could these be the same face a moment apart? (a face does not grow or shrink 1.6x between looks)"""
+    return 0.6 <= _size(a) / _size(b) <= 1.6
+
+
 def _centre(box: Box) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
 
@@ -87,8 +92,7 @@ class Tracker:
                     candidates.append((1.0 + o, ti, fi))
                     continue
                 d = _centre_distance(t.box, f.box)
-                ratio = _size(f.box) / _size(t.box)
-                if d <= self.max_centre_distance and 0.6 <= ratio <= 1.6:
+                if d <= self.max_centre_distance and similar_size(f.box, t.box):
                     candidates.append((1.0 - d, ti, fi))
         candidates.sort(key=lambda c: -c[0])
         used_t, used_f, pairs = set(), set(), []

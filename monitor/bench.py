@@ -188,7 +188,7 @@ class NaiveRun:
                            {"baseline_weights": self.weights}, self.cpu_s)
 
 
-def warm_up(cfg: Config, engine, detector, spec: SourceSpec) -> None:
+def warm_up(engine, detector, spec: SourceSpec) -> None:
     """First calls load MTCNN's nets and let the runtimes plan; keep them out of the numbers."""
     import cv2
 
@@ -198,7 +198,8 @@ def warm_up(cfg: Config, engine, detector, spec: SourceSpec) -> None:
     if not ok:
         raise UserError(f"video {spec.target} cannot be read (not a video file, or its codec is missing)")
     detector.detect(image)
-    engine.classify([np.zeros((cfg.crop.height, cfg.crop.width, 3), np.uint8)] * 2)
+    geom = engine.meta.crop   # the crop the pipeline will hand over
+    engine.classify([np.zeros((geom.height, geom.width, 3), np.uint8)] * 2)
 
 
 def print_table(results: list[Measurement], ratio: float, video: str, engine_desc: str) -> None:
@@ -251,7 +252,7 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> int:
     detector = FaceDetector(cfg.detector)
     spec = SourceSpec("video", str(video))
     limit = args.max_frames or 10**9
-    warm_up(cfg, engine, detector, spec)
+    warm_up(engine, detector, spec)
     naive_run = NaiveRun(engine, detector, spec)
     n_naive = min(limit, args.baseline_frames)
     naive_run.run(n_naive - n_naive // 2)

@@ -2,6 +2,7 @@
 best.pt / last.pt, metrics.jsonl and the confusion matrix. Works alone or as one DDP rank."""
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.start_epoch, self.history = 0, []
+        self.saved_epoch: int | None = None  # epoch count of the end-of-epoch last.pt now in run_dir, if any
         # best.pt is chosen by validation macro F1 (ties: the lower validation loss); without a validation
         # set, by the training loss
         self.best: dict[str, Any] = {"epoch": 0, "score": None, "loss": None,
@@ -123,6 +125,8 @@ class Trainer:
                 raise UserError(f"{source}: cannot resume from it, its optimizer state was made by another "
                                 f"optimizer (no {', '.join(missing)}); start a new run")
         self.start_epoch = int(state["epoch"])
+        if Path(source).resolve() == (self.run_dir / "last.pt").resolve():
+            self.saved_epoch = self.start_epoch  # that last.pt is already the clean state a Ctrl-C would save
         # a run extended with --epochs anneals over its new length
         stretch_schedule(self.scheduler, self.optimizer, self.cfg.train.epochs, self.start_epoch)
         self.history = [h for h in state.get("metrics", []) if h.get("epoch", 0) <= self.start_epoch]
@@ -221,15 +225,34 @@ class Trainer:
     # --- the run ----------------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         self.write_start_files()
-        epoch = self.start_epoch
+        start = self._schedule_state()
         try:
             for epoch in range(self.start_epoch, self.cfg.train.epochs):
                 self._one_epoch(epoch)
         except KeyboardInterrupt:
-            if self.dist.main:  # the weights so far, resumable from the last completed epoch
-                self.save("last.pt", epoch, self.history[-1] if self.history else None, interrupted=True)
+            # A last.pt written at the end of an epoch (or resumed from) is already consistent and at least as
+            # new as anything a Ctrl-C could claim: keep it. Only before the first one is written, save the
+            # weights so far as the start epoch, with the schedule and metrics of the start epoch.
+            if self.dist.main and self.saved_epoch is None:
+                self._save_interrupted(start)
             raise
         return FitResult(self.run_dir, max(self.cfg.train.epochs, self.start_epoch), self.best, self.history)
+
+    def _schedule_state(self) -> tuple[dict[str, Any] | None, list[float]]:
+        """The scheduler state and the optimizer's learning rates (the scheduler step changes both)."""
+        sched = copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None
+        return sched, [g["lr"] for g in self.optimizer.param_groups]
+
+    def _save_interrupted(self, start: tuple[dict[str, Any] | None, list[float]]) -> None:
+        """last.pt as `start_epoch` epochs done: resuming it re-runs the interrupted epoch with the schedule
+        where it was (the epoch's scheduler step and metrics row may already have happened)."""
+        sched, lrs = start
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(sched)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.history = [h for h in self.history if h["epoch"] <= self.start_epoch]
+        self.save("last.pt", self.start_epoch, self.history[-1] if self.history else None, interrupted=True)
 
     def _one_epoch(self, epoch: int) -> None:
         from train.progress import console
@@ -251,6 +274,8 @@ class Trainer:
         self.best = best  # only now: a Ctrl-C while best.pt is written must not record it as written
         if self.dist.main:
             self.save("last.pt", epoch + 1, row)
+        self.saved_epoch = epoch + 1
+        if self.dist.main:
             console.print(epoch_line(row, self.cfg.train.epochs, improved))
         self.dist.barrier()
 

@@ -313,12 +313,12 @@ def print_tables(s: dict[str, Any], limit: int = 20) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    apply_threads(cfg)
     from train.progress import console
-    from train.runfiles import write_json
+    from train.runfiles import check_output_dir, write_json
 
     data_dir = cfg.resolve(cfg.data.data_dir)
-    report = Path(args.report) if args.report else cfg.resolve(cfg.data.cache_dir) / "eda"
+    report = check_output_dir(args.report or cfg.resolve(cfg.data.cache_dir) / "eda", "--report")
+    apply_threads(cfg)
     found = collect(cfg, data_dir)
     if args.checkpoint:
         found.inconsistent += model_conflicts(cfg, args.checkpoint)

@@ -145,13 +145,14 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    apply_threads(cfg)
     from train.progress import console
+    from train.runfiles import check_output_dir
 
+    first = Path(args.checkpoint[0])
+    report_dir = check_output_dir(args.report or first.parent / f"evaluate-{first.stem}", "--report")
+    apply_threads(cfg)
     result = evaluate(cfg, args.checkpoint, split=args.split, tta=args.tta,
                       data_given=getattr(args, "data.data_dir") is not None)
-    first = Path(args.checkpoint[0])
-    report_dir = Path(args.report) if args.report else first.parent / f"evaluate-{first.stem}"
     write_report(report_dir, result)
     print_result(result)
     console.print(f"report: {report_dir}")

@@ -106,7 +106,10 @@ def fold_scores(fold_dir: Path, i: int) -> dict[str, Any]:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Also runs under torchrun: every fold is a DDP fit; rank 0 alone writes and reports."""
     from train.distributed import setup
+    from train.runfiles import check_output_dir
 
+    if args.out:
+        check_output_dir(args.out, "--out")
     apply_threads(cfg)
     dist = setup(cfg.train.device)
     try:

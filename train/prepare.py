@@ -60,8 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    from train.runfiles import check_output_dir
+
+    data_dir, cache_dir = cfg.resolve(cfg.data.data_dir), check_output_dir(cfg.resolve(cfg.data.cache_dir), "--out")
     apply_threads(cfg)
-    data_dir, cache_dir = cfg.resolve(cfg.data.data_dir), cfg.resolve(cfg.data.cache_dir)
     report = prepare(data_dir, cache_dir, cfg, force=args.force, include_eval=not args.no_eval)
     print_report(report)
     return 0

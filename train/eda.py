@@ -107,8 +107,7 @@ def cached_face_boxes(cfg: Config, data_dir: Path) -> dict[str, tuple[float, ...
     from train.cache import Cache
 
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
-    info = cache.info()
-    if not info or info.get("data_dir") != str(data_dir.resolve()):
+    if not cache.made_from(data_dir):
         return {}
     return {k: tuple(float(r[c]) for c in ("x1", "y1", "x2", "y2"))
             for k, r in Cache.read_rows(cache.manifest_path).items() if r.get("found") == "1"}

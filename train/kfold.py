@@ -37,11 +37,26 @@ def fold_people(out: Path, samples, k: int, seed: int, write: bool = True) -> li
         saved = json.loads(path.read_text())
         if len(saved["folds"]) != k:
             raise UserError(f"{out} was split into {len(saved['folds'])} folds, not {k}: use another --out")
-        return [set(f) for f in saved["folds"]]
+        folds = [set(f) for f in saved["folds"]]
+        check_same_people(path, set().union(*folds), {s.person for s in samples})
+        return folds
     folds = kfold_people(samples, k, seed)
     if write:
         write_json(path, {"folds": [sorted(f) for f in folds]})
     return folds
+
+
+def check_same_people(path: Path, saved: set[str], now: set[str]) -> None:
+    """Folds of other people than the data's: a new person would be in no fold (trained on by every fold,
+    scored by none), and the out-of-fold score would silently leave them out. Deleting folds.json alone is no
+    cure: a fold folder's last.pt resumes with the split it was started with."""
+    if saved == now:
+        return
+    added, removed = sorted(now - saved), sorted(saved - now)
+    change = "; ".join(f"{len(ids)} {'person' if len(ids) == 1 else 'people'} {what}, e.g. {ids[0]}"
+                       for ids, what in ((added, "added"), (removed, "removed")) if ids)
+    raise UserError(f"{path} splits other people than the data holds now ({change}): use another --out "
+                    f"(its fold runs were trained on that split)")
 
 
 def run_fold(cfg: Config, fold_dir: Path, people: set[str], dist, show: bool) -> None:

@@ -312,8 +312,9 @@ def print_tables(s: dict[str, Any], limit: int = 20) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    from engines.fileio import atomic_write_json
     from train.progress import console
-    from train.runfiles import check_output_dir, write_json
+    from train.runfiles import check_output_dir
 
     data_dir = cfg.resolve(cfg.data.data_dir)
     report = check_output_dir(args.report or cfg.resolve(cfg.data.cache_dir) / "eda", "--report")
@@ -323,7 +324,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         found.inconsistent += model_conflicts(cfg, args.checkpoint)
     s = summary(found)
     report.mkdir(parents=True, exist_ok=True)
-    write_json(report / "eda.json", s)
+    atomic_write_json(report / "eda.json", s)
     plots = write_plots(report, s)
     print_tables(s)
     if not cached_face_boxes(cfg, data_dir):

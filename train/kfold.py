@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def fold_people(out: Path, samples, k: int, seed: int, write: bool = True) -> list[set[str]]:
     """The saved folds of `out`, else new ones (deterministic: every DDP rank computes the same)."""
+    from engines.fileio import atomic_write_json
     from train.folds import kfold_people
-    from train.runfiles import write_json
 
     path = out / "folds.json"
     if path.is_file():
@@ -42,7 +42,7 @@ def fold_people(out: Path, samples, k: int, seed: int, write: bool = True) -> li
         return folds
     folds = kfold_people(samples, k, seed)
     if write:
-        write_json(path, {"folds": [sorted(f) for f in folds]})
+        atomic_write_json(path, {"folds": [sorted(f) for f in folds]})
     return folds
 
 
@@ -86,12 +86,13 @@ def out_of_fold(out: Path, k: int) -> dict[str, Any]:
 
 
 def write_summary(out: Path, m: dict[str, Any], per_fold: list[dict[str, Any]]) -> None:
+    from engines.fileio import atomic_write_json
     from engines.labels import class_names
     from train.plots import confusion_image, save_png
-    from train.runfiles import save_npz, write_json
+    from train.runfiles import save_npz
 
     plain = {k: v for k, v in m.items() if k not in ("keys", "probs", "targets")}
-    write_json(out / "kfold.json", {"oof": plain, "folds": per_fold})
+    atomic_write_json(out / "kfold.json", {"oof": plain, "folds": per_fold})
     save_png(out / "oof_confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(),
                                                         f"{out.name}: out-of-fold, macro F1 {m['f1']:.3f}"))
     save_npz(out / "oof_predictions.npz", keys=np.array(m["keys"]), targets=m["targets"], probs=m["probs"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.config import SECTIONS, Config
-from engines.fileio import atomic_path, atomic_write_json, atomic_write_text
+from engines.fileio import atomic_path, atomic_write_text
 
 
 def _toml_value(v: Any) -> str:
@@ -88,10 +88,6 @@ def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
     else:
         _check_writable_parent(p, flag)
     return p
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_json(path, obj)
 
 
 def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:

@@ -15,6 +15,7 @@ import torch
 from engines.config import Config
 from engines.contract import ModelMeta
 from engines.errors import UserError
+from engines.fileio import atomic_write_json
 from engines.labels import class_names
 from train import checkpoint as ckpt_io
 from train.augment import EvalTransform, TrainTransform
@@ -26,7 +27,7 @@ from train.loop import make_scaler, predict_loader, train_one_epoch
 from train.losses import build_loss
 from train.metrics import headline, summarize
 from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler, stretch_schedule
-from train.runfiles import save_npz, write_config, write_json, write_metrics
+from train.runfiles import save_npz, write_config, write_metrics
 
 
 @dataclass
@@ -214,13 +215,13 @@ class Trainer:
         save_png(self.run_dir / "confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(), title))
         save_npz(self.run_dir / "val_predictions.npz", keys=np.array([s.key for s in self.val_samples]),
                  targets=self.val_targets, probs=val[0])
-        write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
+        atomic_write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
 
     def write_start_files(self) -> None:
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_config(self.run_dir, self.cfg)
-            write_json(self.run_dir / "split.json", {"val_people": self.val_people})
+            atomic_write_json(self.run_dir / "split.json", {"val_people": self.val_people})
 
     # --- the run ----------------------------------------------------------------------------------------
     def fit(self) -> FitResult:

@@ -218,10 +218,6 @@ def _suggest(name: str, valid: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
 def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
     """Check one value against its annotated type and bounds; return it in the dataclass's type."""
     origin = typing.get_origin(tp)

@@ -12,10 +12,6 @@ class UserError(Exception):
     exit_code = 2
 
 
-def fail(message: str) -> NoReturn:
-    raise UserError(message)
-
-
 def run_cli(main: Callable[[], int | None], prog: str) -> NoReturn:
     """Run a CLI entry point so that user errors and Ctrl-C never print a traceback."""
     try:

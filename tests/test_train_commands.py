@@ -116,6 +116,29 @@ def test_predict_refuses_a_bad_out_before_inferring(tmp_path, monkeypatch):
             cli(args + (["--out", str(tmp_path / "s.csv")] if flag != "--out" else []))
 
 
+@pytest.mark.parametrize("command, flag, work", [
+    ("fit", "--out", "train.fit.fit"), ("kfold", "--out", "train.kfold.run_folds"),
+    ("evaluate --checkpoint m.pt", "--report", "train.evaluate.evaluate"),
+    ("prepare", "--out", "train.prepare.prepare"), ("eda", "--report", "train.eda.collect")])
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(command, flag, work, tmp_path, monkeypatch):
+    import importlib
+
+    from engines.errors import UserError
+
+    module, name = work.rsplit(".", 1)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError(f"{name} ran before {flag} was checked")
+
+    monkeypatch.setattr(importlib.import_module(module), name, no_work)
+    (tmp_path / "afile").write_text("x")
+    argv = command.split() + ["--data", str(tmp_path / "data")]
+    with pytest.raises(UserError, match=f"^{flag} {tmp_path / 'afile'} is a file: give a folder$"):
+        cli(argv + [flag, str(tmp_path / "afile")])
+    with pytest.raises(UserError, match=f"^{flag} .*: {tmp_path / 'afile'} is not a folder$"):
+        cli(argv + [flag, str(tmp_path / "afile" / "sub")])
+
+
 def test_submission_keeps_info_csv_columns_when_a_row_has_an_extra_field(tmp_path):
     """csv.DictReader files extra fields under the key None; they are dropped, not a crash after inference."""
     import numpy as np

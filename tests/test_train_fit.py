@@ -233,19 +233,88 @@ def test_ctrl_c_leaves_a_usable_last_pt(setup, tmp_path, monkeypatch):
 
     def interrupted(*args, **kw):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) in (1, 3):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
     monkeypatch.setattr(trainer_module, "train_one_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):                                     # in epoch 1: nothing saved yet
         fit(cfg, run_dir=tmp_path / "run", show=False)
     meta, state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["epoch"] == 1 and meta.extra["interrupted"] is True
+    assert state["epoch"] == 0 and meta.extra["interrupted"] is True and state["metrics"] == []
     assert load_engine(tmp_path / "run" / "last.pt", device="cpu").meta.arch == "mobilenet_v2"
+    state["source"] = str(tmp_path / "run" / "last.pt")
+    with pytest.raises(KeyboardInterrupt):                                     # resumed, then in epoch 2
+        fit(cfg, run_dir=tmp_path / "run", state=state, show=False)
+    meta, state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1 and "interrupted" not in meta.extra             # epoch 1's own last.pt, kept
     monkeypatch.setattr(trainer_module, "train_one_epoch", real)
     result = fit(cfg, run_dir=tmp_path / "run", state=state, show=False)      # and it resumes
     assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def fake_epochs(cfg, run_dir, monkeypatch, losses):
+    """A Trainer whose epochs take no time (no optimizer steps): the losses given, then 1.0."""
+    trainer = make_trainer(cfg, run_dir, set())
+    it = iter(losses)
+    monkeypatch.setattr(trainer, "_train_epoch", lambda epoch: (next(it, 1.0), 0.1, 10))
+    return trainer
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+def test_ctrl_c_after_an_epochs_last_pt_keeps_it_and_the_schedule_resumes_in_step(setup, tmp_path, monkeypatch):
+    """Ctrl-C after last.pt of epoch 2 was written (here: in the console line) must not turn it into
+    'epoch 1 done' with epoch 2's schedule: the resumed run would redo epoch 2 and decay the rate early."""
+    from train.checkpoint import load_training_state
+
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "step", "train.step_size": 1,
+                               "train.gamma": 0.5, "train.epochs": 3})
+    trainer = fake_epochs(cfg, tmp_path / "run", monkeypatch, [3.0, 2.0])
+    real = trainer_module.epoch_line
+
+    def line(row, *args):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(row, *args)
+
+    monkeypatch.setattr(trainer_module, "epoch_line", line)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = load_training_state(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["metrics"]] == [1, 2]
+    assert state["scheduler"]["last_epoch"] == 2
+    monkeypatch.setattr(trainer_module, "epoch_line", real)
+    resumed = fake_epochs(cfg, tmp_path / "run", monkeypatch, [])
+    resumed.restore(state)
+    result = resumed.fit()
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])   # one decay per epoch
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+def test_ctrl_c_after_the_scheduler_step_of_a_first_epoch_saves_the_start_schedule(setup, tmp_path, monkeypatch):
+    """Before any last.pt exists, a Ctrl-C saves 'start epoch done': its schedule and metrics too, even when
+    the epoch's scheduler step and metrics row already happened."""
+    from train.checkpoint import load_training_state
+
+    cfg, _ = setup
+    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "step", "train.step_size": 1,
+                               "train.gamma": 0.5, "train.epochs": 2})
+    trainer = fake_epochs(cfg, tmp_path / "run", monkeypatch, [3.0])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_write_best", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = load_training_state(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 0 and state["metrics"] == [] and state["scheduler"]["last_epoch"] == 0
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([1e-3] * 2)
+    resumed = fake_epochs(cfg, tmp_path / "run", monkeypatch, [])
+    resumed.restore(state)
+    assert [h["lr"] for h in resumed.fit().history] == pytest.approx([1e-3, 5e-4])
 
 
 def test_ctrl_c_while_writing_best_pt_records_only_a_best_that_was_written(setup, tmp_path, monkeypatch):

@@ -88,6 +88,27 @@ def test_folds_of_the_prepared_data_keep_people_whole(prepared):
         assert {s.gender for s in samples if s.person in f} == {0, 1}
 
 
+def test_kfold_refuses_saved_folds_of_other_people(tmp_path):
+    """folds.json is reused only for the same people: one added since would be in no fold, and one removed
+    in a fold that scores nobody, and the out-of-fold F1 would leave them out without a word."""
+    import json
+
+    from engines.errors import UserError
+    from train.kfold import fold_people
+
+    samples = fake_people(12)
+    folds = fold_people(tmp_path, samples, 3, seed=0)
+    assert fold_people(tmp_path, samples, 3, seed=5) == folds                   # the saved split, reused
+    assert json.loads((tmp_path / "folds.json").read_text())["folds"] == [sorted(f) for f in folds]
+    more = samples + fake_people(13)[-7:]                                     # person p12 added
+    with pytest.raises(UserError, match=r"folds.json splits other people .*\(1 person added, e.g. p12\): "
+                                        r"use another --out \(its fold runs"):
+        fold_people(tmp_path, more, 3, seed=0)
+    fewer = [s for s in samples if s.person != "p3"]
+    with pytest.raises(UserError, match=r"\(1 person removed, e.g. p3\)"):
+        fold_people(tmp_path, fewer, 3, seed=0)
+
+
 def test_macro_f1_by_hand():
     t = np.array([0, 0, 1, 1, 2, 2])
     p = np.array([0, 1, 1, 1, 2, 0])

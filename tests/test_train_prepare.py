@@ -127,6 +127,69 @@ def test_a_cache_of_other_data_is_refused(prepared, tmp_path):
         prepare(other, cache, Config(), show=False)
 
 
+def moved_copy(data, cache, tmp_path):
+    """A copy of the data folder and one of its cache that records the copy as its source (copytree keeps
+    sizes and mtimes, so every crop stays current), less one image of the data: (data, cache, images left)."""
+    mine, copy = tmp_path / "data", tmp_path / "cache"
+    shutil.copytree(data, mine)
+    shutil.copytree(cache, copy)
+    info = json.loads((copy / "cache.json").read_text())
+    (copy / "cache.json").write_text(json.dumps({**info, "data_dir": str(mine.resolve())}))
+    (mine / "train" / "images" / _manifest(copy)[0]["key"]).unlink()
+    return mine, copy, N_GOOD - 1
+
+
+def test_without_data_a_cache_is_refreshed_from_the_folder_it_was_made_of(prepared, tmp_path):
+    """Not from config.toml's data.data_dir (another folder: refused as other data before); and used as it
+    is once its own folder is gone, even where config.toml names a folder that exists."""
+    from train.prepare import ensure_prepared
+
+    data, cache, _ = prepared
+    mine, copy, left = moved_copy(data, cache, tmp_path)
+    cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})
+    assert len(ensure_prepared(cfg, data_given=False, show=False)[1]) == left      # refreshed from `mine`
+    assert len(_manifest(copy)) == left and Cache(copy).made_from(mine)
+    shutil.rmtree(mine)
+    assert len(ensure_prepared(cfg, data_given=False, show=False)[1]) == left      # as it is, not from `data`
+    assert Cache(copy).made_from(mine)
+
+
+def test_a_cache_of_other_data_names_the_command_that_rebuilds_it(prepared, tmp_path):
+    """fit / kfold / evaluate have no --force: their message names `mask-train prepare --force`."""
+    from train.prepare import ensure_prepared
+
+    data, cache, _ = prepared
+    mine, copy, _ = moved_copy(data, cache, tmp_path)
+    cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})
+    with pytest.raises(UserError, match=r"choose another --cache, or rebuild it with `mask-train prepare --force "
+                                        rf"--data {data} --out {copy}`$"):
+        ensure_prepared(cfg, data_given=True, show=False)
+    with pytest.raises(UserError, match=r"\(--out\) or pass --force to rebuild it$"):
+        prepare(data, copy, Config(), show=False)
+
+
+def test_evaluate_without_config_or_data_uses_the_caches_own_data_folder(prepared, tmp_path, monkeypatch):
+    from tests.helpers import make_checkpoint
+    from train.cli import _main as cli
+
+    data, cache, _ = prepared
+    mine, copy, left = moved_copy(data, cache, tmp_path)
+    make_checkpoint(tmp_path / "m.pt", input_size=(64, 48))
+    monkeypatch.chdir(tmp_path)                                          # no config.toml here
+    assert cli(["evaluate", "--checkpoint", "m.pt", "--cache", "cache", "--split", "all", "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "evaluate-m" / "metrics.json").read_text())["n"] == left
+
+
+def test_cache_made_from_compares_whole_resolved_folders(prepared, tmp_path, monkeypatch):
+    """The one check that eda (face boxes), predict (eval boxes) and prepare (refusal) share."""
+    data, cache, _ = prepared
+    c = Cache(cache)
+    assert c.made_from(data) and c.made_from(data / "eval", "eval") and not c.made_from(data / "eval")
+    assert not c.made_from(data / "train") and not c.made_from(data.parent) and not Cache(tmp_path).made_from(data)
+    monkeypatch.chdir(data.parent)
+    assert c.made_from(data.name) and c.made_from(f"./{data.name}/eval", "eval")
+
+
 def test_missing_inputs_are_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         scan_train(tmp_path / "nope")

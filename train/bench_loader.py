@@ -139,7 +139,7 @@ def print_results(r: dict[str, Any], what: str, cfg: Config) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from train.runfiles import write_json
+    from engines.fileio import atomic_write_json
 
     apply_threads(cfg)
     max_workers = args.max_workers if args.max_workers is not None else (os.cpu_count() or 1)
@@ -148,5 +148,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         results = run_bench(cfg, paths, max_workers, args.batches)
     print_results(results, what, cfg)
     if args.json:
-        write_json(args.json, {"data": what, **results})
+        atomic_write_json(args.json, {"data": what, **results})
     return 0

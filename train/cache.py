@@ -88,6 +88,16 @@ class Cache:
         except (OSError, json.JSONDecodeError):
             return None
 
+    def source(self) -> Path | None:
+        """The data folder `prepare` made this cache of (absolute, as recorded); None without cache.json."""
+        recorded = (self.info() or {}).get("data_dir")
+        return Path(recorded) if recorded else None
+
+    def made_from(self, folder: str | os.PathLike[str], part: str = "") -> bool:
+        """Whether this cache holds crops of `folder` (with part="eval": of the eval folder `folder`)."""
+        src = self.source()
+        return src is not None and src / part == Path(folder).resolve()
+
     def write_info(self, info: dict[str, Any]) -> None:
         atomic_write_json(self.info_path, info)
 

@@ -107,8 +107,7 @@ def cached_face_boxes(cfg: Config, data_dir: Path) -> dict[str, tuple[float, ...
     from train.cache import Cache
 
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
-    info = cache.info()
-    if not info or info.get("data_dir") != str(data_dir.resolve()):
+    if not cache.made_from(data_dir):
         return {}
     return {k: tuple(float(r[c]) for c in ("x1", "y1", "x2", "y2"))
             for k, r in Cache.read_rows(cache.manifest_path).items() if r.get("found") == "1"}
@@ -313,18 +312,19 @@ def print_tables(s: dict[str, Any], limit: int = 20) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    apply_threads(cfg)
+    from engines.fileio import atomic_write_json
     from train.progress import console
-    from train.runfiles import write_json
+    from train.runfiles import check_output_dir
 
     data_dir = cfg.resolve(cfg.data.data_dir)
-    report = Path(args.report) if args.report else cfg.resolve(cfg.data.cache_dir) / "eda"
+    report = check_output_dir(args.report or cfg.resolve(cfg.data.cache_dir) / "eda", "--report")
+    apply_threads(cfg)
     found = collect(cfg, data_dir)
     if args.checkpoint:
         found.inconsistent += model_conflicts(cfg, args.checkpoint)
     s = summary(found)
     report.mkdir(parents=True, exist_ok=True)
-    write_json(report / "eda.json", s)
+    atomic_write_json(report / "eda.json", s)
     plots = write_plots(report, s)
     print_tables(s)
     if not cached_face_boxes(cfg, data_dir):

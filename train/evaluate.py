@@ -108,13 +108,14 @@ def evaluate(cfg: Config, models: Sequence[str], *, split: str = "auto", tta: bo
 
 
 def write_report(report_dir: Path, result: dict[str, Any]) -> None:
+    from engines.fileio import atomic_write_json
     from engines.labels import class_names
     from train.plots import confusion_image, save_png
-    from train.runfiles import save_npz, write_json
+    from train.runfiles import save_npz
 
     report_dir.mkdir(parents=True, exist_ok=True)
     plain = {k: v for k, v in result.items() if k not in ("keys", "probs", "targets")}
-    write_json(report_dir / "metrics.json", plain)
+    atomic_write_json(report_dir / "metrics.json", plain)
     title = f"{Path(result['models'][0]).name}{' +TTA' if result['tta'] else ''}: macro F1 {result['f1']:.3f}"
     save_png(report_dir / "confusion.png", confusion_image(np.asarray(result["confusion"]), class_names(), title))
     save_npz(report_dir / "predictions.npz", keys=np.array(result["keys"]), targets=result["targets"],
@@ -145,13 +146,14 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    apply_threads(cfg)
     from train.progress import console
+    from train.runfiles import check_output_dir
 
+    first = Path(args.checkpoint[0])
+    report_dir = check_output_dir(args.report or first.parent / f"evaluate-{first.stem}", "--report")
+    apply_threads(cfg)
     result = evaluate(cfg, args.checkpoint, split=args.split, tta=args.tta,
                       data_given=getattr(args, "data.data_dir") is not None)
-    first = Path(args.checkpoint[0])
-    report_dir = Path(args.report) if args.report else first.parent / f"evaluate-{first.stem}"
     write_report(report_dir, result)
     print_result(result)
     console.print(f"report: {report_dir}")

@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    from train.runfiles import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out, "--out")
     run_dir, state = None, None
     if args.resume is not None:
         cfg, run_dir, state = resume_target(args, cfg)

@@ -29,19 +29,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def fold_people(out: Path, samples, k: int, seed: int, write: bool = True) -> list[set[str]]:
     """The saved folds of `out`, else new ones (deterministic: every DDP rank computes the same)."""
+    from engines.fileio import atomic_write_json
     from train.folds import kfold_people
-    from train.runfiles import write_json
 
     path = out / "folds.json"
     if path.is_file():
         saved = json.loads(path.read_text())
         if len(saved["folds"]) != k:
             raise UserError(f"{out} was split into {len(saved['folds'])} folds, not {k}: use another --out")
-        return [set(f) for f in saved["folds"]]
+        folds = [set(f) for f in saved["folds"]]
+        check_same_people(path, set().union(*folds), {s.person for s in samples})
+        return folds
     folds = kfold_people(samples, k, seed)
     if write:
-        write_json(path, {"folds": [sorted(f) for f in folds]})
+        atomic_write_json(path, {"folds": [sorted(f) for f in folds]})
     return folds
+
+
+def check_same_people(path: Path, saved: set[str], now: set[str]) -> None:
+    """Folds of other people than the data's: a new person would be in no fold (trained on by every fold,
+    scored by none), and the out-of-fold score would silently leave them out. Deleting folds.json alone is no
+    cure: a fold folder's last.pt resumes with the split it was started with."""
+    if saved == now:
+        return
+    added, removed = sorted(now - saved), sorted(saved - now)
+    change = "; ".join(f"{len(ids)} {'person' if len(ids) == 1 else 'people'} {what}, e.g. {ids[0]}"
+                       for ids, what in ((added, "added"), (removed, "removed")) if ids)
+    raise UserError(f"{path} splits other people than the data holds now ({change}): use another --out "
+                    f"(its fold runs were trained on that split)")
 
 
 def run_fold(cfg: Config, fold_dir: Path, people: set[str], dist, show: bool) -> None:
@@ -71,12 +86,13 @@ def out_of_fold(out: Path, k: int) -> dict[str, Any]:
 
 
 def write_summary(out: Path, m: dict[str, Any], per_fold: list[dict[str, Any]]) -> None:
+    from engines.fileio import atomic_write_json
     from engines.labels import class_names
     from train.plots import confusion_image, save_png
-    from train.runfiles import save_npz, write_json
+    from train.runfiles import save_npz
 
     plain = {k: v for k, v in m.items() if k not in ("keys", "probs", "targets")}
-    write_json(out / "kfold.json", {"oof": plain, "folds": per_fold})
+    atomic_write_json(out / "kfold.json", {"oof": plain, "folds": per_fold})
     save_png(out / "oof_confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(),
                                                         f"{out.name}: out-of-fold, macro F1 {m['f1']:.3f}"))
     save_npz(out / "oof_predictions.npz", keys=np.array(m["keys"]), targets=m["targets"], probs=m["probs"])
@@ -106,7 +122,10 @@ def fold_scores(fold_dir: Path, i: int) -> dict[str, Any]:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Also runs under torchrun: every fold is a DDP fit; rank 0 alone writes and reports."""
     from train.distributed import setup
+    from train.runfiles import check_output_dir
 
+    if args.out:
+        check_output_dir(args.out, "--out")
     apply_threads(cfg)
     dist = setup(cfg.train.device)
     try:

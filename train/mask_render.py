@@ -87,10 +87,6 @@ class FaceFrame:
         pts = np.asarray(pts, dtype=np.float64)
         return self.origin + self.d * (pts[..., :1] * self.u + pts[..., 1:2] * self.v)
 
-    def to_face(self, pts: np.ndarray) -> np.ndarray:
-        rel = (np.asarray(pts, dtype=np.float64) - self.origin) / self.d
-        return np.stack([rel @ self.u, rel @ self.v], axis=-1)
-
     @property
     def roll_degrees(self) -> float:
         return float(np.degrees(np.arctan2(self.u[1], self.u[0])))

@@ -41,8 +41,7 @@ def cached_boxes(cfg: Config, eval_dir: Path) -> dict[str, tuple[tuple[float, ..
     from train.cache import Cache
 
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
-    info = cache.info()
-    if not info or Path(info.get("data_dir", "")) / "eval" != eval_dir.resolve():
+    if not cache.made_from(eval_dir, "eval"):
         return {}
     rows = Cache.read_rows(cache.eval_manifest_path)
     return {k: ((float(r["x1"]), float(r["y1"]), float(r["x2"]), float(r["y2"])), r["found"] == "1",

@@ -60,8 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    from train.runfiles import check_output_dir
+
+    data_dir, cache_dir = cfg.resolve(cfg.data.data_dir), check_output_dir(cfg.resolve(cfg.data.cache_dir), "--out")
     apply_threads(cfg)
-    data_dir, cache_dir = cfg.resolve(cfg.data.data_dir), cfg.resolve(cfg.data.cache_dir)
     report = prepare(data_dir, cache_dir, cfg, force=args.force, include_eval=not args.no_eval)
     print_report(report)
     return 0
@@ -239,15 +241,17 @@ def _run_half(name: str, jobs: list[Job], old: dict, path: Path, fields: list[st
     _count_rows((rows[k] for k in order if k in rows), report, prefix)
 
 
-def cache_mode(cache: Cache, data_dir: Path, settings: dict, force: bool) -> str:
+REBUILD_HINT = "choose another cache folder (--out) or pass --force to rebuild it"
+
+
+def cache_mode(cache: Cache, data_dir: Path, settings: dict, force: bool, hint: str = REBUILD_HINT) -> str:
     """'reuse' (same settings: skip what is done), 'recrop' (only the crop geometry changed: keep the face
     boxes) or 'redo'. A cache made from other data is refused, not overwritten."""
     info = cache.info()
     if info is None or force:
         return "redo"
-    if info.get("data_dir") != str(data_dir):
-        raise UserError(f"cache {cache.root} holds crops of {info.get('data_dir')}, not {data_dir}: "
-                        f"choose another cache folder (--out/--cache) or pass --force to rebuild it")
+    if not cache.made_from(data_dir):
+        raise UserError(f"cache {cache.root} holds crops of {info.get('data_dir')}, not {data_dir}: {hint}")
     old = info.get("settings") or {}
     if old == settings:
         return "reuse"
@@ -256,8 +260,10 @@ def cache_mode(cache: Cache, data_dir: Path, settings: dict, force: bool) -> str
 
 
 def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], cfg: Config, *,
-            force: bool = False, include_eval: bool = True, show: bool = True) -> PrepareReport:
-    """Bring the cache up to date with the data folder; safe to call again (done work is skipped)."""
+            force: bool = False, include_eval: bool = True, show: bool = True,
+            hint: str = REBUILD_HINT) -> PrepareReport:
+    """Bring the cache up to date with the data folder; safe to call again (done work is skipped). `hint`
+    ends the message that refuses a cache of other data (the training commands have no --force)."""
     from engines.faces import FaceDetector
     from engines.fileio import atomic_write_json
 
@@ -265,7 +271,7 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
     scan = scan_train(data_dir)                     # raises on a missing folder or train.csv
     escan = scan_eval(data_dir) if include_eval and (data_dir / "eval").is_dir() else None
     settings = settings_of(cfg)
-    mode = cache_mode(cache, data_dir, settings, force)
+    mode = cache_mode(cache, data_dir, settings, force, hint)
     cache.root.mkdir(parents=True, exist_ok=True)
     old = {path: Cache.read_rows(path) if mode != "redo" else {}
            for path in (cache.manifest_path, cache.eval_manifest_path)}
@@ -320,13 +326,18 @@ def cache_settings(cfg: Config, cache: Cache) -> Config:
 
 def ensure_prepared(cfg: Config, data_given: bool = True, show: bool = True):
     """(Cache, samples) ready for training or evaluation. The cache is brought up to date from the data
-    folder (fast when done: only new or changed images are cropped, with the cache's own settings); without
-    --data and with no data folder at the configured place, an already prepared cache is used as it is (the
-    competition data may have been moved away after `prepare`)."""
+    folder (fast when done: only new or changed images are cropped, with the cache's own settings). Without
+    --data, a prepared cache is refreshed from the folder it was made of (not config.toml's data.data_dir),
+    and used as it is when that folder is gone (the data may have been moved away after `prepare`)."""
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
     data_dir = cfg.resolve(cfg.data.data_dir)
-    if data_given or data_dir.exists() or not cache.manifest_path.is_file():
-        prepare(data_dir, cache.root, cache_settings(cfg, cache), include_eval=False, show=show)
+    if not data_given and cache.manifest_path.is_file():
+        data_dir = cache.source() or data_dir
+        if not data_dir.exists():
+            return cache, cache.samples()
+    hint = (f"choose another --cache, or rebuild it with `mask-train prepare --force --data {data_dir} "
+            f"--out {cache.root}`")
+    prepare(data_dir, cache.root, cache_settings(cfg, cache), include_eval=False, show=show, hint=hint)
     return cache, cache.samples()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.config import SECTIONS, Config
-from engines.fileio import atomic_path, atomic_write_json, atomic_write_text
+from engines.fileio import atomic_path, atomic_write_text
 
 
 def _toml_value(v: Any) -> str:
@@ -49,6 +49,19 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
 
+def _check_writable_parent(p: Path, flag: str) -> None:
+    """The nearest existing folder above `p` is a folder this process may write in (missing ones are made)."""
+    from engines.errors import UserError
+
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {p}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {p}: no permission to write in {parent}")
+
+
 def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     """Refuse an output file that cannot be written, before the long work that produces it (atomic writes
     make missing folders, so only a folder in the way or a file where a folder should be is an error)."""
@@ -57,18 +70,24 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{flag} {p} is a folder: give a file name")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{flag} {p}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{flag} {p}: no permission to write in {parent}")
+    _check_writable_parent(p, flag)
     return p
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_json(path, obj)
+def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
+    """Refuse an output folder that cannot be made or written in (a file of that name, a file above it, no
+    permission), before the long work that fills it."""
+    from engines.errors import UserError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is a file: give a folder")
+    if p.is_dir():
+        if not os.access(p, os.W_OK):
+            raise UserError(f"{flag} {p}: no permission to write in it")
+    else:
+        _check_writable_parent(p, flag)
+    return p
 
 
 def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:

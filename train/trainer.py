@@ -2,6 +2,7 @@
 best.pt / last.pt, metrics.jsonl and the confusion matrix. Works alone or as one DDP rank."""
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import torch
 from engines.config import Config
 from engines.contract import ModelMeta
 from engines.errors import UserError
+from engines.fileio import atomic_write_json
 from engines.labels import class_names
 from train import checkpoint as ckpt_io
 from train.augment import EvalTransform, TrainTransform
@@ -25,7 +27,7 @@ from train.loop import make_scaler, predict_loader, train_one_epoch
 from train.losses import build_loss
 from train.metrics import headline, summarize
 from train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler, stretch_schedule
-from train.runfiles import save_npz, write_config, write_json, write_metrics
+from train.runfiles import save_npz, write_config, write_metrics
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.start_epoch, self.history = 0, []
+        self.saved_epoch: int | None = None  # epoch count of the end-of-epoch last.pt now in run_dir, if any
         # best.pt is chosen by validation macro F1 (ties: the lower validation loss); without a validation
         # set, by the training loss
         self.best: dict[str, Any] = {"epoch": 0, "score": None, "loss": None,
@@ -123,6 +126,8 @@ class Trainer:
                 raise UserError(f"{source}: cannot resume from it, its optimizer state was made by another "
                                 f"optimizer (no {', '.join(missing)}); start a new run")
         self.start_epoch = int(state["epoch"])
+        if Path(source).resolve() == (self.run_dir / "last.pt").resolve():
+            self.saved_epoch = self.start_epoch  # that last.pt is already the clean state a Ctrl-C would save
         # a run extended with --epochs anneals over its new length
         stretch_schedule(self.scheduler, self.optimizer, self.cfg.train.epochs, self.start_epoch)
         self.history = [h for h in state.get("metrics", []) if h.get("epoch", 0) <= self.start_epoch]
@@ -210,26 +215,45 @@ class Trainer:
         save_png(self.run_dir / "confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(), title))
         save_npz(self.run_dir / "val_predictions.npz", keys=np.array([s.key for s in self.val_samples]),
                  targets=self.val_targets, probs=val[0])
-        write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
+        atomic_write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
 
     def write_start_files(self) -> None:
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_config(self.run_dir, self.cfg)
-            write_json(self.run_dir / "split.json", {"val_people": self.val_people})
+            atomic_write_json(self.run_dir / "split.json", {"val_people": self.val_people})
 
     # --- the run ----------------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         self.write_start_files()
-        epoch = self.start_epoch
+        start = self._schedule_state()
         try:
             for epoch in range(self.start_epoch, self.cfg.train.epochs):
                 self._one_epoch(epoch)
         except KeyboardInterrupt:
-            if self.dist.main:  # the weights so far, resumable from the last completed epoch
-                self.save("last.pt", epoch, self.history[-1] if self.history else None, interrupted=True)
+            # A last.pt written at the end of an epoch (or resumed from) is already consistent and at least as
+            # new as anything a Ctrl-C could claim: keep it. Only before the first one is written, save the
+            # weights so far as the start epoch, with the schedule and metrics of the start epoch.
+            if self.dist.main and self.saved_epoch is None:
+                self._save_interrupted(start)
             raise
         return FitResult(self.run_dir, max(self.cfg.train.epochs, self.start_epoch), self.best, self.history)
+
+    def _schedule_state(self) -> tuple[dict[str, Any] | None, list[float]]:
+        """The scheduler state and the optimizer's learning rates (the scheduler step changes both)."""
+        sched = copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None
+        return sched, [g["lr"] for g in self.optimizer.param_groups]
+
+    def _save_interrupted(self, start: tuple[dict[str, Any] | None, list[float]]) -> None:
+        """last.pt as `start_epoch` epochs done: resuming it re-runs the interrupted epoch with the schedule
+        where it was (the epoch's scheduler step and metrics row may already have happened)."""
+        sched, lrs = start
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(sched)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.history = [h for h in self.history if h["epoch"] <= self.start_epoch]
+        self.save("last.pt", self.start_epoch, self.history[-1] if self.history else None, interrupted=True)
 
     def _one_epoch(self, epoch: int) -> None:
         from train.progress import console
@@ -251,6 +275,8 @@ class Trainer:
         self.best = best  # only now: a Ctrl-C while best.pt is written must not record it as written
         if self.dist.main:
             self.save("last.pt", epoch + 1, row)
+        self.saved_epoch = epoch + 1
+        if self.dist.main:
             console.print(epoch_line(row, self.cfg.train.epochs, improved))
         self.dist.barrier()
 

@@ -38,6 +38,20 @@ def _assets(shared):
     """Every test here reads ../shared/assets: fail with the fixture's clear message if they are missing."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _monitor_threads():
+    """PyTorch's threads as mask-monitor sets them (configure_threads, before the classifier loads): these
+    tests drive Monitor directly, and the fake cameras' timing depends on MTCNN's speed."""
+    import torch
+
+    from monitor.app import configure_threads
+
+    before = torch.get_num_threads()
+    configure_threads(Config())
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def detector():
     return FaceDetector(DetectorConfig())

@@ -19,7 +19,7 @@ import numpy as np
 from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
-from monitor.capture import Capture, SourceSpec
+from monitor.capture import Capture, SourceSpec, open_cv, open_error
 from monitor.timing import StageTimer
 
 
@@ -190,13 +190,11 @@ class NaiveRun:
 
 def warm_up(engine, detector, spec: SourceSpec) -> None:
     """First calls load MTCNN's nets and let the runtimes plan; keep them out of the numbers."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(spec.target))
-    ok, image = cap.read()
-    cap.release()
+    dev = open_cv(spec)
+    ok, image = dev.read()
+    dev.release()
     if not ok:
-        raise UserError(f"video {spec.target} cannot be read (not a video file, or its codec is missing)")
+        raise open_error(spec)
     detector.detect(image)
     geom = engine.meta.crop   # the crop the pipeline will hand over
     engine.classify([np.zeros((geom.height, geom.width, 3), np.uint8)] * 2)

@@ -80,7 +80,8 @@ _END = object()
 _FPS_PROP = 5  # cv2.CAP_PROP_FPS, without importing cv2 here
 
 
-def _open_error(spec: SourceSpec) -> UserError:
+def open_error(spec: SourceSpec) -> UserError:
+    """The one line for a source that will not open or gives no frame."""
     if spec.kind == "camera":
         return UserError(f"camera {spec.target} cannot be opened (not connected, or in use by another program?)")
     if spec.kind == "url":
@@ -151,7 +152,7 @@ class Capture:
                 _safe_release(self._device)
                 self._device = None
         if self._device is None:
-            raise _open_error(self.spec)
+            raise open_error(self.spec)
         fps = _safe_get(self._device, _FPS_PROP)
         self.fps = fps if 1.0 <= fps <= 1000.0 else 30.0
         self.status = "live" if self.spec.live else "playing"

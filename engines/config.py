@@ -35,11 +35,14 @@ def _f(default: Any, *, min: float | None = None, max: float | None = None,
     return field(default=default, metadata=meta)
 
 
+DEVICES = ("auto", "cpu", "cuda")   # where PyTorch / ONNX Runtime work may run
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Which classifier file the monitor runs, and where."""
     path: str = _f("samples/demo_model.onnx", path=True)
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # 0: let the runtime decide (all cores)
 
 
@@ -50,7 +53,7 @@ class DetectorConfig:
     min_face_size: int = _f(40, min=12, max=2000)
     scale_factor: float = _f(0.709, min=0.3, max=0.95)
     min_score: float = _f(0.0, min=0.0, max=1.0)
-    device: str = _f("cpu", choices=("auto", "cpu", "cuda"))
+    device: str = _f("cpu", choices=DEVICES)
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class TrainConfig:
     accumulate: int = _f(1, min=1, max=1024)
     amp: bool = _f(True)
     seed: int = _f(42, min=0, max=2**31 - 1)
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # CPU threads for training; 0 = torch's default (all cores)
     out_dir: str = _f("runs", path=True)
 
@@ -376,3 +379,15 @@ def cli_overrides(args: Any) -> dict[str, Any]:
 def config_from_args(args: Any) -> Config:
     """--config plus every argparse dest written as 'section.key' (e.g. dest='train.epochs') as an override."""
     return load_config(getattr(args, "config", None), cli_overrides(args))
+
+
+def choices_of(dotted: str) -> tuple[Any, ...]:
+    """The allowed values of a 'section.key' setting, for argparse `choices=` (one list: the schema's)."""
+    section, _, key = dotted.partition(".")
+    cls = next((f.type for f in fields(Config) if f.name == section), None)
+    if isinstance(cls, str):
+        cls = typing.get_type_hints(Config)[section]
+    found = next((f for f in fields(cls) if f.name == key), None) if cls is not None else None
+    if found is None or not found.metadata.get("choices"):
+        raise KeyError(f"{dotted} is not a setting with a fixed list of values")
+    return tuple(found.metadata["choices"])

@@ -3,13 +3,13 @@
 `ModelMeta` is what the monitor needs to run a model and nothing else: labels, network input size,
 normalisation, crop geometry, architecture, provenance. It travels inside every model file:
 the `.pt` checkpoint dict, the `.onnx` metadata_props, a header before the TensorRT plan in `.engine`.
-`FORMATS` is the one table that says, per suffix, which backend loads a file and which exporter writes it.
+engines.formats.FORMATS is the one table that says, per suffix, which backend loads a file, which reader
+takes its metadata and which exporter writes it. This module imports no backend and no runtime.
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -20,7 +20,9 @@ from engines.config import ConfigError, CropConfig, section_from_dict
 from engines.errors import UserError
 from engines.labels import NUM_CLASSES, class_names
 
-META_KEY = "mask_monitor_meta"          # key in the .pt dict and in ONNX metadata_props
+META_KEY = "mask_monitor_meta"          # key of the metadata JSON in an ONNX file's metadata_props
+CKPT_META = "meta"                       # a .pt checkpoint is a dict: its metadata (ModelMeta.to_dict()) ...
+CKPT_MODEL = "model"                     # ... and the network's state_dict
 META_VERSION = 1
 TRT_MAGIC = b"MASKMON-TRT\x00"          # 12 bytes, then uint32 little-endian JSON length, JSON, TensorRT plan
 INPUT_NAME = "images"                    # float32 [N, 3, H, W], RGB, normalised with meta.mean/std
@@ -29,30 +31,6 @@ OUTPUT_NAME = "probs"                    # float32 [N, 18], rows sum to 1
 
 class ModelFileError(UserError):
     """A model file that is missing, of an unknown format, corrupt, or made for other labels."""
-
-
-@dataclass(frozen=True)
-class ModelFormat:
-    name: str          # key of the exporter in train.export.EXPORTERS
-    suffix: str
-    runtime: str       # what the user reads
-    backend: str       # "module:Class" imported only when a file of this format is loaded
-    needs_gpu: bool
-
-
-FORMATS: dict[str, ModelFormat] = {
-    ".pt": ModelFormat("pytorch", ".pt", "PyTorch", "engines.backends.torch_backend:TorchEngine", False),
-    ".onnx": ModelFormat("onnx", ".onnx", "ONNX Runtime", "engines.backends.onnx_backend:OnnxEngine", False),
-    ".engine": ModelFormat("tensorrt", ".engine", "TensorRT", "engines.backends.tensorrt_backend:TensorRTEngine", True),
-}
-
-
-def format_for(path: str | os.PathLike[str]) -> ModelFormat:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ModelFileError(f"model file {path}: unknown suffix {suffix or '(none)'!r}; "
-                             f"expected one of {', '.join(FORMATS)}")
-    return FORMATS[suffix]
 
 
 # JSON types of ModelMeta's scalar fields: a file with "input_height": "256" is refused when it loads, not
@@ -174,17 +152,7 @@ def _read_header(fh: BinaryIO, source: str) -> ModelMeta:
     return ModelMeta.from_json(body, source)
 
 
-def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
-    """The metadata of any model file, without loading a runtime."""
-    p = Path(path)
-    fmt = format_for(p)
-    if not p.is_file():
-        raise ModelFileError(f"model file {p} does not exist")
-    if fmt.name == "pytorch":
-        from engines.backends.torch_backend import load_checkpoint
-        return load_checkpoint(p)[0]
-    if fmt.name == "onnx":
-        from engines.backends.onnx_backend import read_onnx_meta
-        return read_onnx_meta(p)
-    with open(p, "rb") as fh:
-        return _read_header(fh, str(p))
+def read_engine_header(path: Path) -> ModelMeta:
+    """The metadata at the start of an engine file, without reading its (large) plan."""
+    with open(path, "rb") as fh:
+        return _read_header(fh, str(path))

@@ -13,3 +13,12 @@ def resolve_device(pref: str, setting: str) -> str:
     if pref == "cuda" and not cuda:
         raise UserError(f"{setting} = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
     return "cuda" if pref in ("auto", "cuda") and cuda else "cpu"
+
+
+def set_torch_threads(threads: int) -> None:
+    """threads > 0: PyTorch's CPU threads for this whole process (PyTorch keeps one count per process);
+    0 leaves PyTorch's default (all cores)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)

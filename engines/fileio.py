@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from engines.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
@@ -66,3 +68,19 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def require_file(path: str | os.PathLike[str], what: str, hint: str = "") -> Path:
+    """`path` as a Path if it is a file; else the one-line error '<what> <path> does not exist[ (hint)]'."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} {p} does not exist" + (f" ({hint})" if hint else ""))
+    return p
+
+
+def require_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """`path` as a Path if it is a folder; else the one-line error '<what> <path> does not exist'."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{what} {p} does not exist")
+    return p

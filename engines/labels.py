@@ -9,18 +9,29 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from engines.errors import UserError
 
-NUM_CLASSES = 18
 MASK_NAMES = ("wear", "incorrect", "not_wear")
 GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 TASKS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+TASK_SIZES = {name: len(names) for name, names in TASKS.items()}   # mask 3, gender 2, age 3
+NUM_CLASSES = 18   # = 3 * 2 * 3, the product of TASK_SIZES (checked below)
+assert NUM_CLASSES == int(np.prod(list(TASK_SIZES.values())))
+
+# Per-task index of every class: TASK_OF["age"][c] is class c's age group. Folding an 18-way confusion
+# matrix, a target tensor or a probability row into one task goes through these arrays or `marginals`.
+_CLASSES = np.arange(NUM_CLASSES)
+TASK_OF: dict[str, np.ndarray] = {"mask": _CLASSES // 6, "gender": (_CLASSES // 3) % 2, "age": _CLASSES % 3}
+for _a in TASK_OF.values():
+    _a.setflags(write=False)
 
 # Shown to users (UI, tables); the machine-readable names above go into files and events.
 MASK_DISPLAY = ("mask", "incorrect mask", "no mask")
 
-# File stems of one person's 7 photos in the competition layout.
+# File stems of one person's 7 photos in the competition layout (synthetic data writes the same names).
 STEM_TO_MASK = {
     "mask1": 0, "mask2": 0, "mask3": 0, "mask4": 0, "mask5": 0,
     "incorrect_mask": 1,
@@ -64,6 +75,23 @@ class Label:
 
 def encode(mask: int, gender: int, age: int) -> int:
     return _check(mask, 3, "mask") * 6 + _check(gender, 2, "gender") * 3 + _check(age, 3, "age")
+
+
+def split_classes(cls):
+    """Class indices (int, NumPy array or torch tensor) -> (mask, gender, age) indices of the same kind.
+
+    The one place besides `encode` that knows class = mask*6 + gender*3 + age, for arrays and tensors alike.
+    """
+    return cls // 6, (cls // 3) % 2, cls % 3
+
+
+def marginals(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities [..., 18] -> mask [..., 3], gender [..., 2], age [..., 3], each summed over the others."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape[-1:] != (NUM_CLASSES,):
+        raise ValueError(f"expected probabilities over {NUM_CLASSES} classes, got shape {list(p.shape)}")
+    p = p.reshape(*p.shape[:-1], *TASK_SIZES.values())
+    return p.sum(axis=(-2, -1)), p.sum(axis=(-3, -1)), p.sum(axis=(-3, -2))
 
 
 def _check(value: object, n: int, name: str) -> int:

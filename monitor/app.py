@@ -19,7 +19,7 @@ from typing import IO, Callable
 
 from rich.console import Console
 
-from engines.backends import Engine
+from engines.backends.base import Engine
 from engines.config import Config
 from engines.errors import UserError
 from engines.faces import FaceDetector

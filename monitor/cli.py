@@ -91,7 +91,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
 
 
 def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
-    from engines.contract import format_for
+    from engines.formats import format_for
 
     path = Path(args.engine) if args.engine else cfg.resolve(cfg.engine.path)
     format_for(path)   # an unknown suffix says so, whether or not the file exists
@@ -103,7 +103,7 @@ def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
 
 
 def load_classifier(args: argparse.Namespace, cfg: Config) -> Any:
-    from engines.backends import load_engine
+    from engines.formats import load_engine
 
     return load_engine(engine_path(args, cfg), cfg.engine.device, cfg.engine.threads)
 

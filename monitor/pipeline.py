@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engines.backends import Engine
+from engines.backends.base import Engine
 from engines.config import Config
 from engines.faces import Box, Face, FaceDetector, crop_face
 from monitor.capture import Frame

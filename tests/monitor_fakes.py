@@ -10,7 +10,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from engines.backends import Engine
+from engines.backends.base import Engine
 from engines.contract import ModelMeta
 from engines.labels import encode
 from tests.videogen import MASK_COLOURS

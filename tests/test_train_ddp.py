@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from engines.backends import load_engine
+from engines.formats import load_engine
 from engines.backends.torch_backend import load_checkpoint
 from engines.config import load_config
 from tests.conftest import REPO, one_torch_thread

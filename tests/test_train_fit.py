@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.backends import load_engine
+from engines.formats import load_engine
 from engines.backends.torch_backend import load_checkpoint
 from engines.config import CropConfig, load_config, with_overrides
 from engines.errors import UserError

@@ -43,7 +43,8 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def _source(args: argparse.Namespace, cfg: Config):
     """(meta, state_dict) of the model to time."""
-    from engines.backends.torch_backend import CKPT_MODEL, load_checkpoint
+    from engines.backends.torch_backend import load_checkpoint
+    from engines.contract import CKPT_MODEL
     from engines.contract import ModelMeta
     from engines.models import create_model
 

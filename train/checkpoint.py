@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engines.backends.torch_backend import CKPT_META, CKPT_MODEL, load_checkpoint
+from engines.backends.torch_backend import load_checkpoint
+from engines.contract import CKPT_META, CKPT_MODEL
 from engines.contract import ModelMeta
 from engines.errors import UserError
 from engines.fileio import atomic_path

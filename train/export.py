@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engines.config import Config, ExportConfig
-from engines.contract import INPUT_NAME, META_KEY, OUTPUT_NAME, ModelMeta, format_for, pack_engine
+from engines.contract import INPUT_NAME, META_KEY, OUTPUT_NAME, ModelMeta, pack_engine
+from engines.formats import format_for
 from engines.errors import UserError
 from engines.fileio import atomic_path, atomic_write_bytes, sha256_file
 
@@ -39,7 +40,8 @@ def read_source(checkpoint: str | os.PathLike[str]) -> tuple[ModelMeta, dict]:
 
 def load_for_export(checkpoint: str | os.PathLike[str]):
     """Checkpoint -> (InferenceModel in eval mode, its ModelMeta with the source hash filled in)."""
-    from engines.backends.torch_backend import CKPT_MODEL, build_inference_model
+    from engines.backends.torch_backend import build_inference_model
+    from engines.contract import CKPT_MODEL
 
     meta, ckpt = read_source(checkpoint)
     return build_inference_model(meta, ckpt[CKPT_MODEL], str(checkpoint)), meta
@@ -95,7 +97,7 @@ def export_pytorch(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     """A slim inference checkpoint: only the metadata (with the source hash) and the weights."""
     import torch
 
-    from engines.backends.torch_backend import CKPT_META, CKPT_MODEL
+    from engines.contract import CKPT_META, CKPT_MODEL
 
     meta, ckpt = read_source(checkpoint)
     with atomic_path(out) as tmp:
@@ -111,7 +113,7 @@ def export_tensorrt(source: str | os.PathLike[str], out: str | os.PathLike[str],
     From a checkpoint, the ONNX is exported to a temporary file first: FP16 on TensorRT 11 (strongly typed),
     FP32 on TensorRT 10, where --fp16 uses the FP16 builder flag instead.
     """
-    from engines.backends.onnx_backend import read_onnx_meta
+    from engines.formats import read_meta
     from engines.backends.tensorrt_backend import require_tensorrt
     from train.tensorrt_build import build_plan, choose_precision, onnx_is_fp16
 
@@ -129,7 +131,7 @@ def export_tensorrt(source: str | os.PathLike[str], out: str | os.PathLike[str],
             status(f"Exporting {src.name} to ONNX")
             onnx_path = Path(tmp) / "model.onnx"
             export_onnx(src, onnx_path, opset=cfg.opset, fp16=cfg.fp16 and not has_fp16_flag)
-        meta = read_onnx_meta(onnx_path)
+        meta = read_meta(onnx_path)
         precision = choose_precision(cfg.fp16, onnx_is_fp16(onnx_path), has_fp16_flag)
         status(f"Building the TensorRT {trt.__version__} engine ({precision.label}, batch {cfg.min_batch}-"
                f"{cfg.max_batch}; this takes a while)")

@@ -10,7 +10,7 @@ import numpy as np
 from engines.errors import UserError
 
 def load_models(paths: Sequence[str | Path], device: str = "auto", threads: int = 0) -> list:
-    from engines.backends import load_engine
+    from engines.formats import load_engine
 
     if not paths:
         raise UserError("give at least one model file (--checkpoint)")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Engine
+from engines.backends.base import Engine
 from engines.contract import INPUT_NAME, META_KEY, ModelFileError, ModelMeta
 from engines.errors import UserError
 
 
-def read_onnx_meta(path: Path) -> ModelMeta:
+def read_meta(path: Path) -> ModelMeta:
     import onnx
 
     try:
@@ -32,8 +32,7 @@ class OnnxEngine(Engine):
             import onnxruntime as ort
         except ImportError:
             raise UserError("onnxruntime is not installed: pip install onnxruntime") from None
-        meta = read_onnx_meta(path)
-        super().__init__(path, meta)
+        self._set_file(path, read_meta(path))
         available = ort.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise UserError(f"{path}: device 'cuda' asked for, but this onnxruntime has no CUDA provider; use cpu")

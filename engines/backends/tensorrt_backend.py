@@ -15,11 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from engines.backends import Engine
-from engines.contract import INPUT_NAME, OUTPUT_NAME, ModelFileError, unpack_engine
+from engines.backends.base import Engine
+from engines.contract import INPUT_NAME, OUTPUT_NAME, ModelFileError, ModelMeta, read_engine_header, unpack_engine
 from engines.errors import UserError
 
 CPU_HINT = "Use the .onnx file on a CPU machine"
+
+
+def read_meta(path: Path) -> ModelMeta:
+    """The header's metadata: tensorrt is not imported, and the plan is not read."""
+    return read_engine_header(path)
 
 
 def cuda_available() -> bool:
@@ -71,7 +76,7 @@ class TensorRTEngine(Engine):
         import torch
 
         meta, plan = unpack_engine(path.read_bytes(), str(path))
-        super().__init__(path, meta)
+        self._set_file(path, meta)
         self.device = torch.device("cuda", torch.cuda.current_device())
         self._lock = threading.Lock()
         self._logger = trt.Logger(trt.Logger.ERROR)

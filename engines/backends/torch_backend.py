@@ -9,13 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.backends import Engine
-from engines.contract import ModelFileError, ModelMeta
+from engines.backends.base import Engine
+from engines.contract import CKPT_META, CKPT_MODEL, ModelFileError, ModelMeta
 from engines.device import resolve_device
 from engines.models import InferenceModel, create_model
-
-CKPT_META = "meta"
-CKPT_MODEL = "model"
 
 
 def load_checkpoint(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
@@ -38,6 +35,10 @@ def load_checkpoint(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
     return ModelMeta.from_dict(ckpt[CKPT_META], str(path)), ckpt
 
 
+def read_meta(path: Path) -> ModelMeta:
+    return load_checkpoint(path)[0]
+
+
 def build_inference_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: str) -> InferenceModel:
     model = create_model(meta.arch, meta.head, pretrained=False)
     try:
@@ -53,7 +54,7 @@ class TorchEngine(Engine):
 
     def __init__(self, path: Path, device: str = "auto", threads: int = 0) -> None:
         meta, ckpt = load_checkpoint(path)
-        super().__init__(path, meta)
+        self._set_file(path, meta)
         device = resolve_device(device, "engine.device")
         if threads and device == "cpu":
             torch.set_num_threads(threads)

@@ -1,0 +1,91 @@
+"""One table, one row per model-file format: which backend loads a file, which function reads its metadata
+and which exporter writes it. `mask-train export-*` and `mask-monitor --engine` both go through it, so a
+file that one writes the other can read.
+
+A row names its three parts as "module:attribute" strings, imported only when a file of that format is
+used: a CPU machine never imports tensorrt, and `engines` never imports `train` (the exporters live there).
+Adding a format is one backend module (an Engine subclass and a `read_meta(path)`), one exporter, one row.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from engines.contract import ModelFileError, ModelMeta
+
+if TYPE_CHECKING:
+    from engines.backends.base import Engine
+
+_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    name: str          # what export and errors call it
+    suffix: str
+    runtime: str       # what the user reads
+    backend: str       # "module:Class", an engines.backends.base.Engine subclass
+    read_meta: str     # "module:function", path -> ModelMeta without loading the runtime
+    exporter: str      # "module:function", (checkpoint, out, ExportConfig) -> ModelMeta
+    needs_gpu: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.suffix.startswith("."):
+            raise ValueError(f"model format {self.name!r}: needs a name and a suffix starting with '.'")
+        for part in ("backend", "read_meta", "exporter"):
+            ref = getattr(self, part)
+            if not isinstance(ref, str) or not _REF.match(ref):
+                raise ValueError(f"model format {self.name!r}: {part} must name 'module:attribute', got {ref!r}")
+
+    def load(self, part: str) -> Any:
+        """The backend class, metadata reader or exporter this row names, imported now."""
+        module, _, attr = getattr(self, part).partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _table(*rows: ModelFormat) -> dict[str, ModelFormat]:
+    return {row.suffix: row for row in rows}
+
+
+FORMATS: dict[str, ModelFormat] = _table(
+    ModelFormat("pytorch", ".pt", "PyTorch", "engines.backends.torch_backend:TorchEngine",
+                "engines.backends.torch_backend:read_meta", "train.export.pytorch:to_pytorch"),
+    ModelFormat("onnx", ".onnx", "ONNX Runtime", "engines.backends.onnx_backend:OnnxEngine",
+                "engines.backends.onnx_backend:read_meta", "train.export.onnx:to_onnx"),
+    ModelFormat("tensorrt", ".engine", "TensorRT", "engines.backends.tensorrt_backend:TensorRTEngine",
+                "engines.backends.tensorrt_backend:read_meta", "train.export.tensorrt:to_tensorrt",
+                needs_gpu=True),
+)
+
+
+def format_for(path: str | os.PathLike[str]) -> ModelFormat:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ModelFileError(f"model file {path}: unknown suffix {suffix or '(none)'!r}; "
+                             f"expected one of {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def _existing(path: str | os.PathLike[str]) -> tuple[Path, ModelFormat]:
+    p = Path(path)
+    fmt = format_for(p)
+    if not p.is_file():
+        raise ModelFileError(f"model file {p} does not exist")
+    return p, fmt
+
+
+def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
+    """The metadata of any model file, through its format's reader (no runtime session is started)."""
+    p, fmt = _existing(path)
+    reader: Callable[[Path], ModelMeta] = fmt.load("read_meta")
+    return reader(p)
+
+
+def load_engine(path: str | os.PathLike[str], device: str = "auto", threads: int = 0) -> Engine:
+    """Pick the backend from the file's suffix and load the file."""
+    p, fmt = _existing(path)
+    return fmt.load("backend")(p, device=device, threads=threads)

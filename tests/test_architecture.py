@@ -1,0 +1,106 @@
+"""The layering the README promises, checked on the source itself: `engines` at the bottom, `monitor` and
+`train` above it and never importing each other, and no import cycle anywhere among the three packages.
+
+Every `import` statement counts, also the ones inside functions (a lazy import still couples two modules);
+"module:attr" strings in engines.formats are not imports and are resolved only where they are used.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGES = ("engines", "monitor", "train")
+
+
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+
+
+def imported_modules(path: Path, known: set[str], root: Path = REPO) -> set[str]:
+    """The project modules that `path` imports: `from a.b import c` counts as a.b.c when c is a module."""
+    found: set[str] = set()
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:   # relative import: resolve against this module's package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n.split(".")[0] in PACKAGES)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = project_modules()
+    known = set(mods)
+    graph = {}
+    for name, path in mods.items():
+        targets = imported_modules(path, known)
+        unknown = {t for t in targets if t not in known}
+        assert not unknown, f"{path.relative_to(REPO)} imports modules that do not exist: {sorted(unknown)}"
+        graph[name] = targets - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path [a, b, ..., a], or None (iterative depth-first search)."""
+    state: dict[str, int] = {}   # 1 = on the current path, 2 = done
+    for root in sorted(graph):
+        if state.get(root):
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle_and_passes_a_tree():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_scanner_sees_lazy_relative_and_submodule_imports(tmp_path):
+    pkg = tmp_path / "monitor"
+    pkg.mkdir()
+    (pkg / "x.py").write_text("import os\ndef f():\n    from train.fit import run\n    import engines.labels\n"
+                              "from . import ui\nfrom .tracker import Track\n")
+    known = {"train.fit", "engines.labels", "monitor.ui", "monitor.tracker"}
+    assert imported_modules(pkg / "x.py", known, tmp_path) == known
+
+
+def test_there_is_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("package, forbidden", [("engines", ("monitor", "train")), ("monitor", ("train",)),
+                                                ("train", ("monitor",))])
+def test_layering(package, forbidden):
+    wrong = sorted(f"{mod} imports {dep}" for mod, deps in import_graph().items() if mod.split(".")[0] == package
+                   for dep in deps if dep.split(".")[0] in forbidden)
+    assert not wrong, "\n".join(wrong)

@@ -36,7 +36,7 @@ class ColourEngine(Engine):
     runtime = "fake"
 
     def __init__(self, gender: int = 1, age: int = 1, confidence: float = 0.9) -> None:
-        super().__init__(Path("colour.fake"), ModelMeta(arch="colour"))
+        self._set_file(Path("colour.fake"), ModelMeta(arch="colour"))
         self.gender, self.age, self.confidence = gender, age, confidence
         self.batches: list[int] = []
 
@@ -57,7 +57,7 @@ class ScriptedEngine(Engine):
     runtime = "fake"
 
     def __init__(self, states: Sequence[int], confidence: float = 0.8) -> None:
-        super().__init__(Path("scripted.fake"), ModelMeta(arch="scripted"))
+        self._set_file(Path("scripted.fake"), ModelMeta(arch="scripted"))
         self.states = list(states)
         self.confidence = confidence
         self.calls = 0

@@ -26,7 +26,7 @@ from monitor.cli import main
 from monitor.events import EVENT_KEYS
 from monitor.tracker import iou
 from tests.conftest import REPO, VIDEOS
-from tests.monitor_fakes import ClosedDevice, ColourEngine, FakeCamera, Opener, read_frames
+from tests.monitor.fakes import ClosedDevice, ColourEngine, FakeCamera, Opener, read_frames
 from tests.videogen import SCENE, SCENE_FRAMES, make_video
 
 CARPHONE = VIDEOS / "carphone_pristine.mp4"
@@ -92,6 +92,7 @@ def person_of(box, frame, truth):
 
 
 # --- ground truth --------------------------------------------------------------------------------------------
+
 
 def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     path, truth = scene
@@ -169,6 +170,7 @@ def test_no_face_image_is_written_unless_asked(scene, detector, tmp_path, monkey
 
 # --- real videos, real engine ----------------------------------------------------------------------------------
 
+
 def test_carphone_one_person_with_a_real_onnx_engine(onnx_model, detector, tmp_path):
     from engines import load_engine
 
@@ -221,6 +223,7 @@ def test_dozens_of_faces_at_once_are_classified_in_one_call(shared, detector):
 
 
 # --- live sources: fake camera --------------------------------------------------------------------------------
+
 
 def test_camera_that_breaks_mid_stream_reconnects_and_the_run_goes_on(scene, detector):
     frames = read_frames(scene[0], 60)
@@ -303,6 +306,7 @@ def test_ctrl_c_in_a_real_process(scene, onnx_model, tmp_path):
 
 
 # --- CLI errors: one line, no traceback ------------------------------------------------------------------------
+
 
 def cli_error(capsys, *argv) -> str:
     with pytest.raises(SystemExit) as exc:

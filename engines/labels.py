@@ -53,12 +53,12 @@ class Label:
     age: int
 
     def __post_init__(self) -> None:
-        for name, n in (("mask", 3), ("gender", 2), ("age", 3)):
+        for name, n in TASK_SIZES.items():
             object.__setattr__(self, name, _check(getattr(self, name), n, name))
 
     @property
     def cls(self) -> int:
-        return self.mask * 6 + self.gender * 3 + self.age
+        return encode(self.mask, self.gender, self.age)
 
     @property
     def mask_name(self) -> str:
@@ -105,8 +105,7 @@ def _check(value: object, n: int, name: str) -> int:
 
 
 def decode(cls: int) -> Label:
-    c = _check(cls, NUM_CLASSES, "class")
-    return Label(c // 6, (c // 3) % 2, c % 3)
+    return Label(*split_classes(_check(cls, NUM_CLASSES, "class")))
 
 
 def class_name(cls: int) -> str:
@@ -117,12 +116,6 @@ def class_name(cls: int) -> str:
 
 def class_names() -> list[str]:
     return [class_name(c) for c in range(NUM_CLASSES)]
-
-
-def display_name(cls: int) -> str:
-    """What a user reads, e.g. 'no mask, female, 30-59'."""
-    lab = decode(cls)
-    return f"{MASK_DISPLAY[lab.mask]}, {lab.gender_name}, {lab.age_name}"
 
 
 def age_group(age: int, old_threshold: int = 60) -> int:

@@ -34,7 +34,8 @@ def test_flag_once_per_person_and_state():
     assert flags == ["not_wear", "incorrect"]
     assert d.settled_state(7).mask == 1
     d.forget(7)
-    assert d.state(7) is None and d.votes(7) == 0
+    assert d.state(7) is None and d.settled_state(7) is None
+    assert d.add(7, probs_for(2)).votes == 1   # the votes before forget() are gone
 
 
 def test_flag_states_are_configurable():

@@ -19,6 +19,7 @@ import pytest
 from rich.console import Console
 
 from engines.config import Config, DetectorConfig, MonitorConfig
+from engines.device import set_torch_threads
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
 from monitor.capture import SourceSpec
@@ -40,14 +41,12 @@ def _assets(shared):
 
 @pytest.fixture(scope="module", autouse=True)
 def _monitor_threads():
-    """PyTorch's threads as mask-monitor sets them (configure_threads, before the classifier loads): these
+    """PyTorch's threads as mask-monitor sets them (monitor.torch_threads, before the classifier loads): these
     tests drive Monitor directly, and the fake cameras' timing depends on MTCNN's speed."""
     import torch
 
-    from monitor.app import configure_threads
-
     before = torch.get_num_threads()
-    configure_threads(Config())
+    set_torch_threads(Config().monitor.torch_threads)
     yield
     torch.set_num_threads(before)
 

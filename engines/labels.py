@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +39,8 @@ STEM_TO_MASK = {
     "normal": 2,
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+_C = TypeVar("_C")   # an int, a NumPy array or a torch tensor of class indices
 
 _PERSON_RE = re.compile(r"^(?P<id>[^_]+)_(?P<gender>[A-Za-z]+)_(?P<race>.+)_(?P<age>\d+)$")
 
@@ -77,7 +80,7 @@ def encode(mask: int, gender: int, age: int) -> int:
     return _check(mask, 3, "mask") * 6 + _check(gender, 2, "gender") * 3 + _check(age, 3, "age")
 
 
-def split_classes(cls):
+def split_classes(cls: _C) -> tuple[_C, _C, _C]:
     """Class indices (int, NumPy array or torch tensor) -> (mask, gender, age) indices of the same kind.
 
     The one place besides `encode` that knows class = mask*6 + gender*3 + age, for arrays and tensors alike.

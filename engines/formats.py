@@ -13,18 +13,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from engines.backends.base import Engine
 from engines.contract import ModelFileError, ModelMeta
-
-if TYPE_CHECKING:
-    from engines.backends.base import Engine
 
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 @dataclass(frozen=True)
 class ModelFormat:
+    """One model-file format. A malformed reference is refused when the row is made (import time), not
+    when a user first opens a file of that format."""
+
     name: str          # what export and errors call it
     suffix: str
     runtime: str       # what the user reads
@@ -63,6 +64,7 @@ FORMATS: dict[str, ModelFormat] = _table(
 
 
 def format_for(path: str | os.PathLike[str]) -> ModelFormat:
+    """The row of the file's suffix (case-blind); an unknown suffix is one line naming the known ones."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ModelFileError(f"model file {path}: unknown suffix {suffix or '(none)'!r}; "
@@ -71,6 +73,7 @@ def format_for(path: str | os.PathLike[str]) -> ModelFormat:
 
 
 def _existing(path: str | os.PathLike[str]) -> tuple[Path, ModelFormat]:
+    """The format first: a wrong suffix is the more useful error, whether or not the file exists."""
     p = Path(path)
     fmt = format_for(p)
     if not p.is_file():
@@ -86,6 +89,6 @@ def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
 
 
 def load_engine(path: str | os.PathLike[str], device: str = "auto", threads: int = 0) -> Engine:
-    """Pick the backend from the file's suffix and load the file."""
+    """Load the file with the backend its format's row names (no branching on formats anywhere else)."""
     p, fmt = _existing(path)
     return fmt.load("backend")(p, device=device, threads=threads)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -39,6 +40,8 @@ STEM_TO_MASK = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+_C = TypeVar("_C")   # an int, a NumPy array or a torch tensor of class indices
+
 _PERSON_RE = re.compile(r"^(?P<id>[^_]+)_(?P<gender>[A-Za-z]+)_(?P<race>.+)_(?P<age>\d+)$")
 
 
@@ -53,12 +56,12 @@ class Label:
     age: int
 
     def __post_init__(self) -> None:
-        for name, n in (("mask", 3), ("gender", 2), ("age", 3)):
+        for name, n in TASK_SIZES.items():
             object.__setattr__(self, name, _check(getattr(self, name), n, name))
 
     @property
     def cls(self) -> int:
-        return self.mask * 6 + self.gender * 3 + self.age
+        return encode(self.mask, self.gender, self.age)
 
     @property
     def mask_name(self) -> str:
@@ -77,7 +80,7 @@ def encode(mask: int, gender: int, age: int) -> int:
     return _check(mask, 3, "mask") * 6 + _check(gender, 2, "gender") * 3 + _check(age, 3, "age")
 
 
-def split_classes(cls):
+def split_classes(cls: _C) -> tuple[_C, _C, _C]:
     """Class indices (int, NumPy array or torch tensor) -> (mask, gender, age) indices of the same kind.
 
     The one place besides `encode` that knows class = mask*6 + gender*3 + age, for arrays and tensors alike.
@@ -105,8 +108,7 @@ def _check(value: object, n: int, name: str) -> int:
 
 
 def decode(cls: int) -> Label:
-    c = _check(cls, NUM_CLASSES, "class")
-    return Label(c // 6, (c // 3) % 2, c % 3)
+    return Label(*split_classes(_check(cls, NUM_CLASSES, "class")))
 
 
 def class_name(cls: int) -> str:
@@ -117,12 +119,6 @@ def class_name(cls: int) -> str:
 
 def class_names() -> list[str]:
     return [class_name(c) for c in range(NUM_CLASSES)]
-
-
-def display_name(cls: int) -> str:
-    """What a user reads, e.g. 'no mask, female, 30-59'."""
-    lab = decode(cls)
-    return f"{MASK_DISPLAY[lab.mask]}, {lab.gender_name}, {lab.age_name}"
 
 
 def age_group(age: int, old_threshold: int = 60) -> int:

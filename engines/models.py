@@ -10,9 +10,10 @@ import torchvision
 from torch import nn
 
 from engines.errors import UserError
-from engines.labels import NUM_CLASSES
+from engines.labels import NUM_CLASSES, TASK_SIZES
 
-HEAD_SIZES = {"single": (NUM_CLASSES,), "multi": (3, 2, 3)}  # multi: mask, gender, age
+# output units per head; multi: one head per task of engines.labels.TASKS (mask, gender, age), in that order
+HEAD_SIZES = {"single": (NUM_CLASSES,), "multi": tuple(TASK_SIZES.values())}
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -87,8 +88,9 @@ def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
     if head == "single":
         return torch.softmax(logits, dim=1)
     pm, pg, pa = (torch.softmax(t, dim=1) for t in split_logits(logits, head))
-    joint = pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None, None, :]  # [N, 3, 2, 3]
-    return joint.reshape(logits.shape[0], NUM_CLASSES)  # index m*6 + g*3 + a
+    joint = pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None, None, :]  # [N, *TASK_SIZES.values()]
+    # row-major flattening is engines.labels.encode's order: the inverse of the reshape in labels.marginals
+    return joint.reshape(logits.shape[0], NUM_CLASSES)
 
 
 class InferenceModel(nn.Module):

@@ -30,16 +30,6 @@ from monitor.timing import StageTimer
 from monitor.ui import Dashboard, LiveScreen, Tally, flag_line, summary_text
 
 
-def configure_threads(cfg: Config) -> None:
-    """PyTorch's CPU threads for MTCNN (process-wide): see monitor.torch_threads in config.toml. Call it
-    before the classifier loads: a `.pt` classifier on the CPU then sets its own `engine.threads` on top
-    (PyTorch has one thread count per process, so that setting wins for MTCNN too)."""
-    if cfg.monitor.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(cfg.monitor.torch_threads)
-
-
 @dataclass(frozen=True)
 class Options:
     headless: bool = False

@@ -11,15 +11,21 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
+from engines.backends.base import Engine
 from engines.config import Config
-from engines.errors import UserError
-from engines.fileio import atomic_write_json
+from engines.device import set_torch_threads
+from engines.faces import FaceDetector, crop_face
+from engines.fileio import atomic_write_json, require_file
+from engines.preprocess import preprocess
 from monitor.capture import Capture, SourceSpec, open_cv, open_error
+from monitor.classifier import load_classifier
+from monitor.pipeline import Pipeline
 from monitor.timing import StageTimer
 
 
@@ -102,10 +108,9 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def measure_pipeline(cfg: Config, engine, detector, spec: SourceSpec, limit: int, loops: int = 1) -> Measurement:
+def measure_pipeline(cfg: Config, engine: Engine, detector: FaceDetector, spec: SourceSpec, limit: int,
+                     loops: int = 1) -> Measurement:
     """The monitor's pipeline, as `mask-monitor --video FILE --headless` runs it (without writing files)."""
-    from monitor.pipeline import Pipeline
-
     timer = StageTimer(window=None)
     pipeline = Pipeline(cfg, engine, detector, timer)
     started: dict[int, int] = {}      # track id -> first frame seq
@@ -133,8 +138,9 @@ def measure_pipeline(cfg: Config, engine, detector, spec: SourceSpec, limit: int
     return Measurement("monitor", timer.frames, drive.wall_s, _stages(timer), extra, drive.cpu_s)
 
 
-def baseline_model(engine) -> Any:
+def baseline_model(engine: Engine) -> tuple[Any, str]:
     """PyTorch eager network of the engine's architecture (its own weights if the engine is a .pt file)."""
+    # here, not at the top: these import torch, and `mask-monitor --help` imports this module
     import torch
 
     from engines.backends.torch_backend import TorchEngine
@@ -154,7 +160,7 @@ class NaiveRun:
     """The naive pipeline. Measured in two halves, one before and one after the monitor's run, so a load
     that drifts during the bench (other programs) weighs on both sides alike."""
 
-    def __init__(self, engine, detector, spec: SourceSpec) -> None:
+    def __init__(self, engine: Engine, detector: FaceDetector, spec: SourceSpec) -> None:
         self.model, self.weights = baseline_model(engine)
         self.meta = engine.meta
         self.detector = detector
@@ -163,10 +169,7 @@ class NaiveRun:
         self.wall_s = self.cpu_s = 0.0
 
     def _step(self, frame) -> None:
-        import torch
-
-        from engines.faces import crop_face
-        from engines.preprocess import preprocess
+        import torch   # not at the top: `mask-monitor --help` imports this module
 
         meta, timer = self.meta, self.timer
         with timer.stage("total"):
@@ -188,7 +191,7 @@ class NaiveRun:
                            {"baseline_weights": self.weights}, self.cpu_s)
 
 
-def warm_up(engine, detector, spec: SourceSpec) -> None:
+def warm_up(engine: Engine, detector: FaceDetector, spec: SourceSpec) -> None:
     """First calls load MTCNN's nets and let the runtimes plan; keep them out of the numbers."""
     dev = open_cv(spec)
     ok, image = dev.read()
@@ -201,9 +204,6 @@ def warm_up(engine, detector, spec: SourceSpec) -> None:
 
 
 def print_table(results: list[Measurement], ratio: float, video: str, engine_desc: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"mask-monitor bench: {video}\nengine {engine_desc}")
     table.add_column("")
     for m in results:
@@ -238,14 +238,10 @@ def print_table(results: list[Measurement], ratio: float, video: str, engine_des
 
 
 def run_bench(args: argparse.Namespace, cfg: Config) -> int:
-    from engines.faces import FaceDetector
-    from monitor.app import configure_threads
-    from monitor.cli import load_classifier
-
-    video = Path(args.video)
-    if not video.is_file():
-        raise UserError(f"video file {video} does not exist")
-    configure_threads(cfg)   # the baseline runs with the same PyTorch threads: a fair, conservative ratio
+    video = require_file(args.video, "video file")
+    # PyTorch's CPU threads for MTCNN before the classifier loads, as `mask-monitor` sets them (see
+    # monitor.cli): the baseline runs with the same PyTorch threads, a fair, conservative ratio
+    set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(args, cfg)
     detector = FaceDetector(cfg.detector)
     spec = SourceSpec("video", str(video))

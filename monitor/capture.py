@@ -16,10 +16,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from engines.errors import UserError
+from engines.fileio import require_file
 from monitor.timing import StageTimer
 
 
@@ -55,8 +55,8 @@ STREAM_TIMEOUT_MS = 5000
 def open_cv(spec: SourceSpec) -> Device:
     import cv2
 
-    if spec.kind == "video" and not Path(str(spec.target)).is_file():
-        raise UserError(f"video file {spec.target} does not exist")
+    if spec.kind == "video":
+        require_file(str(spec.target), "video file")
     # OpenCV's own warnings ("can't open camera by index") would come before our one-line error
     from cv2.utils import logging as cv_logging
 

@@ -1,58 +1,46 @@
 """`mask-monitor`: watch a camera, stream or video; `mask-monitor bench`: measure the pipeline.
 
 Heavy libraries (torch, onnxruntime, facenet-pytorch) load only after the arguments are read, so `--help`
-and a bad flag answer at once.
+and a bad flag answer at once: every module imported here keeps those imports inside its functions.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from engines.config import Config, add_config_argument, config_from_args
-from engines.errors import UserError, run_cli
+from engines.cliargs import positive_float, positive_int
+from engines.config import Config, add_config_argument, choices_of, config_from_args
+from engines.device import set_torch_threads
+from engines.errors import run_cli
+from engines.faces import FaceDetector
+from engines.fileio import require_file
+from monitor.app import Monitor, Options
+from monitor.bench import run_bench
+from monitor.capture import SourceSpec
+from monitor.classifier import load_classifier
+from monitor.events import check_outputs
 
 DESCRIPTION = ("Real-time entrance monitor: finds faces, classifies mask / gender / age, flags incorrect and "
                "missing masks. `mask-monitor bench --video FILE` measures it against a naive pipeline.")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
-    return v
-
-
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     p.add_argument("--engine", metavar="PATH", help="classifier file (.onnx, .engine, .pt); default: config engine.path")
-    p.add_argument("--device", dest="engine.device", choices=("auto", "cpu", "cuda"), help="where the classifier runs")
+    p.add_argument("--device", dest="engine.device", choices=choices_of("engine.device"), help="where the classifier runs")
     p.add_argument("--threads", dest="engine.threads", type=int, metavar="N", help="CPU threads of the classifier runtime")
-    p.add_argument("--detect-every", dest="monitor.detect_every", type=_positive_int, metavar="N",
+    p.add_argument("--detect-every", dest="monitor.detect_every", type=positive_int, metavar="N",
                    help="run MTCNN on every Nth frame (config monitor.detect_every)")
-    p.add_argument("--classify-every", dest="monitor.classify_every", type=_positive_int, metavar="N",
+    p.add_argument("--classify-every", dest="monitor.classify_every", type=positive_int, metavar="N",
                    help="reclassify a settled track every Nth frame (config monitor.classify_every)")
-    p.add_argument("--vote-window", dest="monitor.vote_window", type=_positive_int, metavar="K",
+    p.add_argument("--vote-window", dest="monitor.vote_window", type=positive_int, metavar="K",
                    help="vote over a track's last K classifications (config monitor.vote_window)")
-    p.add_argument("--min-votes", dest="monitor.min_votes", type=_positive_int, metavar="N",
+    p.add_argument("--min-votes", dest="monitor.min_votes", type=positive_int, metavar="N",
                    help="classifications before a state counts as settled (config monitor.min_votes)")
-    p.add_argument("--detect-max-side", dest="monitor.detect_max_side", type=_positive_int, metavar="PX",
+    p.add_argument("--detect-max-side", dest="monitor.detect_max_side", type=positive_int, metavar="PX",
                    help="MTCNN sees the frame shrunk to this longer side (config monitor.detect_max_side)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", metavar="FILE.jsonl", help="append one JSON object per flag and per person who leaves")
     p.add_argument("--save-faces", metavar="DIR", help="save the crop of each flagged person (off by default)")
     p.add_argument("--record", metavar="OUT.mp4", help="write the annotated video")
-    p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     return p
 
 
@@ -82,35 +70,15 @@ def build_bench_parser() -> argparse.ArgumentParser:
                                             "frame, each crop classified alone in PyTorch eager).")
     p.add_argument("--video", metavar="FILE", required=True, help="a video (ideally 640x480 with 1-3 large faces)")
     p.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
-    p.add_argument("--baseline-frames", type=_positive_int, metavar="N", default=150,
+    p.add_argument("--baseline-frames", type=positive_int, metavar="N", default=150,
                    help="frames for the naive baseline (it is slow; default 150)")
-    p.add_argument("--loops", type=_positive_int, metavar="N", default=1,
+    p.add_argument("--loops", type=positive_int, metavar="N", default=1,
                    help="play the video N times through the monitor's pipeline (a long run: is memory flat?)")
     add_engine_arguments(p)
     return p
 
 
-def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
-    from engines.formats import format_for
-
-    path = Path(args.engine) if args.engine else cfg.resolve(cfg.engine.path)
-    format_for(path)   # an unknown suffix says so, whether or not the file exists
-    if not path.is_file():
-        where = "--engine" if args.engine else "config engine.path"
-        raise UserError(f"engine file {path} does not exist ({where}); pass --engine FILE (.onnx, .engine or .pt) "
-                        f"or build the demo model (README: 'synthetic data and demo model')")
-    return path
-
-
-def load_classifier(args: argparse.Namespace, cfg: Config) -> Any:
-    from engines.formats import load_engine
-
-    return load_engine(engine_path(args, cfg), cfg.engine.device, cfg.engine.threads)
-
-
-def _source(args: argparse.Namespace):
-    from monitor.capture import SourceSpec
-
+def _source(args: argparse.Namespace) -> SourceSpec:
     if args.camera is not None:
         return SourceSpec("camera", args.camera)
     if args.url is not None:
@@ -119,20 +87,19 @@ def _source(args: argparse.Namespace):
 
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
-    from engines.faces import FaceDetector
-    from monitor.app import Monitor, Options, configure_threads
-    from monitor.events import check_outputs
-
     spec = _source(args)
-    if spec.kind == "video" and not Path(spec.target).is_file():
-        raise UserError(f"video file {spec.target} does not exist")
+    if spec.kind == "video":
+        require_file(spec.target, "video file")
     options = Options(headless=args.headless, bell=bool(cfg.ui.bell or args.bell), realtime=args.realtime,
                       events=Path(args.events) if args.events else None,
                       save_faces=Path(args.save_faces) if args.save_faces else None,
                       record=Path(args.record) if args.record else None,
                       max_frames=args.max_frames, duration=args.duration)
     check_outputs(options.events, options.record, options.save_faces)
-    configure_threads(cfg)   # before the classifier, as `mask-monitor bench` does (see there)
+    # PyTorch's CPU threads for MTCNN (process-wide; see monitor.torch_threads in config.toml), set before the
+    # classifier loads: a `.pt` classifier on the CPU then sets its own engine.threads on top (PyTorch has
+    # one thread count per process, so that setting wins for MTCNN too). `mask-monitor bench` does the same.
+    set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(args, cfg)
     monitor = Monitor(cfg, spec, engine, FaceDetector(cfg.detector), options)
     if args.headless:
@@ -145,10 +112,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:
         args = build_bench_parser().parse_args(argv[1:])
-        cfg = config_from_args(args)
-        from monitor.bench import run_bench
-
-        return run_bench(args, cfg)
+        return run_bench(args, config_from_args(args))
     args = build_parser().parse_args(argv)
     return run_monitor(args, config_from_args(args))
 

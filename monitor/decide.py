@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.labels import MASK_NAMES, NUM_CLASSES, Label
+from engines.labels import MASK_NAMES, NUM_CLASSES, Label, marginals
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,9 @@ class State(Label):
     settled: bool
 
 
-def marginals(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[..., 18] -> mask [..., 3], gender [..., 2], age [..., 3] (class = mask*6 + gender*3 + age)."""
-    p = np.asarray(probs, dtype=np.float64).reshape(*np.shape(probs)[:-1], 3, 2, 3)
-    return p.sum(axis=(-2, -1)), p.sum(axis=(-3, -1)), p.sum(axis=(-3, -2))
-
-
 def vote(history: np.ndarray, min_votes: int) -> State:
-    """State from a [n, 18] stack of probability rows (n >= 1)."""
+    """State from a [n, 18] stack of probability rows (n >= 1): the tasks are read from the mean row, and
+    the agreement from each row's own mask state (engines.labels.marginals folds the classes)."""
     mean = history.mean(axis=0)
     mask_p, gender_p, age_p = marginals(mean)
     mask = int(mask_p.argmax())
@@ -87,6 +82,3 @@ class Decider:
         self._flagged.pop(track_id, None)
         self._states.pop(track_id, None)
         self._settled.pop(track_id, None)
-
-    def votes(self, track_id: int) -> int:
-        return len(self._history.get(track_id, ()))

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from engines.errors import UserError
-from engines.fileio import atomic_path, atomic_write_bytes
+from engines.fileio import atomic_path, atomic_write_bytes, require_dir
 from monitor.decide import State
 
 EVENT_KEYS = ("event", "time", "frame", "track_id", "box", "mask", "gender", "age", "class", "confidence")
@@ -80,15 +80,14 @@ def check_record_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
         raise UserError(f"--record {p}: use a .mp4 (or .avi / .mkv / .mov) file name")
-    if not p.parent.is_dir():
-        raise UserError(f"--record {p}: folder {p.parent} does not exist")
+    require_dir(p.parent, f"--record {p}: folder")
     return p
 
 
 def check_outputs(events: Path | None, record: Path | None, save_faces: Path | None) -> None:
     """Refuse bad output paths before the model loads and the source opens (and before any file is made)."""
-    if events is not None and not events.parent.is_dir():
-        raise UserError(f"--events {events}: folder {events.parent} does not exist")
+    if events is not None:
+        require_dir(events.parent, f"--events {events}: folder")
     if events is not None and events.is_dir():
         raise UserError(f"--events {events} is a folder; give a file name such as events.jsonl")
     if record is not None:

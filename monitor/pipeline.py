@@ -19,6 +19,7 @@ import numpy as np
 from engines.backends.base import Engine
 from engines.config import Config
 from engines.faces import Box, Face, FaceDetector, crop_face
+from engines.labels import NUM_CLASSES
 from monitor.capture import Frame
 from monitor.decide import Decider, State
 from monitor.events import Event
@@ -230,8 +231,8 @@ class Pipeline:
         try:
             crops = [crop_face(frame.image, t.box, self.crop_geom) for t in due]
             probs = self.engine.classify(crops, batch_size=self.cfg.classifier.batch_size)
-            if probs.shape != (len(crops), 18):
-                raise ValueError(f"the engine returned shape {list(probs.shape)}, expected [{len(crops)}, 18]")
+            if probs.shape != (len(crops), NUM_CLASSES):
+                raise ValueError(f"the engine returned shape {list(probs.shape)}, expected [{len(crops)}, {NUM_CLASSES}]")
         except Exception as exc:  # keep tracking; say once what went wrong
             self._fault(result, "classify", f"classifier failed on frame {frame.index}: "
                                             f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")

@@ -12,6 +12,8 @@ from engines.errors import UserError
 
 
 def read_meta(path: Path) -> ModelMeta:
+    """The metadata in the file's metadata_props (engines.formats' reader for .onnx): parsed with `onnx`,
+    without starting an ONNX Runtime session."""
     import onnx
 
     try:

@@ -23,7 +23,8 @@ CPU_HINT = "Use the .onnx file on a CPU machine"
 
 
 def read_meta(path: Path) -> ModelMeta:
-    """The header's metadata: tensorrt is not imported, and the plan is not read."""
+    """The header's metadata (engines.formats' reader for .engine): neither tensorrt nor torch is imported
+    and the plan is not read, so a CPU machine can list and check engine files."""
     return read_engine_header(path)
 
 

@@ -36,6 +36,8 @@ def load_checkpoint(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
 
 
 def read_meta(path: Path) -> ModelMeta:
+    """The checkpoint's metadata (engines.formats' reader for .pt): reading it loads the weights too, since a
+    .pt file is one pickle, but builds no network."""
     return load_checkpoint(path)[0]
 
 

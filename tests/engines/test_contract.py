@@ -1,12 +1,15 @@
+import json
 import pickle
+import struct
 
 import numpy as np
 import pytest
 import torch
 
 from engines import FORMATS, ModelFileError, ModelMeta, load_engine, read_meta
-from engines.contract import pack_engine, unpack_engine
+from engines.contract import TRT_MAGIC, pack_engine, unpack_engine
 from engines.labels import class_names
+from engines.models import probabilities
 
 
 def test_format_table_names_a_backend_per_suffix():
@@ -92,7 +95,6 @@ def test_torch_backend_dynamic_batch(tiny_checkpoint, tiny_multi_checkpoint):
 
 
 def test_multi_head_probabilities_are_a_product():
-    from engines.models import probabilities
     logits = torch.randn(4, 8)
     p = probabilities(logits, "multi")
     pm = torch.softmax(logits[:, :3], 1)
@@ -135,9 +137,6 @@ def test_checkpoint_with_code_is_refused_not_unpickled(tmp_path, capsys):
 def test_engine_file_with_other_labels_is_refused(tmp_path):
     meta = ModelMeta(arch="mobilenet_v2")
     d = meta.to_dict() | {"labels": [str(i) for i in range(10)]}
-    from engines.contract import TRT_MAGIC
-    import json
-    import struct
     blob = json.dumps(d).encode()
     p = tmp_path / "other.engine"
     p.write_bytes(TRT_MAGIC + struct.pack("<I", len(blob)) + blob + b"plan")

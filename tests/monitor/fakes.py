@@ -1,5 +1,6 @@
-"""Fakes for the monitor's tests: a classifier whose answer we control, and capture devices (there is no
-camera here) that play frames, break, refuse to open, or hand over garbage."""
+"""Fakes for the monitor's tests, one of each: classifiers whose answer we control, face detectors that
+find what the test says, and capture devices (there is no camera here) that play frames, break, refuse to
+open, or hand over garbage."""
 from __future__ import annotations
 
 import threading
@@ -12,7 +13,8 @@ import numpy as np
 
 from engines.backends.base import Engine
 from engines.contract import ModelMeta
-from engines.labels import encode
+from engines.faces import Box, Face
+from engines.labels import NUM_CLASSES, encode
 from tests.videogen import MASK_COLOURS
 
 
@@ -36,13 +38,13 @@ class ColourEngine(Engine):
     runtime = "fake"
 
     def __init__(self, gender: int = 1, age: int = 1, confidence: float = 0.9) -> None:
-        super().__init__(Path("colour.fake"), ModelMeta(arch="colour"))
+        self._set_file(Path("colour.fake"), ModelMeta(arch="colour"))
         self.gender, self.age, self.confidence = gender, age, confidence
         self.batches: list[int] = []
 
     def classify(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         self.batches.append(len(crops))
-        out = np.full((len(crops), 18), (1 - self.confidence) / 17, np.float32)
+        out = np.full((len(crops), NUM_CLASSES), (1 - self.confidence) / (NUM_CLASSES - 1), np.float32)
         for i, crop in enumerate(crops):
             out[i, encode(colour_mask_state(crop), self.gender, self.age)] = self.confidence
         return out
@@ -57,7 +59,7 @@ class ScriptedEngine(Engine):
     runtime = "fake"
 
     def __init__(self, states: Sequence[int], confidence: float = 0.8) -> None:
-        super().__init__(Path("scripted.fake"), ModelMeta(arch="scripted"))
+        self._set_file(Path("scripted.fake"), ModelMeta(arch="scripted"))
         self.states = list(states)
         self.confidence = confidence
         self.calls = 0
@@ -65,12 +67,60 @@ class ScriptedEngine(Engine):
     def classify(self, crops, batch_size: int = 32) -> np.ndarray:
         state = self.states[min(self.calls, len(self.states) - 1)]
         self.calls += 1
-        out = np.full((len(crops), 18), (1 - self.confidence) / 17, np.float32)
+        out = np.full((len(crops), NUM_CLASSES), (1 - self.confidence) / (NUM_CLASSES - 1), np.float32)
         out[:, encode(state, 0, 1)] = self.confidence
         return out
 
     def infer(self, batch):  # pragma: no cover
         raise NotImplementedError
+
+
+def probs_for(mask: int, gender: int = 0, age: int = 1, p: float = 0.8) -> np.ndarray:
+    """One classification: probability `p` on the class (mask, gender, age), the rest spread evenly."""
+    out = np.full(NUM_CLASSES, (1 - p) / (NUM_CLASSES - 1))
+    out[encode(mask, gender, age)] = p
+    return out
+
+
+class NoFaces:
+    """A detector that finds nothing (the pipeline's frame handling is under test, not MTCNN)."""
+
+    def detect(self, frame, **kw):
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        return []
+
+    def detect_region(self, frame, region, **kw):
+        return []
+
+
+class OneFace:
+    """The same face in every frame; counts its calls. `second_look`: a look into a region finds it too."""
+
+    def __init__(self, box: Box = (40.0, 30.0, 100.0, 105.0), second_look: bool = False) -> None:
+        self.box = box
+        self.second_look = second_look
+        self.calls = 0
+
+    def detect(self, frame, **kw):
+        self.calls += 1
+        return [Face(self.box, 0.99)]
+
+    def detect_region(self, frame, region, **kw):
+        return [Face(self.box, 0.99)] if self.second_look else []
+
+
+class OnceThenNothing:
+    """A false detection on the first frame only."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frame, **kw):
+        self.calls += 1
+        return [Face((40.0, 30.0, 100.0, 105.0), 0.7)] if self.calls == 1 else []
+
+    def detect_region(self, frame, region, **kw):
+        raise AssertionError("no second look for a tentative track")
 
 
 def read_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
@@ -159,5 +209,6 @@ def frame_number(img: np.ndarray) -> int:
     return int(img[0, 0, 0]) + 256 * int(img[0, 0, 1])
 
 
-__all__ = ["ColourEngine", "ScriptedEngine", "FakeCamera", "ClosedDevice", "Opener", "read_frames",
-           "numbered_frames", "frame_number", "colour_mask_state", "MASK_COLOURS"]
+__all__ = ["ColourEngine", "ScriptedEngine", "NoFaces", "OneFace", "OnceThenNothing", "FakeCamera", "ClosedDevice",
+           "Opener", "probs_for", "read_frames", "numbered_frames", "frame_number", "colour_mask_state",
+           "MASK_COLOURS"]

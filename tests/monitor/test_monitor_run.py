@@ -19,6 +19,7 @@ import pytest
 from rich.console import Console
 
 from engines.config import Config, DetectorConfig, MonitorConfig
+from engines.device import set_torch_threads
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
 from monitor.capture import SourceSpec
@@ -26,7 +27,7 @@ from monitor.cli import main
 from monitor.events import EVENT_KEYS
 from monitor.tracker import iou
 from tests.conftest import REPO, VIDEOS
-from tests.monitor_fakes import ClosedDevice, ColourEngine, FakeCamera, Opener, read_frames
+from tests.monitor.fakes import ClosedDevice, ColourEngine, FakeCamera, Opener, read_frames
 from tests.videogen import SCENE, SCENE_FRAMES, make_video
 
 CARPHONE = VIDEOS / "carphone_pristine.mp4"
@@ -40,14 +41,12 @@ def _assets(shared):
 
 @pytest.fixture(scope="module", autouse=True)
 def _monitor_threads():
-    """PyTorch's threads as mask-monitor sets them (configure_threads, before the classifier loads): these
+    """PyTorch's threads as mask-monitor sets them (monitor.torch_threads, before the classifier loads): these
     tests drive Monitor directly, and the fake cameras' timing depends on MTCNN's speed."""
     import torch
 
-    from monitor.app import configure_threads
-
     before = torch.get_num_threads()
-    configure_threads(Config())
+    set_torch_threads(Config().monitor.torch_threads)
     yield
     torch.set_num_threads(before)
 
@@ -92,6 +91,7 @@ def person_of(box, frame, truth):
 
 
 # --- ground truth --------------------------------------------------------------------------------------------
+
 
 def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     path, truth = scene
@@ -169,6 +169,7 @@ def test_no_face_image_is_written_unless_asked(scene, detector, tmp_path, monkey
 
 # --- real videos, real engine ----------------------------------------------------------------------------------
 
+
 def test_carphone_one_person_with_a_real_onnx_engine(onnx_model, detector, tmp_path):
     from engines import load_engine
 
@@ -221,6 +222,7 @@ def test_dozens_of_faces_at_once_are_classified_in_one_call(shared, detector):
 
 
 # --- live sources: fake camera --------------------------------------------------------------------------------
+
 
 def test_camera_that_breaks_mid_stream_reconnects_and_the_run_goes_on(scene, detector):
     frames = read_frames(scene[0], 60)
@@ -303,6 +305,7 @@ def test_ctrl_c_in_a_real_process(scene, onnx_model, tmp_path):
 
 
 # --- CLI errors: one line, no traceback ------------------------------------------------------------------------
+
 
 def cli_error(capsys, *argv) -> str:
     with pytest.raises(SystemExit) as exc:

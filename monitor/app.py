@@ -23,7 +23,8 @@ from engines.backends.base import Engine
 from engines.config import Config
 from engines.errors import UserError
 from engines.faces import FaceDetector
-from monitor.capture import Capture, Frame, Opener, SourceSpec, open_cv
+from monitor.capture import Capture, Frame
+from monitor.sources import Opener, SourceSpec, open_cv
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
 from monitor.pipeline import FrameResult, Pipeline
 from monitor.timing import StageTimer

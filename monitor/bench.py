@@ -23,7 +23,8 @@ from engines.device import set_torch_threads
 from engines.faces import FaceDetector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
-from monitor.capture import Capture, SourceSpec, open_cv, open_error
+from monitor.capture import Capture
+from monitor.sources import SourceSpec, open_cv, open_error
 from monitor.classifier import load_classifier
 from monitor.pipeline import Pipeline
 from monitor.timing import StageTimer

@@ -6,67 +6,20 @@ the pipeline.
   latency stays at one frame however slow the consumer is.
 - file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
 - a live source that fails mid-run is reopened with exponential back-off while `status` says so.
-The device is opened through an injectable `opener`, so tests can drive the whole path with a fake camera.
+The device is opened through an injectable `opener` (default: its monitor.sources row's), so tests can drive the whole path with a fake camera.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any
 
 from engines.errors import UserError
-from engines.fileio import require_file
+from monitor.sources import Device, Opener, SourceSpec, open_cv, open_error
 from monitor.timing import StageTimer
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    kind: str               # "camera" | "video" | "url"
-    target: int | str       # camera index, file path or URL
-
-    @property
-    def live(self) -> bool:
-        return self.kind != "video"
-
-    def describe(self) -> str:
-        return {"camera": f"camera {self.target}", "video": f"video {self.target}",
-                "url": f"stream {self.target}"}[self.kind]
-
-
-class Device(Protocol):
-    """What cv2.VideoCapture offers and the capture thread uses; a fake camera implements the same."""
-
-    def isOpened(self) -> bool: ...
-    def read(self) -> tuple[bool, Any]: ...
-    def get(self, prop: int) -> float: ...
-    def release(self) -> None: ...
-
-
-Opener = Callable[[SourceSpec], Device]
-
-
-STREAM_TIMEOUT_MS = 5000
-
-
-def open_cv(spec: SourceSpec) -> Device:
-    import cv2
-
-    if spec.kind == "video":
-        require_file(str(spec.target), "video file")
-    # OpenCV's own warnings ("can't open camera by index") would come before our one-line error
-    from cv2.utils import logging as cv_logging
-
-    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # libav's "Connection refused" lines, likewise
-    if spec.kind == "url":
-        # a stream that stalls without an error must still end read(), so that the reconnect logic runs
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
-        return cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, timeouts)
-    return cv2.VideoCapture(spec.target)
 
 
 @dataclass
@@ -78,15 +31,6 @@ class Frame:
 
 _END = object()
 _FPS_PROP = 5  # cv2.CAP_PROP_FPS, without importing cv2 here
-
-
-def open_error(spec: SourceSpec) -> UserError:
-    """The one line for a source that will not open or gives no frame."""
-    if spec.kind == "camera":
-        return UserError(f"camera {spec.target} cannot be opened (not connected, or in use by another program?)")
-    if spec.kind == "url":
-        return UserError(f"stream {spec.target} cannot be opened (wrong address, or the server is down?)")
-    return UserError(f"video {spec.target} cannot be read (not a video file, or its codec is missing)")
 
 
 class Capture:

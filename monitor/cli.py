@@ -17,7 +17,7 @@ from engines.faces import FaceDetector
 from engines.fileio import require_file
 from monitor.app import Monitor, Options
 from monitor.bench import run_bench
-from monitor.capture import SourceSpec
+from monitor.sources import SOURCES, SourceSpec
 from monitor.classifier import load_classifier
 from monitor.events import check_outputs
 
@@ -48,9 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="mask-monitor bench --video FILE [--json OUT]: frames/s and ms per stage, "
                                        "against a naive baseline (see `mask-monitor bench --help`)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", type=int, metavar="N", help="camera index (0 = the first camera)")
-    src.add_argument("--video", metavar="FILE", help="a video file")
-    src.add_argument("--url", metavar="URL", help="a stream (rtsp://, http://)")
+    for kind in SOURCES.values():
+        src.add_argument(kind.flag, dest=kind.name, type=kind.parse, metavar=kind.metavar, help=kind.help)
     add_engine_arguments(p)
     p.add_argument("--headless", action="store_true", help="no screen: one line per flag (services, logs)")
     p.add_argument("--bell", action="store_true", default=None, help="ring the terminal bell on a flag")
@@ -79,11 +78,9 @@ def build_bench_parser() -> argparse.ArgumentParser:
 
 
 def _source(args: argparse.Namespace) -> SourceSpec:
-    if args.camera is not None:
-        return SourceSpec("camera", args.camera)
-    if args.url is not None:
-        return SourceSpec("url", args.url)
-    return SourceSpec("video", args.video)
+    """The one source flag given (argparse's group makes it exactly one)."""
+    kind = next(k for k in SOURCES if getattr(args, k) is not None)
+    return SourceSpec(kind, getattr(args, kind))
 
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:

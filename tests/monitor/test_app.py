@@ -12,7 +12,7 @@ import pytest
 from engines.config import Config
 from engines.errors import UserError
 from monitor.app import Monitor, Options
-from monitor.capture import SourceSpec
+from monitor.sources import SourceSpec
 from tests.monitor.fakes import FakeCamera, NoFaces, OneFace, Opener, ScriptedEngine
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from engines.errors import UserError
-from monitor.capture import Capture, Frame, SourceSpec
+from monitor.capture import Capture, Frame
+from monitor.sources import SourceSpec
 from tests.monitor.fakes import ClosedDevice, FakeCamera, Opener, frame_number, numbered_frames
 
 

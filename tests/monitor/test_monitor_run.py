@@ -22,7 +22,7 @@ from engines.config import Config, DetectorConfig, MonitorConfig
 from engines.device import set_torch_threads
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
-from monitor.capture import SourceSpec
+from monitor.sources import SourceSpec
 from monitor.cli import main
 from monitor.events import EVENT_KEYS
 from monitor.tracker import iou

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.errors import UserError
+from engines.fileio import require_dir
 from engines.labels import (
     GENDER_NAMES,
     STEM_TO_MASK,
@@ -92,9 +93,7 @@ class EvalScan:
 
 def train_dirs(data_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(train/images, train/train.csv) of a competition folder, or one clear error."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise UserError(f"data folder {root} does not exist")
+    root = require_dir(data_dir, "data folder")
     images, csv_path = root / "train" / "images", root / "train" / "train.csv"
     if not csv_path.is_file():
         raise UserError(f"{csv_path} is missing: expected the competition layout train/train.csv + train/images/")
@@ -191,9 +190,7 @@ def scan_train(data_dir: str | os.PathLike[str]) -> TrainScan:
 
 def eval_dir_of(path: str | os.PathLike[str]) -> Path:
     """Accept the eval folder itself or the competition folder that holds eval/."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"eval folder {p} does not exist")
+    p = require_dir(path, "eval folder")
     if not (p / "info.csv").is_file() and (p / "eval").is_dir():
         p = p / "eval"
     if not (p / "info.csv").is_file():

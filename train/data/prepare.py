@@ -127,61 +127,87 @@ def is_current(row: dict[str, str] | None, job: Job, cache: Cache) -> bool:
             and (cache.root / job.crop_rel).is_file())
 
 
-def recrop(jobs: list[Job], old: dict[str, dict], cache: Cache, geom: CropConfig, report: PrepareReport,
-           tick: Callable[[int], None], flush: Callable[[dict], None], prefix: str) -> dict:
-    """Only the crop geometry changed: crop again from the stored boxes, without running MTCNN again."""
-    rows = {}
-    for job in jobs:
-        row = old.get(job.key)
-        img = read_image(job.src) if source_unchanged(row, job) else None
-        if img is None:
-            continue
-        found = str(row["found"]) == "1"
-        crop, region = face_or_centre_crop(img, tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")), found, geom)
-        write_crop(cache.root / job.crop_rel, crop)
-        if not found:
-            row = {**row, **dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in region)))}
-        rows[job.key] = {**row, "crop": job.crop_rel}
-        tick(1)
-        if len(rows) % FLUSH_EVERY == 0:
-            flush(rows)
-    report.counts[f"{prefix}recropped"] += len(rows)
-    return rows
+class HalfRun:
+    """One half (train/ or eval/) of a prepare run: what every step needs (the cache, its old manifest rows,
+    the detector, the crop geometry, the report) in one place instead of a bundle passed from call to call."""
 
+    def __init__(self, name: str, jobs: list[Job], old: dict[str, dict], path: Path, fields: list[str],
+                 cache: Cache, detector: Any, geom: CropConfig, report: PrepareReport) -> None:
+        self.jobs, self.old, self.path, self.fields = jobs, old, path, fields
+        self.cache, self.detector, self.geom, self.report = cache, detector, geom, report
+        self.name, self.prefix = name, "" if name == "train" else "eval_"
+        self.order = [j.key for j in jobs]
+        self.tick: Callable[[int], None] = lambda _n: None
 
-def process(jobs: list[Job], old: dict[str, dict], cache: Cache, detector, geom: CropConfig,
-            report: PrepareReport, flush: Callable[[dict], None], tick: Callable[[int], None], prefix: str,
-            mode: str = "reuse") -> dict:
-    """Crop every job not already current; corrupt images become problems. Returns key -> manifest row."""
-    if mode == "recrop":
-        rows = recrop(jobs, old, cache, geom, report, tick, flush, prefix)
-    else:
-        rows = {j.key: old[j.key] for j in jobs if mode == "reuse" and is_current(old.get(j.key), j, cache)}
-        report.counts[f"{prefix}skipped"] += len(rows)
-        tick(len(rows))
-    todo = [j for j in jobs if j.key not in rows]
-    pending: list[tuple[Job, np.ndarray, os.stat_result]] = []
-    done_since_flush = 0
-    for i, job in enumerate(todo):
-        img = read_image(job.src)
-        if img is None:
-            report.problems.append(Problem("corrupt", f"{_where(prefix)}/{job.key}", "cannot be decoded"))
-            tick(1)
+    def run(self, mode: str, show: bool) -> None:
+        """Crop what is not current (the manifest is flushed as it goes), then count the half's rows."""
+        with task(f"prepare {self.name}", len(self.jobs), enabled=show) as t:
+            self.tick = t.advance
+            rows = self.process(mode)
+        self.flush(rows)
+        _count_rows((rows[k] for k in self.order if k in rows), self.report, self.prefix)
+
+    def flush(self, rows: dict) -> None:
+        """The manifest so far, in the data's order: an interrupted run keeps what it did."""
+        Cache.write_rows(self.path, [rows[k] for k in self.order if k in rows], self.fields)
+
+    def recrop(self) -> dict:
+        """Only the crop geometry changed: crop again from the stored boxes, without running MTCNN again."""
+        rows = {}
+        for job in self.jobs:
+            row = self.old.get(job.key)
+            img = read_image(job.src) if source_unchanged(row, job) else None
+            if img is None:
+                continue
+            found = str(row["found"]) == "1"
+            box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+            crop, region = face_or_centre_crop(img, box, found, self.geom)
+            write_crop(self.cache.root / job.crop_rel, crop)
+            if not found:
+                row = {**row, **dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 1) for v in region)))}
+            rows[job.key] = {**row, "crop": job.crop_rel}
+            self.tick(1)
+            if len(rows) % FLUSH_EVERY == 0:
+                self.flush(rows)
+        self.report.counts[f"{self.prefix}recropped"] += len(rows)
+        return rows
+
+    def process(self, mode: str = "reuse") -> dict:
+        """Crop every job not already current; corrupt images become problems. Returns key -> manifest row."""
+        if mode == "recrop":
+            rows = self.recrop()
         else:
-            pending.append((job, img, job.src.stat()))
-        if len(pending) == DETECT_BATCH or (i == len(todo) - 1 and pending):
-            for (job_, _, st), (crop, box, score, found) in zip(pending, crop_batch([p[1] for p in pending],
-                                                                                     detector, geom)):
-                write_crop(cache.root / job_.crop_rel, crop)
-                rows[job_.key] = _row(job_, st, box, score, found)
-            report.counts[f"{prefix}cropped"] += len(pending)
-            tick(len(pending))
-            done_since_flush += len(pending)
-            pending = []
-            if done_since_flush >= FLUSH_EVERY:
-                flush(rows)
-                done_since_flush = 0
-    return rows
+            rows = {j.key: self.old[j.key] for j in self.jobs
+                    if mode == "reuse" and is_current(self.old.get(j.key), j, self.cache)}
+            self.report.counts[f"{self.prefix}skipped"] += len(rows)
+            self.tick(len(rows))
+        todo = [j for j in self.jobs if j.key not in rows]
+        pending: list[tuple[Job, np.ndarray, os.stat_result]] = []
+        done_since_flush = 0
+        for i, job in enumerate(todo):
+            img = read_image(job.src)
+            if img is None:
+                self.report.problems.append(Problem("corrupt", f"{_where(self.prefix)}/{job.key}", "cannot be decoded"))
+                self.tick(1)
+            else:
+                pending.append((job, img, job.src.stat()))
+            if len(pending) == DETECT_BATCH or (i == len(todo) - 1 and pending):
+                self._crop_pending(pending, rows)
+                done_since_flush += len(pending)
+                pending = []
+                if done_since_flush >= FLUSH_EVERY:
+                    self.flush(rows)
+                    done_since_flush = 0
+        return rows
+
+    def _crop_pending(self, pending: list[tuple[Job, np.ndarray, os.stat_result]], rows: dict) -> None:
+        """Detect and crop one batch of decoded images (MTCNN is faster on a batch)."""
+        results = crop_batch([p[1] for p in pending], self.detector, self.geom)
+        for (job, _, st), (crop, box, score, found) in zip(pending, results):
+            write_crop(self.cache.root / job.crop_rel, crop)
+            rows[job.key] = _row(job, st, box, score, found)
+        self.report.counts[f"{self.prefix}cropped"] += len(pending)
+        self.tick(len(pending))
 
 
 # --- the two halves --------------------------------------------------------------------------------------
@@ -204,20 +230,6 @@ def _count_rows(rows: Iterable[dict], report: PrepareReport, prefix: str) -> Non
     report.counts[f"{prefix}faces"] = found
     report.counts[f"{prefix}centred"] = len(rows) - found
     report.centred += [f"{_where(prefix)}/{r['key']}" for r in rows if str(r["found"]) != "1"]
-
-
-def _run_half(name: str, jobs: list[Job], old: dict, path: Path, fields: list[str], cache: Cache, detector,
-              cfg: Config, report: PrepareReport, mode: str, show: bool) -> None:
-    prefix = "" if name == "train" else "eval_"
-    order = [j.key for j in jobs]
-
-    def flush(rows: dict) -> None:
-        Cache.write_rows(path, [rows[k] for k in order if k in rows], fields)
-
-    with task(f"prepare {name}", len(jobs), enabled=show) as t:
-        rows = process(jobs, old, cache, detector, cfg.crop, report, flush, t.advance, prefix, mode)
-    flush(rows)
-    _count_rows((rows[k] for k in order if k in rows), report, prefix)
 
 
 REBUILD_HINT = "choose another cache folder (--out) or pass --force to rebuild it"
@@ -261,12 +273,12 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
     report.problems += scan.problems
     report.counts.update(people=scan.people, hidden_files=scan.hidden)
     detector = FaceDetector(cfg.detector)
-    _run_half("train", train_jobs(scan), old[cache.manifest_path], cache.manifest_path, TRAIN_FIELDS, cache, detector,
-              cfg, report, mode, show)
+    HalfRun("train", train_jobs(scan), old[cache.manifest_path], cache.manifest_path, TRAIN_FIELDS, cache,
+            detector, cfg.crop, report).run(mode, show)
     if escan is not None:
         report.problems += escan.problems
-        _run_half("eval", eval_jobs(escan), old[cache.eval_manifest_path], cache.eval_manifest_path, EVAL_FIELDS,
-                  cache, detector, cfg, report, mode, show)
+        HalfRun("eval", eval_jobs(escan), old[cache.eval_manifest_path], cache.eval_manifest_path, EVAL_FIELDS,
+                cache, detector, cfg.crop, report).run(mode, show)
     elif mode == "reuse":  # eval/ skipped this time: its rows (kept in the manifest) keep their report entries
         keep_eval_entries(cache, report)
     for kind, n in Counter(p.kind for p in report.problems).items():

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from engines.errors import UserError
+from engines.fileio import require_file
 from engines.formats import load_engine
 
 
@@ -16,8 +17,7 @@ def load_models(paths: Sequence[str | Path], device: str = "auto", threads: int 
         raise UserError("give at least one model file (--checkpoint)")
     engines = []
     for p in paths:
-        if not Path(p).is_file():
-            raise UserError(f"model file {p} does not exist")
+        require_file(p, "model file")
         engines.append(load_engine(p, device=device, threads=threads))
     return engines
 

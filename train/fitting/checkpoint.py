@@ -46,7 +46,7 @@ def save_checkpoint(path: str | os.PathLike[str], *, meta: ModelMeta, model: nn.
 def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A checkpoint for --resume: the whole dict, read with weights_only=True."""
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file():  # not require_file: the message says why the file was wanted
         raise UserError(f"checkpoint {p} does not exist: nothing to resume")
     _, ckpt = load_checkpoint(p)
     if "optimizer" not in ckpt or "epoch" not in ckpt:

@@ -1,4 +1,4 @@
-"""`mask-train bench-loader`: images/s of the training data pipeline (read JPEG crop, resize, augment,
+"""The measurement behind `mask-train bench-loader`: images/s of the training data pipeline (read JPEG crop, resize, augment,
 normalise, collate) for num_workers 0..N, and resize-then-augment against augment-then-resize.
 
 It prints numbers; nothing asserts them. Crops come from a prepared cache (--cache) or, without one,

@@ -1,4 +1,4 @@
-"""`mask-train prepare`: crop every face of a competition folder into the cache, with a manifest and a report.
+"""The work of `mask-train prepare` (and of the training commands' ensure_prepared): crop every face of a competition folder into the cache, with a manifest and a report.
 
 The crop is engines.faces.crop_face (the one the live monitor uses) around the largest MTCNN face; where
 MTCNN finds none, the centred 3:4 region (engines.faces.center_box) is cropped instead and counted.

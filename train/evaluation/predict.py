@@ -1,4 +1,4 @@
-"""`mask-train predict`: the eval images -> submission.csv (info.csv's columns and rows, `ans` = class 0-17).
+"""The predictions behind `mask-train predict`: the eval images -> submission.csv (info.csv's columns and rows, `ans` = class 0-17).
 
 Probabilities are averaged over the models given (an ensemble of any model files, e.g. the K fold
 models) and, with --tta, over each crop and its mirror image. Faces come from the cache when `prepare`

@@ -3,7 +3,7 @@
 Only public-domain / BSD material (see samples/faces/SOURCES.md): the photos in samples/faces and the BSD
 "carphone" test clip (samples/carphone.mp4). Each appearance is a head-and-shoulders cut-out that slides
 in from one side, stands for about 1.5 s (swaying a little), and leaves on the other side, wearing a mask
-(drawn with train.mask_render.draw_mask from the MTCNN landmarks), a mask under the nose or on the chin,
+(drawn with train.synth.mask_render.draw_mask from the MTCNN landmarks), a mask under the nose or on the chin,
 or none. The frame is a drawn entrance with light flicker and sensor noise; the mp4v encoder adds its own
 artefacts. Every frame is a pure function of (seed, frame index), so the script is deterministic.
 
@@ -33,8 +33,8 @@ from engines.config import load_config  # noqa: E402
 from engines.faces import Face, FaceDetector  # noqa: E402
 from engines.fileio import atomic_path, atomic_write_text  # noqa: E402
 from engines.labels import AGE_NAMES, age_group  # noqa: E402
-from train.mask_render import MaskStyle, draw_mask  # noqa: E402
-from train.synth import find_face  # noqa: E402
+from train.synth.mask_render import MaskStyle, draw_mask  # noqa: E402
+from train.synth.build import find_face  # noqa: E402
 
 W, H, FPS = 640, 480, 25
 ENTER, STAND, LEAVE, GAP = 11, 36, 11, 2     # frames per phase of one appearance

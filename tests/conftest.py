@@ -57,7 +57,7 @@ def competition_data(tmp_path_factory, shared) -> Path:
 def prepared(competition_data, tmp_path_factory):
     """(data folder, cache folder, report of the first `prepare`) with the default crop and detector."""
     from engines.config import Config
-    from train.prepare import prepare
+    from train.data.prepare import prepare
 
     cache = tmp_path_factory.mktemp("competition") / "cache"
     with one_torch_thread():

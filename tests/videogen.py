@@ -62,9 +62,9 @@ def face_of(photo: str):
 
 
 def draw_mask(img: np.ndarray, box, lm: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
-    """The synthetic-data renderer's mask (train.mask_render) in a test colour: worn over the nose (blue)
+    """The synthetic-data renderer's mask (train.synth.mask_render) in a test colour: worn over the nose (blue)
     or under the nose (green)."""
-    from train.mask_render import MaskStyle, draw_mask as render
+    from train.synth.mask_render import MaskStyle, draw_mask as render
 
     if kind == "not_wear":
         return img

@@ -3,24 +3,13 @@ engines.config.config_from_args turns it into a validated override of config.tom
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from engines.config import choices_of, cli_overrides
+from engines.errors import UserError
+
 _BOOL = argparse.BooleanOptionalAction
-
-
-def int_at_least(minimum: int):
-    """An argparse type for a whole number >= minimum: a bad value is argparse's one-line usage error, not a
-    ZeroDivisionError or a ValueError deep inside the command."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +24,7 @@ def add_loader_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", dest="model.arch", metavar="NAME", help="torchvision model, e.g. mobilenet_v2, resnet18")
-    p.add_argument("--head", dest="model.head", choices=("single", "multi"))
+    p.add_argument("--head", dest="model.head", choices=choices_of("model.head"))
     p.add_argument("--pretrained", dest="model.pretrained", action=_BOOL, default=None,
                    help="start from ImageNet weights")
     p.add_argument("--freeze-backbone", dest="model.freeze_backbone", action=_BOOL, default=None,
@@ -51,13 +40,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (override config.toml [train], [data], [augment])")
     g.add_argument("--epochs", dest="train.epochs", type=int, metavar="N")
     g.add_argument("--lr", dest="train.lr", type=float)
-    g.add_argument("--optimizer", dest="train.optimizer", choices=("adamw", "sgd"))
-    g.add_argument("--scheduler", dest="train.scheduler", choices=("none", "step", "cosine", "plateau"))
-    g.add_argument("--loss", dest="train.loss", choices=("ce", "focal", "label_smoothing"))
+    g.add_argument("--optimizer", dest="train.optimizer", choices=choices_of("train.optimizer"))
+    g.add_argument("--scheduler", dest="train.scheduler", choices=choices_of("train.scheduler"))
+    g.add_argument("--loss", dest="train.loss", choices=choices_of("train.loss"))
     g.add_argument("--accumulate", dest="train.accumulate", type=int, metavar="N", help="gradient accumulation steps")
     g.add_argument("--amp", dest="train.amp", action=_BOOL, default=None, help="mixed precision (CUDA only)")
     g.add_argument("--seed", dest="train.seed", type=int)
-    g.add_argument("--device", dest="train.device", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--device", dest="train.device", choices=choices_of("train.device"))
     add_threads_argument(g)
     g.add_argument("--val-fraction", dest="data.val_fraction", type=float)
     g.add_argument("--age-threshold", dest="data.age_old_threshold", type=int, metavar="YEARS",
@@ -69,8 +58,6 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     """The 'section.key' flags the user gave (argparse leaves the others None), paths made absolute against
     the working directory, exactly as engines.config.config_from_args reads them."""
-    from engines.config import cli_overrides
-
     return cli_overrides(args)
 
 
@@ -79,9 +66,21 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (0 = all cores; 1 is often faster on a busy machine)")
 
 
-def apply_threads(cfg) -> None:
-    """train.threads > 0: that many torch CPU threads for this process (training, MTCNN, PyTorch models)."""
-    if cfg.train.threads > 0:
-        import torch
+def add_engine_device_argument(p: argparse.ArgumentParser) -> None:
+    """--device of the commands that run model files (evaluate, predict, eda): engine.device."""
+    p.add_argument("--device", dest="engine.device", choices=choices_of("engine.device"))
 
-        torch.set_num_threads(cfg.train.threads)
+
+def add_precision_flags(p: argparse.ArgumentParser) -> None:
+    """--fp16 / --opset of export-onnx and export-trt."""
+    p.add_argument("--fp16", dest="export.fp16", action=argparse.BooleanOptionalAction, default=None,
+                   help="half precision (default: [export] fp16)")
+    p.add_argument("--opset", dest="export.opset", type=int, default=None, metavar="N",
+                   help="ONNX opset (default: [export] opset)")
+
+
+def expect_suffix(out: Path, suffix: str, other: str) -> None:
+    """--out of an export command must name the format that command writes; `other` says where the rest go."""
+    if out.suffix.lower() != suffix:
+        raise UserError(f"--out {out}: expected a {suffix} file (got {out.suffix or 'no suffix'!r}); "
+                        f"for another format use {other}")

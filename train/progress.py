@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,3 +41,14 @@ class Ticker:
     def advance(self, n: int = 1, info: str | None = None) -> None:
         kw = {"info": info} if info is not None else {}
         self.progress.update(self.task_id, advance=n, **kw)
+
+    def describe(self, description: str) -> None:
+        """Name the step now running (a job of several kinds of steps)."""
+        self.progress.update(self.task_id, description=description)
+
+
+@contextlib.contextmanager
+def spinner(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr for a job of unknown length: `with spinner("Exporting") as status: status("step 2")`."""
+    with err_console.status(message, spinner="dots") as st:
+        yield lambda msg: st.update(msg)

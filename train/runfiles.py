@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.config import SECTIONS, Config
+from engines.errors import UserError
 from engines.fileio import atomic_path, atomic_write_text
 
 
@@ -51,7 +52,6 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 def _check_writable_parent(p: Path, flag: str) -> None:
     """The nearest existing folder above `p` is a folder this process may write in (missing ones are made)."""
-    from engines.errors import UserError
 
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
@@ -65,7 +65,6 @@ def _check_writable_parent(p: Path, flag: str) -> None:
 def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     """Refuse an output file that cannot be written, before the long work that produces it (atomic writes
     make missing folders, so only a folder in the way or a file where a folder should be is an error)."""
-    from engines.errors import UserError
 
     p = Path(path)
     if p.is_dir():
@@ -77,7 +76,6 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
 def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
     """Refuse an output folder that cannot be made or written in (a file of that name, a file above it, no
     permission), before the long work that fills it."""
-    from engines.errors import UserError
 
     p = Path(path)
     if p.exists() and not p.is_dir():

@@ -1,0 +1,4 @@
+"""One thin module per `mask-train` command: its arguments, one call into the library rooms, its printing.
+
+No command module imports another; what two commands share lives in train.data, train.fitting,
+train.evaluation, train.export or train.synth. train/cli.py lists them in its COMMANDS table."""

@@ -1,0 +1,61 @@
+"""`mask-train fit`: train one classifier; `--resume` continues a run; runs unchanged under torchrun (DDP).
+
+    mask-train fit --data DIR [--cache CACHE] [--epochs N] [--out RUN_DIR] [--resume [CKPT]]
+    torchrun --nproc_per_node 2 -m train fit --data DIR ...
+
+The run folder gets config.toml (the resolved config; `--config` reads it back), split.json,
+metrics.jsonl, best.pt (highest validation macro F1), last.pt (every epoch, and on Ctrl-C),
+confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engines.config import Config
+from engines.device import set_torch_threads
+from train.options import add_training_arguments
+from train.progress import console
+from train.runfiles import check_output_dir
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: train.out_dir/<time>-<arch>)")
+    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
+                   help="continue a run: its last.pt (from --out RUN_DIR) or the checkpoint given")
+    add_training_arguments(p)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    # train.fitting imports torch: here, not at the top, so that `mask-train --help` answers at once
+    from train.fitting import session
+    from train.fitting.distributed import setup
+
+    if args.out:
+        check_output_dir(args.out, "--out")
+    run_dir, state = None, None
+    if args.resume is not None:
+        cfg, run_dir, state = session.resume_target(args, cfg)
+    elif args.out:
+        run_dir = Path(args.out)
+    set_torch_threads(cfg.train.threads)
+    dist = setup(cfg.train.device)
+    try:
+        result = session.fit(cfg, run_dir=run_dir, state=state, dist=dist,
+                             data_given=getattr(args, "data.data_dir") is not None)
+    finally:
+        dist.close()
+    if dist.main:
+        print_summary(result)
+    return 0
+
+
+def print_summary(result: Any) -> None:
+    """One line: epochs, seconds per epoch, the best epoch and where best.pt is."""
+    secs = [h["seconds"] for h in result.history]
+    best = result.best
+    score = "-" if best.get("score") is None else f"{best['score']:.4f}"
+    console.print(f"run {result.run_dir}: {len(result.history)} epochs, "
+                  f"{sum(secs) / max(len(secs), 1):.1f} s/epoch; best epoch {best.get('epoch')} "
+                  f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}")

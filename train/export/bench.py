@@ -1,0 +1,191 @@
+"""The engine benchmarks behind `mask-train bench-engines`: classifier crops/s per backend and MTCNN ms per frame.
+
+A benchmark, not a test: the numbers depend on the machine and on whatever else runs there; medians keep
+a burst of load from elsewhere from dominating, and the ratio ONNX Runtime / PyTorch comes from the same
+run on the same input. The model is the configured backbone with random weights
+(the speed of a network does not depend on its weights), or --checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from engines.config import Config
+from engines.contract import CKPT_META, CKPT_MODEL, ModelMeta
+from engines.errors import UserError
+from engines.fileio import require_file
+from train.export.onnx import export_onnx
+from train.progress import task
+
+BATCHES = (1, 8)
+TARGET_RATIO = 3.0  # issue 2: ONNX Runtime >= 3x PyTorch eager, default backbone, batch 8, this 2-core machine
+PHOTO = Path(__file__).resolve().parents[2] / "samples" / "faces" / "astronaut.png"
+FRAMES = ((640, 480), (1280, 720))  # width, height
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _source(checkpoint: Path | None, cfg: Config):
+    """(meta, state_dict) of the model to time."""
+    from engines.backends.torch_backend import load_checkpoint  # torch
+    from engines.models import create_model  # torch, torchvision
+
+    if checkpoint:
+        meta, ckpt = load_checkpoint(require_file(checkpoint, "checkpoint"))
+        return meta, ckpt[CKPT_MODEL]
+    m = cfg.model
+    model = create_model(m.arch, m.head, pretrained=False)
+    _realistic_batchnorm(model, (m.input_height, m.input_width))
+    meta = ModelMeta(arch=m.arch, head=m.head, input_height=m.input_height, input_width=m.input_width,
+                     mean=m.mean, std=m.std, crop=cfg.crop, extra={"note": "random weights (bench-engines)"})
+    return meta, model.state_dict()
+
+
+def _realistic_batchnorm(model, size: tuple[int, int]) -> None:
+    """Give a freshly initialised network the activation scale of a trained one.
+
+    With torchvision's initial BatchNorm statistics (mean 0, var 1) the activations of a fresh network shrink
+    layer after layer into denormal floats, which run tens of times slower on a CPU in PyTorch (not in ONNX
+    Runtime): the benchmark would time an artefact. Statistics measured on a few random batches fix that.
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the batches below
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, *size, generator=g))
+    model.eval()
+    for bn in bns:
+        bn.momentum = 0.1
+
+
+def _model_files(meta, state_dict, size: tuple[int, int], tmp: Path) -> tuple[Path, Path]:
+    """A checkpoint and its ONNX export for one network input size (the backbones pool adaptively)."""
+    import torch
+
+    h, w = size
+    ckpt = tmp / f"model_{h}x{w}.pt"
+    torch.save({CKPT_META: replace(meta, input_height=h, input_width=w).to_dict(), CKPT_MODEL: state_dict}, ckpt)
+    onnx_path = ckpt.with_suffix(".onnx")
+    export_onnx(ckpt, onnx_path)
+    return ckpt, onnx_path
+
+
+def _median_call(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds per call after warm-up calls (the first calls allocate and pick kernels)."""
+    for _ in range(2 if repeats >= 5 else 1):
+        fn()
+    times = [_timed(fn) for _ in range(repeats)]
+    time.sleep(0.2)  # let this runtime's spinning worker threads go idle before the other one runs
+    return statistics.median(times)
+
+
+def bench_classifier(pt, ort, batch: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    """PyTorch, then ONNX Runtime, on the same input; crops/s from each side's median call.
+
+    The two are never interleaved call by call: both runtimes keep their worker threads spinning for a
+    while after a call, and on a 2-core machine that spinning would slow the other runtime's next call.
+    """
+    h, w = pt.meta.input_size
+    x = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
+    pt_rate = batch / _median_call(lambda: pt.infer(x), repeats)
+    ort_rate = batch / _median_call(lambda: ort.infer(x), repeats)
+    return {"input": [h, w], "batch": batch, "pytorch_crops_per_s": round(pt_rate, 2),
+            "onnxruntime_crops_per_s": round(ort_rate, 2), "ratio": round(ort_rate / pt_rate, 3)}
+
+
+def make_frame(width: int, height: int, photo: np.ndarray) -> np.ndarray:
+    """A grey frame with the photo (one face) scaled to 60% of its height, in the middle."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(118, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+    s = 0.6 * height / photo.shape[0]
+    ph, pw = int(photo.shape[0] * s), int(photo.shape[1] * s)
+    small = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)
+    y, x = (height - ph) // 2, (width - pw) // 2
+    frame[y:y + ph, x:x + pw] = small
+    return frame
+
+
+def bench_mtcnn(detector, width: int, height: int, photo: np.ndarray, repeats: int) -> dict[str, Any]:
+    frame = make_frame(width, height, photo)
+    faces = len(detector.detect(frame))  # warm-up (loads the nets) and a sanity check
+    times = [_timed(lambda: detector.detect(frame)) * 1000 for _ in range(repeats)]
+    return {"frame": [width, height], "median_ms": round(float(np.median(times)), 2),
+            "p95_ms": round(float(np.percentile(times, 95)), 2), "faces": faces}
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: above the core count, other work shared the CPUs during the run."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def run_benchmark(cfg: Config, checkpoint: Path | None = None, repeats: int = 20) -> dict[str, Any]:
+    """Every case timed once per run (medians of `repeats` calls), with the machine's state beside them."""
+    import cv2
+    import onnxruntime
+    import torch
+
+    from engines.backends.onnx_backend import OnnxEngine
+    from engines.backends.torch_backend import TorchEngine
+    from engines.faces import FaceDetector
+
+    photo = cv2.imread(str(PHOTO))
+    if photo is None:
+        raise UserError(f"cannot read the bundled photo {PHOTO}")
+    rng = np.random.default_rng(0)
+    load_before = _load_average()
+    meta, state = _source(checkpoint, cfg)
+    sizes = list(dict.fromkeys([meta.input_size, (cfg.crop.height, cfg.crop.width)]))
+    steps = len(sizes) * (1 + len(BATCHES)) + len(FRAMES)
+    with tempfile.TemporaryDirectory(prefix="mask-monitor-bench-") as tmp, task("benchmark", steps) as progress:
+        rows = []
+        for h, w in sizes:
+            progress.describe(f"exporting {meta.arch} at {w}x{h} to ONNX")
+            ckpt, onnx_path = _model_files(meta, state, (h, w), Path(tmp))
+            pt, ort = TorchEngine(ckpt, device="cpu"), OnnxEngine(onnx_path, device="cpu")
+            progress.advance()
+            for batch in BATCHES:
+                progress.describe(f"classifier {w}x{h}, batch {batch}")
+                rows.append(bench_classifier(pt, ort, batch, repeats, rng))
+                progress.advance()
+        detector = FaceDetector(cfg.detector)
+        frames = []
+        for w, h in FRAMES:
+            progress.describe(f"MTCNN {w}x{h}")
+            frames.append(bench_mtcnn(detector, w, h, photo, repeats))
+            progress.advance()
+    default = next((r for r in rows if tuple(r["input"]) == meta.input_size and r["batch"] == 8), None)
+    return {
+        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                    "torch_threads": torch.get_num_threads(), "ort_threads": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": _load_average()},
+        "model": {"arch": meta.arch, "head": meta.head,
+                  "weights": str(checkpoint) if checkpoint else "random"},
+        "repeats": repeats,
+        "classifier": rows,
+        "mtcnn": frames,
+        "target": {"what": f"ONNX Runtime >= {TARGET_RATIO:g}x PyTorch eager at batch 8, model input size",
+                   "ratio": default["ratio"] if default else None,
+                   "met": bool(default and default["ratio"] >= TARGET_RATIO)},
+    }

@@ -1,9 +1,10 @@
 """argparse pieces that both command lines share (`mask-monitor`, `mask-train`): number types that refuse a
 bad value with argparse's one-line usage error, not a ZeroDivisionError deep inside a command."""
+
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

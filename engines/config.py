@@ -4,6 +4,7 @@ Every default lives in config.toml and, identically, in the dataclasses below (a
 so a user who deletes a key gets the documented default and a user who misspells one gets an error that
 names the key and the closest valid one. CLI flags override the file through `with_overrides`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,10 @@ import difflib
 import os
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engines.errors import UserError
 
@@ -26,8 +28,15 @@ class ConfigError(UserError):
     """A config file or override the user must fix; the message names the file and key."""
 
 
-def _f(default: Any, *, min: float | None = None, max: float | None = None,
-       choices: tuple[Any, ...] | None = None, length: int | None = None, path: bool = False) -> Any:
+def _f(
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    length: int | None = None,
+    path: bool = False,
+) -> Any:
     """A field with its default and the bounds that validation enforces."""
     meta = {"min": min, "max": max, "choices": choices, "length": length, "path": path}
     if isinstance(default, (list, dict)):
@@ -35,12 +44,13 @@ def _f(default: Any, *, min: float | None = None, max: float | None = None,
     return field(default=default, metadata=meta)
 
 
-DEVICES = ("auto", "cpu", "cuda")   # where PyTorch / ONNX Runtime work may run
+DEVICES = ("auto", "cpu", "cuda")  # where PyTorch / ONNX Runtime work may run
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     """Which classifier file the monitor runs, and where."""
+
     path: str = _f("samples/demo_model.onnx", path=True)
     device: str = _f("auto", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # 0: let the runtime decide (all cores)
@@ -49,6 +59,7 @@ class EngineConfig:
 @dataclass(frozen=True)
 class DetectorConfig:
     """MTCNN settings. Masked faces are the hard case for MTCNN, so its thresholds sit below its defaults."""
+
     thresholds: tuple[float, float, float] = _f((0.5, 0.6, 0.6), min=0.0, max=1.0, length=3)
     min_face_size: int = _f(40, min=12, max=2000)
     scale_factor: float = _f(0.709, min=0.3, max=0.95)
@@ -59,6 +70,7 @@ class DetectorConfig:
 @dataclass(frozen=True)
 class CropConfig:
     """The training-format crop: the face box grown by `margin`, made 3:4, shifted, padded, resized."""
+
     width: int = _f(384, min=32, max=4096)
     height: int = _f(512, min=32, max=4096)
     margin: float = _f(0.6, min=0.0, max=5.0)
@@ -69,6 +81,7 @@ class CropConfig:
 @dataclass(frozen=True)
 class ClassifierConfig:
     """How the monitor feeds the engine. The network input size comes from the model file itself."""
+
     batch_size: int = _f(16, min=1, max=1024)
 
 
@@ -101,6 +114,7 @@ class UIConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """The network that `mask-train` builds; its input size and normalisation travel in every model file."""
+
     arch: str = _f("mobilenet_v2")
     pretrained: bool = _f(True)
     head: str = _f("single", choices=("single", "multi"))
@@ -130,6 +144,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class AugmentConfig:
     """Augmentations that keep a face a plausible face at an entrance; p = probability of each."""
+
     enabled: bool = _f(True)
     hflip: float = _f(0.5, min=0.0, max=1.0)
     shift_scale_rotate: float = _f(0.5, min=0.0, max=1.0)
@@ -252,8 +267,10 @@ def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
     if lo is not None and value < lo or hi is not None and value > hi:
         raise ConfigError(f"{where} = {value!r} is out of range [{lo}, {hi}]")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{where} = {value!r} is not one of {', '.join(map(repr, choices))}"
-                          + (_suggest(value, list(choices)) if isinstance(value, str) else ""))
+        raise ConfigError(
+            f"{where} = {value!r} is not one of {', '.join(map(repr, choices))}"
+            + (_suggest(value, list(choices)) if isinstance(value, str) else "")
+        )
     return value
 
 
@@ -282,10 +299,14 @@ def _cross_check(section: Any, where: str) -> None:
     """Relations between keys that single-key bounds cannot express."""
     if isinstance(section, ExportConfig):
         if not section.min_batch <= section.opt_batch <= section.max_batch:
-            raise ConfigError(f"{where}: need min_batch <= opt_batch <= max_batch, got "
-                              f"{section.min_batch}, {section.opt_batch}, {section.max_batch}")
+            raise ConfigError(
+                f"{where}: need min_batch <= opt_batch <= max_batch, got "
+                f"{section.min_batch}, {section.opt_batch}, {section.max_batch}"
+            )
     if isinstance(section, MonitorConfig) and section.min_votes > section.vote_window:
-        raise ConfigError(f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}")
+        raise ConfigError(
+            f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}"
+        )
     if isinstance(section, MonitorConfig) and section.reconnect_initial_s > section.reconnect_max_s:
         raise ConfigError(f"{where}.reconnect_initial_s exceeds reconnect_max_s")
 
@@ -311,8 +332,9 @@ def default_config_path() -> Path | None:
     return None
 
 
-def load_config(path: str | os.PathLike[str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
     """Read a config file (or the default one) and apply dotted overrides such as {"train.epochs": 3}."""
     p = Path(path) if path is not None else default_config_path()
     if p is None:
@@ -332,7 +354,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
-    """Apply {"section.key": value} (e.g. from CLI flags); None values are skipped, so unset flags change nothing."""
+    """Apply {"section.key": value} (e.g. from CLI flags); None values are skipped, so unset flags change
+    nothing."""
     grouped: dict[str, dict[str, Any]] = {}
     for dotted, value in overrides.items():
         if value is None:
@@ -352,8 +375,12 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
 
 
 def add_config_argument(parser: Any) -> None:
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="config file (default: ./config.toml, else the repository's config.toml)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="config file (default: ./config.toml, else the repository's config.toml)",
+    )
 
 
 def _is_path_key(dotted: str) -> bool:
@@ -377,7 +404,8 @@ def cli_overrides(args: Any) -> dict[str, Any]:
 
 
 def config_from_args(args: Any) -> Config:
-    """--config plus every argparse dest written as 'section.key' (e.g. dest='train.epochs') as an override."""
+    """--config plus every argparse dest written as 'section.key' (e.g. dest='train.epochs') as an
+    override."""
     return load_config(getattr(args, "config", None), cli_overrides(args))
 
 

@@ -6,13 +6,14 @@ the `.pt` checkpoint dict, the `.onnx` metadata_props, a header before the Tenso
 engines.formats.FORMATS is the one table that says, per suffix, which backend loads a file, which reader
 takes its metadata and which exporter writes it. This module imports no backend and no runtime.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import struct
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,13 +21,13 @@ from engines.config import ConfigError, CropConfig, section_from_dict
 from engines.errors import UserError
 from engines.labels import NUM_CLASSES, class_names
 
-META_KEY = "mask_monitor_meta"          # key of the metadata JSON in an ONNX file's metadata_props
-CKPT_META = "meta"                       # a .pt checkpoint is a dict: its metadata (ModelMeta.to_dict()) ...
-CKPT_MODEL = "model"                     # ... and the network's state_dict
+META_KEY = "mask_monitor_meta"  # key of the metadata JSON in an ONNX file's metadata_props
+CKPT_META = "meta"  # a .pt checkpoint is a dict: its metadata (ModelMeta.to_dict()) ...
+CKPT_MODEL = "model"  # ... and the network's state_dict
 META_VERSION = 1
-TRT_MAGIC = b"MASKMON-TRT\x00"          # 12 bytes, then uint32 little-endian JSON length, JSON, TensorRT plan
-INPUT_NAME = "images"                    # float32 [N, 3, H, W], RGB, normalised with meta.mean/std
-OUTPUT_NAME = "probs"                    # float32 [N, 18], rows sum to 1
+TRT_MAGIC = b"MASKMON-TRT\x00"  # 12 bytes, then uint32 little-endian JSON length, JSON, TensorRT plan
+INPUT_NAME = "images"  # float32 [N, 3, H, W], RGB, normalised with meta.mean/std
+OUTPUT_NAME = "probs"  # float32 [N, 18], rows sum to 1
 
 
 class ModelFileError(UserError):
@@ -35,13 +36,22 @@ class ModelFileError(UserError):
 
 # JSON types of ModelMeta's scalar fields: a file with "input_height": "256" is refused when it loads, not
 # once per frame later
-_FIELD_TYPES: dict[str, type] = {"arch": str, "head": str, "input_height": int, "input_width": int,
-                                 "age_old_threshold": int, "created": str, "source_sha256": str,
-                                 "precision": str, "extra": dict, "version": int}
+_FIELD_TYPES: dict[str, type] = {
+    "arch": str,
+    "head": str,
+    "input_height": int,
+    "input_width": int,
+    "age_old_threshold": int,
+    "created": str,
+    "source_sha256": str,
+    "precision": str,
+    "extra": dict,
+    "version": int,
+}
 
 
 def _is(value: Any, kind: type) -> bool:
-    if isinstance(value, bool):   # JSON true is not a number
+    if isinstance(value, bool):  # JSON true is not a number
         return kind is bool
     if kind is float:
         return isinstance(value, (int, float))
@@ -59,7 +69,7 @@ class ModelMeta:
     crop: CropConfig = field(default_factory=CropConfig)
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(class_names()))
     age_old_threshold: int = 60
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     source_sha256: str = ""
     precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)  # training facts (epoch, val F1, data), for people
@@ -79,7 +89,7 @@ class ModelMeta:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "model file") -> "ModelMeta":
+    def from_dict(cls, d: dict[str, Any], source: str = "model file") -> ModelMeta:
         try:
             known = {f.name for f in fields(cls)}
             kw = {k: v for k, v in d.items() if k in known}
@@ -97,12 +107,14 @@ class ModelMeta:
         except ConfigError as exc:
             raise ModelFileError(f"{exc} (in its mask-monitor metadata)") from None
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{source}: its mask-monitor metadata is incomplete or malformed ({exc})") from None
+            raise ModelFileError(
+                f"{source}: its mask-monitor metadata is incomplete or malformed ({exc})"
+            ) from None
         meta.check(source)
         return meta
 
     @classmethod
-    def from_json(cls, text: str | bytes, source: str = "model file") -> "ModelMeta":
+    def from_json(cls, text: str | bytes, source: str = "model file") -> ModelMeta:
         try:
             d = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -114,11 +126,15 @@ class ModelMeta:
     def check(self, source: str = "model file") -> None:
         """Refuse files made for another label schema: their outputs would be read as the wrong classes."""
         if self.version > META_VERSION:
-            raise ModelFileError(f"{source}: metadata version {self.version} is newer than this program "
-                                 f"understands ({META_VERSION}); upgrade mask-monitor")
+            raise ModelFileError(
+                f"{source}: metadata version {self.version} is newer than this program "
+                f"understands ({META_VERSION}); upgrade mask-monitor"
+            )
         if list(self.labels) != class_names():
-            raise ModelFileError(f"{source}: the model has other labels ({len(self.labels)} classes, first "
-                                 f"{list(self.labels[:2])}) than the {NUM_CLASSES} mask/gender/age classes")
+            raise ModelFileError(
+                f"{source}: the model has other labels ({len(self.labels)} classes, first "
+                f"{list(self.labels[:2])}) than the {NUM_CLASSES} mask/gender/age classes"
+            )
         if self.head not in ("single", "multi"):
             raise ModelFileError(f"{source}: unknown head {self.head!r}")
         if self.input_height < 8 or self.input_width < 8:
@@ -126,6 +142,7 @@ class ModelMeta:
 
 
 # --- the TensorRT engine file: header + plan -------------------------------------------------------------
+
 
 def pack_engine(meta: ModelMeta, plan: bytes) -> bytes:
     header = meta.to_json().encode("utf-8")
@@ -135,7 +152,7 @@ def pack_engine(meta: ModelMeta, plan: bytes) -> bytes:
 def unpack_engine(data: bytes, source: str = "engine file") -> tuple[ModelMeta, bytes]:
     fh = io.BytesIO(data)
     meta = _read_header(fh, source)
-    return meta, data[fh.tell():]
+    return meta, data[fh.tell() :]
 
 
 def _read_header(fh: BinaryIO, source: str) -> ModelMeta:
@@ -143,8 +160,9 @@ def _read_header(fh: BinaryIO, source: str) -> ModelMeta:
     n = len(TRT_MAGIC)
     head = fh.read(n + 4)
     if len(head) < n + 4 or head[:n] != TRT_MAGIC:
-        raise ModelFileError(f"{source}: not a mask-monitor TensorRT engine (no header); build it with "
-                             f"`mask-train export-trt`")
+        raise ModelFileError(
+            f"{source}: not a mask-monitor TensorRT engine (no header); build it with `mask-train export-trt`"
+        )
     (length,) = struct.unpack("<I", head[n:])
     body = fh.read(length)
     if len(body) < length:

@@ -1,4 +1,5 @@
 """Where PyTorch work runs: one rule for the detector, the .pt classifier and training."""
+
 from __future__ import annotations
 
 from engines.errors import UserError

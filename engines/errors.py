@@ -1,9 +1,11 @@
 """One kind of error for everything a user can fix, and one place that turns it into a single line."""
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(Exception):

@@ -4,11 +4,12 @@
 uses it on the competition photos and `mask-monitor` on live frames, so the model sees the same geometry
 in both. Images are BGR uint8 (OpenCV's order) everywhere in this module.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -19,7 +20,11 @@ from engines.errors import UserError
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 
-_BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101}
+_BORDERS = {
+    "constant": cv2.BORDER_CONSTANT,
+    "replicate": cv2.BORDER_REPLICATE,
+    "reflect": cv2.BORDER_REFLECT_101,
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,13 +45,14 @@ class Face:
     def center(self) -> tuple[float, float]:
         return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
 
-    def shifted(self, dx: float, dy: float) -> "Face":
+    def shifted(self, dx: float, dy: float) -> Face:
         x1, y1, x2, y2 = self.box
         lm = None if self.landmarks is None else self.landmarks + np.array([dx, dy], dtype=np.float32)
         return Face((x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.score, lm)
 
 
 # --- the crop -----------------------------------------------------------------------------------------------
+
 
 def crop_box(box: Box, geom: CropConfig = CropConfig()) -> Box:
     """Face box -> the region of the image that becomes the crop (3:4, may extend past the image)."""
@@ -91,8 +97,9 @@ def crop_region(image: np.ndarray, region: Box, geom: CropConfig = CropConfig())
                 border = cv2.BORDER_REPLICATE
             patch = cv2.copyMakeBorder(patch, *pads, border, value=(0, 0, 0))
     shrinking = patch.shape[1] > geom.width or patch.shape[0] > geom.height
-    return cv2.resize(patch, (geom.width, geom.height),
-                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.resize(
+        patch, (geom.width, geom.height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
 
 
 def crop_face(image: np.ndarray, box: Box, geom: CropConfig = CropConfig()) -> np.ndarray:
@@ -120,29 +127,53 @@ class FaceDetector:
             try:
                 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
             except ImportError as exc:  # pragma: no cover - a broken install
-                raise UserError(f"facenet-pytorch is not installed ({exc}); pip install facenet-pytorch==2.5.3")
+                raise UserError(
+                    f"facenet-pytorch is not installed ({exc}); pip install facenet-pytorch==2.5.3"
+                ) from None
             import torch
 
             device = resolve_device(self.cfg.device, "detector.device")
             # channels_last: PyTorch's CPU max-pooling is several times faster in it (MTCNN 1.4-1.7x overall)
-            nets = tuple(net().to(device).eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet))
+            nets = tuple(
+                net().to(device).eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet)
+            )
             self._nets = (nets, device)
         return self._nets
 
-    def detect(self, frame: np.ndarray, *, thresholds: Sequence[float] | None = None,
-               min_face_size: int | None = None) -> list[Face]:
+    def detect(
+        self,
+        frame: np.ndarray,
+        *,
+        thresholds: Sequence[float] | None = None,
+        min_face_size: int | None = None,
+    ) -> list[Face]:
         return self.detect_batch([frame], thresholds=thresholds, min_face_size=min_face_size)[0]
 
-    def detect_batch(self, frames: Sequence[np.ndarray], *, thresholds: Sequence[float] | None = None,
-                     min_face_size: int | None = None) -> list[list[Face]]:
+    def detect_batch(
+        self,
+        frames: Sequence[np.ndarray],
+        *,
+        thresholds: Sequence[float] | None = None,
+        min_face_size: int | None = None,
+    ) -> list[list[Face]]:
         """Faces in each frame. Frames of equal size run as one batch; others one by one."""
         if len(frames) == 0:
             return []
         for i, f in enumerate(frames):
-            if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.shape[0] < 12 or f.shape[1] < 12:
-                raise ValueError(f"frame {i}: expected an HxWx3 BGR image, got shape {getattr(f, 'shape', None)}")
+            if (
+                not isinstance(f, np.ndarray)
+                or f.ndim != 3
+                or f.shape[2] != 3
+                or f.shape[0] < 12
+                or f.shape[1] < 12
+            ):
+                raise ValueError(
+                    f"frame {i}: expected an HxWx3 BGR image, got shape {getattr(f, 'shape', None)}"
+                )
         if len({f.shape for f in frames}) > 1:
-            return [self.detect_batch([f], thresholds=thresholds, min_face_size=min_face_size)[0] for f in frames]
+            return [
+                self.detect_batch([f], thresholds=thresholds, min_face_size=min_face_size)[0] for f in frames
+            ]
         import torch
         from facenet_pytorch.models.utils.detect_face import detect_face
 
@@ -151,7 +182,9 @@ class FaceDetector:
         if min(frames[0].shape[:2]) < minsize:  # no face fits; facenet-pytorch would fail on an empty pyramid
             return [[] for _ in frames]
         (pnet, rnet, onet), device = self._load()
-        rgb = np.stack([cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames])
+        rgb = np.stack(
+            [cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames]
+        )
         with self._lock, torch.inference_mode():
             boxes, points = detect_face(rgb, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
         out: list[list[Face]] = []

@@ -6,14 +6,16 @@ A row names its three parts as "module:attribute" strings, imported only when a 
 used: a CPU machine never imports tensorrt, and `engines` never imports `train` (the exporters live there).
 Adding a format is one backend module (an Engine subclass and a `read_meta(path)`), one exporter, one row.
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engines.backends.base import Engine
 from engines.contract import ModelFileError, ModelMeta
@@ -26,12 +28,12 @@ class ModelFormat:
     """One model-file format. A malformed reference is refused when the row is made (import time), not
     when a user first opens a file of that format."""
 
-    name: str          # what export and errors call it
+    name: str  # what export and errors call it
     suffix: str
-    runtime: str       # what the user reads
-    backend: str       # "module:Class", an engines.backends.base.Engine subclass
-    read_meta: str     # "module:function", path -> ModelMeta without loading the runtime
-    exporter: str      # "module:function", (checkpoint, out, ExportConfig) -> ModelMeta
+    runtime: str  # what the user reads
+    backend: str  # "module:Class", an engines.backends.base.Engine subclass
+    read_meta: str  # "module:function", path -> ModelMeta without loading the runtime
+    exporter: str  # "module:function", (checkpoint, out, ExportConfig) -> ModelMeta
     needs_gpu: bool = False
 
     def __post_init__(self) -> None:
@@ -40,7 +42,9 @@ class ModelFormat:
         for part in ("backend", "read_meta", "exporter"):
             ref = getattr(self, part)
             if not isinstance(ref, str) or not _REF.match(ref):
-                raise ValueError(f"model format {self.name!r}: {part} must name 'module:attribute', got {ref!r}")
+                raise ValueError(
+                    f"model format {self.name!r}: {part} must name 'module:attribute', got {ref!r}"
+                )
 
     def load(self, part: str) -> Any:
         """The backend class, metadata reader or exporter this row names, imported now."""
@@ -53,13 +57,31 @@ def _table(*rows: ModelFormat) -> dict[str, ModelFormat]:
 
 
 FORMATS: dict[str, ModelFormat] = _table(
-    ModelFormat("pytorch", ".pt", "PyTorch", "engines.backends.torch_backend:TorchEngine",
-                "engines.backends.torch_backend:read_meta", "train.export.pytorch:to_pytorch"),
-    ModelFormat("onnx", ".onnx", "ONNX Runtime", "engines.backends.onnx_backend:OnnxEngine",
-                "engines.backends.onnx_backend:read_meta", "train.export.onnx:to_onnx"),
-    ModelFormat("tensorrt", ".engine", "TensorRT", "engines.backends.tensorrt_backend:TensorRTEngine",
-                "engines.backends.tensorrt_backend:read_meta", "train.export.tensorrt:to_tensorrt",
-                needs_gpu=True),
+    ModelFormat(
+        "pytorch",
+        ".pt",
+        "PyTorch",
+        "engines.backends.torch_backend:TorchEngine",
+        "engines.backends.torch_backend:read_meta",
+        "train.export.pytorch:to_pytorch",
+    ),
+    ModelFormat(
+        "onnx",
+        ".onnx",
+        "ONNX Runtime",
+        "engines.backends.onnx_backend:OnnxEngine",
+        "engines.backends.onnx_backend:read_meta",
+        "train.export.onnx:to_onnx",
+    ),
+    ModelFormat(
+        "tensorrt",
+        ".engine",
+        "TensorRT",
+        "engines.backends.tensorrt_backend:TensorRTEngine",
+        "engines.backends.tensorrt_backend:read_meta",
+        "train.export.tensorrt:to_tensorrt",
+        needs_gpu=True,
+    ),
 )
 
 
@@ -67,8 +89,9 @@ def format_for(path: str | os.PathLike[str]) -> ModelFormat:
     """The row of the file's suffix (case-blind); an unknown suffix is one line naming the known ones."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ModelFileError(f"model file {path}: unknown suffix {suffix or '(none)'!r}; "
-                             f"expected one of {', '.join(FORMATS)}")
+        raise ModelFileError(
+            f"model file {path}: unknown suffix {suffix or '(none)'!r}; expected one of {', '.join(FORMATS)}"
+        )
     return FORMATS[suffix]
 
 

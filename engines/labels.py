@@ -3,6 +3,7 @@
 Everything that turns a folder name, a file stem or a model output into a label goes through here,
 so training, evaluation and the live monitor cannot disagree about what class 7 means.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,8 @@ MASK_NAMES = ("wear", "incorrect", "not_wear")
 GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 TASKS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
-TASK_SIZES = {name: len(names) for name, names in TASKS.items()}   # mask 3, gender 2, age 3
-NUM_CLASSES = 18   # = 3 * 2 * 3, the product of TASK_SIZES (checked below)
+TASK_SIZES = {name: len(names) for name, names in TASKS.items()}  # mask 3, gender 2, age 3
+NUM_CLASSES = 18  # = 3 * 2 * 3, the product of TASK_SIZES (checked below)
 assert NUM_CLASSES == int(np.prod(list(TASK_SIZES.values())))
 
 # Per-task index of every class: TASK_OF["age"][c] is class c's age group. Folding an 18-way confusion
@@ -34,13 +35,17 @@ MASK_DISPLAY = ("mask", "incorrect mask", "no mask")
 
 # File stems of one person's 7 photos in the competition layout (synthetic data writes the same names).
 STEM_TO_MASK = {
-    "mask1": 0, "mask2": 0, "mask3": 0, "mask4": 0, "mask5": 0,
+    "mask1": 0,
+    "mask2": 0,
+    "mask3": 0,
+    "mask4": 0,
+    "mask5": 0,
     "incorrect_mask": 1,
     "normal": 2,
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-_C = TypeVar("_C")   # an int, a NumPy array or a torch tensor of class indices
+_C = TypeVar("_C")  # an int, a NumPy array or a torch tensor of class indices
 
 _PERSON_RE = re.compile(r"^(?P<id>[^_]+)_(?P<gender>[A-Za-z]+)_(?P<race>.+)_(?P<age>\d+)$")
 
@@ -89,7 +94,8 @@ def split_classes(cls: _C) -> tuple[_C, _C, _C]:
 
 
 def marginals(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities [..., 18] -> mask [..., 3], gender [..., 2], age [..., 3], each summed over the others."""
+    """Probabilities [..., 18] -> mask [..., 3], gender [..., 2], age [..., 3], each summed over the
+    others."""
     p = np.asarray(probs, dtype=np.float64)
     if p.shape[-1:] != (NUM_CLASSES,):
         raise ValueError(f"expected probabilities over {NUM_CLASSES} classes, got shape {list(p.shape)}")

@@ -3,6 +3,7 @@
 Lives in `engines` because both sides need it: `train` builds and trains it, the PyTorch backend rebuilds
 it from a checkpoint. `InferenceModel` is what every exported file computes: probabilities over 18 classes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,13 +40,19 @@ def available_archs() -> list[str]:
 
 
 def _weights(arch: str):
-    """ImageNet weights: IMAGENET1K_V1 where it exists (the file shipped for offline use), else the default."""
+    """ImageNet weights: IMAGENET1K_V1 where it exists (the file shipped for offline use), else the
+    default."""
     enum = torchvision.models.get_model_weights(arch)
     return getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
 
 
-def create_model(arch: str = "mobilenet_v2", head: str = "single", pretrained: bool = False,
-                 dropout: float = 0.2, freeze_backbone: bool = False) -> nn.Module:
+def create_model(
+    arch: str = "mobilenet_v2",
+    head: str = "single",
+    pretrained: bool = False,
+    dropout: float = 0.2,
+    freeze_backbone: bool = False,
+) -> nn.Module:
     """A torchvision classifier whose last Linear layer is replaced by our head; outputs logits.
 
     Single head: [N, 18]. Multi head: [N, 8] = mask(3) | gender(2) | age(3) logits side by side.
@@ -53,16 +60,20 @@ def create_model(arch: str = "mobilenet_v2", head: str = "single", pretrained: b
     if head not in HEAD_SIZES:
         raise UserError(f"model.head must be 'single' or 'multi', got {head!r}")
     if arch not in available_archs():
-        raise UserError(f"model.arch {arch!r} is not a torchvision classification model "
-                        f"(e.g. mobilenet_v2, mobilenet_v3_small, resnet18, efficientnet_b0)")
+        raise UserError(
+            f"model.arch {arch!r} is not a torchvision classification model "
+            f"(e.g. mobilenet_v2, mobilenet_v3_small, resnet18, efficientnet_b0)"
+        )
     weights = None
     if pretrained:
         weights = _weights(arch)
     try:
         model = torchvision.models.get_model(arch, weights=weights)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError: offline with no cached file
-        raise UserError(f"cannot load ImageNet weights for {arch} ({exc.__class__.__name__}: {exc}); "
-                        f"put the file under $TORCH_HOME/hub/checkpoints or set model.pretrained = false") from None
+        raise UserError(
+            f"cannot load ImageNet weights for {arch} ({exc.__class__.__name__}: {exc}); "
+            f"put the file under $TORCH_HOME/hub/checkpoints or set model.pretrained = false"
+        ) from None
     name, linear = _last_linear(model)
     if freeze_backbone:
         for p in model.parameters():

@@ -1,7 +1,8 @@
 """Crops -> network input. Training's transform and every inference backend resize the same way."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -10,8 +11,9 @@ import numpy as np
 RESIZE_INTERPOLATION = cv2.INTER_AREA
 
 
-def preprocess(crops: Sequence[np.ndarray], input_size: tuple[int, int],
-               mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def preprocess(
+    crops: Sequence[np.ndarray], input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
     """BGR uint8 crops -> float32 [N, 3, H, W], RGB, normalised. `input_size` is (height, width)."""
     h, w = input_size
     out = np.empty((len(crops), 3, h, w), dtype=np.float32)

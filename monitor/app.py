@@ -5,6 +5,7 @@ the Live screen's model are all handled by the output thread. Stopping (end of f
 --duration, Ctrl-C, SIGTERM, `stop()`) always runs the same shutdown: the capture thread is joined, the
 tracks still in view are logged as departures, the output queue is drained and every file is closed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +14,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from rich.console import Console
 
@@ -24,9 +26,9 @@ from engines.config import Config
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from monitor.capture import Capture, Frame
-from monitor.sources import Opener, SourceSpec, open_cv
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
 from monitor.pipeline import FrameResult, Pipeline
+from monitor.sources import Opener, SourceSpec, open_cv
 from monitor.timing import StageTimer
 from monitor.ui import Dashboard, LiveScreen, Tally, flag_line, summary_text
 
@@ -52,7 +54,7 @@ class RunReport:
     reconnects: int
     summary: str
     recorded: int = 0
-    signal: int | None = None     # the signal that stopped the run (SIGINT, SIGTERM), if one did
+    signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
 
 
 class OutputStopped(RuntimeError):
@@ -62,8 +64,17 @@ class OutputStopped(RuntimeError):
 class _Outputs:
     """The output thread and the files it owns."""
 
-    def __init__(self, options: Options, dashboard: Dashboard, fps: float, out: IO[str], err: IO[str],
-                 live: bool, timer: StageTimer, on_result: Callable[[FrameResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        dashboard: Dashboard,
+        fps: float,
+        out: IO[str],
+        err: IO[str],
+        live: bool,
+        timer: StageTimer,
+        on_result: Callable[[FrameResult], None] | None = None,
+    ) -> None:
         self.options = options
         self.on_result = on_result
         self.dashboard = dashboard
@@ -78,7 +89,7 @@ class _Outputs:
             self.recorder = Recorder(options.record, fps) if options.record else None
             self.saver = FaceSaver(options.save_faces) if options.save_faces else None
         except BaseException:
-            self._close_files()   # what was opened before the one that failed leaves no temp file behind
+            self._close_files()  # what was opened before the one that failed leaves no temp file behind
             raise
         self.queue: queue.Queue = queue.Queue(maxsize=16)
         self._thread = threading.Thread(target=self._run, name="outputs", daemon=True)
@@ -153,28 +164,50 @@ class _Outputs:
 
 
 class Monitor:
-    def __init__(self, cfg: Config, spec: SourceSpec, engine: Engine | None, detector: FaceDetector,
-                 options: Options = Options(), *, opener: Opener = open_cv, console: Console | None = None,
-                 out: IO[str] | None = None, err: IO[str] | None = None,
-                 on_result: Callable[[FrameResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        spec: SourceSpec,
+        engine: Engine | None,
+        detector: FaceDetector,
+        options: Options = Options(),
+        *,
+        opener: Opener = open_cv,
+        console: Console | None = None,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        on_result: Callable[[FrameResult], None] | None = None,
+    ) -> None:
         """`on_result` sees every FrameResult in the output thread (for embedding the monitor, and tests)."""
         self.cfg = cfg
         self.spec = spec
         self.options = options
         self.timer = StageTimer()
-        self.capture = Capture(spec, opener=opener, realtime=options.realtime,
-                               reconnect_initial_s=cfg.monitor.reconnect_initial_s,
-                               reconnect_max_s=cfg.monitor.reconnect_max_s, timer=self.timer)
+        self.capture = Capture(
+            spec,
+            opener=opener,
+            realtime=options.realtime,
+            reconnect_initial_s=cfg.monitor.reconnect_initial_s,
+            reconnect_max_s=cfg.monitor.reconnect_max_s,
+            timer=self.timer,
+        )
         self.pipeline = Pipeline(cfg, engine, detector, self.timer, keep_crops=options.save_faces is not None)
         self.console = console
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.dashboard = Dashboard(spec.describe(), spec.live, self.timer, cfg.ui.max_rows, cfg.ui.max_flags,
-                                   status=lambda: self.capture.status, dropped=lambda: self.capture.dropped,
-                                   detect_every=cfg.monitor.detect_every)
+        self.dashboard = Dashboard(
+            spec.describe(),
+            spec.live,
+            self.timer,
+            cfg.ui.max_rows,
+            cfg.ui.max_flags,
+            status=lambda: self.capture.status,
+            dropped=lambda: self.capture.dropped,
+            detect_every=cfg.monitor.detect_every,
+        )
         self.on_result = on_result
         self._stop = threading.Event()
-        self.started = threading.Event()   # set once the source is open and frames flow
+        self.started = threading.Event()  # set once the source is open and frames flow
 
     def stop(self) -> None:
         """Ask the run to end (from any thread or a signal handler); run() then shuts down cleanly."""
@@ -183,13 +216,21 @@ class Monitor:
     def run(self) -> RunReport:
         self.pipeline.warm_up()
         outputs = None
-        self.capture.start()   # a source that will not open: one UserError, nothing else started
+        self.capture.start()  # a source that will not open: one UserError, nothing else started
         t0 = time.perf_counter()
         interrupted = False
         self._last = None
         try:
-            outputs = _Outputs(self.options, self.dashboard, self.capture.fps, self.out, self.err,
-                               self.spec.live, self.timer, self.on_result)
+            outputs = _Outputs(
+                self.options,
+                self.dashboard,
+                self.capture.fps,
+                self.out,
+                self.err,
+                self.spec.live,
+                self.timer,
+                self.on_result,
+            )
             with self._signals(), self._screen():
                 self.started.set()
                 try:
@@ -203,25 +244,43 @@ class Monitor:
             if outputs is not None:
                 last = self._last
                 with contextlib.suppress(OutputStopped):
-                    outputs.put(FrameResult(last or Frame(-1, 0.0, None), self.pipeline.seq,
-                                            events=self.pipeline.finish(last), final=True))
+                    outputs.put(
+                        FrameResult(
+                            last or Frame(-1, 0.0, None),
+                            self.pipeline.seq,
+                            events=self.pipeline.finish(last),
+                            final=True,
+                        )
+                    )
                 outputs.close()
         if outputs.error is not None:
             raise outputs.failure()
         wall = time.perf_counter() - t0
-        summary = summary_text(self.dashboard.tally, self.spec.describe(), wall, self.spec.live, self.capture.dropped,
-                               self.pipeline.faults)
-        return RunReport(self.dashboard.tally, self.pipeline.seq + 1, wall, self.capture.dropped,
-                         self.capture.reconnects, summary,
-                         outputs.recorder.frames if outputs.recorder else 0,
-                         self._signal if self._signal is not None else (signal.SIGINT if interrupted else None))
+        summary = summary_text(
+            self.dashboard.tally,
+            self.spec.describe(),
+            wall,
+            self.spec.live,
+            self.capture.dropped,
+            self.pipeline.faults,
+        )
+        return RunReport(
+            self.dashboard.tally,
+            self.pipeline.seq + 1,
+            wall,
+            self.capture.dropped,
+            self.capture.reconnects,
+            summary,
+            outputs.recorder.frames if outputs.recorder else 0,
+            self._signal if self._signal is not None else (signal.SIGINT if interrupted else None),
+        )
 
     _signal: int | None = None
-    _last: Frame | None = None   # the last frame processed: its time stamps the departures at the end
+    _last: Frame | None = None  # the last frame processed: its time stamps the departures at the end
 
     def _loop(self, outputs: _Outputs, t0: float) -> None:
         opts = self.options
-        self.capture.status_changes()   # "live" / "playing": nothing to report
+        self.capture.status_changes()  # "live" / "playing": nothing to report
         while not self._stop.is_set():
             if opts.max_frames is not None and self.pipeline.seq + 1 >= opts.max_frames:
                 break

@@ -6,6 +6,7 @@ thread and report through the same StageTimer, so the ratio compares like with l
 not a .pt file, the baseline network is the same architecture and input size built from the model file's
 metadata with untrained weights: speed does not depend on the weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ from engines.faces import FaceDetector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
 from monitor.capture import Capture
-from monitor.sources import SourceSpec, open_cv, open_error
 from monitor.classifier import load_classifier
 from monitor.pipeline import Pipeline
+from monitor.sources import SourceSpec, open_cv, open_error
 from monitor.timing import StageTimer
 
 
@@ -60,17 +61,23 @@ class Measurement:
         return 1000.0 * self.cpu_s / self.frames if self.frames else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "frames": self.frames, "wall_s": round(self.wall_s, 3),
-                "fps": round(self.fps, 2), "cpu_ms_per_frame": round(self.cpu_ms_per_frame, 2),
-                "stages": self.stages, **self.extra}
+        return {
+            "name": self.name,
+            "frames": self.frames,
+            "wall_s": round(self.wall_s, 3),
+            "fps": round(self.fps, 2),
+            "cpu_ms_per_frame": round(self.cpu_ms_per_frame, 2),
+            "stages": self.stages,
+            **self.extra,
+        }
 
 
 @dataclass
 class Drive:
     wall_s: float
-    cpu_s: float              # CPU time of the whole process (all threads): robust to other programs' load
+    cpu_s: float  # CPU time of the whole process (all threads): robust to other programs' load
     video_fps: float
-    rss_mb: list[float | None]   # after each pass over the video
+    rss_mb: list[float | None]  # after each pass over the video
 
 
 def _drive(spec: SourceSpec, timer: StageTimer, limit: int, step, loops: int = 1) -> Drive:
@@ -109,13 +116,14 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def measure_pipeline(cfg: Config, engine: Engine, detector: FaceDetector, spec: SourceSpec, limit: int,
-                     loops: int = 1) -> Measurement:
+def measure_pipeline(
+    cfg: Config, engine: Engine, detector: FaceDetector, spec: SourceSpec, limit: int, loops: int = 1
+) -> Measurement:
     """The monitor's pipeline, as `mask-monitor --video FILE --headless` runs it (without writing files)."""
     timer = StageTimer(window=None)
     pipeline = Pipeline(cfg, engine, detector, timer)
-    started: dict[int, int] = {}      # track id -> first frame seq
-    settle: dict[int, int] = {}       # track id -> frames from its first detection to a settled state
+    started: dict[int, int] = {}  # track id -> first frame seq
+    settle: dict[int, int] = {}  # track id -> frames from its first detection to a settled state
     flags = 0
 
     def step(frame) -> None:
@@ -130,12 +138,19 @@ def measure_pipeline(cfg: Config, engine: Engine, detector: FaceDetector, spec: 
     rss0 = rss_mb()
     drive = _drive(spec, timer, limit, step, loops)
     lat = np.array(list(settle.values()), dtype=float) / drive.video_fps
-    extra = {"tracks": len(started), "settled_tracks": len(settle), "flags": flags,
-             "settle_s_median": round(float(np.median(lat)), 3) if lat.size else None,
-             "settle_s_max": round(float(lat.max()), 3) if lat.size else None,
-             "passes": len(drive.rss_mb), "rss_mb_start": _round(rss0),
-             "rss_mb_after_first_pass": _round(drive.rss_mb[0]), "rss_mb_end": _round(drive.rss_mb[-1]),
-             "rss_mb_per_pass": [_round(v) for v in drive.rss_mb], "detector_counts": dict(pipeline.counts)}
+    extra = {
+        "tracks": len(started),
+        "settled_tracks": len(settle),
+        "flags": flags,
+        "settle_s_median": round(float(np.median(lat)), 3) if lat.size else None,
+        "settle_s_max": round(float(lat.max()), 3) if lat.size else None,
+        "passes": len(drive.rss_mb),
+        "rss_mb_start": _round(rss0),
+        "rss_mb_after_first_pass": _round(drive.rss_mb[0]),
+        "rss_mb_end": _round(drive.rss_mb[-1]),
+        "rss_mb_per_pass": [_round(v) for v in drive.rss_mb],
+        "detector_counts": dict(pipeline.counts),
+    }
     return Measurement("monitor", timer.frames, drive.wall_s, _stages(timer), extra, drive.cpu_s)
 
 
@@ -170,7 +185,7 @@ class NaiveRun:
         self.wall_s = self.cpu_s = 0.0
 
     def _step(self, frame) -> None:
-        import torch   # not at the top: `mask-monitor --help` imports this module
+        import torch  # not at the top: `mask-monitor --help` imports this module
 
         meta, timer = self.meta, self.timer
         with timer.stage("total"):
@@ -178,7 +193,9 @@ class NaiveRun:
                 faces = self.detector.detect(frame.image)
             with timer.stage("classify"), torch.inference_mode():
                 for face in faces:
-                    x = preprocess([crop_face(frame.image, face.box, meta.crop)], meta.input_size, meta.mean, meta.std)
+                    x = preprocess(
+                        [crop_face(frame.image, face.box, meta.crop)], meta.input_size, meta.mean, meta.std
+                    )
                     self.model(torch.from_numpy(x))
         timer.frame_done()
 
@@ -188,8 +205,14 @@ class NaiveRun:
         self.cpu_s += drive.cpu_s
 
     def measurement(self) -> Measurement:
-        return Measurement("naive baseline", self.timer.frames, self.wall_s, _stages(self.timer),
-                           {"baseline_weights": self.weights}, self.cpu_s)
+        return Measurement(
+            "naive baseline",
+            self.timer.frames,
+            self.wall_s,
+            _stages(self.timer),
+            {"baseline_weights": self.weights},
+            self.cpu_s,
+        )
 
 
 def warm_up(engine: Engine, detector: FaceDetector, spec: SourceSpec) -> None:
@@ -200,7 +223,7 @@ def warm_up(engine: Engine, detector: FaceDetector, spec: SourceSpec) -> None:
     if not ok:
         raise open_error(spec)
     detector.detect(image)
-    geom = engine.meta.crop   # the crop the pipeline will hand over
+    geom = engine.meta.crop  # the crop the pipeline will hand over
     engine.classify([np.zeros((geom.height, geom.width, 3), np.uint8)] * 2)
 
 
@@ -221,21 +244,32 @@ def print_table(results: list[Measurement], ratio: float, video: str, engine_des
     console = Console()
     console.print(table)
     mon = results[0]
-    console.print(f"speed-up monitor / naive: [bold]{ratio:.2f}x[/] (target >= 4x); end-to-end "
-                  f"[bold]{mon.fps:.1f}[/] frames/s (target >= 60 on 640x480 with 1-3 faces)")
+    console.print(
+        f"speed-up monitor / naive: [bold]{ratio:.2f}x[/] (target >= 4x); end-to-end "
+        f"[bold]{mon.fps:.1f}[/] frames/s (target >= 60 on 640x480 with 1-3 faces)"
+    )
     e = mon.extra
     if e.get("settle_s_median") is not None:
-        console.print(f"tracks {e['tracks']}, settled {e['settled_tracks']}, flags {e['flags']}; time from first "
-                      f"detection to a settled state: median {e['settle_s_median']} s, max {e['settle_s_max']} s "
-                      f"of video")
+        console.print(
+            f"tracks {e['tracks']}, settled {e['settled_tracks']}, flags {e['flags']}; time from first "
+            f"detection to a settled state: median {e['settle_s_median']} s, max {e['settle_s_max']} s "
+            f"of video"
+        )
     if e.get("rss_mb_start") is not None:
-        line = f"resident memory: {e['rss_mb_start']:.0f} MB at the start, {e['rss_mb_end']:.0f} MB at the end"
+        line = (
+            f"resident memory: {e['rss_mb_start']:.0f} MB at the start, {e['rss_mb_end']:.0f} MB at the end"
+        )
         if e["passes"] > 1:
-            line += (f"; after the first of {e['passes']} passes {e['rss_mb_after_first_pass']:.0f} MB, growth since "
-                     f"{e['rss_mb_end'] - e['rss_mb_after_first_pass']:+.0f} MB (target <= 50 MB)")
+            line += (
+                f"; after the first of {e['passes']} passes {e['rss_mb_after_first_pass']:.0f} MB, "
+                "growth since "
+                f"{e['rss_mb_end'] - e['rss_mb_after_first_pass']:+.0f} MB (target <= 50 MB)"
+            )
         console.print(line)
-    console.print("[dim]ms per stage: each stage's own runs (detect runs on every Nth frame only); CPU ms per frame: "
-                  "all threads of the process. Where other programs share the CPU every number here is inflated.[/]")
+    console.print(
+        "[dim]ms per stage: each stage's own runs (detect runs on every Nth frame only); CPU ms per frame: "
+        "all threads of the process. Where other programs share the CPU every number here is inflated.[/]"
+    )
 
 
 def run_bench(args: argparse.Namespace, cfg: Config) -> int:
@@ -258,8 +292,15 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> int:
     ratio = mon.fps / naive.fps if naive.fps > 0 else float("inf")
     print_table([mon, naive], ratio, video.name, engine.describe())
     if args.json:
-        atomic_write_json(args.json, {"video": str(video), "engine": engine.describe(),
-                                      "config": {"monitor": cfg.to_dict()["monitor"], "detector": cfg.to_dict()["detector"]},
-                                      "monitor": mon.to_dict(), "naive": naive.to_dict(),
-                                      "speedup": round(ratio, 3)})
+        atomic_write_json(
+            args.json,
+            {
+                "video": str(video),
+                "engine": engine.describe(),
+                "config": {"monitor": cfg.to_dict()["monitor"], "detector": cfg.to_dict()["detector"]},
+                "monitor": mon.to_dict(),
+                "naive": naive.to_dict(),
+                "speedup": round(ratio, 3),
+            },
+        )
     return 0

@@ -6,8 +6,10 @@ the pipeline.
   latency stays at one frame however slow the consumer is.
 - file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
 - a live source that fails mid-run is reopened with exponential back-off while `status` says so.
-The device is opened through an injectable `opener` (default: its monitor.sources row's), so tests can drive the whole path with a fake camera.
+The device is opened through an injectable `opener` (default: its monitor.sources row's), so tests can
+drive the whole path with a fake camera.
 """
+
 from __future__ import annotations
 
 import queue
@@ -24,9 +26,9 @@ from monitor.timing import StageTimer
 
 @dataclass
 class Frame:
-    index: int          # frame number in the source (for a live source: frames read, dropped ones included)
-    time: float         # the source's clock: position in a file (s); Unix time for a camera or stream
-    image: Any          # BGR uint8 HxWx3 (a broken device may hand anything; the pipeline checks)
+    index: int  # frame number in the source (for a live source: frames read, dropped ones included)
+    time: float  # the source's clock: position in a file (s); Unix time for a camera or stream
+    image: Any  # BGR uint8 HxWx3 (a broken device may hand anything; the pipeline checks)
 
 
 _END = object()
@@ -37,13 +39,21 @@ class Capture:
     """Start with `start()` (opens the source, raising one clear UserError if it will not open); take frames
     with `get(timeout)`; `finished` turns true once a file has ended and every frame was taken."""
 
-    def __init__(self, spec: SourceSpec, *, opener: Opener = open_cv, realtime: bool = False,
-                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 10.0,
-                 timer: StageTimer | None = None, queue_size: int = 8) -> None:
+    def __init__(
+        self,
+        spec: SourceSpec,
+        *,
+        opener: Opener = open_cv,
+        realtime: bool = False,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+        timer: StageTimer | None = None,
+        queue_size: int = 8,
+    ) -> None:
         self.spec = spec
         self.opener = opener
-        self.newest_only = spec.live or realtime     # slot semantics (drops) rather than in-order queue
-        self.pace = realtime and not spec.live       # sleep to the file's fps
+        self.newest_only = spec.live or realtime  # slot semantics (drops) rather than in-order queue
+        self.pace = realtime and not spec.live  # sleep to the file's fps
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
         self.timer = timer or StageTimer()
@@ -56,10 +66,10 @@ class Capture:
         self._reopened = False
         self._good_reads = 0
         self._status = "starting"
-        self._status_log: deque[str] = deque(maxlen=32)   # changes not yet taken by status_changes()
+        self._status_log: deque[str] = deque(maxlen=32)  # changes not yet taken by status_changes()
         self.error: BaseException | None = None
         self._device: Device | None = None
-        self._first: tuple[bool, Any] | None = None   # a file's first read, done in start() (see there)
+        self._first: tuple[bool, Any] | None = None  # a file's first read, done in start() (see there)
         self._stop = threading.Event()
         self._ended = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -86,7 +96,7 @@ class Capture:
         return out
 
     # --- consumer side ------------------------------------------------------------------------------------
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         self._device = self._open()
         if self._device is not None and not self.spec.live:
             # OpenCV "opens" many non-video files and then reads nothing: such a file is an error, not an
@@ -104,7 +114,8 @@ class Capture:
         return self
 
     def get(self, timeout: float = 0.1) -> Frame | None:
-        """The next frame (in order for a file, the newest for a live source), or None if none came in time."""
+        """The next frame (in order for a file, the newest for a live source), or None if none came in
+        time."""
         if self.newest_only:
             with self._cond:
                 if self._slot is None and not self._ended.is_set():
@@ -251,7 +262,7 @@ class Capture:
 def _safe_read(dev: Device) -> tuple[bool, Any]:
     try:
         return dev.read()
-    except Exception:   # a driver that throws is a frame that did not come
+    except Exception:  # a driver that throws is a frame that did not come
         return False, None
 
 
@@ -269,4 +280,3 @@ def _safe_release(dev: Device | None) -> None:
         dev.release()
     except Exception:
         pass
-

@@ -1,5 +1,6 @@
 """Which classifier file the monitor runs, and loading it. Its own module because both commands need it
 (`mask-monitor` in monitor.cli, `mask-monitor bench` in monitor.bench) and neither imports the other."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,14 +12,16 @@ from engines.errors import UserError
 from engines.fileio import require_file
 from engines.formats import format_for, load_engine
 
-_MISSING_HINT = ("pass --engine FILE (.onnx, .engine or .pt) or build the demo model "
-                 "(README: 'synthetic data and demo model')")
+_MISSING_HINT = (
+    "pass --engine FILE (.onnx, .engine or .pt) or build the demo model "
+    "(README: 'synthetic data and demo model')"
+)
 
 
 def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
     """--engine, else config engine.path; an unknown suffix or a missing file is one line saying which."""
     path = Path(args.engine) if args.engine else cfg.resolve(cfg.engine.path)
-    format_for(path)   # an unknown suffix says so, whether or not the file exists
+    format_for(path)  # an unknown suffix says so, whether or not the file exists
     try:
         return require_file(path, "engine file", "--engine" if args.engine else "config engine.path")
     except UserError as exc:
@@ -26,5 +29,6 @@ def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
 
 
 def load_classifier(args: argparse.Namespace, cfg: Config) -> Engine:
-    """The classifier file of `engine_path`, loaded by its format's backend on config engine.device/threads."""
+    """The classifier file of `engine_path`, loaded by its format's backend on config
+    engine.device/threads."""
     return load_engine(engine_path(args, cfg), cfg.engine.device, cfg.engine.threads)

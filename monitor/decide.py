@@ -7,6 +7,7 @@ classifications agree: at least `min_votes` of them exist and a strict majority 
 mask state. A flag is raised when a settled state is one of `flag_states` that this person has not been
 flagged for yet: once per person and state, so a flickering vote never floods the log.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -20,8 +21,9 @@ from engines.labels import MASK_NAMES, NUM_CLASSES, Label, marginals
 @dataclass(frozen=True)
 class State(Label):
     """A track's voted label (mask, gender, age; .cls and the names come from engines.labels.Label)."""
-    confidence: float   # averaged probability of the voted mask state
-    votes: int          # classifications behind it
+
+    confidence: float  # averaged probability of the voted mask state
+    votes: int  # classifications behind it
     settled: bool
 
 
@@ -34,19 +36,25 @@ def vote(history: np.ndarray, min_votes: int) -> State:
     hard = marginals(history)[0].argmax(axis=1)
     agree = int((hard == mask).sum())
     settled = len(history) >= min_votes and agree * 2 > len(history)
-    return State(mask, int(gender_p.argmax()), int(age_p.argmax()), float(mask_p[mask]), len(history), settled)
+    return State(
+        mask, int(gender_p.argmax()), int(age_p.argmax()), float(mask_p[mask]), len(history), settled
+    )
 
 
 class Decider:
-    def __init__(self, vote_window: int = 7, min_votes: int = 3,
-                 flag_states: tuple[str, ...] = ("incorrect", "not_wear")) -> None:
+    def __init__(
+        self,
+        vote_window: int = 7,
+        min_votes: int = 3,
+        flag_states: tuple[str, ...] = ("incorrect", "not_wear"),
+    ) -> None:
         self.vote_window = vote_window
         self.min_votes = min_votes
         self.flag_masks = {MASK_NAMES.index(s) for s in flag_states}
         self._history: dict[int, deque[np.ndarray]] = {}
         self._flagged: dict[int, set[int]] = {}
         self._states: dict[int, State] = {}
-        self._settled: dict[int, State] = {}   # the last settled state (sticky while a vote wavers)
+        self._settled: dict[int, State] = {}  # the last settled state (sticky while a vote wavers)
 
     def add(self, track_id: int, probs: np.ndarray) -> State:
         probs = np.asarray(probs, dtype=np.float64).reshape(-1)

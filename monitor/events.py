@@ -3,6 +3,7 @@
 Event keys are fixed (EVENT_KEYS): a log reader can rely on them. `time` is the source's clock: seconds
 from the start of a video file, Unix time for a camera or stream.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ UNKNOWN_COLOUR = (200, 200, 200)
 
 @dataclass(frozen=True)
 class Event:
-    event: str                      # "flag" | "left"
+    event: str  # "flag" | "left"
     time: float
     frame: int
     track_id: int
@@ -38,10 +39,18 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.state
-        return {"event": self.event, "time": round(float(self.time), 3), "frame": int(self.frame),
-                "track_id": int(self.track_id), "box": [int(v) for v in self.box], "mask": s.mask_name,
-                "gender": s.gender_name, "age": s.age_name, "class": s.cls,
-                "confidence": round(float(s.confidence), 4)}
+        return {
+            "event": self.event,
+            "time": round(float(self.time), 3),
+            "frame": int(self.frame),
+            "track_id": int(self.track_id),
+            "box": [int(v) for v in self.box],
+            "mask": s.mask_name,
+            "gender": s.gender_name,
+            "age": s.age_name,
+            "class": s.cls,
+            "confidence": round(float(s.confidence), 4),
+        }
 
 
 class EventLog:
@@ -60,7 +69,7 @@ class EventLog:
             try:
                 self._fh.write(json.dumps(event.to_dict()) + "\n")
                 self._fh.flush()
-            except OSError as exc:   # a full disk: the run stops with this line (its file named)
+            except OSError as exc:  # a full disk: the run stops with this line (its file named)
                 raise UserError(f"events file {self.path}: cannot write ({exc.strerror or exc})") from None
 
     def close(self) -> None:
@@ -72,7 +81,7 @@ class EventLog:
             fh.flush()
             os.fsync(fh.fileno())
         finally:
-            with contextlib.suppress(OSError):   # a second failure of the same flush adds nothing
+            with contextlib.suppress(OSError):  # a second failure of the same flush adds nothing
                 fh.close()
 
 
@@ -107,7 +116,7 @@ class Recorder:
         self._ctx = atomic_path(self.path)
         try:
             self._tmp = self._ctx.__enter__()
-        except OSError as exc:   # a folder we may not write in
+        except OSError as exc:  # a folder we may not write in
             raise UserError(f"--record {self.path}: cannot write ({exc.strerror})") from None
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -115,7 +124,9 @@ class Recorder:
     def write(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".mov") else "MJPG"))
+            fourcc = cv2.VideoWriter_fourcc(
+                *("mp4v" if self.path.suffix.lower() in (".mp4", ".mov") else "MJPG")
+            )
             writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
             if not writer.isOpened():
                 writer.release()  # self._writer stays None: close() leaves no empty file over OUT
@@ -133,7 +144,7 @@ class Recorder:
         ctx, self._ctx = self._ctx, None
         if self._writer is not None and self.frames > 0:
             self._writer.release()
-            ctx.__exit__(None, None, None)      # rename into place
+            ctx.__exit__(None, None, None)  # rename into place
         else:
             if self._writer is not None:
                 self._writer.release()
@@ -148,13 +159,17 @@ class FaceSaver:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"--save-faces {self.folder}: cannot create the folder ({exc.strerror})") from None
+            raise UserError(
+                f"--save-faces {self.folder}: cannot create the folder ({exc.strerror})"
+            ) from None
         self.saved = 0
         self.run = time.strftime("%Y%m%d-%H%M%S")
 
     def save(self, event: Event, crop: np.ndarray) -> Path:
         # the run's start time keeps a reused folder from overwriting the crops of an earlier run
-        path = self.folder / f"{self.run}_f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
+        path = (
+            self.folder / f"{self.run}_f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
+        )
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:
             atomic_write_bytes(path, buf.tobytes())
@@ -162,7 +177,9 @@ class FaceSaver:
         return path
 
 
-def annotate(image: np.ndarray, boxes: list[tuple[int, tuple[float, float, float, float], State | None, bool]]) -> np.ndarray:
+def annotate(
+    image: np.ndarray, boxes: list[tuple[int, tuple[float, float, float, float], State | None, bool]]
+) -> np.ndarray:
     """A copy of the frame with each track's box, id and state: (track_id, box, state, fresh)."""
     out = image.copy()
     scale = max(out.shape[0] / 480.0, 0.4)

@@ -8,6 +8,7 @@ cut with THE training crop (engines.faces.crop_face) using the geometry stored i
 crops of a frame go to the engine in one call; a track is reclassified only every `classify_every`
 frames once its vote has settled.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -30,29 +31,30 @@ from monitor.tracker import Track, Tracker, iou, similar_size
 @dataclass(frozen=True)
 class TrackView:
     """A track as the outputs see it on one frame."""
+
     id: int
     box: Box
-    state: State | None      # the current vote (may still be unsettled)
-    settled: State | None    # the last settled state
-    fresh: bool              # confirmed by a detection on this frame
-    missed: int              # frames since the last detection
-    frames: int              # frames since the track began
-    confirmed: bool = True   # seen by two detections (a tentative track may be a false detection)
+    state: State | None  # the current vote (may still be unsettled)
+    settled: State | None  # the last settled state
+    fresh: bool  # confirmed by a detection on this frame
+    missed: int  # frames since the last detection
+    frames: int  # frames since the track began
+    confirmed: bool = True  # seen by two detections (a tentative track may be a false detection)
 
 
 @dataclass
 class FrameResult:
     frame: Frame
-    seq: int                                   # frames processed so far (0-based)
+    seq: int  # frames processed so far (0-based)
     tracks: list[TrackView] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)       # flags and departures, in order
+    events: list[Event] = field(default_factory=list)  # flags and departures, in order
     crops: dict[int, np.ndarray] = field(default_factory=dict)  # crops of flagged tracks (only if asked)
-    detected: bool = False                     # detection ran on this frame
-    faces: int = 0                             # faces the detector found (first and second look)
-    classified: int = 0                        # crops classified
-    messages: list[str] = field(default_factory=list)       # faults, each kind reported once
-    skipped: bool = False                      # the frame was unusable
-    final: bool = False                        # not a frame: the departures of everyone still in view at the end
+    detected: bool = False  # detection ran on this frame
+    faces: int = 0  # faces the detector found (first and second look)
+    classified: int = 0  # crops classified
+    messages: list[str] = field(default_factory=list)  # faults, each kind reported once
+    skipped: bool = False  # the frame was unusable
+    final: bool = False  # not a frame: the departures of everyone still in view at the end
 
 
 def _scale_face(face: Face, s: float) -> Face:
@@ -70,8 +72,14 @@ def _int_box(box: Box) -> tuple[int, int, int, int]:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, engine: Engine | None, detector: FaceDetector,
-                 timer: StageTimer | None = None, keep_crops: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        engine: Engine | None,
+        detector: FaceDetector,
+        timer: StageTimer | None = None,
+        keep_crops: bool = False,
+    ) -> None:
         m = cfg.monitor
         self.cfg = cfg
         self.engine = engine
@@ -83,9 +91,9 @@ class Pipeline:
         self.decider = Decider(m.vote_window, m.min_votes, m.flag_states)
         self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
         self.seq = -1
-        self.size: tuple[int, int] | None = None      # (w, h) of the first good frame
+        self.size: tuple[int, int] | None = None  # (w, h) of the first good frame
         self.faults: Counter[str] = Counter()
-        self.counts: Counter[str] = Counter()         # detections, second looks and their hits (bench)
+        self.counts: Counter[str] = Counter()  # detections, second looks and their hits (bench)
         self._last_classified: dict[int, int] = {}
 
     def warm_up(self) -> None:
@@ -149,7 +157,9 @@ class Pipeline:
             self._fault(result, "corrupt", f"frame {frame.index} is empty or unreadable: skipped")
             return None
         if img.dtype != np.uint8:
-            self._fault(result, "corrupt", f"frame {frame.index} has pixels of type {img.dtype}, not uint8: skipped")
+            self._fault(
+                result, "corrupt", f"frame {frame.index} has pixels of type {img.dtype}, not uint8: skipped"
+            )
             return None
         if img.ndim == 2 or img.shape[2] == 1:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
@@ -159,14 +169,19 @@ class Pipeline:
             self._fault(result, "corrupt", f"frame {frame.index} has {img.shape[2]} channels: skipped")
             return None
         if img.shape[0] < 12 or img.shape[1] < 12:
-            self._fault(result, "corrupt", f"frame {frame.index} is only {img.shape[1]}x{img.shape[0]}: skipped")
+            self._fault(
+                result, "corrupt", f"frame {frame.index} is only {img.shape[1]}x{img.shape[0]}: skipped"
+            )
             return None
         h, w = img.shape[:2]
         if self.size is None:
             self.size = (w, h)
         elif (w, h) != self.size:
-            self._fault(result, "size", f"frame {frame.index} is {w}x{h}, not {self.size[0]}x{self.size[1]}: "
-                                        f"resized to fit")
+            self._fault(
+                result,
+                "size",
+                f"frame {frame.index} is {w}x{h}, not {self.size[0]}x{self.size[1]}: resized to fit",
+            )
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(img)
 
@@ -175,8 +190,13 @@ class Pipeline:
         m = self.cfg.monitor
         h, w = image.shape[:2]
         s = min(1.0, m.detect_max_side / max(h, w))
-        small = cv2.resize(image, (max(int(round(w * s)), 12), max(int(round(h * s)), 12)),
-                           interpolation=cv2.INTER_AREA) if s < 1.0 else image
+        small = (
+            cv2.resize(
+                image, (max(int(round(w * s)), 12), max(int(round(h * s)), 12)), interpolation=cv2.INTER_AREA
+            )
+            if s < 1.0
+            else image
+        )
         faces = [_scale_face(f, 1.0 / s) for f in self.detector.detect(small)]
         result.detected, result.faces = True, len(faces)
         self.counts["detect_rounds"] += 1
@@ -202,8 +222,12 @@ class Pipeline:
         m = self.cfg.monitor
         region = tuple(v * s for v in _grow(track.box, m.recheck_margin))
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1]) * s
-        found = self.detector.detect_region(small, region, thresholds=m.recheck_thresholds,
-                                            min_face_size=max(12, int(side * m.recheck_min_face)))
+        found = self.detector.detect_region(
+            small,
+            region,
+            thresholds=m.recheck_thresholds,
+            min_face_size=max(12, int(side * m.recheck_min_face)),
+        )
         best, best_score = None, 0.0
         for f in (_scale_face(f, 1.0 / s) for f in found):
             if any(iou(f.box, b) > 0.5 for b in taken):
@@ -220,7 +244,7 @@ class Pipeline:
         state = self.decider.state(track.id)
         if state is None or not state.settled:
             return True
-        return self.seq - self._last_classified.get(track.id, -10**9) >= self.cfg.monitor.classify_every
+        return self.seq - self._last_classified.get(track.id, -(10**9)) >= self.cfg.monitor.classify_every
 
     def _classify(self, frame: Frame, result: FrameResult) -> None:
         if self.engine is None:
@@ -232,10 +256,16 @@ class Pipeline:
             crops = [crop_face(frame.image, t.box, self.crop_geom) for t in due]
             probs = self.engine.classify(crops, batch_size=self.cfg.classifier.batch_size)
             if probs.shape != (len(crops), NUM_CLASSES):
-                raise ValueError(f"the engine returned shape {list(probs.shape)}, expected [{len(crops)}, {NUM_CLASSES}]")
+                raise ValueError(
+                    f"the engine returned shape {list(probs.shape)}, expected [{len(crops)}, {NUM_CLASSES}]"
+                )
         except Exception as exc:  # keep tracking; say once what went wrong
-            self._fault(result, "classify", f"classifier failed on frame {frame.index}: "
-                                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+            self._fault(
+                result,
+                "classify",
+                f"classifier failed on frame {frame.index}: "
+                f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}",
+            )
             return
         result.classified = len(crops)
         for track, p, crop in zip(due, probs, crops):
@@ -262,7 +292,12 @@ class Pipeline:
         box = track.box
         if self.size is not None:  # where it was last seen inside the frame
             w, h = self.size
-            box = (min(max(box[0], 0), w), min(max(box[1], 0), h), min(max(box[2], 0), w), min(max(box[3], 0), h))
+            box = (
+                min(max(box[0], 0), w),
+                min(max(box[1], 0), h),
+                min(max(box[2], 0), w),
+                min(max(box[3], 0), h),
+            )
         return Event("left", frame.time, frame.index, track.id, _int_box(box), state)
 
     def _prune(self, frame: Frame, result: FrameResult) -> None:
@@ -272,5 +307,16 @@ class Pipeline:
                 result.events.append(ev)
 
     def _views(self) -> list[TrackView]:
-        return [TrackView(t.id, t.box, self.decider.state(t.id), self.decider.settled_state(t.id), t.fresh,
-                          t.missed(self.seq), self.seq - t.first_seq, t.confirmed) for t in self.tracker.tracks]
+        return [
+            TrackView(
+                t.id,
+                t.box,
+                self.decider.state(t.id),
+                self.decider.settled_state(t.id),
+                t.fresh,
+                t.missed(self.seq),
+                self.seq - t.first_seq,
+                t.confirmed,
+            )
+            for t in self.tracker.tracks
+        ]

@@ -5,11 +5,13 @@ newest-frame slot and reconnects) or a file (every frame in order), how it is na
 line shown when it will not open, and the function that opens it. `mask-monitor`'s flags are built from
 this table, so a new kind of source (a GStreamer pipeline, a folder of images) is one opener and one row.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from engines.errors import UserError
 from engines.fileio import require_file
@@ -48,19 +50,24 @@ def open_file(path: int | str) -> Device:
 def open_stream(url: int | str) -> Device:
     cv2 = _quiet_cv2()
     # a stream that stalls without an error must still end read(), so that the reconnect logic runs
-    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+    timeouts = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        STREAM_TIMEOUT_MS,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        STREAM_TIMEOUT_MS,
+    ]
     return cv2.VideoCapture(str(url), cv2.CAP_FFMPEG, timeouts)
 
 
 @dataclass(frozen=True)
 class SourceKind:
-    name: str                                  # SourceSpec.kind
+    name: str  # SourceSpec.kind
     metavar: str
     help: str
-    parse: Callable[[str], int | str]          # the flag's text -> target
-    live: bool                                 # newest frame only, reconnect with back-off
-    title: str                                 # "{target}" -> what the user reads
-    unreadable: str                            # the one line when it will not open or gives no frame
+    parse: Callable[[str], int | str]  # the flag's text -> target
+    live: bool  # newest frame only, reconnect with back-off
+    title: str  # "{target}" -> what the user reads
+    unreadable: str  # the one line when it will not open or gives no frame
     open: Callable[[int | str], Device]
 
     @property
@@ -68,20 +75,47 @@ class SourceKind:
         return f"--{self.name}"
 
 
-SOURCES: dict[str, SourceKind] = {kind.name: kind for kind in (
-    SourceKind("camera", "N", "camera index (0 = the first camera)", int, True, "camera {target}",
-               "camera {target} cannot be opened (not connected, or in use by another program?)", open_camera),
-    SourceKind("video", "FILE", "a video file", str, False, "video {target}",
-               "video {target} cannot be read (not a video file, or its codec is missing)", open_file),
-    SourceKind("url", "URL", "a stream (rtsp://, http://)", str, True, "stream {target}",
-               "stream {target} cannot be opened (wrong address, or the server is down?)", open_stream),
-)}
+SOURCES: dict[str, SourceKind] = {
+    kind.name: kind
+    for kind in (
+        SourceKind(
+            "camera",
+            "N",
+            "camera index (0 = the first camera)",
+            int,
+            True,
+            "camera {target}",
+            "camera {target} cannot be opened (not connected, or in use by another program?)",
+            open_camera,
+        ),
+        SourceKind(
+            "video",
+            "FILE",
+            "a video file",
+            str,
+            False,
+            "video {target}",
+            "video {target} cannot be read (not a video file, or its codec is missing)",
+            open_file,
+        ),
+        SourceKind(
+            "url",
+            "URL",
+            "a stream (rtsp://, http://)",
+            str,
+            True,
+            "stream {target}",
+            "stream {target} cannot be opened (wrong address, or the server is down?)",
+            open_stream,
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str               # a key of SOURCES
-    target: int | str       # camera index, file path or URL
+    kind: str  # a key of SOURCES
+    target: int | str  # camera index, file path or URL
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCES:

@@ -3,14 +3,15 @@
 A stage (capture, detect, classify, output, total) is timed each time it runs. Statistics are kept over a
 bounded window for a live run (memory stays flat however long it runs), or over everything for a bench.
 """
+
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -19,14 +20,18 @@ STAGES = ("capture", "detect", "classify", "output", "total")
 
 @dataclass(frozen=True)
 class StageStats:
-    runs: int          # times the stage ran (all time, not just the window)
-    median_ms: float   # over the window
+    runs: int  # times the stage ran (all time, not just the window)
+    median_ms: float  # over the window
     p95_ms: float
     mean_ms_per_frame: float  # all-time total / frames processed: the stage's share of a frame's cost
 
     def to_dict(self) -> dict[str, float]:
-        return {"runs": self.runs, "median_ms": round(self.median_ms, 3), "p95_ms": round(self.p95_ms, 3),
-                "ms_per_frame": round(self.mean_ms_per_frame, 3)}
+        return {
+            "runs": self.runs,
+            "median_ms": round(self.median_ms, 3),
+            "p95_ms": round(self.p95_ms, 3),
+            "ms_per_frame": round(self.mean_ms_per_frame, 3),
+        }
 
 
 class StageTimer:
@@ -78,6 +83,10 @@ class StageTimer:
             out = {}
             for name in sorted(self._samples, key=lambda n: (STAGES.index(n) if n in STAGES else 99, n)):
                 arr = np.fromiter(self._samples[name], dtype=np.float64)
-                out[name] = StageStats(self._runs[name], float(np.median(arr)), float(np.percentile(arr, 95)),
-                                       self._sums[name] / max(self.frames, 1))
+                out[name] = StageStats(
+                    self._runs[name],
+                    float(np.median(arr)),
+                    float(np.percentile(arr, 95)),
+                    self._sums[name] / max(self.frames, 1),
+                )
             return out

@@ -2,9 +2,11 @@
 
 Detection runs on every Nth frame only and MTCNN misses masked faces now and then, so a track lives on
 without a detection for up to `max_missed` frames, its box carried forward by the velocity seen between
-its last detections (the size stays that of the last detection). Matching is greedy: first by IoU, then (for a face that moved far between two
-detections) by centre distance relative to the face size, with a size check. A track is tentative until a second detection confirms it.
+its last detections (the size stays that of the last detection). Matching is greedy: first by IoU, then
+(for a face that moved far between two detections) by centre distance relative to the face size, with a
+size check. A track is tentative until a second detection confirms it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,12 +49,12 @@ def _centre_distance(a: Box, b: Box) -> float:
 @dataclass
 class Track:
     id: int
-    box: Box                          # where the face is now (measured, or carried forward)
-    first_seq: int                    # pipeline frame counter when the track began
-    last_seq: int                     # ... when a detection last confirmed it
+    box: Box  # where the face is now (measured, or carried forward)
+    first_seq: int  # pipeline frame counter when the track began
+    last_seq: int  # ... when a detection last confirmed it
     detected_box: Box = field(default=(0.0, 0.0, 0.0, 0.0))
     hits: int = 1
-    fresh: bool = True                # confirmed by a detection on the current frame
+    fresh: bool = True  # confirmed by a detection on the current frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
 
     def missed(self, seq: int) -> int:
@@ -65,8 +67,13 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 15, max_centre_distance: float = 0.8,
-                 tentative_max_missed: int = 3) -> None:
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        max_missed: int = 15,
+        max_centre_distance: float = 0.8,
+        tentative_max_missed: int = 3,
+    ) -> None:
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
         self.tentative_max_missed = tentative_max_missed
@@ -128,6 +135,7 @@ class Tracker:
     def prune(self, seq: int, size: tuple[int, int] | None = None) -> list[Track]:
         """Drop tracks unseen for more than max_missed frames (a tentative one: tentative_max_missed), or
         carried out of the frame (`size` = (w, h)); return them (they have left)."""
+
         def stale(t: Track) -> bool:
             if t.missed(seq) > (self.max_missed if t.confirmed else self.tentative_max_missed):
                 return True

@@ -3,13 +3,14 @@
 `Dashboard` gathers everything the screen shows from the FrameResults (in the output thread) and renders
 on demand (in rich's refresh thread); `Tally` is what the run saw, for the summary at the end.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -22,7 +23,7 @@ from monitor.events import Event
 from monitor.pipeline import FrameResult, TrackView
 from monitor.timing import StageTimer
 
-MASK_STYLES = ("green", "bold yellow", "bold red")   # wear, incorrect, not_wear
+MASK_STYLES = ("green", "bold yellow", "bold red")  # wear, incorrect, not_wear
 
 
 def clock(seconds: float, live: bool) -> str:
@@ -34,15 +35,19 @@ def clock(seconds: float, live: bool) -> str:
 
 
 def flag_line(ev: Event, live: bool) -> str:
-    return (f"[{clock(ev.time, live)}] FLAG person #{ev.track_id}: {MASK_DISPLAY[ev.state.mask]} "
-            f"({ev.state.gender_name}, {ev.state.age_name}; confidence {ev.state.confidence:.2f}) frame {ev.frame}")
+    return (
+        f"[{clock(ev.time, live)}] FLAG person #{ev.track_id}: {MASK_DISPLAY[ev.state.mask]} "
+        f"({ev.state.gender_name}, {ev.state.age_name}; confidence {ev.state.confidence:.2f}) "
+        f"frame {ev.frame}"
+    )
 
 
 @dataclass
 class Tally:
     """Everything the run saw that the summary reports; bounded by the number of people, not frames."""
-    people: dict[int, State] = field(default_factory=dict)    # track id -> last settled state
-    brief: set[int] = field(default_factory=set)              # tracks that left before their state settled
+
+    people: dict[int, State] = field(default_factory=dict)  # track id -> last settled state
+    brief: set[int] = field(default_factory=set)  # tracks that left before their state settled
     flags: list[Event] = field(default_factory=list)
     flag_count: int = 0
     frames: int = 0
@@ -78,16 +83,25 @@ class Tally:
 FAULT_NAMES = {"size": "frames of another size (resized)", "classify": "classifier failures"}
 
 
-def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: int = 0,
-                 faults: Mapping[str, int] | None = None) -> str:
+def summary_text(
+    tally: Tally,
+    source: str,
+    wall_s: float,
+    live: bool,
+    dropped: int = 0,
+    faults: Mapping[str, int] | None = None,
+) -> str:
     c = tally.counts()
     fps = tally.frames / wall_s if wall_s > 0 else 0.0
     frames = f"{tally.frames} frame{'' if tally.frames == 1 else 's'}"
-    lines = [f"mask-monitor summary: {source}: {frames} in {wall_s:.1f} s ({fps:.1f} frames/s)"
-             + (f", {dropped} dropped" if dropped else "") + (f", {tally.skipped} unusable" if tally.skipped else ""),
-             f"people seen: {len(tally.people)} (mask: {c[0]}, incorrect mask: {c[1]}, no mask: {c[2]})"
-             + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),
-             f"flags: {tally.flag_count}"]
+    lines = [
+        f"mask-monitor summary: {source}: {frames} in {wall_s:.1f} s ({fps:.1f} frames/s)"
+        + (f", {dropped} dropped" if dropped else "")
+        + (f", {tally.skipped} unusable" if tally.skipped else ""),
+        f"people seen: {len(tally.people)} (mask: {c[0]}, incorrect mask: {c[1]}, no mask: {c[2]})"
+        + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),
+        f"flags: {tally.flag_count}",
+    ]
     lines += ["  " + flag_line(ev, live) for ev in tally.flags]
     shown = {k: n for k, n in (faults or {}).items() if k in FAULT_NAMES and n}
     if shown:
@@ -100,11 +114,19 @@ def summary_text(tally: Tally, source: str, wall_s: float, live: bool, dropped: 
 class Dashboard:
     """The Live screen's model. update() from the output thread, render() from rich's refresh thread."""
 
-    def __init__(self, source: str, live: bool, timer: StageTimer, max_rows: int = 12, max_flags: int = 8,
-                 status: Callable[[], str] = lambda: "", dropped: Callable[[], int] = lambda: 0,
-                 detect_every: int = 3) -> None:
+    def __init__(
+        self,
+        source: str,
+        live: bool,
+        timer: StageTimer,
+        max_rows: int = 12,
+        max_flags: int = 8,
+        status: Callable[[], str] = lambda: "",
+        dropped: Callable[[], int] = lambda: 0,
+        detect_every: int = 3,
+    ) -> None:
         self.source = source
-        self.detect_every = detect_every   # a track unseen for longer than this was missed by a detection
+        self.detect_every = detect_every  # a track unseen for longer than this was missed by a detection
         self.live = live
         self.timer = timer
         self.max_rows = max_rows
@@ -114,7 +136,7 @@ class Dashboard:
         self.tracks: list[TrackView] = []
         self.recent_flags: deque[Event] = deque(maxlen=max_flags)
         self.messages: deque[str] = deque(maxlen=4)
-        self.flagged: dict[int, int] = {}     # track id -> mask state of its latest flag (in view only)
+        self.flagged: dict[int, int] = {}  # track id -> mask state of its latest flag (in view only)
         self.position = ""
         self._lock = threading.Lock()
 
@@ -143,8 +165,11 @@ class Dashboard:
 
     def _header(self) -> Panel:
         stats = self.timer.stats()
-        stage = "  ".join(f"{name} {stats[name].median_ms:.1f}" for name in ("capture", "detect", "classify", "total")
-                          if name in stats)
+        stage = "  ".join(
+            f"{name} {stats[name].median_ms:.1f}"
+            for name in ("capture", "detect", "classify", "total")
+            if name in stats
+        )
         status = self.status()
         t = Text()
         t.append(f"{self.source}", style="bold")
@@ -155,7 +180,9 @@ class Dashboard:
         if drops:
             t.append(f"   dropped {drops}")
         if status:
-            t.append("\n" + status, style="bold magenta" if "reconnect" in status or "fail" in status else "dim")
+            t.append(
+                "\n" + status, style="bold magenta" if "reconnect" in status or "fail" in status else "dim"
+            )
         c = self.tally.counts()
         t.append(f"\npeople seen {len(self.tally.people)}   ")
         t.append(f"masked {c[0]}", style=MASK_STYLES[0])
@@ -176,10 +203,16 @@ class Dashboard:
                 continue
             style = MASK_STYLES[st.mask] if tv.settled is not None else "dim"
             mark = " FLAG" if tv.id in self.flagged else ""
-            table.add_row(f"#{tv.id}", MASK_DISPLAY[st.mask] + mark, st.gender_name, st.age_name,
-                          f"{st.confidence:.2f}", str(st.votes) + ("" if st.settled else "?"),
-                          f"{tv.frames} fr" + (f" (lost {tv.missed})" if tv.missed >= self.detect_every else ""),
-                          style=style)
+            table.add_row(
+                f"#{tv.id}",
+                MASK_DISPLAY[st.mask] + mark,
+                st.gender_name,
+                st.age_name,
+                f"{st.confidence:.2f}",
+                str(st.votes) + ("" if st.settled else "?"),
+                f"{tv.frames} fr" + (f" (lost {tv.missed})" if tv.missed >= self.detect_every else ""),
+                style=style,
+            )
         if len(self.tracks) > self.max_rows:
             table.caption = f"... {len(self.tracks) - self.max_rows} more"
         return table
@@ -203,10 +236,15 @@ class LiveScreen:
         from rich.live import Live
 
         self.dashboard = dashboard
-        self.live = Live(get_renderable=dashboard.render, console=console or Console(),
-                         refresh_per_second=refresh_hz, transient=False, redirect_stdout=False)
+        self.live = Live(
+            get_renderable=dashboard.render,
+            console=console or Console(),
+            refresh_per_second=refresh_hz,
+            transient=False,
+            redirect_stdout=False,
+        )
 
-    def __enter__(self) -> "LiveScreen":
+    def __enter__(self) -> LiveScreen:
         self.live.__enter__()
         return self
 

@@ -14,6 +14,7 @@ Ground truth per person: id, source, mask state (wear / incorrect / not_wear, wi
 gender, age group, the first and last frame in which the face box is fully inside the frame, and the face
 box in each of those frames.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,13 @@ from engines.config import load_config  # noqa: E402
 from engines.faces import Face, FaceDetector  # noqa: E402
 from engines.fileio import atomic_path, atomic_write_text  # noqa: E402
 from engines.labels import AGE_NAMES, age_group  # noqa: E402
-from train.synth.mask_render import MaskStyle, draw_mask  # noqa: E402
 from train.synth.build import find_face  # noqa: E402
+from train.synth.mask_render import MaskStyle, draw_mask  # noqa: E402
 
 W, H, FPS = 640, 480, 25
-ENTER, STAND, LEAVE, GAP = 11, 36, 11, 2     # frames per phase of one appearance
+ENTER, STAND, LEAVE, GAP = 11, 36, 11, 2  # frames per phase of one appearance
 SEED = 7
-NOISE = 2.0                                  # sensor noise, grey levels
+NOISE = 2.0  # sensor noise, grey levels
 CARPHONE = HERE / "carphone.mp4"
 
 # source -> (file, gender, age in years, note). Ages as in samples/faces/labels.csv (see the comments there).
@@ -79,7 +80,7 @@ class Appearance:
     start: int
     stand_x: float
     seed: int
-    still: tuple[np.ndarray, np.ndarray, Face] | None = None   # photo: (image with mask, alpha, face), scaled
+    still: tuple[np.ndarray, np.ndarray, Face] | None = None  # photo: (image with mask, alpha, face), scaled
     clip_offset: int = 0
 
     @property
@@ -102,6 +103,7 @@ class Plan:
 
 # --- sources ----------------------------------------------------------------------------------------------
 
+
 def _cutout(shape: tuple[int, int], face: Face) -> np.ndarray:
     """Head-and-shoulders alpha (0..1 float32) around `face`, soft-edged, down to the image's bottom."""
     h, w = shape
@@ -113,7 +115,11 @@ def _cutout(shape: tuple[int, int], face: Face) -> np.ndarray:
     cv2.ellipse(alpha, (int(cx), int(top + 1.4 * fh)), (int(1.5 * fw), int(1.5 * fh)), 0, 0, 360, 1.0, -1)
     cv2.rectangle(alpha, (int(cx - 1.5 * fw), int(top + 1.4 * fh)), (int(cx + 1.5 * fw), h), 1.0, -1)
     alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.1 * fw, 1.0))
-    alpha[0], alpha[:, 0], alpha[:, -1] = 0, 0, 0   # warped with replicated borders: only the body continues down
+    alpha[0], alpha[:, 0], alpha[:, -1] = (
+        0,
+        0,
+        0,
+    )  # warped with replicated borders: only the body continues down
     return alpha
 
 
@@ -146,7 +152,9 @@ def _load_carphone(detector: FaceDetector) -> tuple[list[np.ndarray], list[Face]
     if len(known) < 2:
         raise SystemExit(f"no face found in {CARPHONE}")
     rows_arr = np.array(rows)
-    arr = np.stack([np.interp(np.arange(len(frames)), known, rows_arr[:, j]) for j in range(rows_arr.shape[1])], 1)
+    arr = np.stack(
+        [np.interp(np.arange(len(frames)), known, rows_arr[:, j]) for j in range(rows_arr.shape[1])], 1
+    )
     kernel = np.ones(5) / 5
     padded = np.pad(arr, ((2, 2), (0, 0)), mode="edge")
     smooth = np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(arr.shape[1])], axis=1)
@@ -158,9 +166,9 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     """A plain entrance: wall, a door with a dim corridor behind, a floor, a sign."""
     y = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
     img = np.broadcast_to(np.array([168, 184, 196], np.float32) * (1.05 - 0.2 * y), (H, W, 3)).copy()
-    img[:, 200:440] = np.array([70, 74, 78], np.float32) * (1.1 - 0.4 * y[:, :, 0:1])    # corridor
-    cv2.rectangle(img, (188, 30), (452, 400), (60, 70, 90), 12)                             # door frame
-    cv2.rectangle(img, (392, 40), (446, 395), (96, 118, 140), -1)                           # open door leaf
+    img[:, 200:440] = np.array([70, 74, 78], np.float32) * (1.1 - 0.4 * y[:, :, 0:1])  # corridor
+    cv2.rectangle(img, (188, 30), (452, 400), (60, 70, 90), 12)  # door frame
+    cv2.rectangle(img, (392, 40), (446, 395), (96, 118, 140), -1)  # open door leaf
     floor = np.array([120, 124, 128], np.float32)
     img[400:] = floor
     for x in range(-400, W + 400, 80):
@@ -188,8 +196,18 @@ def build_plan(seed: int = SEED, detector: FaceDetector | None = None, only: set
     photos: dict[str, tuple[np.ndarray, Face]] = {}
     start = GAP
     for k, (source, state, placement, style, side, face_h) in enumerate(CAST):
-        app = Appearance(k + 1, source, state, placement, style, side, float(face_h), start,
-                         stand_x=float(W / 2 + rng.uniform(-60, 60)), seed=int(rng.integers(1 << 30)))
+        app = Appearance(
+            k + 1,
+            source,
+            state,
+            placement,
+            style,
+            side,
+            float(face_h),
+            start,
+            stand_x=float(W / 2 + rng.uniform(-60, 60)),
+            seed=int(rng.integers(1 << 30)),
+        )
         clip_start = float(rng.random()) if source == "carphone" else 0.0
         if only is not None and app.id not in only:
             pass
@@ -215,11 +233,19 @@ def build_plan(seed: int = SEED, detector: FaceDetector | None = None, only: set
 def _draw(image: np.ndarray, face: Face, app: Appearance) -> np.ndarray:
     if app.state == "not_wear":
         return image
-    return draw_mask(image, face.landmarks, face.box, app.state, np.random.default_rng(app.seed),
-                     style=MaskStyle.named(app.style), placement=app.placement)
+    return draw_mask(
+        image,
+        face.landmarks,
+        face.box,
+        app.state,
+        np.random.default_rng(app.seed),
+        style=MaskStyle.named(app.style),
+        placement=app.placement,
+    )
 
 
 # --- frames -----------------------------------------------------------------------------------------------
+
 
 def _ease(t: float) -> float:
     return t * t * (3 - 2 * t)
@@ -228,9 +254,9 @@ def _ease(t: float) -> float:
 def _pose(app: Appearance, k: int, face: Face) -> np.ndarray:
     """2x3 affine from the source (scaled) image to the frame at local frame k of the appearance."""
     sway = np.sin(2 * np.pi * k / 40 + app.seed % 7)
-    scale = 1.0 + 0.05 * k / (ENTER + STAND + LEAVE)              # walking slowly towards the camera
+    scale = 1.0 + 0.05 * k / (ENTER + STAND + LEAVE)  # walking slowly towards the camera
     angle = 3.0 * sway
-    off = W / 2 + 2.0 * face.width                                 # far enough to be out of the frame
+    off = W / 2 + 2.0 * face.width  # far enough to be out of the frame
     sign = -1 if app.side == "left" else 1
     if k < ENTER:
         x = app.stand_x + sign * off * (1 - _ease(k / ENTER))
@@ -238,7 +264,7 @@ def _pose(app: Appearance, k: int, face: Face) -> np.ndarray:
         x = app.stand_x + 12 * sway
     else:
         x = app.stand_x + 12 * sway - sign * off * _ease((k - ENTER - STAND + 1) / LEAVE)
-    y = 0.4 * H + 4 * np.cos(2 * np.pi * k / 20)                   # a step's bob
+    y = 0.4 * H + 4 * np.cos(2 * np.pi * k / 20)  # a step's bob
     cx, cy = face.center
     m = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, scale)
     m[:, 2] += np.array([x - cx, y - cy])
@@ -254,8 +280,8 @@ def _source_at(plan: Plan, app: Appearance, k: int) -> tuple[np.ndarray, np.ndar
     if not plan.carphone:
         raise ValueError(f"appearance {app.id} was not loaded (build_plan's `only`)")
     n = len(plan.carphone)
-    j = int((app.clip_offset + k * 29.97 / FPS)) % (2 * n - 2)
-    j = j if j < n else 2 * n - 2 - j                                # ping-pong through the 4 s clip
+    j = int(app.clip_offset + k * 29.97 / FPS) % (2 * n - 2)
+    j = j if j < n else 2 * n - 2 - j  # ping-pong through the 4 s clip
     ref = plan.carphone_faces[app.clip_offset]
     s = app.face_height / ref.height
     frame = cv2.resize(plan.carphone[j], None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
@@ -268,8 +294,12 @@ def _source_at(plan: Plan, app: Appearance, k: int) -> tuple[np.ndarray, np.ndar
 def face_box_in_frame(m: np.ndarray, face: Face) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = face.box
     corners = np.array([[x1, y1, 1], [x2, y1, 1], [x2, y2, 1], [x1, y2, 1]]) @ m.T
-    return (float(corners[:, 0].min()), float(corners[:, 1].min()),
-            float(corners[:, 0].max()), float(corners[:, 1].max()))
+    return (
+        float(corners[:, 0].min()),
+        float(corners[:, 1].min()),
+        float(corners[:, 0].max()),
+        float(corners[:, 1].max()),
+    )
 
 
 def render_frame(plan: Plan, i: int) -> np.ndarray:
@@ -282,7 +312,9 @@ def render_frame(plan: Plan, i: int) -> np.ndarray:
             image, alpha, anchor, _ = _source_at(plan, app, i - app.start)
             m = _pose(app, i - app.start, anchor)
             layer = cv2.warpAffine(image, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            a = cv2.warpAffine(alpha, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., None]
+            a = cv2.warpAffine(alpha, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[
+                ..., None
+            ]
             frame = frame * (1 - a) + layer.astype(np.float32) * light * a
     frame += rng.normal(0, NOISE, frame.shape).astype(np.float32)
     return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
@@ -298,17 +330,35 @@ def truth(plan: Plan) -> dict:
             if x1 >= 0 and y1 >= 0 and x2 <= W - 1 and y2 <= H - 1:
                 boxes.append([app.start + k, round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)])
         file, gender, age, note = SOURCES[app.source]
-        people.append({
-            "id": app.id, "source": file, "source_note": note, "mask": app.state,
-            "placement": app.placement if app.state != "not_wear" else None, "mask_style": app.style,
-            "gender": gender, "age": AGE_NAMES[age_group(age)], "age_years_estimate": age,
-            "first_frame": app.start, "last_frame": app.end,
-            "first_in_view": boxes[0][0], "last_in_view": boxes[-1][0], "face_boxes": boxes,
-        })
-    return {"video": "entrance.mp4", "width": W, "height": H, "fps": FPS, "frames": plan.frames, "seed": plan.seed,
-            "notes": "first/last_frame: the person is at least partly in the frame; first/last_in_view: the face "
-                     "box is fully inside the frame; face_boxes: [frame, x1, y1, x2, y2] for those frames.",
-            "people": people}
+        people.append(
+            {
+                "id": app.id,
+                "source": file,
+                "source_note": note,
+                "mask": app.state,
+                "placement": app.placement if app.state != "not_wear" else None,
+                "mask_style": app.style,
+                "gender": gender,
+                "age": AGE_NAMES[age_group(age)],
+                "age_years_estimate": age,
+                "first_frame": app.start,
+                "last_frame": app.end,
+                "first_in_view": boxes[0][0],
+                "last_in_view": boxes[-1][0],
+                "face_boxes": boxes,
+            }
+        )
+    return {
+        "video": "entrance.mp4",
+        "width": W,
+        "height": H,
+        "fps": FPS,
+        "frames": plan.frames,
+        "seed": plan.seed,
+        "notes": "first/last_frame: the person is at least partly in the frame; first/last_in_view: the face "
+        "box is fully inside the frame; face_boxes: [frame, x1, y1, x2, y2] for those frames.",
+        "people": people,
+    }
 
 
 def write_truth(path: Path, doc: dict) -> None:
@@ -353,9 +403,18 @@ def detection_rates(video: Path, truth_doc: dict, detector: FaceDetector) -> lis
             hits[pid][1] += 1
         i += 1
     cap.release()
-    return [{"id": p["id"], "mask": p["mask"], "placement": p["placement"], "source": p["source"],
-             "detected": hits[p["id"]][0], "in_view": hits[p["id"]][1],
-             "rate": hits[p["id"]][0] / max(hits[p["id"]][1], 1)} for p in truth_doc["people"]]
+    return [
+        {
+            "id": p["id"],
+            "mask": p["mask"],
+            "placement": p["placement"],
+            "source": p["source"],
+            "detected": hits[p["id"]][0],
+            "in_view": hits[p["id"]][1],
+            "rate": hits[p["id"]][0] / max(hits[p["id"]][1], 1),
+        }
+        for p in truth_doc["people"]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,12 +431,16 @@ def main(argv: list[str] | None = None) -> int:
     doc = truth(plan)
     if args.frames is None:
         write_truth(args.truth, doc)
-    print(f"{args.out}: {min(args.frames or plan.frames, plan.frames)} frames, {W}x{H} at {FPS} fps, "
-          f"{len(doc['people'])} people")
+    print(
+        f"{args.out}: {min(args.frames or plan.frames, plan.frames)} frames, {W}x{H} at {FPS} fps, "
+        f"{len(doc['people'])} people"
+    )
     if args.check:
         for r in detection_rates(args.out, doc, detector):
-            print(f"person {r['id']:2d} {r['mask']:9s} {str(r['placement'] or ''):10s} {r['source']:20s} "
-                  f"detected in {r['detected']:3d}/{r['in_view']:3d} in-view frames = {r['rate']:.0%}")
+            print(
+                f"person {r['id']:2d} {r['mask']:9s} {str(r['placement'] or ''):10s} {r['source']:20s} "
+                f"detected in {r['detected']:3d}/{r['in_view']:3d} in-view frames = {r['rate']:.0%}"
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures. Real photos and videos come from ../shared/assets (never copied into the repo)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,6 +44,7 @@ def tiny_multi_checkpoint(tmp_path_factory) -> Path:
 
 
 # --- training tests: one small competition-layout data set and its prepared cache per session ---------------
+
 
 @pytest.fixture(scope="session")
 def competition_data(tmp_path_factory, shared) -> Path:

@@ -7,6 +7,7 @@ over the mouth only for one worn incorrectly). One person is drawn (no real face
 prepare falls back to the centred crop). The set also holds what prepare must survive: a corrupt image,
 a folder name that does not parse, an age out of range, and a macOS '._' file.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,8 @@ class PersonSpec:
     id: str
     gender: str
     age: int
-    photo: int          # index into PHOTOS, or -1 for a drawn face
-    variant: int        # flip / colour / shift variation
+    photo: int  # index into PHOTOS, or -1 for a drawn face
+    variant: int  # flip / colour / shift variation
     swapped: bool = False  # incorrect_mask and normal filed under each other's name (a known data error)
 
     @property
@@ -41,12 +42,18 @@ class PersonSpec:
 
 # 12 people over every gender x age group (several per group, so a stratified split has something to do)
 PEOPLE = (
-    PersonSpec("000001", "female", 25, 0, 0), PersonSpec("000002", "male", 45, 1, 0),
-    PersonSpec("000003", "male", 65, 2, 0), PersonSpec("000004", "male", 22, 3, 0),
-    PersonSpec("000005", "male", 70, 4, 0), PersonSpec("000006", "female", 52, 0, 1),
-    PersonSpec("000007", "female", 61, 0, 2), PersonSpec("000008", "male", 28, 1, 1),
-    PersonSpec("000009", "male", 38, 2, 1, swapped=True), PersonSpec("000010", "female", 19, 0, 3),
-    PersonSpec("000011", "male", 59, 3, 1), PersonSpec("000012", "female", 33, -1, 0),
+    PersonSpec("000001", "female", 25, 0, 0),
+    PersonSpec("000002", "male", 45, 1, 0),
+    PersonSpec("000003", "male", 65, 2, 0),
+    PersonSpec("000004", "male", 22, 3, 0),
+    PersonSpec("000005", "male", 70, 4, 0),
+    PersonSpec("000006", "female", 52, 0, 1),
+    PersonSpec("000007", "female", 61, 0, 2),
+    PersonSpec("000008", "male", 28, 1, 1),
+    PersonSpec("000009", "male", 38, 2, 1, swapped=True),
+    PersonSpec("000010", "female", 19, 0, 3),
+    PersonSpec("000011", "male", 59, 3, 1),
+    PersonSpec("000012", "female", 33, -1, 0),
 )
 BAD_FOLDER = "badname_folder"
 OLD_FOLDER = "000099_male_Asian_150"
@@ -57,7 +64,7 @@ SWAP = {"incorrect_mask": "normal", "normal": "incorrect_mask"}
 SWAPPED = next(p.folder for p in PEOPLE if p.swapped)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def portrait(photo: int) -> tuple[np.ndarray, np.ndarray]:
     """(384x512 BGR portrait, landmarks [5, 2] in it) of one of the public photos."""
     from engines.config import CropConfig
@@ -92,9 +99,14 @@ def mask_polygon(lm: np.ndarray, incorrect: bool) -> np.ndarray:
     dy = float((m_l[1] + m_r[1]) / 2 - (eye_l[1] + eye_r[1]) / 2)
     mouth_y = (m_l[1] + m_r[1]) / 2
     top = nose[1] + 0.35 * (mouth_y - nose[1]) if incorrect else nose[1] - 0.35 * dy
-    pts = [(eye_l[0] - 0.2 * ed, top), (eye_r[0] + 0.2 * ed, top), (m_r[0] + 0.55 * ed, mouth_y),
-           (m_r[0] + 0.2 * ed, mouth_y + 0.85 * dy), (m_l[0] - 0.2 * ed, mouth_y + 0.85 * dy),
-           (m_l[0] - 0.55 * ed, mouth_y)]
+    pts = [
+        (eye_l[0] - 0.2 * ed, top),
+        (eye_r[0] + 0.2 * ed, top),
+        (m_r[0] + 0.55 * ed, mouth_y),
+        (m_r[0] + 0.2 * ed, mouth_y + 0.85 * dy),
+        (m_l[0] - 0.2 * ed, mouth_y + 0.85 * dy),
+        (m_l[0] - 0.55 * ed, mouth_y),
+    ]
     return np.round(np.array(pts)).astype(np.int32)
 
 
@@ -109,8 +121,9 @@ def person_image(spec: PersonSpec, stem: str, rng: np.random.Generator) -> np.nd
     tint = np.array([1 + 0.08 * spec.variant, 1.0, 1 - 0.06 * spec.variant]) * rng.uniform(0.85, 1.15)
     img = np.clip(img.astype(np.float32) * tint, 0, 255).astype(np.uint8)
     shift = rng.integers(-10, 11, 2)
-    return cv2.warpAffine(img, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (W, H),
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        img, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (W, H), borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def _write(path: Path, img: np.ndarray) -> None:
@@ -118,13 +131,18 @@ def _write(path: Path, img: np.ndarray) -> None:
     assert cv2.imwrite(str(path), img), path
 
 
-def make_dataset(root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int = 0, faults: bool = True) -> Path:
-    """Write the competition layout under root; returns root. `faults`: add the broken entries (PEOPLE only)."""
+def make_dataset(
+    root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int = 0, faults: bool = True
+) -> Path:
+    """Write the competition layout under root; returns root. `faults`: add the broken entries (PEOPLE
+    only)."""
     rng = np.random.default_rng(seed)
     images = root / "train" / "images"
     rows = []
     for spec in people:
-        rows.append({"id": spec.id, "gender": spec.gender, "race": "Asian", "age": spec.age, "path": spec.folder})
+        rows.append(
+            {"id": spec.id, "gender": spec.gender, "race": "Asian", "age": spec.age, "path": spec.folder}
+        )
         for i, stem in enumerate(STEMS):
             suffix = (".jpg", ".png", ".jpeg")[i % 3] if spec.id == "000002" else ".jpg"
             name = SWAP.get(stem, stem) if spec.swapped else stem
@@ -138,7 +156,9 @@ def make_dataset(root: Path, people: tuple[PersonSpec, ...] = PEOPLE, seed: int 
 
 def _add_faults(images: Path, rows: list[dict], rng: np.random.Generator) -> None:
     for folder in (BAD_FOLDER, OLD_FOLDER):
-        rows.append({"id": folder.split("_")[0], "gender": "male", "race": "Asian", "age": 40, "path": folder})
+        rows.append(
+            {"id": folder.split("_")[0], "gender": "male", "race": "Asian", "age": 40, "path": folder}
+        )
         for stem in STEMS:
             _write(images / folder / f"{stem}.jpg", person_image(PEOPLE[1], stem, rng))
     dup_dir = images / DUPLICATE[0]

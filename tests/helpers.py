@@ -1,4 +1,5 @@
 """Helpers for tests: model files with random but non-trivial weights."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,12 +30,17 @@ def randomize_(model, seed: int = 0, input_size: tuple[int, int] = (128, 96)) ->
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = 0.1
             elif isinstance(m, torch.nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5 * 3)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5 * 3)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
 
 
-def make_checkpoint(path: Path, arch: str = "mobilenet_v2", head: str = "single",
-                    input_size: tuple[int, int] = (128, 96), seed: int = 0) -> Path:
+def make_checkpoint(
+    path: Path,
+    arch: str = "mobilenet_v2",
+    head: str = "single",
+    input_size: tuple[int, int] = (128, 96),
+    seed: int = 0,
+) -> Path:
     import torch
 
     from engines.contract import ModelMeta
@@ -43,7 +49,12 @@ def make_checkpoint(path: Path, arch: str = "mobilenet_v2", head: str = "single"
     torch.manual_seed(seed)
     model = create_model(arch, head, pretrained=False)
     randomize_(model, seed, input_size)
-    meta = ModelMeta(arch=arch, head=head, input_height=input_size[0], input_width=input_size[1],
-                     extra={"note": "random weights for tests"})
+    meta = ModelMeta(
+        arch=arch,
+        head=head,
+        input_height=input_size[0],
+        input_width=input_size[1],
+        extra={"note": "random weights for tests"},
+    )
     torch.save({"meta": meta.to_dict(), "model": model.state_dict()}, path)
     return path

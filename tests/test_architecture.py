@@ -4,6 +4,7 @@
 Every `import` statement counts, also the ones inside functions (a lazy import still couples two modules);
 "module:attr" strings in engines.formats are not imports and are resolved only where they are used.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,7 +36,7 @@ def imported_modules(path: Path, known: set[str], root: Path = REPO) -> set[str]
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:   # relative import: resolve against this module's package
+            if node.level:  # relative import: resolve against this module's package
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
@@ -59,7 +60,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a path [a, b, ..., a], or None (iterative depth-first search)."""
-    state: dict[str, int] = {}   # 1 = on the current path, 2 = done
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     for root in sorted(graph):
         if state.get(root):
             continue
@@ -71,7 +72,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             elif not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
@@ -87,8 +88,10 @@ def test_the_cycle_finder_finds_a_cycle_and_passes_a_tree():
 def test_the_scanner_sees_lazy_relative_and_submodule_imports(tmp_path):
     pkg = tmp_path / "monitor"
     pkg.mkdir()
-    (pkg / "x.py").write_text("import os\ndef f():\n    from train.fit import run\n    import engines.labels\n"
-                              "from . import ui\nfrom .tracker import Track\n")
+    (pkg / "x.py").write_text(
+        "import os\ndef f():\n    from train.fit import run\n    import engines.labels\n"
+        "from . import ui\nfrom .tracker import Track\n"
+    )
     known = {"train.fit", "engines.labels", "monitor.ui", "monitor.tracker"}
     assert imported_modules(pkg / "x.py", known, tmp_path) == known
 
@@ -98,9 +101,16 @@ def test_there_is_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-@pytest.mark.parametrize("package, forbidden", [("engines", ("monitor", "train")), ("monitor", ("train",)),
-                                                ("train", ("monitor",))])
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [("engines", ("monitor", "train")), ("monitor", ("train",)), ("train", ("monitor",))],
+)
 def test_layering(package, forbidden):
-    wrong = sorted(f"{mod} imports {dep}" for mod, deps in import_graph().items() if mod.split(".")[0] == package
-                   for dep in deps if dep.split(".")[0] in forbidden)
+    wrong = sorted(
+        f"{mod} imports {dep}"
+        for mod, deps in import_graph().items()
+        if mod.split(".")[0] == package
+        for dep in deps
+        if dep.split(".")[0] in forbidden
+    )
     assert not wrong, "\n".join(wrong)

@@ -3,6 +3,7 @@
 Compares what the monitor reports with samples/entrance_truth.json: at least 90% of the people get the
 right mask state, and nobody is flagged twice for the same state.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,13 @@ def _person_leaving(people: list[dict], frame: int) -> dict | None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     events = tmp_path_factory.mktemp("e2e") / "events.jsonl"
-    r = subprocess.run([sys.executable, "-m", "monitor", "--video", str(VIDEO), "--headless",
-                        "--events", str(events)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "monitor", "--video", str(VIDEO), "--headless", "--events", str(events)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in events.read_text().splitlines()]
     return r, rows, json.loads(TRUTH.read_text())

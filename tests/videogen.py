@@ -6,6 +6,7 @@ out. The ground truth gives, per person and frame, the face box in the video and
 fully in view. Masks are drawn in two saturated colours (worn: blue, under the nose: green) so a fake
 classifier can read the mask state from a crop's colour (see tests/test_monitor_pipeline.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,13 +24,13 @@ MASK_COLOURS = {"wear": (205, 120, 30), "incorrect": (60, 190, 50)}  # BGR
 @dataclass(frozen=True)
 class Walker:
     photo: str
-    mask: str                 # wear | incorrect | not_wear
-    start: int                # first frame of the walk in
-    x_stand: float            # centre of the face when standing (pixels)
-    stand: int                # frames standing
-    face_h: int = 180         # face height in the video (pixels)
-    from_left: bool = True    # walks in from the left (and back out to the left)
-    walk: int = 20            # frames to walk in (and out)
+    mask: str  # wear | incorrect | not_wear
+    start: int  # first frame of the walk in
+    x_stand: float  # centre of the face when standing (pixels)
+    stand: int  # frames standing
+    face_h: int = 180  # face height in the video (pixels)
+    from_left: bool = True  # walks in from the left (and back out to the left)
+    walk: int = 20  # frames to walk in (and out)
 
 
 @dataclass
@@ -38,14 +39,14 @@ class PersonTruth:
     photo: str
     mask: str
     boxes: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
-    in_view: set[int] = field(default_factory=set)   # frames with the face fully inside the frame
+    in_view: set[int] = field(default_factory=set)  # frames with the face fully inside the frame
 
     @property
     def first_in_view(self) -> int:
         return min(self.in_view)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def face_of(photo: str):
     """(image, box, landmarks) of the single face in a photo, found once."""
     from engines.config import DetectorConfig
@@ -53,7 +54,7 @@ def face_of(photo: str):
 
     img = cv2.imread(str(FACES / photo))
     assert img is not None, photo
-    s = min(1.0, 640 / max(img.shape[:2]))   # the photos' faces are large: detect on a smaller copy (fast)
+    s = min(1.0, 640 / max(img.shape[:2]))  # the photos' faces are large: detect on a smaller copy (fast)
     small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
     faces = FaceDetector(DetectorConfig()).detect(small)
     assert faces, f"no face in {photo}"
@@ -62,18 +63,26 @@ def face_of(photo: str):
 
 
 def draw_mask(img: np.ndarray, box, lm: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
-    """The synthetic-data renderer's mask (train.synth.mask_render) in a test colour: worn over the nose (blue)
-    or under the nose (green)."""
-    from train.synth.mask_render import MaskStyle, draw_mask as render
+    """The synthetic-data renderer's mask (train.synth.mask_render) in a test colour: worn over the nose
+    (blue) or under the nose (green)."""
+    from train.synth.mask_render import MaskStyle
+    from train.synth.mask_render import draw_mask as render
 
     if kind == "not_wear":
         return img
     style = MaskStyle(name=f"test_{kind}", kind="surgical", color=MASK_COLOURS[kind])
-    return render(img, lm, box, kind, np.random.default_rng(seed), style=style,
-                  placement="over_nose" if kind == "wear" else "under_nose")
+    return render(
+        img,
+        lm,
+        box,
+        kind,
+        np.random.default_rng(seed),
+        style=style,
+        placement="over_nose" if kind == "wear" else "under_nose",
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sprite(photo: str, mask: str, face_h: int):
     """Head-and-shoulders cut-out scaled to a face height, with its mask drawn: (image, face box in it)."""
     img, box, lm = face_of(photo)
@@ -82,7 +91,9 @@ def sprite(photo: str, mask: str, face_h: int):
     rx1, ry1 = int(max(x1 - 0.45 * w, 0)), int(max(y1 - 0.45 * h, 0))
     rx2, ry2 = int(min(x2 + 0.45 * w, img.shape[1])), int(min(y2 + 0.6 * h, img.shape[0]))
     s = face_h / h
-    cut = cv2.resize(img[ry1:ry2, rx1:rx2], None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    cut = cv2.resize(
+        img[ry1:ry2, rx1:rx2], None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    )
     fbox = ((x1 - rx1) * s, (y1 - ry1) * s, (x2 - rx1) * s, (y2 - ry1) * s)
     flm = (lm - np.array([rx1, ry1], np.float32)) * s
     return draw_mask(np.ascontiguousarray(cut), fbox, flm, mask), fbox
@@ -93,10 +104,10 @@ def _background(size: tuple[int, int], seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     bg = np.stack([110 + 40 * xx / w, 118 + 25 * yy / h, 125 + 30 * (1 - xx / w)], -1)
-    bg[h * 3 // 4:] *= 0.75  # a floor
+    bg[h * 3 // 4 :] *= 0.75  # a floor
     bg += rng.normal(0, 4, bg.shape)
     for x in range(40, w, 160):  # a door frame or two
-        bg[:, x:x + 10] *= 0.7
+        bg[:, x : x + 10] *= 0.7
     return np.clip(bg, 0, 255).astype(np.uint8)
 
 
@@ -113,8 +124,14 @@ def _centre_x(wk: Walker, frame: int, width: int, sprite_w: int) -> float | None
     return wk.x_stand + (off - wk.x_stand) * (t - wk.walk - wk.stand) / wk.walk
 
 
-def make_video(path: Path, walkers: list[Walker], frames: int, size: tuple[int, int] = (640, 480),
-               fps: float = 30.0, seed: int = 0) -> list[PersonTruth]:
+def make_video(
+    path: Path,
+    walkers: list[Walker],
+    frames: int,
+    size: tuple[int, int] = (640, 480),
+    fps: float = 30.0,
+    seed: int = 0,
+) -> list[PersonTruth]:
     """Write the video (mp4v) and return its ground truth."""
     width, height = size
     bg = _background(size, seed)
@@ -138,7 +155,7 @@ def make_video(path: Path, walkers: list[Walker], frames: int, size: tuple[int, 
             x2, y2 = min(ox + sw, width), min(oy + sh, height)
             if x1 >= x2 or y1 >= y2:
                 continue
-            canvas[y1:y2, x1:x2] = cut[y1 - oy:y2 - oy, x1 - ox:x2 - ox]
+            canvas[y1:y2, x1:x2] = cut[y1 - oy : y2 - oy, x1 - ox : x2 - ox]
             box = (fbox[0] + ox, fbox[1] + oy, fbox[2] + ox, fbox[3] + oy)
             pt.boxes[f] = box
             if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
@@ -165,7 +182,9 @@ BENCH_SCENE = [
 BENCH_FRAMES = 300
 
 
-if __name__ == "__main__":  # python -m tests.videogen OUT.mp4 [--bench]: the clips, e.g. for mask-monitor bench
+if (
+    __name__ == "__main__"
+):  # python -m tests.videogen OUT.mp4 [--bench]: the clips, e.g. for mask-monitor bench
     import sys
 
     out = Path(next(a for a in sys.argv[1:] if not a.startswith("--")))

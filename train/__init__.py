@@ -1,4 +1,5 @@
 """mask-train: the competition's training workflow and the export of model files."""
+
 import os
 
 # albumentations calls the network at import to look for updates; never on a machine at a door.

@@ -4,6 +4,7 @@ run(args, cfg) -> exit status.
 Every command module is imported to build the parser, so none imports torch or albumentations at its top:
 `mask-train --help` and a bad flag answer at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,17 +18,38 @@ DESCRIPTION = "Train, evaluate and export the mask / gender / age classifier tha
 
 # name -> (module, one-line help). A new command is one row here and one module.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("train.commands.prepare", "crop every face of a competition folder into a cache with a manifest"),
-    "eda": ("train.commands.eda", "class counts, sizes, duplicates and label checks, as tables and PNG plots"),
+    "prepare": (
+        "train.commands.prepare",
+        "crop every face of a competition folder into a cache with a manifest",
+    ),
+    "eda": (
+        "train.commands.eda",
+        "class counts, sizes, duplicates and label checks, as tables and PNG plots",
+    ),
     "fit": ("train.commands.fit", "train a classifier (DDP under torchrun), keeping best.pt and last.pt"),
     "kfold": ("train.commands.kfold", "person-grouped, class-stratified K-fold training with out-of-fold F1"),
-    "evaluate": ("train.commands.evaluate", "macro F1, per-task F1, accuracy and confusion matrix of a model"),
+    "evaluate": (
+        "train.commands.evaluate",
+        "macro F1, per-task F1, accuracy and confusion matrix of a model",
+    ),
     "predict": ("train.commands.predict", "ensemble + TTA predictions for eval/ as submission.csv"),
-    "bench-loader": ("train.commands.bench_loader", "images/s of the data pipeline per num_workers and resize order"),
-    "export-onnx": ("train.commands.export_onnx", "export a checkpoint to ONNX (dynamic batch, metadata inside)"),
+    "bench-loader": (
+        "train.commands.bench_loader",
+        "images/s of the data pipeline per num_workers and resize order",
+    ),
+    "export-onnx": (
+        "train.commands.export_onnx",
+        "export a checkpoint to ONNX (dynamic batch, metadata inside)",
+    ),
     "export-trt": ("train.commands.export_trt", "build a TensorRT engine from an ONNX file or a checkpoint"),
-    "bench-engines": ("train.commands.bench_engines", "classifier crops/s per backend and MTCNN ms per frame"),
-    "synth": ("train.commands.synth", "build a competition-layout data set with synthetic masks from real photos"),
+    "bench-engines": (
+        "train.commands.bench_engines",
+        "classifier crops/s per backend and MTCNN ms per frame",
+    ),
+    "synth": (
+        "train.commands.synth",
+        "build a competition-layout data set with synthetic masks from real photos",
+    ),
 }
 
 

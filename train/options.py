@@ -1,5 +1,6 @@
 """Command-line flags shared by the training commands. Each flag's dest is 'section.key', so
 engines.config.config_from_args turns it into a validated override of config.toml."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,24 @@ def add_loader_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", dest="model.arch", metavar="NAME", help="torchvision model, e.g. mobilenet_v2, resnet18")
+    p.add_argument(
+        "--arch", dest="model.arch", metavar="NAME", help="torchvision model, e.g. mobilenet_v2, resnet18"
+    )
     p.add_argument("--head", dest="model.head", choices=choices_of("model.head"))
-    p.add_argument("--pretrained", dest="model.pretrained", action=_BOOL, default=None,
-                   help="start from ImageNet weights")
-    p.add_argument("--freeze-backbone", dest="model.freeze_backbone", action=_BOOL, default=None,
-                   help="train the head only (transfer learning)")
+    p.add_argument(
+        "--pretrained",
+        dest="model.pretrained",
+        action=_BOOL,
+        default=None,
+        help="start from ImageNet weights",
+    )
+    p.add_argument(
+        "--freeze-backbone",
+        dest="model.freeze_backbone",
+        action=_BOOL,
+        default=None,
+        help="train the head only (transfer learning)",
+    )
     p.add_argument("--input-height", dest="model.input_height", type=int, metavar="PX")
     p.add_argument("--input-width", dest="model.input_width", type=int, metavar="PX")
 
@@ -43,14 +56,21 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", dest="train.optimizer", choices=choices_of("train.optimizer"))
     g.add_argument("--scheduler", dest="train.scheduler", choices=choices_of("train.scheduler"))
     g.add_argument("--loss", dest="train.loss", choices=choices_of("train.loss"))
-    g.add_argument("--accumulate", dest="train.accumulate", type=int, metavar="N", help="gradient accumulation steps")
+    g.add_argument(
+        "--accumulate", dest="train.accumulate", type=int, metavar="N", help="gradient accumulation steps"
+    )
     g.add_argument("--amp", dest="train.amp", action=_BOOL, default=None, help="mixed precision (CUDA only)")
     g.add_argument("--seed", dest="train.seed", type=int)
     g.add_argument("--device", dest="train.device", choices=choices_of("train.device"))
     add_threads_argument(g)
     g.add_argument("--val-fraction", dest="data.val_fraction", type=float)
-    g.add_argument("--age-threshold", dest="data.age_old_threshold", type=int, metavar="YEARS",
-                   help="age from which training counts a person as >=60 (validation always uses 60)")
+    g.add_argument(
+        "--age-threshold",
+        dest="data.age_old_threshold",
+        type=int,
+        metavar="YEARS",
+        help="age from which training counts a person as >=60 (validation always uses 60)",
+    )
     g.add_argument("--weighted-sampler", dest="data.weighted_sampler", action=_BOOL, default=None)
     g.add_argument("--augment", dest="augment.enabled", action=_BOOL, default=None)
 
@@ -62,8 +82,13 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", dest="train.threads", type=int, metavar="N",
-                   help="torch CPU threads (0 = all cores; 1 is often faster on a busy machine)")
+    p.add_argument(
+        "--threads",
+        dest="train.threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (0 = all cores; 1 is often faster on a busy machine)",
+    )
 
 
 def add_engine_device_argument(p: argparse.ArgumentParser) -> None:
@@ -73,14 +98,27 @@ def add_engine_device_argument(p: argparse.ArgumentParser) -> None:
 
 def add_precision_flags(p: argparse.ArgumentParser) -> None:
     """--fp16 / --opset of export-onnx and export-trt."""
-    p.add_argument("--fp16", dest="export.fp16", action=argparse.BooleanOptionalAction, default=None,
-                   help="half precision (default: [export] fp16)")
-    p.add_argument("--opset", dest="export.opset", type=int, default=None, metavar="N",
-                   help="ONNX opset (default: [export] opset)")
+    p.add_argument(
+        "--fp16",
+        dest="export.fp16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="half precision (default: [export] fp16)",
+    )
+    p.add_argument(
+        "--opset",
+        dest="export.opset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ONNX opset (default: [export] opset)",
+    )
 
 
 def expect_suffix(out: Path, suffix: str, other: str) -> None:
     """--out of an export command must name the format that command writes; `other` says where the rest go."""
     if out.suffix.lower() != suffix:
-        raise UserError(f"--out {out}: expected a {suffix} file (got {out.suffix or 'no suffix'!r}); "
-                        f"for another format use {other}")
+        raise UserError(
+            f"--out {out}: expected a {suffix} file (got {out.suffix or 'no suffix'!r}); "
+            f"for another format use {other}"
+        )

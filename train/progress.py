@@ -1,8 +1,9 @@
 """One look for every long job: a rich progress bar on stderr, tables on stdout."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -20,14 +21,22 @@ err_console = Console(stderr=True)
 
 
 def make_progress(enabled: bool = True) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=err_console, disable=not enabled,
-                    transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err_console,
+        disable=not enabled,
+        transient=False,
+    )
 
 
 @contextlib.contextmanager
-def task(description: str, total: int | None, enabled: bool = True) -> Iterator["Ticker"]:
+def task(description: str, total: int | None, enabled: bool = True) -> Iterator[Ticker]:
     """`with task("cropping", n) as t: ... t.advance(1, info="12 no face")`."""
     with make_progress(enabled) as progress:
         tid = progress.add_task(description, total=total, info="")
@@ -49,6 +58,7 @@ class Ticker:
 
 @contextlib.contextmanager
 def spinner(message: str) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr for a job of unknown length: `with spinner("Exporting") as status: status("step 2")`."""
+    """A spinner on stderr for a job of unknown length:
+    `with spinner("Exporting") as status: status("step 2")`."""
     with err_console.status(message, spinner="dots") as st:
         yield lambda msg: st.update(msg)

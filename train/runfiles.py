@@ -1,5 +1,6 @@
 """The small files of a run folder: the resolved config (a TOML that `--config` reads back), metrics.jsonl,
 the split. All written atomically."""
+
 from __future__ import annotations
 
 import json

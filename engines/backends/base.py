@@ -1,9 +1,11 @@
-"""The classifier interface every backend implements; one backend module per row of engines.formats.FORMATS."""
+"""The classifier interface every backend implements; one backend module per row of
+engines.formats.FORMATS."""
+
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -21,7 +23,8 @@ class Engine(abc.ABC):
     def __init__(self, path: Path, device: str = "auto", threads: int = 0) -> None:
         """Load `path` (its format's file, known to exist) on `device` ("auto", "cpu", "cuda") with `threads`
         CPU threads (0 = the runtime's default). Every backend takes exactly these; `load_engine` calls it.
-        A backend reads the file's metadata with its module's `read_meta` and records both with `_set_file`."""
+        A backend reads the file's metadata with its module's `read_meta` and records both with
+        `_set_file`."""
 
     def _set_file(self, path: Path, meta: ModelMeta) -> None:
         self.path = path
@@ -32,24 +35,30 @@ class Engine(abc.ABC):
         """float32 [N, 3, H, W] normalised RGB -> float32 [N, 18] probabilities (N >= 1, any size)."""
 
     def classify(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """BGR crops (any size; 384x512 from crop_face) -> [N, 18] probabilities, in as few calls as allowed."""
+        """BGR crops (any size; 384x512 from crop_face) -> [N, 18] probabilities, in as few calls as
+        allowed."""
         if len(crops) == 0:
             return np.zeros((0, len(self.meta.labels)), dtype=np.float32)
         step = min(batch_size, self.max_batch or batch_size)
         parts = []
         for i in range(0, len(crops), step):
-            batch = preprocess(crops[i:i + step], self.meta.input_size, self.meta.mean, self.meta.std)
+            batch = preprocess(crops[i : i + step], self.meta.input_size, self.meta.mean, self.meta.std)
             parts.append(self.infer(batch))
         return np.concatenate(parts, axis=0)
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.meta.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, h, w) or batch.shape[0] < 1:
-            raise ValueError(f"{self.path.name}: expected a batch of shape [N, 3, {h}, {w}], got {list(batch.shape)}")
+            raise ValueError(
+                f"{self.path.name}: expected a batch of shape [N, 3, {h}, {w}], got {list(batch.shape)}"
+            )
         return np.ascontiguousarray(batch, dtype=np.float32)
 
     def describe(self) -> str:
-        return f"{self.path.name} ({self.runtime}, {self.meta.arch}, input {self.meta.input_width}x{self.meta.input_height})"
+        return (
+            f"{self.path.name} ({self.runtime}, {self.meta.arch}, "
+            f"input {self.meta.input_width}x{self.meta.input_height})"
+        )
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op hook; backends with resources override it
         """Release runtime resources (GPU memory); the engine is unusable afterwards."""

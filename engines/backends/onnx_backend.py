@@ -1,4 +1,5 @@
 """`.onnx` files in ONNX Runtime: the default on a CPU machine (CUDA provider used where present)."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ def read_meta(path: Path) -> ModelMeta:
         raise ModelFileError(f"{path}: not a valid ONNX file ({exc.__class__.__name__})") from None
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
-        raise ModelFileError(f"{path}: ONNX file without mask-monitor metadata; export it with `mask-train export-onnx`")
+        raise ModelFileError(
+            f"{path}: ONNX file without mask-monitor metadata; export it with `mask-train export-onnx`"
+        )
     return ModelMeta.from_json(props[META_KEY], str(path))
 
 
@@ -37,7 +40,9 @@ class OnnxEngine(Engine):
         self._set_file(path, read_meta(path))
         available = ort.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise UserError(f"{path}: device 'cuda' asked for, but this onnxruntime has no CUDA provider; use cpu")
+            raise UserError(
+                f"{path}: device 'cuda' asked for, but this onnxruntime has no CUDA provider; use cpu"
+            )
         providers = ["CPUExecutionProvider"]
         if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
@@ -50,7 +55,9 @@ class OnnxEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
-            raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+            raise ModelFileError(
+                f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})"
+            ) from None
         inp = self.session.get_inputs()[0]
         if inp.name != INPUT_NAME:
             raise ModelFileError(f"{path}: input is named {inp.name!r}, expected {INPUT_NAME!r}")

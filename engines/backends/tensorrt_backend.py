@@ -5,6 +5,7 @@ tensor name (INPUT_NAME / OUTPUT_NAME), the batch is dynamic within the plan's o
 the buffers are torch CUDA tensors run on a torch CUDA stream (torch is already here; no pycuda).
 `tensorrt` and CUDA are touched only when an engine is loaded, so a CPU machine never needs them.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from engines.backends.base import Engine
-from engines.contract import INPUT_NAME, OUTPUT_NAME, ModelFileError, ModelMeta, read_engine_header, unpack_engine
+from engines.contract import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelFileError,
+    ModelMeta,
+    read_engine_header,
+    unpack_engine,
+)
 from engines.errors import UserError
 
 CPU_HINT = "Use the .onnx file on a CPU machine"
@@ -39,18 +47,25 @@ def cuda_available() -> bool:
 
 def require_tensorrt(what: str, hint: str = "") -> ModuleType:
     """`import tensorrt`, or ONE line that says why it cannot run here and what to use instead."""
+
     def refuse(reason: str) -> UserError:
-        return UserError(f"{what} needs TensorRT and an NVIDIA GPU with CUDA; none here ({reason}). {CPU_HINT}{hint}")
+        return UserError(
+            f"{what} needs TensorRT and an NVIDIA GPU with CUDA; none here ({reason}). {CPU_HINT}{hint}"
+        )
 
     try:
         import tensorrt as trt
     except ImportError:
-        raise refuse("the tensorrt package is not installed; on a GPU machine: pip install -e '.[trt]'") from None
+        raise refuse(
+            "the tensorrt package is not installed; on a GPU machine: pip install -e '.[trt]'"
+        ) from None
     except Exception as exc:  # a broken install: missing libnvinfer, wrong CUDA libraries
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
         raise refuse(f"tensorrt fails to import: {first}") from None
     if not cuda_available():
-        raise refuse(f"tensorrt {getattr(trt, '__version__', '?')} is installed but no CUDA device is visible")
+        raise refuse(
+            f"tensorrt {getattr(trt, '__version__', '?')} is installed but no CUDA device is visible"
+        )
     return trt
 
 
@@ -71,8 +86,10 @@ class TensorRTEngine(Engine):
 
     def __init__(self, path: Path, device: str = "auto", threads: int = 0) -> None:
         if device == "cpu":
-            raise UserError(f"{path}: a TensorRT engine runs only on an NVIDIA GPU, but device 'cpu' was asked "
-                            f"for. {CPU_HINT}")
+            raise UserError(
+                f"{path}: a TensorRT engine runs only on an NVIDIA GPU, but device 'cpu' was asked "
+                f"for. {CPU_HINT}"
+            )
         trt = require_tensorrt(f"{path}: a TensorRT engine")
         import torch
 
@@ -85,12 +102,16 @@ class TensorRTEngine(Engine):
         with torch.cuda.device(self.device):
             self._engine = self._trt_runtime.deserialize_cuda_engine(plan)
             if self._engine is None:
-                raise ModelFileError(f"{path}: TensorRT {trt.__version__} cannot load this plan (built by another "
-                                     f"TensorRT version or for another GPU); rebuild it here with `mask-train export-trt`")
+                raise ModelFileError(
+                    f"{path}: TensorRT {trt.__version__} cannot load this plan (built by another "
+                    f"TensorRT version or for another GPU); rebuild it here with `mask-train export-trt`"
+                )
             self._bind(trt, path)
             self._context = self._engine.create_execution_context()
             if self._context is None:
-                raise UserError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
+                raise UserError(
+                    f"{path}: TensorRT could not create an execution context (out of GPU memory?)"
+                )
             self._stream = torch.cuda.Stream(self.device)
         self._in = self._out = None  # device buffers, grown to the largest batch seen
         self.runtime = f"TensorRT {trt.__version__} {torch.cuda.get_device_name(self.device)}"
@@ -102,16 +123,22 @@ class TensorRTEngine(Engine):
         inputs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-            raise ModelFileError(f"{path}: engine I/O is {inputs} -> {outputs}, expected "
-                                 f"[{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]; rebuild it with `mask-train export-trt`")
+            raise ModelFileError(
+                f"{path}: engine I/O is {inputs} -> {outputs}, expected "
+                f"[{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]; rebuild it with `mask-train export-trt`"
+            )
         in_shape = tuple(eng.get_tensor_shape(INPUT_NAME))
         if len(in_shape) != 4 or tuple(in_shape[1:]) != (3, *self.meta.input_size):
-            raise ModelFileError(f"{path}: engine input shape {list(in_shape)} does not match its header's input "
-                                 f"size {self.meta.input_size}")
+            raise ModelFileError(
+                f"{path}: engine input shape {list(in_shape)} does not match its header's input "
+                f"size {self.meta.input_size}"
+            )
         out_shape = tuple(eng.get_tensor_shape(OUTPUT_NAME))
         self._n_out = int(out_shape[-1])
         if self._n_out != len(self.meta.labels):
-            raise ModelFileError(f"{path}: engine gives {self._n_out} outputs for {len(self.meta.labels)} labels")
+            raise ModelFileError(
+                f"{path}: engine gives {self._n_out} outputs for {len(self.meta.labels)} labels"
+            )
         try:
             self._in_dtype = torch_dtype(trt, eng.get_tensor_dtype(INPUT_NAME))
             self._out_dtype = torch_dtype(trt, eng.get_tensor_dtype(OUTPUT_NAME))
@@ -125,7 +152,7 @@ class TensorRTEngine(Engine):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         x = self._check_batch(batch)
-        parts = [self._run(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        parts = [self._run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -136,7 +163,9 @@ class TensorRTEngine(Engine):
         m = max(n, self.min_batch)
         with self._lock, torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             if self._in is None or len(self._in) < m:
-                self._in = torch.empty((m, 3, *self.meta.input_size), dtype=self._in_dtype, device=self.device)
+                self._in = torch.empty(
+                    (m, 3, *self.meta.input_size), dtype=self._in_dtype, device=self.device
+                )
                 self._out = torch.empty((m, self._n_out), dtype=self._out_dtype, device=self.device)
             inp, out = self._in[:m], self._out[:m]
             inp[:n].copy_(torch.from_numpy(x))  # casts to the engine's input type (float16 for fp16 I/O)

@@ -1,4 +1,5 @@
 """`.pt` checkpoints in PyTorch: the training-side format, on CPU or a CUDA GPU."""
+
 from __future__ import annotations
 
 import pickle
@@ -24,14 +25,20 @@ def load_checkpoint(path: Path) -> tuple[ModelMeta, dict[str, Any]]:
         # unpickling error means the file is not a checkpoint at all (an ONNX file, a text file)
         refused = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(exc))
         if refused:
-            raise ModelFileError(f"{path}: refusing to unpickle a checkpoint with objects other than tensors and "
-                                 f"plain data ({refused.group(1)})") from None
+            raise ModelFileError(
+                f"{path}: refusing to unpickle a checkpoint with objects other than tensors and "
+                f"plain data ({refused.group(1)})"
+            ) from None
         raise ModelFileError(f"{path}: not a PyTorch checkpoint (torch.load cannot read it)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from None
+        raise ModelFileError(
+            f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160]})"
+        ) from None
     if not isinstance(ckpt, dict) or CKPT_META not in ckpt or CKPT_MODEL not in ckpt:
-        raise ModelFileError(f"{path}: not a mask-monitor checkpoint (no '{CKPT_META}' and '{CKPT_MODEL}' entries); "
-                             f"train one with `mask-train fit`")
+        raise ModelFileError(
+            f"{path}: not a mask-monitor checkpoint (no '{CKPT_META}' and '{CKPT_MODEL}' entries); "
+            f"train one with `mask-train fit`"
+        )
     return ModelMeta.from_dict(ckpt[CKPT_META], str(path)), ckpt
 
 
@@ -41,13 +48,17 @@ def read_meta(path: Path) -> ModelMeta:
     return load_checkpoint(path)[0]
 
 
-def build_inference_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: str) -> InferenceModel:
+def build_inference_model(
+    meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: str
+) -> InferenceModel:
     model = create_model(meta.arch, meta.head, pretrained=False)
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
-        raise ModelFileError(f"{source}: weights do not fit {meta.arch} with a {meta.head} head "
-                             f"({str(exc).splitlines()[0][:160]})") from None
+        raise ModelFileError(
+            f"{source}: weights do not fit {meta.arch} with a {meta.head} head "
+            f"({str(exc).splitlines()[0][:160]})"
+        ) from None
     return InferenceModel(model, meta.head).eval()
 
 

@@ -21,18 +21,21 @@ def test_frozen():
         Config().train.epochs = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("[train]\nlr_rate = 0.1\n", r"\[train\]: unknown key 'lr_rate' \(did you mean 'lr'\?\)"),
-    ("[trian]\nlr = 0.1\n", r"unknown section \[trian\] \(did you mean 'train'\?\)"),
-    ("[train]\nepochs = 'ten'\n", r"\[train\]\.epochs must be an integer"),
-    ("[train]\nepochs = 0\n", r"\[train\]\.epochs = 0 is out of range"),
-    ("[detector]\nthresholds = [0.5, 0.5]\n", r"thresholds must have 3 items"),
-    ("[detector]\nthresholds = [0.5, 0.5, 1.5]\n", r"thresholds\[2\] = 1.5 is out of range"),
-    ("[model]\nhead = 'mult'\n", r"head = 'mult' is not one of .*did you mean 'multi'"),
-    ("[export]\nmin_batch = 8\nopt_batch = 4\n", r"min_batch <= opt_batch <= max_batch"),
-    ("[ui]\nbell = 1\n", r"bell must be true or false"),
-    ("[train\n", r"not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[train]\nlr_rate = 0.1\n", r"\[train\]: unknown key 'lr_rate' \(did you mean 'lr'\?\)"),
+        ("[trian]\nlr = 0.1\n", r"unknown section \[trian\] \(did you mean 'train'\?\)"),
+        ("[train]\nepochs = 'ten'\n", r"\[train\]\.epochs must be an integer"),
+        ("[train]\nepochs = 0\n", r"\[train\]\.epochs = 0 is out of range"),
+        ("[detector]\nthresholds = [0.5, 0.5]\n", r"thresholds must have 3 items"),
+        ("[detector]\nthresholds = [0.5, 0.5, 1.5]\n", r"thresholds\[2\] = 1.5 is out of range"),
+        ("[model]\nhead = 'mult'\n", r"head = 'mult' is not one of .*did you mean 'multi'"),
+        ("[export]\nmin_batch = 8\nopt_batch = 4\n", r"min_batch <= opt_batch <= max_batch"),
+        ("[ui]\nbell = 1\n", r"bell must be true or false"),
+        ("[train\n", r"not valid TOML"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, text, expected):
     p = tmp_path / "c.toml"
     p.write_text(text)
@@ -51,8 +54,10 @@ def test_partial_file_keeps_other_defaults_and_resolves_paths_against_its_folder
 
 def test_cli_paths_are_relative_to_the_working_directory_file_paths_to_the_file(tmp_path, monkeypatch):
     """A path typed on the command line means what the shell means by it; one in a config file is relative to
-    that file's folder. Every path=True key, for every CLI (they all build their config with config_from_args)."""
+    that file's folder. Every path=True key, for every CLI (they all build their config with
+    config_from_args)."""
     import argparse
+
     from engines.config import config_from_args
 
     conf = tmp_path / "conf"
@@ -61,22 +66,33 @@ def test_cli_paths_are_relative_to_the_working_directory_file_paths_to_the_file(
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    args = argparse.Namespace(**{"config": str(conf / "c.toml"), "data.data_dir": "mydata", "train.out_dir": "../runs",
-                                 "export.timing_cache": "t.cache", "engine.path": str(tmp_path / "abs.onnx"),
-                                 "train.epochs": 3, "data.num_workers": None, "other": "x"})
+    args = argparse.Namespace(
+        **{
+            "config": str(conf / "c.toml"),
+            "data.data_dir": "mydata",
+            "train.out_dir": "../runs",
+            "export.timing_cache": "t.cache",
+            "engine.path": str(tmp_path / "abs.onnx"),
+            "train.epochs": 3,
+            "data.num_workers": None,
+            "other": "x",
+        }
+    )
     cfg = config_from_args(args)
     assert cfg.resolve(cfg.data.data_dir) == work / "mydata"
     assert cfg.resolve(cfg.train.out_dir) == tmp_path / "runs"
     assert cfg.resolve(cfg.export.timing_cache) == work / "t.cache"
     assert cfg.resolve(cfg.engine.path) == tmp_path / "abs.onnx"
-    assert cfg.resolve(cfg.data.cache_dir) == conf / "mycache"            # from the file: beside the file
+    assert cfg.resolve(cfg.data.cache_dir) == conf / "mycache"  # from the file: beside the file
     assert cfg.train.epochs == 3 and cfg.data.num_workers == Config().data.num_workers
     empty = config_from_args(argparse.Namespace(**{"config": None, "export.timing_cache": ""}))
-    assert empty.export.timing_cache == ""                                # "" keeps its meaning (the default)
+    assert empty.export.timing_cache == ""  # "" keeps its meaning (the default)
 
 
 def test_overrides_are_validated_like_the_file():
-    cfg = with_overrides(Config(), {"train.epochs": 2, "detector.thresholds": [0.4, 0.5, 0.6], "ui.bell": None})
+    cfg = with_overrides(
+        Config(), {"train.epochs": 2, "detector.thresholds": [0.4, 0.5, 0.6], "ui.bell": None}
+    )
     assert cfg.train.epochs == 2 and cfg.detector.thresholds == (0.4, 0.5, 0.6) and cfg.ui.bell is False
     with pytest.raises(ConfigError, match="epochs"):
         with_overrides(Config(), {"train.epochs": -1})
@@ -90,8 +106,13 @@ def test_missing_config_file_is_one_clear_error(tmp_path):
 def test_cli_reports_a_bad_config_in_one_line_without_traceback(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[train]\nepohcs = 3\n")
-    r = subprocess.run([sys.executable, "-m", "train", "fit", "--config", str(p)], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "train", "fit", "--config", str(p)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr

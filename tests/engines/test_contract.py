@@ -19,7 +19,9 @@ def test_format_table_names_a_backend_per_suffix():
 
 
 def test_meta_roundtrip_and_label_check():
-    meta = ModelMeta(arch="resnet18", head="multi", input_height=224, input_width=168, source_sha256="ab" * 32)
+    meta = ModelMeta(
+        arch="resnet18", head="multi", input_height=224, input_width=168, source_sha256="ab" * 32
+    )
     again = ModelMeta.from_json(meta.to_json())
     assert again == meta and again.input_size == (224, 168) and list(again.labels) == class_names()
     other = meta.to_dict() | {"labels": ["cat", "dog"]}
@@ -37,16 +39,21 @@ def test_meta_with_a_bad_crop_geometry_is_refused():
         ModelMeta.from_dict(d, "m.onnx")
 
 
-@pytest.mark.parametrize("change, says", [
-    ({"input_height": "256"}, "input_height = '256' is not int"),
-    ({"input_width": 192.0}, "input_width = 192.0 is not int"),
-    ({"mean": [0.5, 0.5]}, r"mean = \[0.5, 0.5\] is not 3 numbers"),
-    ({"std": [0.2, "x", 0.2]}, "std = .* is not 3 numbers"),
-    ({"head": True}, "head = True is not str"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"input_height": "256"}, "input_height = '256' is not int"),
+        ({"input_width": 192.0}, "input_width = 192.0 is not int"),
+        ({"mean": [0.5, 0.5]}, r"mean = \[0.5, 0.5\] is not 3 numbers"),
+        ({"std": [0.2, "x", 0.2]}, "std = .* is not 3 numbers"),
+        ({"head": True}, "head = True is not str"),
+    ],
+)
 def test_meta_fields_of_the_wrong_type_are_refused_when_the_file_loads(change, says):
     d = ModelMeta(arch="mobilenet_v2").to_dict() | change
-    with pytest.raises(ModelFileError, match=f"m.onnx: its mask-monitor metadata is .*malformed \\({says}\\)"):
+    with pytest.raises(
+        ModelFileError, match=f"m.onnx: its mask-monitor metadata is .*malformed \\({says}\\)"
+    ):
         ModelMeta.from_dict(d, "m.onnx")
 
 

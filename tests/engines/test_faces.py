@@ -79,15 +79,21 @@ def test_crop_box_is_3_by_4_and_contains_the_face():
         assert x1 <= box[0] and y1 <= box[1] and x2 >= box[2] and y2 >= box[3]
         assert (x1 + x2) / 2 == pytest.approx((box[0] + box[2]) / 2)
     # margin grows the region; shift_y moves it down
-    assert crop_box((100, 100, 200, 200), CropConfig(margin=1.0))[2] > crop_box((100, 100, 200, 200), CropConfig(margin=0.2))[2]
-    assert crop_box((100, 100, 200, 200), CropConfig(shift_y=0.2))[1] > crop_box((100, 100, 200, 200), CropConfig(shift_y=0.0))[1]
+    assert (
+        crop_box((100, 100, 200, 200), CropConfig(margin=1.0))[2]
+        > crop_box((100, 100, 200, 200), CropConfig(margin=0.2))[2]
+    )
+    assert (
+        crop_box((100, 100, 200, 200), CropConfig(shift_y=0.2))[1]
+        > crop_box((100, 100, 200, 200), CropConfig(shift_y=0.0))[1]
+    )
 
 
 def test_crop_pads_at_borders_and_has_training_size():
     img = np.full((100, 100, 3), 200, np.uint8)
     crop = crop_face(img, (0, 0, 40, 50), CropConfig(border="constant", margin=0.5, shift_y=0.0))
     assert crop.shape == (512, 384, 3) and crop.dtype == np.uint8
-    assert crop[0, 0].tolist() == [0, 0, 0]          # padded corner
+    assert crop[0, 0].tolist() == [0, 0, 0]  # padded corner
     assert crop[256, 192].tolist() == [200, 200, 200]  # image content in the middle
     rep = crop_face(img, (0, 0, 40, 50), CropConfig(border="replicate"))
     assert rep[0, 0].tolist() == [200, 200, 200]

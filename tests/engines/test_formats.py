@@ -3,6 +3,7 @@
 The exporters a row names live in `train` and are tested there; these tests never resolve them (engines
 must not import train).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ GOOD = {"backend": "pkg.mod:Cls", "read_meta": "pkg.mod:read_meta", "exporter": 
 
 
 @pytest.mark.parametrize("part", PARTS)
-@pytest.mark.parametrize("bad", ["", None, 42, "pkg.mod", "pkg.mod:", ":Cls", "pkg mod:Cls", "pkg.mod:a.b",
-                                 "pkg.mod:Cls:x"])
+@pytest.mark.parametrize(
+    "bad", ["", None, 42, "pkg.mod", "pkg.mod:", ":Cls", "pkg mod:Cls", "pkg.mod:a.b", "pkg.mod:Cls:x"]
+)
 def test_a_row_with_a_missing_or_malformed_reference_is_refused(part, bad):
     with pytest.raises(ValueError, match=f"model format 'x': {part} must name 'module:attribute'"):
         ModelFormat("x", ".x", "X runtime", **(GOOD | {part: bad}))
@@ -41,7 +43,7 @@ def test_each_row_names_an_engine_class_and_a_metadata_reader(suffix):
     backend = fmt.load("backend")
     assert isinstance(backend, type) and issubclass(backend, Engine) and backend is not Engine
     assert callable(fmt.load("read_meta"))
-    assert format_for(Path(f"model{suffix.upper()}")) is fmt   # the suffix is matched case-blind
+    assert format_for(Path(f"model{suffix.upper()}")) is fmt  # the suffix is matched case-blind
 
 
 def _spy_module(monkeypatch, name: str, meta: ModelMeta) -> list[Path]:
@@ -72,7 +74,9 @@ def _spy_module(monkeypatch, name: str, meta: ModelMeta) -> list[Path]:
 def test_read_meta_goes_through_the_row_of_the_files_format(suffix, tmp_path, monkeypatch):
     meta = ModelMeta(arch=f"spy{suffix}")
     calls = _spy_module(monkeypatch, "spy_reader", meta)
-    monkeypatch.setitem(FORMATS, suffix, dataclasses.replace(FORMATS[suffix], read_meta="spy_reader:read_meta"))
+    monkeypatch.setitem(
+        FORMATS, suffix, dataclasses.replace(FORMATS[suffix], read_meta="spy_reader:read_meta")
+    )
     path = tmp_path / f"m{suffix}"
     path.write_bytes(b"whatever the format holds")
     assert read_meta(path) is meta and calls == [path]
@@ -81,8 +85,18 @@ def test_read_meta_goes_through_the_row_of_the_files_format(suffix, tmp_path, mo
 def test_a_new_format_is_one_module_and_one_row(tmp_path, monkeypatch):
     meta = ModelMeta(arch="spynet", input_height=32, input_width=24)
     calls = _spy_module(monkeypatch, "spy_backend", meta)
-    monkeypatch.setitem(FORMATS, ".spy", ModelFormat("spy", ".spy", "Spy runtime", "spy_backend:SpyEngine",
-                                                      "spy_backend:read_meta", "spy_export:never_resolved_here"))
+    monkeypatch.setitem(
+        FORMATS,
+        ".spy",
+        ModelFormat(
+            "spy",
+            ".spy",
+            "Spy runtime",
+            "spy_backend:SpyEngine",
+            "spy_backend:read_meta",
+            "spy_export:never_resolved_here",
+        ),
+    )
     path = tmp_path / "m.spy"
     with pytest.raises(ModelFileError, match="does not exist"):
         read_meta(path)
@@ -96,5 +110,7 @@ def test_a_new_format_is_one_module_and_one_row(tmp_path, monkeypatch):
 
 
 def test_an_unknown_suffix_names_the_known_ones():
-    with pytest.raises(ModelFileError, match=r"unknown suffix '\.bin'; expected one of \.pt, \.onnx, \.engine"):
+    with pytest.raises(
+        ModelFileError, match=r"unknown suffix '\.bin'; expected one of \.pt, \.onnx, \.engine"
+    ):
         format_for("model.bin")

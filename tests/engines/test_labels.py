@@ -20,7 +20,7 @@ def test_encode_decode_roundtrip_covers_all_18_classes():
 def test_names():
     assert L.class_name(0) == "wear/male/<30"
     assert L.class_name(17) == "not_wear/female/>=60"
-    assert L.MASK_DISPLAY[L.decode(7).mask] == "incorrect mask"   # what the monitor's screen shows
+    assert L.MASK_DISPLAY[L.decode(7).mask] == "incorrect mask"  # what the monitor's screen shows
     assert len(set(L.class_names())) == 18
 
 
@@ -45,8 +45,10 @@ def test_parse_person_dir():
     assert L.parse_person_dir("003397_Female_Asian_19").gender == 1  # case-insensitive gender
 
 
-@pytest.mark.parametrize("name", ["000001_female_Asian", "000001_other_Asian_20", "junk", "000001_male_Asian_x",
-                                  "000001_male_Asian_200"])
+@pytest.mark.parametrize(
+    "name",
+    ["000001_female_Asian", "000001_other_Asian_20", "junk", "000001_male_Asian_x", "000001_male_Asian_200"],
+)
 def test_parse_person_dir_errors_name_the_folder(name):
     with pytest.raises(L.LabelError, match=name):
         L.parse_person_dir(name)

@@ -1,12 +1,13 @@
 """Fakes for the monitor's tests, one of each: classifiers whose answer we control, face detectors that
 find what the test says, and capture devices (there is no camera here) that play frames, break, refuse to
 open, or hand over garbage."""
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ def colour_mask_state(crop: np.ndarray) -> int:
     """Read the mask state from a crop's colour around nose and mouth: blue = worn, green = under the
     nose, neither = no mask (the test videos draw masks in these colours)."""
     h, w = crop.shape[:2]
-    region = crop[int(0.35 * h):int(0.75 * h), int(0.3 * w):int(0.7 * w)].astype(np.int16)
+    region = crop[int(0.35 * h) : int(0.75 * h), int(0.3 * w) : int(0.7 * w)].astype(np.int16)
     b, g, r = region[..., 0], region[..., 1], region[..., 2]
     blue = np.mean((b > r + 60) & (b > g + 30))
     green = np.mean((g > r + 60) & (g > b + 60))
@@ -140,8 +141,14 @@ class FakeCamera:
     it breaks (read() returns False, as a pulled cable does); `garbage` maps read numbers to what read()
     hands over instead of a frame."""
 
-    def __init__(self, frames: Sequence[np.ndarray], period: float = 0.0, fail_after: int | None = None,
-                 garbage: dict[int, object] | None = None, fps: float = 30.0) -> None:
+    def __init__(
+        self,
+        frames: Sequence[np.ndarray],
+        period: float = 0.0,
+        fail_after: int | None = None,
+        garbage: dict[int, object] | None = None,
+        fps: float = 30.0,
+    ) -> None:
         self.frames = frames
         self.period = period
         self.fail_after = fail_after
@@ -183,7 +190,7 @@ class Opener:
     def __init__(self, devices: Sequence[FakeCamera]) -> None:
         self.devices = list(devices)
         self.opened = 0
-        self.times: list[float] = []   # time.monotonic() of each open
+        self.times: list[float] = []  # time.monotonic() of each open
         self.lock = threading.Lock()
 
     def __call__(self, spec) -> FakeCamera:
@@ -209,6 +216,19 @@ def frame_number(img: np.ndarray) -> int:
     return int(img[0, 0, 0]) + 256 * int(img[0, 0, 1])
 
 
-__all__ = ["ColourEngine", "ScriptedEngine", "NoFaces", "OneFace", "OnceThenNothing", "FakeCamera", "ClosedDevice",
-           "Opener", "probs_for", "read_frames", "numbered_frames", "frame_number", "colour_mask_state",
-           "MASK_COLOURS"]
+__all__ = [
+    "ColourEngine",
+    "ScriptedEngine",
+    "NoFaces",
+    "OneFace",
+    "OnceThenNothing",
+    "FakeCamera",
+    "ClosedDevice",
+    "Opener",
+    "probs_for",
+    "read_frames",
+    "numbered_frames",
+    "frame_number",
+    "colour_mask_state",
+    "MASK_COLOURS",
+]

@@ -1,4 +1,5 @@
 """monitor.app: a failing output stops the run with one line, never a hang."""
+
 from __future__ import annotations
 
 import io
@@ -27,9 +28,17 @@ def test_a_failing_output_stops_the_run_with_one_line_and_never_hangs():
             raise OSError(28, "No space left on device", "events.jsonl")
 
     frames = [np.zeros((120, 160, 3), np.uint8)] * 200
-    mon = Monitor(Config(), SourceSpec("video", "x.mp4"), ScriptedEngine([0]), NoFaces(),
-                  Options(headless=True, max_frames=40), opener=Opener([FakeCamera(frames, fail_after=200)]),
-                  out=io.StringIO(), err=io.StringIO(), on_result=slow_then_disk_full)
+    mon = Monitor(
+        Config(),
+        SourceSpec("video", "x.mp4"),
+        ScriptedEngine([0]),
+        NoFaces(),
+        Options(headless=True, max_frames=40),
+        opener=Opener([FakeCamera(frames, fail_after=200)]),
+        out=io.StringIO(),
+        err=io.StringIO(),
+        on_result=slow_then_disk_full,
+    )
     box = {}
 
     def go():
@@ -50,10 +59,17 @@ def test_a_failing_output_stops_the_run_with_one_line_and_never_hangs():
 def test_a_full_disk_under_the_events_log_is_one_line_and_keeps_the_video(tmp_path):
     video = tmp_path / "out.mp4"
     frames = [np.full((120, 160, 3), 90, np.uint8)] * 60
-    mon = Monitor(Config(), SourceSpec("video", "x.mp4"), ScriptedEngine([2]), OneFace(box=(40.0, 30.0, 100.0, 110.0), second_look=True),
-                  Options(headless=True, events=Path("/dev/full"), record=video),
-                  opener=Opener([FakeCamera(frames, fail_after=60)]), out=io.StringIO(), err=io.StringIO())
+    mon = Monitor(
+        Config(),
+        SourceSpec("video", "x.mp4"),
+        ScriptedEngine([2]),
+        OneFace(box=(40.0, 30.0, 100.0, 110.0), second_look=True),
+        Options(headless=True, events=Path("/dev/full"), record=video),
+        opener=Opener([FakeCamera(frames, fail_after=60)]),
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
     with pytest.raises(UserError, match=r"events file /dev/full: cannot write \(No space left on device\)"):
         mon.run()
-    assert video.is_file() and video.stat().st_size > 0        # the recording is complete, renamed into place
-    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]   # no temp file left
+    assert video.is_file() and video.stat().st_size > 0  # the recording is complete, renamed into place
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temp file left

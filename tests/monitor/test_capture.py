@@ -1,4 +1,5 @@
 """monitor.capture: the capture thread with fake devices (files, live sources, reconnects, refusals)."""
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,9 @@ def drain(cap: Capture, n: int, pause: float = 0.0, timeout: float = 20.0) -> li
 
 def test_file_mode_hands_over_every_frame_in_order():
     frames = numbered_frames(40)
-    cap = Capture(SourceSpec("video", "fake.mp4"), opener=Opener([FakeCamera(frames, fail_after=40)]),
-                  queue_size=4).start()
+    cap = Capture(
+        SourceSpec("video", "fake.mp4"), opener=Opener([FakeCamera(frames, fail_after=40)]), queue_size=4
+    ).start()
     got = drain(cap, 100, pause=0.002)
     cap.stop()
     assert [frame_number(f.image) for f in got] == list(range(40))
@@ -45,13 +47,16 @@ def test_live_source_keeps_only_the_newest_frame_with_a_slow_consumer():
     numbers = [frame_number(f.image) for f in got]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
     assert cap.dropped > 0 and cap.dropped == cam.reads - len(got) - (1 if cap._slot is not None else 0)
-    assert max(np.diff(numbers)) > 1            # older frames were skipped, not queued
+    assert max(np.diff(numbers)) > 1  # older frames were skipped, not queued
     assert cam.released
 
 
 def test_realtime_file_paces_like_a_camera():
-    cap = Capture(SourceSpec("video", "f.mp4"), realtime=True,
-                  opener=Opener([FakeCamera(numbered_frames(12), fail_after=12, fps=100.0)])).start()
+    cap = Capture(
+        SourceSpec("video", "f.mp4"),
+        realtime=True,
+        opener=Opener([FakeCamera(numbered_frames(12), fail_after=12, fps=100.0)]),
+    ).start()
     assert cap.newest_only and cap.pace and cap.fps == 100.0
     t0 = time.monotonic()
     got = drain(cap, 50)
@@ -66,8 +71,9 @@ def test_reconnects_with_back_off_after_a_broken_stream():
     first = FakeCamera(frames, fail_after=8)
     second = FakeCamera(frames)
     opener = Opener([first, ClosedDevice(), ClosedDevice(), second])
-    cap = Capture(SourceSpec("url", "rtsp://cam/1"), opener=opener, reconnect_initial_s=0.01,
-                  reconnect_max_s=0.05)
+    cap = Capture(
+        SourceSpec("url", "rtsp://cam/1"), opener=opener, reconnect_initial_s=0.01, reconnect_max_s=0.05
+    )
     statuses: list[str] = []
     cap.start()
     got, t0 = [], time.monotonic()
@@ -91,8 +97,9 @@ def test_a_source_that_reopens_but_stays_silent_still_backs_off():
     first = FakeCamera(numbered_frames(10), fail_after=3)
     # each reopen gives a device that opens fine and never delivers a frame
     opener = Opener([first] + [FakeCamera(numbered_frames(1), fail_after=0) for _ in range(8)])
-    cap = Capture(SourceSpec("url", "rtsp://cam/2"), opener=opener, reconnect_initial_s=0.02,
-                  reconnect_max_s=1.0).start()
+    cap = Capture(
+        SourceSpec("url", "rtsp://cam/2"), opener=opener, reconnect_initial_s=0.02, reconnect_max_s=1.0
+    ).start()
     t0 = time.monotonic()
     while len(opener.times) < 6 and time.monotonic() - t0 < 20:
         cap.get(0.05)
@@ -115,11 +122,11 @@ def test_a_camera_that_will_not_open_is_one_clear_error():
 
 
 def test_a_file_that_opens_but_gives_no_frame_is_not_a_video(tmp_path):
-    empty = FakeCamera(numbered_frames(1), fail_after=0)   # what OpenCV does with many non-video files
+    empty = FakeCamera(numbered_frames(1), fail_after=0)  # what OpenCV does with many non-video files
     with pytest.raises(UserError, match="video notes.txt cannot be read"):
         Capture(SourceSpec("video", "notes.txt"), opener=Opener([empty])).start()
     assert empty.released
     text = tmp_path / "notes.jpg"
     text.write_text("not a video")
     with pytest.raises(UserError, match=f"video {text} cannot be read"):
-        Capture(SourceSpec("video", str(text))).start()   # the real OpenCV opener
+        Capture(SourceSpec("video", str(text))).start()  # the real OpenCV opener

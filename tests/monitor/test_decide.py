@@ -1,4 +1,5 @@
 """monitor.decide: a track's votes -> a settled state, and one flag per person and state."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,7 @@ def test_marginals_and_vote():
     s = vote(np.stack([probs_for(2), probs_for(2), probs_for(0)]), min_votes=3)
     assert s.mask == 2 and s.settled and s.votes == 3 and 0.5 < s.confidence < 0.8
     assert s.cls == encode(2, 0, 1)
-    assert not vote(np.stack([probs_for(2), probs_for(2)]), min_votes=3).settled   # too few
+    assert not vote(np.stack([probs_for(2), probs_for(2)]), min_votes=3).settled  # too few
     assert not vote(np.stack([probs_for(2), probs_for(0), probs_for(1)]), min_votes=3).settled  # no majority
 
 
@@ -35,7 +36,7 @@ def test_flag_once_per_person_and_state():
     assert d.settled_state(7).mask == 1
     d.forget(7)
     assert d.state(7) is None and d.settled_state(7) is None
-    assert d.add(7, probs_for(2)).votes == 1   # the votes before forget() are gone
+    assert d.add(7, probs_for(2)).votes == 1  # the votes before forget() are gone
 
 
 def test_flag_states_are_configurable():

@@ -1,4 +1,5 @@
 """monitor.events: the events log's schema, and recordings that cannot be written."""
+
 from __future__ import annotations
 
 import json
@@ -21,18 +22,27 @@ def test_event_schema_and_append(tmp_path):
     log = EventLog(tmp_path / "ev.jsonl")
     log.write(Event("flag", 1.23456, 37, 1, (10, 20, 110, 145), state))
     log.close()
-    log = EventLog(tmp_path / "ev.jsonl")   # appends
+    log = EventLog(tmp_path / "ev.jsonl")  # appends
     log.write(Event("left", 2.0, 60, 1, (12, 20, 112, 145), state))
     log.close()
     rows = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert [tuple(r) for r in rows] == [EVENT_KEYS, EVENT_KEYS]
-    assert rows[0] == {"event": "flag", "time": 1.235, "frame": 37, "track_id": 1, "box": [10, 20, 110, 145],
-                       "mask": "incorrect", "gender": "female", "age": ">=60", "class": encode(1, 1, 2),
-                       "confidence": pytest.approx(0.9 + 0.1 / 17 * 5, abs=1e-3)}
+    assert rows[0] == {
+        "event": "flag",
+        "time": 1.235,
+        "frame": 37,
+        "track_id": 1,
+        "box": [10, 20, 110, 145],
+        "mask": "incorrect",
+        "gender": "female",
+        "age": ">=60",
+        "class": encode(1, 1, 2),
+        "confidence": pytest.approx(0.9 + 0.1 / 17 * 5, abs=1e-3),
+    }
 
 
 def test_a_record_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
-    def refuse(*a, **k):   # what mkstemp does in a folder this user may not write in
+    def refuse(*a, **k):  # what mkstemp does in a folder this user may not write in
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)

@@ -1,5 +1,6 @@
 """The whole monitor on real video, headless and with the Live screen: tracks against a known ground
 truth, flags, events, recording, saved faces, a fake camera that breaks, stopping, CLI errors, bench."""
+
 from __future__ import annotations
 
 import io
@@ -22,9 +23,9 @@ from engines.config import Config, DetectorConfig, MonitorConfig
 from engines.device import set_torch_threads
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
-from monitor.sources import SourceSpec
 from monitor.cli import main
 from monitor.events import EVENT_KEYS
+from monitor.sources import SourceSpec
 from monitor.tracker import iou
 from tests.conftest import REPO, VIDEOS
 from tests.monitor.fakes import ClosedDevice, ColourEngine, FakeCamera, Opener, read_frames
@@ -75,8 +76,17 @@ def onnx_model(tmp_path_factory, tiny_checkpoint):
 def run(spec, engine, detector, options=Options(headless=True), cfg=Config(), **kw):
     out, err = io.StringIO(), io.StringIO()
     results = []
-    mon = Monitor(cfg, spec, engine, detector, options, out=out, err=err,
-                  on_result=lambda r: results.append((r.frame.index, r.tracks, r.events, r.final)), **kw)
+    mon = Monitor(
+        cfg,
+        spec,
+        engine,
+        detector,
+        options,
+        out=out,
+        err=err,
+        on_result=lambda r: results.append((r.frame.index, r.tracks, r.events, r.final)),
+        **kw,
+    )
     report = mon.run()
     return report, results, out.getvalue(), err.getvalue(), mon
 
@@ -90,14 +100,18 @@ def person_of(box, frame, truth):
     return best if iou(box, best.boxes.get(frame, (0, 0, 0, 0))) > 0.2 else None
 
 
-# --- ground truth --------------------------------------------------------------------------------------------
+# --- ground truth -------------------------------------------------------------------------------------------
 
 
 def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     path, truth = scene
     engine = ColourEngine()
-    opts = Options(headless=True, events=tmp_path / "ev.jsonl", record=tmp_path / "rec.mp4",
-                   save_faces=tmp_path / "faces")
+    opts = Options(
+        headless=True,
+        events=tmp_path / "ev.jsonl",
+        record=tmp_path / "rec.mp4",
+        save_faces=tmp_path / "faces",
+    )
     report, results, out, err, mon = run(video(path), engine, detector, opts)
 
     # every person found, one track id each, tracked in >= 95% of the frames with the face fully in view
@@ -124,7 +138,7 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
         assert p.id not in by_person, "one flag per person and state"
         by_person[p.id] = e
         assert e.state.mask_name == p.mask
-        assert e.frame - p.first_in_view <= 15, (p.mask, e.frame, p.first_in_view)   # 0.5 s at 30 fps
+        assert e.frame - p.first_in_view <= 15, (p.mask, e.frame, p.first_in_view)  # 0.5 s at 30 fps
     assert sorted(by_person[p].state.mask_name for p in by_person) == ["incorrect", "not_wear"]
     assert len(flags) == 2 and out.count("FLAG person") == 2
 
@@ -138,7 +152,9 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     left = {r["track_id"]: r["mask"] for r in rows if r["event"] == "left"}
     assert sorted(left.values()) == ["incorrect", "not_wear", "wear"]
     for r in rows:
-        assert r["class"] == {"wear": 0, "incorrect": 1, "not_wear": 2}[r["mask"]] * 6 + 3 + 1   # female, 30-59
+        assert (
+            r["class"] == {"wear": 0, "incorrect": 1, "not_wear": 2}[r["mask"]] * 6 + 3 + 1
+        )  # female, 30-59
         assert r["gender"] == "female" and r["age"] == "30-59" and 0.8 < r["confidence"] <= 1
         assert len(r["box"]) == 4 and all(isinstance(v, int) for v in r["box"])
 
@@ -153,7 +169,10 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     # saved faces: one crop per flag, only because --save-faces was given
     saved = sorted((tmp_path / "faces").glob("*.jpg"))
     assert len(saved) == 2 and cv2.imread(str(saved[0])).shape == (512, 384, 3)
-    assert sorted(s.stem.rsplit("_track", 1)[-1].split("_", 1)[-1] for s in saved) == ["incorrect", "not_wear"]
+    assert sorted(s.stem.rsplit("_track", 1)[-1].split("_", 1)[-1] for s in saved) == [
+        "incorrect",
+        "not_wear",
+    ]
 
     # nothing kept for people who left (memory stays flat over a long run)
     assert mon.pipeline.decider._history == {} and mon.pipeline.tracker.tracks == []
@@ -167,26 +186,27 @@ def test_no_face_image_is_written_unless_asked(scene, detector, tmp_path, monkey
     assert [p for p in tmp_path.rglob("*") if p.suffix in (".jpg", ".png")] == []
 
 
-# --- real videos, real engine ----------------------------------------------------------------------------------
+# --- real videos, real engine -------------------------------------------------------------------------------
 
 
 def test_carphone_one_person_with_a_real_onnx_engine(onnx_model, detector, tmp_path):
     from engines import load_engine
 
     engine = load_engine(onnx_model, "cpu")
-    report, results, out, err, _ = run(video(CARPHONE), engine, detector,
-                                       Options(headless=True, events=tmp_path / "ev.jsonl"))
+    report, results, out, err, _ = run(
+        video(CARPHONE), engine, detector, Options(headless=True, events=tmp_path / "ev.jsonl")
+    )
     frames = [(i, tracks) for i, tracks, _, final in results if not final]
     assert len(frames) == 120
     with_track = [tracks for _, tracks in frames if tracks]
     assert len(with_track) >= 0.95 * 120
     ids = Counter(t.id for tracks in with_track for t in tracks)
-    assert ids.most_common(1)[0][1] >= 0.95 * 120                # one id for the one face
+    assert ids.most_common(1)[0][1] >= 0.95 * 120  # one id for the one face
     rows = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert rows and all(tuple(r) == EVENT_KEYS for r in rows)
     assert rows[-1]["event"] == "left" and rows[-1]["frame"] == 119
     flags = Counter((r["track_id"], r["mask"]) for r in rows if r["event"] == "flag")
-    assert all(n == 1 for n in flags.values())                  # never twice for one person and state
+    assert all(n == 1 for n in flags.values())  # never twice for one person and state
     for r in rows:
         assert r["mask"] in ("wear", "incorrect", "not_wear") and 0 <= r["class"] < 18
         assert r["class"] // 6 == ("wear", "incorrect", "not_wear").index(r["mask"])
@@ -196,8 +216,9 @@ def test_carphone_one_person_with_a_real_onnx_engine(onnx_model, detector, tmp_p
 def test_vtest_has_no_faces(onnx_model, detector):
     from engines import load_engine
 
-    report, results, out, err, _ = run(video(VTEST), load_engine(onnx_model, "cpu"), detector,
-                                       Options(headless=True, max_frames=45))
+    report, results, out, err, _ = run(
+        video(VTEST), load_engine(onnx_model, "cpu"), detector, Options(headless=True, max_frames=45)
+    )
     assert report.frames == 45 and out == ""
     assert all(not any(t.confirmed for t in tracks) and not events for _, tracks, events, _ in results)
     assert "people seen: 0" in report.summary and "flags: 0" in report.summary
@@ -209,55 +230,85 @@ def test_dozens_of_faces_at_once_are_classified_in_one_call(shared, detector):
     frame = np.full((480, 640, 3), 120, np.uint8)
     for r in range(4):
         for c in range(6):
-            frame[2 + r * 119:120 + r * 119, 2 + c * 106:106 + c * 106] = tile
+            frame[2 + r * 119 : 120 + r * 119, 2 + c * 106 : 106 + c * 106] = tile
     engine = ColourEngine()
-    cam = FakeCamera([frame], fail_after=7)     # detections on frames 0, 3, 6: enough to settle and flag
+    cam = FakeCamera([frame], fail_after=7)  # detections on frames 0, 3, 6: enough to settle and flag
     cfg = Config(monitor=MonitorConfig(detect_max_side=480))
-    report, results, out, err, _ = run(SourceSpec("video", "grid.mp4"), engine, detector,
-                                       Options(headless=True), cfg=cfg, opener=Opener([cam]))
+    report, results, out, err, _ = run(
+        SourceSpec("video", "grid.mp4"),
+        engine,
+        detector,
+        Options(headless=True),
+        cfg=cfg,
+        opener=Opener([cam]),
+    )
     last = [tracks for _, tracks, _, final in results if not final][-1]
     assert len(last) >= 20
-    assert max(engine.batches) == len(last)          # all crops of the frame in one engine call
-    assert out.count("FLAG") == len(last)            # each unmasked face flagged once
+    assert max(engine.batches) == len(last)  # all crops of the frame in one engine call
+    assert out.count("FLAG") == len(last)  # each unmasked face flagged once
 
 
-# --- live sources: fake camera --------------------------------------------------------------------------------
+# --- live sources: fake camera ------------------------------------------------------------------------------
 
 
 def test_camera_that_breaks_mid_stream_reconnects_and_the_run_goes_on(scene, detector):
     frames = read_frames(scene[0], 60)
-    opener = Opener([FakeCamera(frames, period=0.005, fail_after=25), ClosedDevice(),
-                     FakeCamera(frames, period=0.005)])
+    opener = Opener(
+        [FakeCamera(frames, period=0.005, fail_after=25), ClosedDevice(), FakeCamera(frames, period=0.005)]
+    )
     cfg = Config(monitor=MonitorConfig(reconnect_initial_s=0.05))
-    report, results, out, err, _ = run(SourceSpec("camera", 0), ColourEngine(), detector,
-                                       Options(headless=True, max_frames=40), cfg=cfg, opener=opener)
+    report, results, out, err, _ = run(
+        SourceSpec("camera", 0),
+        ColourEngine(),
+        detector,
+        Options(headless=True, max_frames=40),
+        cfg=cfg,
+        opener=opener,
+    )
     assert report.reconnects == 1 and opener.opened == 3
     assert "camera 0: reconnecting to camera 0 (try 1" in err
     assert report.frames == 40 and "people seen: " in report.summary and report.tally.flag_count >= 1
-    assert [i for i, *_ , final in results if not final] == sorted({i for i, *_ , final in results if not final})
+    assert [i for i, *_, final in results if not final] == sorted(
+        {i for i, *_, final in results if not final}
+    )
 
 
 def test_live_screen_run_with_a_recording_console(scene, detector):
-    frames = read_frames(scene[0], 70)[25:]    # the first person stands in view (whichever frames get dropped)
+    frames = read_frames(scene[0], 70)[25:]  # the first person stands in view (whichever frames get dropped)
     opener = Opener([FakeCamera(frames, period=0.01, fail_after=20), FakeCamera(frames, period=0.01)])
     cfg = Config(monitor=MonitorConfig(reconnect_initial_s=0.05))
     console = Console(record=True, width=140, force_terminal=True, color_system="truecolor")
-    report, *_ = run(SourceSpec("camera", 0), ColourEngine(), detector, Options(headless=False, max_frames=45),
-                     cfg=cfg, opener=opener, console=console)
+    report, *_ = run(
+        SourceSpec("camera", 0),
+        ColourEngine(),
+        detector,
+        Options(headless=False, max_frames=45),
+        cfg=cfg,
+        opener=opener,
+        console=console,
+    )
     text = console.export_text(clear=False)
     styled = console.export_text(styles=True)
     assert "mask-monitor" in text and "camera 0" in text and "frames/s" in text
     assert re.search(r"FLAG person #\d+: no mask", text) and "latest flags (1)" in text
-    assert "reconnecting to camera 0" in text           # the screen said so
-    assert "\x1b[1;31m[" in styled                      # the flag line in red
+    assert "reconnecting to camera 0" in text  # the screen said so
+    assert "\x1b[1;31m[" in styled  # the flag line in red
     assert report.reconnects == 1
 
 
 def test_stop_from_another_thread_shuts_down_cleanly(scene, detector, tmp_path):
-    frames = read_frames(scene[0], 70)[25:]    # the first person stands in view
+    frames = read_frames(scene[0], 70)[25:]  # the first person stands in view
     opts = Options(headless=True, events=tmp_path / "ev.jsonl", record=tmp_path / "rec.mp4")
-    mon = Monitor(Config(), SourceSpec("camera", 0), ColourEngine(), detector, opts,
-                  opener=Opener([FakeCamera(frames, period=0.01)]), out=io.StringIO(), err=io.StringIO())
+    mon = Monitor(
+        Config(),
+        SourceSpec("camera", 0),
+        ColourEngine(),
+        detector,
+        opts,
+        opener=Opener([FakeCamera(frames, period=0.01)]),
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
     box = {}
     th = threading.Thread(target=lambda: box.setdefault("report", mon.run()))
     th.start()
@@ -280,9 +331,28 @@ def test_stop_from_another_thread_shuts_down_cleanly(scene, detector, tmp_path):
 def test_ctrl_c_in_a_real_process(scene, onnx_model, tmp_path):
     rec, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "--video", str(scene[0]), "--engine", str(onnx_model),
-                             "--realtime", "--headless", "--record", str(rec), "--events", str(events)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "--video",
+            str(scene[0]),
+            "--engine",
+            str(onnx_model),
+            "--realtime",
+            "--headless",
+            "--record",
+            str(rec),
+            "--events",
+            str(events),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stderr.readline()
         assert "watching video" in line, line
@@ -299,12 +369,12 @@ def test_ctrl_c_in_a_real_process(scene, onnx_model, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "mask-monitor summary" in out
     n = len(read_frames(rec))
-    assert 0 < n < SCENE_FRAMES            # stopped early, and the video was finalised
+    assert 0 < n < SCENE_FRAMES  # stopped early, and the video was finalised
     assert f"{n} frames in" in out
     assert events.exists()
 
 
-# --- CLI errors: one line, no traceback ------------------------------------------------------------------------
+# --- CLI errors: one line, no traceback ---------------------------------------------------------------------
 
 
 def cli_error(capsys, *argv) -> str:
@@ -328,7 +398,9 @@ def test_cli_errors_are_one_clear_line(capsys, tmp_path, onnx_model):
     assert "not a valid ONNX file" in cli_error(capsys, "--video", vid, "--engine", str(garbage))
     (tmp_path / "m.bin").write_bytes(b"\0" * 64)
     assert "unknown suffix '.bin'" in cli_error(capsys, "--video", vid, "--engine", str(tmp_path / "m.bin"))
-    assert "other labels" in cli_error(capsys, "--video", vid, "--engine", str(other_labels(onnx_model, tmp_path)))
+    assert "other labels" in cli_error(
+        capsys, "--video", vid, "--engine", str(other_labels(onnx_model, tmp_path))
+    )
     assert "camera 97 cannot be opened" in cli_error(capsys, "--camera", "97", "--engine", str(onnx_model))
 
 
@@ -339,8 +411,21 @@ def test_threads_flag_sets_a_pt_classifier_threads_after_the_monitor_default(cap
     before = torch.get_num_threads()
     try:
         with pytest.raises(SystemExit) as exc:
-            main(["--video", str(CARPHONE), "--engine", str(tiny_checkpoint), "--device", "cpu", "--threads", "2",
-                  "--headless", "--max-frames", "3"])
+            main(
+                [
+                    "--video",
+                    str(CARPHONE),
+                    "--engine",
+                    str(tiny_checkpoint),
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "2",
+                    "--headless",
+                    "--max-frames",
+                    "3",
+                ]
+            )
         assert exc.value.code == 0
         assert torch.get_num_threads() == 2
     finally:
@@ -365,21 +450,36 @@ def other_labels(onnx_model: Path, tmp_path: Path) -> Path:
 def test_bench_command_prints_and_writes_the_table(capsys, tmp_path, onnx_model):
     out = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exc:
-        main(["bench", "--video", str(CARPHONE), "--engine", str(onnx_model), "--max-frames", "130", "--loops", "2",
-              "--baseline-frames", "6", "--json", str(out)])
+        main(
+            [
+                "bench",
+                "--video",
+                str(CARPHONE),
+                "--engine",
+                str(onnx_model),
+                "--max-frames",
+                "130",
+                "--loops",
+                "2",
+                "--baseline-frames",
+                "6",
+                "--json",
+                str(out),
+            ]
+        )
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "speed-up monitor / naive" in text and "naive" in text and "frames/s" in text
     data = json.loads(out.read_text())
     assert data["monitor"]["frames"] == 130 and data["naive"]["frames"] == 6
-    assert data["monitor"]["passes"] == 2 and data["monitor"]["rss_mb_end"] > 0   # 120 frames, then 10 more
+    assert data["monitor"]["passes"] == 2 and data["monitor"]["rss_mb_end"] > 0  # 120 frames, then 10 more
     for name in ("monitor", "naive"):
         stages = data[name]["stages"]
         assert {"detect", "classify", "total"} <= set(stages)
         assert stages["detect"]["p95_ms"] >= stages["detect"]["median_ms"] > 0
         assert data[name]["fps"] > 0
-    assert data["monitor"]["stages"]["detect"]["runs"] == 44     # every 3rd frame
-    assert data["naive"]["stages"]["detect"]["runs"] == 6        # every frame
+    assert data["monitor"]["stages"]["detect"]["runs"] == 44  # every 3rd frame
+    assert data["naive"]["stages"]["detect"]["runs"] == 6  # every frame
     assert data["speedup"] == pytest.approx(data["monitor"]["fps"] / data["naive"]["fps"], rel=0.01)
 
 
@@ -399,7 +499,7 @@ class FlakyDetector:
 
 def test_second_look_bridges_missed_detections(scene, detector):
     path, truth = scene
-    frames = read_frames(path, 75)[20:75]          # the first person stands in view
+    frames = read_frames(path, 75)[20:75]  # the first person stands in view
     person = truth[0]
     from monitor.capture import Frame
     from monitor.pipeline import Pipeline
@@ -421,13 +521,23 @@ def test_second_look_bridges_missed_detections(scene, detector):
 
 def test_garbage_from_the_device_is_reported_once_and_the_run_goes_on(scene, detector, tmp_path):
     frames = read_frames(scene[0], 70)[25:]
-    garbage = {3: None, 4: np.zeros((10, 10), np.float32), 7: cv2.resize(frames[7], (320, 240)),
-               9: None, 11: cv2.resize(frames[11], (800, 600))}
+    garbage = {
+        3: None,
+        4: np.zeros((10, 10), np.float32),
+        7: cv2.resize(frames[7], (320, 240)),
+        9: None,
+        11: cv2.resize(frames[11], (800, 600)),
+    }
     cam = FakeCamera(frames, fail_after=30, garbage=garbage)
-    report, results, out, err, _ = run(SourceSpec("video", "odd.mp4"), ColourEngine(), detector,
-                                       Options(headless=True, record=tmp_path / "rec.mp4"), opener=Opener([cam]))
+    report, results, out, err, _ = run(
+        SourceSpec("video", "odd.mp4"),
+        ColourEngine(),
+        detector,
+        Options(headless=True, record=tmp_path / "rec.mp4"),
+        opener=Opener([cam]),
+    )
     assert report.frames == 30 and report.tally.skipped == 3
     assert err.count("is empty or unreadable: skipped") == 1 and err.count("resized to fit") == 1
-    assert report.tally.flag_count == 1                        # the person was still tracked and flagged
+    assert report.tally.flag_count == 1  # the person was still tracked and flagged
     rec = read_frames(tmp_path / "rec.mp4")
     assert len(rec) == 27 and {f.shape for f in rec} == {(480, 640, 3)}

@@ -1,4 +1,5 @@
 """monitor.pipeline: faults in frames and in the classifier, detection and classification cadence."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,12 +13,21 @@ from tests.monitor.fakes import NoFaces, OnceThenNothing, OneFace, ScriptedEngin
 def test_corrupt_frames_and_frames_of_another_size_are_reported_once_and_the_loop_goes_on():
     p = Pipeline(Config(), ScriptedEngine([0]), NoFaces())
     good = np.zeros((120, 160, 3), np.uint8)
-    inputs = [good, None, np.zeros((0, 0, 3), np.uint8), good.astype(np.float32), np.zeros((240, 320, 3), np.uint8),
-              np.zeros((120, 160), np.uint8), np.zeros((120, 160, 4), np.uint8), None, np.zeros((60, 80, 3), np.uint8)]
+    inputs = [
+        good,
+        None,
+        np.zeros((0, 0, 3), np.uint8),
+        good.astype(np.float32),
+        np.zeros((240, 320, 3), np.uint8),
+        np.zeros((120, 160), np.uint8),
+        np.zeros((120, 160, 4), np.uint8),
+        None,
+        np.zeros((60, 80, 3), np.uint8),
+    ]
     results = [p.process(Frame(i, i / 30, img)) for i, img in enumerate(inputs)]
     assert [r.skipped for r in results] == [False, True, True, True, False, False, False, True, False]
     messages = [m for r in results for m in r.messages]
-    assert len([m for m in messages if "skipped" in m]) == 1          # reported once, then counted
+    assert len([m for m in messages if "skipped" in m]) == 1  # reported once, then counted
     assert len([m for m in messages if "resized" in m]) == 1
     assert "frame 1 is empty or unreadable" in messages[0]
     assert p.faults["corrupt"] == 4 and p.faults["size"] == 2
@@ -48,7 +58,7 @@ def test_detection_runs_every_nth_frame_and_settled_tracks_are_reclassified_spar
     flags = [e for r in results for e in r.events if e.event == "flag"]
     assert len(flags) == 1 and flags[0].frame == 6 and flags[0].state.mask_name == "not_wear"
     assert p.finish(results[-1].frame)[0].event == "left"
-    assert p.decider._history == {} and p._last_classified == {}   # nothing kept for people gone
+    assert p.decider._history == {} and p._last_classified == {}  # nothing kept for people gone
 
 
 def test_a_one_off_detection_never_becomes_a_person():
@@ -56,5 +66,7 @@ def test_a_one_off_detection_never_becomes_a_person():
     p = Pipeline(cfg, ScriptedEngine([2]), OnceThenNothing())
     results = [p.process(Frame(i, i / 30, np.zeros((240, 320, 3), np.uint8))) for i in range(12)]
     assert results[0].classified == 1 and not results[0].tracks[0].confirmed
-    assert all(not r.events for r in results)                 # no flag, no departure
-    assert results[6].tracks and results[7].tracks == [] and p.decider._history == {}   # one missed round allowed
+    assert all(not r.events for r in results)  # no flag, no departure
+    assert (
+        results[6].tracks and results[7].tracks == [] and p.decider._history == {}
+    )  # one missed round allowed

@@ -4,7 +4,7 @@ import pytest
 
 from engines.errors import UserError
 from monitor import cli, sources
-from monitor.sources import SOURCES, SourceKind, SourceSpec, open_cv, open_error
+from monitor.sources import SourceKind, SourceSpec, open_cv, open_error
 
 
 def test_every_kind_is_a_flag_and_parses_its_target():
@@ -13,7 +13,7 @@ def test_every_kind_is_a_flag_and_parses_its_target():
     assert cli._source(parser.parse_args(["--video", "a.mp4"])) == SourceSpec("video", "a.mp4")
     assert cli._source(parser.parse_args(["--url", "rtsp://h/s"])) == SourceSpec("url", "rtsp://h/s")
     with pytest.raises(SystemExit):
-        parser.parse_args(["--camera", "0", "--video", "a.mp4"])   # one source at a time
+        parser.parse_args(["--camera", "0", "--video", "a.mp4"])  # one source at a time
 
 
 def test_names_live_and_open_errors_come_from_the_row():
@@ -32,8 +32,16 @@ def test_a_missing_video_file_is_one_line_before_opencv_runs(tmp_path):
 
 def test_a_new_kind_is_one_row(monkeypatch):
     opened = []
-    row = SourceKind("frames", "DIR", "a folder of images", str, False, "frames in {target}",
-                     "frames in {target} cannot be read", lambda target: opened.append(target) or "DEVICE")
+    row = SourceKind(
+        "frames",
+        "DIR",
+        "a folder of images",
+        str,
+        False,
+        "frames in {target}",
+        "frames in {target} cannot be read",
+        lambda target: opened.append(target) or "DEVICE",
+    )
     monkeypatch.setitem(sources.SOURCES, "frames", row)
     args = cli.build_parser().parse_args(["--frames", "shots/"])
     spec = cli._source(args)

@@ -1,4 +1,5 @@
 """monitor.timing: the stage timer's window and totals."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """monitor.tracker: ids kept through motion and misses, duplicates and far faces refused."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,7 @@ def test_tracker_keeps_ids_through_motion_and_misses():
 def test_tracker_refuses_duplicate_tracks_and_far_faces():
     tr = Tracker()
     t = tr.start(face(100, 100), 0)
-    assert tr.start(face(105, 102), 0) is None          # the same face twice
+    assert tr.start(face(105, 102), 0) is None  # the same face twice
     tr.predict(3)
     pairs, left_t, left_f = tr.match([face(400, 100), face(100, 100, s=30)])  # far away; much smaller
     assert pairs == [] and left_t == [t] and len(left_f) == 2

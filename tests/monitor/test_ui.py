@@ -1,4 +1,5 @@
 """monitor.ui: the Live screen through a recording console, and the summary at the end."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,10 +24,22 @@ def test_live_screen_shows_people_flags_and_colours():
     timer = StageTimer()
     timer.add("detect", 21.0)
     dash = Dashboard("video entrance.mp4", False, timer, status=lambda: "reconnecting to camera 0 (try 2)")
-    tracks = [TrackView(1, (0, 0, 10, 10), s_no, s_no, True, 0, 30), TrackView(2, (0, 0, 10, 10), s_ok, s_ok, True, 0, 9),
-              TrackView(3, (0, 0, 10, 10), s_inc, s_inc, False, 4, 12), TrackView(4, (0, 0, 10, 10), None, None, True, 0, 1)]
-    dash.update(_result(45, tracks, [Event("flag", 1.5, 45, 1, (0, 0, 10, 10), s_no),
-                                     Event("flag", 1.5, 45, 3, (0, 0, 10, 10), s_inc)]))
+    tracks = [
+        TrackView(1, (0, 0, 10, 10), s_no, s_no, True, 0, 30),
+        TrackView(2, (0, 0, 10, 10), s_ok, s_ok, True, 0, 9),
+        TrackView(3, (0, 0, 10, 10), s_inc, s_inc, False, 4, 12),
+        TrackView(4, (0, 0, 10, 10), None, None, True, 0, 1),
+    ]
+    dash.update(
+        _result(
+            45,
+            tracks,
+            [
+                Event("flag", 1.5, 45, 1, (0, 0, 10, 10), s_no),
+                Event("flag", 1.5, 45, 3, (0, 0, 10, 10), s_inc),
+            ],
+        )
+    )
     console = Console(record=True, width=130, force_terminal=True, color_system="truecolor")
     console.print(dash.render())
     text = console.export_text(clear=False)
@@ -35,18 +48,25 @@ def test_live_screen_shows_people_flags_and_colours():
     assert "people seen 3" in text and "no mask 1" in text and "reconnecting to camera 0" in text
     assert "detect 21.0" in text
     styled = console.export_text(styles=True)
-    assert "\x1b[1;31m#1 " in styled            # the unmasked person's row in red
-    assert "\x1b[1;33m#3 " in styled            # the incorrect one's in yellow
-    assert "\x1b[32m#2 " in styled              # the masked one's in green
+    assert "\x1b[1;31m#1 " in styled  # the unmasked person's row in red
+    assert "\x1b[1;33m#3 " in styled  # the incorrect one's in yellow
+    assert "\x1b[32m#2 " in styled  # the masked one's in green
 
 
 def test_summary_counts_people_and_lists_flags():
     d = Decider(min_votes=1)
     s_no, s_ok = d.add(1, probs_for(2)), d.add(2, probs_for(0))
     tally = Tally()
-    tally.update(_result(0, [TrackView(1, (0, 0, 1, 1), s_no, s_no, True, 0, 1),
-                             TrackView(2, (0, 0, 1, 1), s_ok, s_ok, True, 0, 1)],
-                         [Event("flag", 61.5, 0, 1, (0, 0, 1, 1), s_no)]))
+    tally.update(
+        _result(
+            0,
+            [
+                TrackView(1, (0, 0, 1, 1), s_no, s_no, True, 0, 1),
+                TrackView(2, (0, 0, 1, 1), s_ok, s_ok, True, 0, 1),
+            ],
+            [Event("flag", 61.5, 0, 1, (0, 0, 1, 1), s_no)],
+        )
+    )
     unsettled = vote(np.stack([probs_for(2)]), min_votes=3)
     tally.update(_result(1, [], [Event("left", 2.0, 1, 9, (0, 0, 1, 1), unsettled)]))
     text = summary_text(tally, "video x.mp4", 2.0, live=False)
@@ -54,5 +74,7 @@ def test_summary_counts_people_and_lists_flags():
     assert "flags: 1" in text and "[01:01.50] FLAG person #1: no mask" in text
     assert "2 frames in 2.0 s" in text
     assert "faults" not in text
-    text = summary_text(tally, "video x.mp4", 2.0, live=False, faults={"size": 12, "classify": 1, "corrupt": 3})
+    text = summary_text(
+        tally, "video x.mp4", 2.0, live=False, faults={"size": 12, "classify": 1, "corrupt": 3}
+    )
     assert "faults: 1 classifier failures, 12 frames of another size (resized)" in text

@@ -1,4 +1,5 @@
 """eda, bench-loader and the command table."""
+
 import json
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ def test_eda_counts(eda_report):
     assert s["images"] == N_GOOD + 1 and s["readable"] == N_GOOD and s["people"] == len(PEOPLE)
     assert sum(s["classes"]) == N_GOOD and s["mask"][1] == len(PEOPLE) and s["mask"][2] == len(PEOPLE)
     assert sum(map(sum, s["people_gender_age"])) == len(PEOPLE)
-    assert s["people_gender_age"][1][2] == 1                       # one woman >= 60
+    assert s["people_gender_age"][1][2] == 1  # one woman >= 60
     assert s["sizes"] == [["384x512", N_GOOD]]
     assert s["unreadable"] == [f"{CORRUPT[0]}/{CORRUPT[1]}"]
     assert {p["kind"] for p in s["problems"]} == {"bad_folder", "age_out_of_range"}
@@ -40,8 +41,10 @@ def test_eda_finds_duplicates_and_inconsistent_labels(eda_report):
     dup = sorted(f"{DUPLICATE[0]}/{name}" for name in DUPLICATE[1:])
     assert [sorted(g) for g in s["exact_duplicates"]] == [dup]
     found = {(x["check"], x["key"]) for x in s["inconsistent"]}
-    assert found == {("same photo, two labels", dup[0]),
-                     ("normal photo shows less skin", f"{SWAPPED}/normal.jpg")}    # and nothing else
+    assert found == {
+        ("same photo, two labels", dup[0]),
+        ("normal photo shows less skin", f"{SWAPPED}/normal.jpg"),
+    }  # and nothing else
 
 
 def test_eda_plots(eda_report):
@@ -53,11 +56,25 @@ def test_eda_plots(eda_report):
 
 def test_eda_model_check_flags_disagreements(prepared, tmp_path):
     data, cache, _ = prepared
-    shutil.copytree(cache, tmp_path / "cache")                  # the model check brings the cache up to date
+    shutil.copytree(cache, tmp_path / "cache")  # the model check brings the cache up to date
     ckpt = make_checkpoint(tmp_path / "random.pt", input_size=(64, 48))
     with one_torch_thread():
-        assert cli(["eda", "--data", str(data), "--cache", str(tmp_path / "cache"), "--report", str(tmp_path / "r"),
-                    "--checkpoint", str(ckpt)]) == 0
+        assert (
+            cli(
+                [
+                    "eda",
+                    "--data",
+                    str(data),
+                    "--cache",
+                    str(tmp_path / "cache"),
+                    "--report",
+                    str(tmp_path / "r"),
+                    "--checkpoint",
+                    str(ckpt),
+                ]
+            )
+            == 0
+        )
     s = json.loads((tmp_path / "r" / "eda.json").read_text())
     model = [x for x in s["inconsistent"] if x["check"].startswith("model disagrees")]
     # a random network disagrees with the labels somewhere; every flag names a real image or person
@@ -69,8 +86,28 @@ def test_eda_model_check_flags_disagreements(prepared, tmp_path):
 
 def test_bench_loader_prints_and_saves_its_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli(["bench-loader", "--synthetic", "8", "--batches", "2", "--max-workers", "1", "--batch-size", "4",
-                "--input-height", "64", "--input-width", "48", "--json", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "bench-loader",
+                "--synthetic",
+                "8",
+                "--batches",
+                "2",
+                "--max-workers",
+                "1",
+                "--batch-size",
+                "4",
+                "--input-height",
+                "64",
+                "--input-width",
+                "48",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert set(r["workers"]) == {"0", "1"} and all(v > 0 for v in r["workers"].values())
     assert r["best_workers"] in (0, 1)
@@ -79,13 +116,16 @@ def test_bench_loader_prints_and_saves_its_table(tmp_path, capsys):
     assert "num_workers=1" in text and "best num_workers" in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench-loader", "--batches", "0"], "--batches: expected a whole number >= 1, got 0"),
-    (["bench-loader", "--max-workers", "-1"], "--max-workers: expected a whole number >= 0, got -1"),
-    (["bench-loader", "--synthetic", "-3"], "--synthetic: expected a whole number >= 0, got -3"),
-    (["bench-loader", "--batches", "two"], "--batches: expected a whole number, got 'two'"),
-    (["bench-engines", "--repeats", "0"], "--repeats: expected a whole number >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench-loader", "--batches", "0"], "--batches: expected a whole number >= 1, got 0"),
+        (["bench-loader", "--max-workers", "-1"], "--max-workers: expected a whole number >= 0, got -1"),
+        (["bench-loader", "--synthetic", "-3"], "--synthetic: expected a whole number >= 0, got -3"),
+        (["bench-loader", "--batches", "two"], "--batches: expected a whole number, got 'two'"),
+        (["bench-engines", "--repeats", "0"], "--repeats: expected a whole number >= 1, got 0"),
+    ],
+)
 def test_bench_counts_must_be_whole_numbers_in_range(args, message, capsys):
     with pytest.raises(SystemExit) as info:
         cli(args)
@@ -108,19 +148,30 @@ def test_predict_refuses_a_bad_out_before_inferring(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train.evaluation.predict, "predict", no_inference)
     (tmp_path / "file").write_text("x")
-    cases = (("--out", tmp_path, "is a folder"), ("--out", tmp_path / "file" / "s.csv", "not a folder"),
-             ("--probs", tmp_path, "is a folder"))
+    cases = (
+        ("--out", tmp_path, "is a folder"),
+        ("--out", tmp_path / "file" / "s.csv", "not a folder"),
+        ("--probs", tmp_path, "is a folder"),
+    )
     for flag, value, message in cases:
         args = ["predict", "--checkpoint", "m.onnx", "--eval", str(tmp_path), flag, str(value)]
         with pytest.raises(UserError, match=f"^{flag} .*{message}"):
             cli(args + (["--out", str(tmp_path / "s.csv")] if flag != "--out" else []))
 
 
-@pytest.mark.parametrize("command, flag, work", [
-    ("fit", "--out", "train.fitting.session.fit"), ("kfold", "--out", "train.fitting.kfold.run_folds"),
-    ("evaluate --checkpoint m.pt", "--report", "train.evaluation.scoring.evaluate"),
-    ("prepare", "--out", "train.data.prepare.prepare"), ("eda", "--report", "train.evaluation.eda.collect")])
-def test_an_output_folder_that_is_a_file_is_refused_before_any_work(command, flag, work, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "command, flag, work",
+    [
+        ("fit", "--out", "train.fitting.session.fit"),
+        ("kfold", "--out", "train.fitting.kfold.run_folds"),
+        ("evaluate --checkpoint m.pt", "--report", "train.evaluation.scoring.evaluate"),
+        ("prepare", "--out", "train.data.prepare.prepare"),
+        ("eda", "--report", "train.evaluation.eda.collect"),
+    ],
+)
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(
+    command, flag, work, tmp_path, monkeypatch
+):
     import importlib
 
     from engines.errors import UserError
@@ -154,8 +205,9 @@ def test_submission_keeps_info_csv_columns_when_a_row_has_an_extra_field(tmp_pat
 
 
 def test_every_training_command_is_offered():
-    r = subprocess.run([sys.executable, "-m", "train", "--help"], cwd=REPO, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "train", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0
     for name in ("prepare", "eda", "fit", "kfold", "evaluate", "predict", "bench-loader"):
         assert name in r.stdout

@@ -30,29 +30,38 @@ def test_train_transform_without_augmentation_equals_inference(crop):
     off = TrainTransform(SIZE, MEAN, STD, AugmentConfig(enabled=False))
     np.testing.assert_allclose(off(crop), preprocess([crop], SIZE, MEAN, STD)[0], atol=1e-5)
     rgb = crop[:, :, ::-1]
-    np.testing.assert_allclose(normalize_rgb(np.ascontiguousarray(rgb), MEAN, STD),
-                               preprocess([crop], (512, 384), MEAN, STD)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        normalize_rgb(np.ascontiguousarray(rgb), MEAN, STD),
+        preprocess([crop], (512, 384), MEAN, STD)[0],
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("order", ["resize_first", "augment_first"])
 def test_augmentation_changes_pixels_not_shape(crop, order):
-    always = AugmentConfig(hflip=1.0, shift_scale_rotate=1.0, color=1.0, blur=1.0, noise=1.0, jpeg=1.0, dropout=1.0)
+    always = AugmentConfig(
+        hflip=1.0, shift_scale_rotate=1.0, color=1.0, blur=1.0, noise=1.0, jpeg=1.0, dropout=1.0
+    )
     t = TrainTransform(SIZE, MEAN, STD, always, order)
     t.set_seed(1)
     a = t(crop)
     assert a.shape == (3, *SIZE) and a.dtype == np.float32 and np.isfinite(a).all()
     assert not np.allclose(a, EvalTransform(SIZE, MEAN, STD)(crop), atol=0.05)
     t.set_seed(1)
-    assert np.array_equal(a, t(crop))           # seeded: reproducible
-    flip_only = TrainTransform(SIZE, MEAN, STD, AugmentConfig(hflip=1.0, shift_scale_rotate=0, color=0, blur=0,
-                                                              noise=0, jpeg=0, dropout=0))
+    assert np.array_equal(a, t(crop))  # seeded: reproducible
+    flip_only = TrainTransform(
+        SIZE,
+        MEAN,
+        STD,
+        AugmentConfig(hflip=1.0, shift_scale_rotate=0, color=0, blur=0, noise=0, jpeg=0, dropout=0),
+    )
     np.testing.assert_allclose(flip_only(crop), EvalTransform(SIZE, MEAN, STD)(crop)[:, :, ::-1], atol=1e-5)
 
 
 def test_epoch_sampler_splits_ranks_evenly_and_reshuffles():
     ranks = [EpochSampler(10, rank=r, world=3, seed=0) for r in range(3)]
     parts = [list(s) for s in ranks]
-    assert [len(p) for p in parts] == [4, 4, 4] == [len(s) for s in ranks]   # padded: equal batch counts
+    assert [len(p) for p in parts] == [4, 4, 4] == [len(s) for s in ranks]  # padded: equal batch counts
     assert set().union(*map(set, parts)) == set(range(10))
     first = list(ranks[0])
     ranks[0].set_epoch(1)
@@ -67,7 +76,7 @@ def test_weighted_sampler_draws_rare_classes_as_often_as_common_ones():
     assert w[0] == pytest.approx(1 / 90) and w[-1] == pytest.approx(1 / 10)
     assert len(_epoch(w, 0)) == 100
     counts = np.bincount(np.array(targets)[[i for e in range(20) for i in _epoch(w, e)]], minlength=18)
-    assert 0.4 < counts[17] / (counts[0] + counts[17]) < 0.6   # 10% of the data, half of the draws
+    assert 0.4 < counts[17] / (counts[0] + counts[17]) < 0.6  # 10% of the data, half of the draws
 
 
 def _epoch(w, e):
@@ -84,12 +93,12 @@ def test_dataset_and_loader_on_prepared_crops(prepared):
     assert x.shape == (3, *SIZE) and x.dtype == torch.float32 and y == samples[3].cls()
     cfg = DataConfig(batch_size=4, num_workers=1, pin_memory=True, persistent_workers=False)
     loader = make_loader(ds, cfg, train=False)
-    assert loader.num_workers == 1 and loader.pin_memory is False      # pinning only helps a GPU
+    assert loader.num_workers == 1 and loader.pin_memory is False  # pinning only helps a GPU
     batches = list(loader)
     assert [len(b[1]) for b in batches] == [4, 4, 2]
     assert torch.equal(batches[0][0][3], ds[3][0])
     train = make_loader(ds, cfg, train=True, sampler=EpochSampler(9, seed=0), batch_size=4)
-    assert train.drop_last                                             # no batch of one for BatchNorm
+    assert train.drop_last  # no batch of one for BatchNorm
 
 
 def _broken(_img):
@@ -98,7 +107,8 @@ def _broken(_img):
 
 def test_an_unreadable_crop_in_a_loader_worker_is_one_line(tmp_path):
     """A UserError raised in a DataLoader worker reaches the user as the same one line, not torch's
-    'Caught UserError in DataLoader worker process 0' with the worker's traceback; a bug keeps its traceback."""
+    'Caught UserError in DataLoader worker process 0' with the worker's traceback; a bug keeps its
+    traceback."""
     from engines.errors import UserError
 
     bad = tmp_path / "bad.jpg"
@@ -110,7 +120,7 @@ def test_an_unreadable_crop_in_a_loader_worker_is_one_line(tmp_path):
         with pytest.raises(UserError) as info:
             list(loader)
         assert str(info.value) == f"cached crop {bad} cannot be read: run `mask-train prepare --force`"
-        assert set(multiprocessing.active_children()) <= before         # its worker ended, not left to the GC
+        assert set(multiprocessing.active_children()) <= before  # its worker ended, not left to the GC
     good = tmp_path / "good.jpg"
     cv2.imwrite(str(good), np.zeros((64, 48, 3), np.uint8))
     with pytest.raises(ValueError, match="(?s)Traceback.*a bug in a transform"):

@@ -1,4 +1,5 @@
 """`fit` under torchrun: 2 CPU processes (gloo), DistributedDataParallel, rank 0 alone writes."""
+
 import json
 import math
 import os
@@ -18,14 +19,21 @@ from train.evaluation.scoring import evaluate
 
 def run_group(cmd, env, timeout):
     """Run torchrun in its own process group, so that a timeout ends the workers too."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"torchrun timed out after {timeout} s: {err[-2000:]}")
+        raise AssertionError(f"torchrun timed out after {timeout} s: {err[-2000:]}") from None
     return proc.returncode, out, err
 
 
@@ -34,22 +42,62 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(prepared, tmp_path)
     shutil.copytree(cache, tmp_path / "cache")
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "train", "fit", "--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(run_dir),
-           "--epochs", "1", "--input-height", "64", "--input-width", "48", "--batch-size", "8",
-           "--num-workers", "0", "--pretrained", "--threads", "1", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "train",
+        "fit",
+        "--data",
+        str(data),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(run_dir),
+        "--epochs",
+        "1",
+        "--input-height",
+        "64",
+        "--input-width",
+        "48",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+        "--pretrained",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
     code, out, err = run_group(cmd, env, timeout=300)
     assert code == 0, out[-2000:] + err[-2000:]
-    assert out.count("epoch 1/1  loss") == 1                      # one rank prints
+    assert out.count("epoch 1/1  loss") == 1  # one rank prints
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["world_size"] == 2
     meta, state = load_checkpoint(run_dir / "last.pt")
     assert meta.extra["written_by_rank"] == 0 and state["epoch"] == 1
-    assert meta.extra["ddp"] == {"backend": "gloo", "world_size": 2}   # really wrapped in DistributedDataParallel
+    assert meta.extra["ddp"] == {
+        "backend": "gloo",
+        "world_size": 2,
+    }  # really wrapped in DistributedDataParallel
     assert not any(k.startswith("module.") for k in state["model"])  # the bare model, not the DDP wrapper
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["best.pt", "last.pt", "config.toml", "metrics.jsonl", "split.json", "confusion.png",
-         "val_metrics.json", "val_predictions.npz"])                # no stray or temp files from rank 1
+        [
+            "best.pt",
+            "last.pt",
+            "config.toml",
+            "metrics.jsonl",
+            "split.json",
+            "confusion.png",
+            "val_metrics.json",
+            "val_predictions.npz",
+        ]
+    )  # no stray or temp files from rank 1
     assert load_engine(run_dir / "best.pt", device="cpu").meta.input_size == (64, 48)
     # validation, scored half by each rank, is put back in order: the saved predictions are best.pt's, key by
     # key (a rank that trained its own model apart, or shards put back out of order, would differ)
@@ -69,7 +117,8 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(prepared, tmp_path)
 
 
 def test_validation_shards_are_put_back_in_dataset_order(monkeypatch):
-    """Rank r scores items r, r + world, ...; _validate interleaves the gathered shards back (not concatenates)."""
+    """Rank r scores items r, r + world, ...; _validate interleaves the gathered shards back (not
+    concatenates)."""
     from types import SimpleNamespace
 
     import torch
@@ -78,8 +127,8 @@ def test_validation_shards_are_put_back_in_dataset_order(monkeypatch):
     from train.fitting.trainer import Trainer
 
     n, world = 7, 3
-    probs = np.repeat(np.arange(n, dtype=np.float32)[:, None], 18, axis=1)      # row i holds i
-    shards = [(probs[r::world], float(r + 1)) for r in range(world)]            # (probs, mean loss) per rank
+    probs = np.repeat(np.arange(n, dtype=np.float32)[:, None], 18, axis=1)  # row i holds i
+    shards = [(probs[r::world], float(r + 1)) for r in range(world)]  # (probs, mean loss) per rank
 
     class FakeDist:
         rank = 0
@@ -88,14 +137,21 @@ def test_validation_shards_are_put_back_in_dataset_order(monkeypatch):
             pass
 
         def gather(self, obj):
-            assert np.array_equal(obj[0], shards[0][0])                          # this rank's own share
+            assert np.array_equal(obj[0], shards[0][0])  # this rank's own share
             return [(p, loss * len(p)) for p, loss in shards]
 
     FakeDist.world = world
     monkeypatch.setattr(trainer_module, "predict_loader", lambda *a, **kw: (shards[0][0], None, shards[0][1]))
-    fake = SimpleNamespace(val_loader=[object()], dist=FakeDist(), model=torch.nn.Identity(), device="cpu",
-                           amp=False, loss_fn=None, cfg=SimpleNamespace(model=SimpleNamespace(head="single")),
-                           val_targets=np.zeros(n, np.int64))
+    fake = SimpleNamespace(
+        val_loader=[object()],
+        dist=FakeDist(),
+        model=torch.nn.Identity(),
+        device="cpu",
+        amp=False,
+        loss_fn=None,
+        cfg=SimpleNamespace(model=SimpleNamespace(head="single")),
+        val_targets=np.zeros(n, np.int64),
+    )
     full, loss = Trainer._validate(fake)
     np.testing.assert_array_equal(full, probs)
-    assert loss == (1 * 3 + 2 * 2 + 3 * 2) / n                                   # weighted by shard size
+    assert loss == (1 * 3 + 2 * 2 + 3 * 2) / n  # weighted by shard size

@@ -2,10 +2,11 @@
 
 ONNX exports take ~10 s each, so each file is exported once per module and shared.
 """
+
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,19 @@ def _trt_here() -> bool:
     return torch.cuda.is_available()
 
 
-no_trt_here = pytest.mark.skipif(_trt_here(), reason="this machine has TensorRT and CUDA (see test_tensorrt.py)")
+no_trt_here = pytest.mark.skipif(
+    _trt_here(), reason="this machine has TensorRT and CUDA (see test_tensorrt.py)"
+)
 
 
 def _train(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "train", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "train", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_error_line(r, *needles):
@@ -83,7 +91,8 @@ def _random_batches(meta, seed):
 
 
 def test_exporters_and_formats_name_the_same_formats(tiny_checkpoint, tmp_path):
-    """Every FORMATS row's exporter resolves, and writes a file that read_meta reads back (where it can run)."""
+    """Every FORMATS row's exporter resolves, and writes a file that read_meta reads back (where it can
+    run)."""
     for fmt in FORMATS.values():
         exporter = fmt.load("exporter")
         assert callable(exporter), fmt.name
@@ -95,8 +104,12 @@ def test_exporters_and_formats_name_the_same_formats(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("head", ["single", "multi"])
-def test_onnx_runtime_matches_pytorch(head, tiny_checkpoint, tiny_multi_checkpoint, single_onnx, multi_onnx_cli):
-    ckpt, onnx_path = (tiny_checkpoint, single_onnx) if head == "single" else (tiny_multi_checkpoint, multi_onnx_cli[0])
+def test_onnx_runtime_matches_pytorch(
+    head, tiny_checkpoint, tiny_multi_checkpoint, single_onnx, multi_onnx_cli
+):
+    ckpt, onnx_path = (
+        (tiny_checkpoint, single_onnx) if head == "single" else (tiny_multi_checkpoint, multi_onnx_cli[0])
+    )
     pt, ort = load_engine(ckpt, device="cpu"), load_engine(onnx_path, device="cpu")
     assert ort.runtime.startswith("ONNX Runtime") and pt.meta.head == ort.meta.head == head
     for x in _random_batches(pt.meta, seed=7):
@@ -112,14 +125,26 @@ def test_onnx_runtime_matches_pytorch(head, tiny_checkpoint, tiny_multi_checkpoi
 def test_onnx_metadata_round_trips(head, tiny_checkpoint, tiny_multi_checkpoint, single_onnx, multi_onnx_cli):
     import onnx
 
-    ckpt, onnx_path = (tiny_checkpoint, single_onnx) if head == "single" else (tiny_multi_checkpoint, multi_onnx_cli[0])
+    ckpt, onnx_path = (
+        (tiny_checkpoint, single_onnx) if head == "single" else (tiny_multi_checkpoint, multi_onnx_cli[0])
+    )
     src, meta = read_meta(ckpt), read_meta(onnx_path)
-    for key in ("arch", "head", "input_height", "input_width", "mean", "std", "crop", "labels", "age_old_threshold"):
+    for key in (
+        "arch",
+        "head",
+        "input_height",
+        "input_width",
+        "mean",
+        "std",
+        "crop",
+        "labels",
+        "age_old_threshold",
+    ):
         assert getattr(meta, key) == getattr(src, key), key
     assert meta.source_sha256 == sha256_file(ckpt)
     assert meta.precision == "fp32"
     created = datetime.fromisoformat(meta.created)
-    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 24 * 3600
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 24 * 3600
     model = onnx.load(str(onnx_path))
     (inp,) = model.graph.input
     dims = inp.type.tensor_type.shape.dim
@@ -127,7 +152,9 @@ def test_onnx_metadata_round_trips(head, tiny_checkpoint, tiny_multi_checkpoint,
     assert [d.dim_value for d in dims[1:]] == [3, *meta.input_size]
     # one self-contained file: every weight inside it, nothing beside it
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert [p.name for p in onnx_path.parent.iterdir() if p.name.startswith(onnx_path.name)] == [onnx_path.name]
+    assert [p.name for p in onnx_path.parent.iterdir() if p.name.startswith(onnx_path.name)] == [
+        onnx_path.name
+    ]
 
 
 def test_cli_export_onnx_is_quiet_and_reports_the_file(multi_onnx_cli):
@@ -157,7 +184,9 @@ def test_export_to_pt_writes_a_slim_checkpoint_with_the_source_hash(tiny_checkpo
     assert meta.source_sha256 == sha256_file(tiny_checkpoint) == read_meta(out).source_sha256
     assert set(torch.load(out, weights_only=True)) == {"meta", "model"}
     x = _random_batches(meta, seed=1)[1]
-    assert np.array_equal(load_engine(out, device="cpu").infer(x), load_engine(tiny_checkpoint, device="cpu").infer(x))
+    assert np.array_equal(
+        load_engine(out, device="cpu").infer(x), load_engine(tiny_checkpoint, device="cpu").infer(x)
+    )
 
 
 def test_export_refuses_unknown_suffix(tiny_checkpoint, tmp_path):
@@ -212,6 +241,7 @@ def test_export_to_engine_and_loading_an_engine_here_say_so_in_one_line(tiny_che
 
 
 # --- TensorRT 10 / 11 precision rules and the build's use of the API --------------------------------------
+
 
 def test_precision_rules_for_tensorrt_10_and_11():
     # TensorRT 10: --fp16 on an FP32 ONNX uses the FP16 builder flag (weak typing)
@@ -320,8 +350,12 @@ def test_trt_build_sequence_for_each_version(major, single_onnx, fp16_onnx, tmp_
     file_meta, plan = unpack_engine(out.read_bytes())
     assert plan == b"PLAN" and file_meta == meta == read_meta(out)
     assert meta.precision == "fp16" and meta.source_sha256 == read_meta(onnx_in).source_sha256
-    assert meta.extra["tensorrt"]["batch"] == [2, 4, 16] and meta.extra["tensorrt"]["version"].startswith(str(major))
-    assert meta.created == read_meta(onnx_in).created and datetime.fromisoformat(meta.extra["tensorrt"]["built"])
+    assert meta.extra["tensorrt"]["batch"] == [2, 4, 16] and meta.extra["tensorrt"]["version"].startswith(
+        str(major)
+    )
+    assert meta.created == read_meta(onnx_in).created and datetime.fromisoformat(
+        meta.extra["tensorrt"]["built"]
+    )
     # the saved timing cache is read back by the next build
     export_tensorrt(onnx_in, out, cfg, timing_cache=cache)
     assert ("timing_cache_in", b"CACHE") in calls
@@ -336,7 +370,8 @@ def test_trt_build_sequence_for_each_version(major, single_onnx, fp16_onnx, tmp_
         assert read_meta(out).precision == "fp32"
 
 
-# --- bench-engines --------------------------------------------------------------------------------------------
+# --- bench-engines ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_bench_engines_writes_positive_numbers(tiny_checkpoint, tmp_path):
@@ -355,5 +390,6 @@ def test_bench_engines_writes_positive_numbers(tiny_checkpoint, tmp_path):
     assert [m["frame"] for m in res["mtcnn"]] == [[640, 480], [1280, 720]]
     for m in res["mtcnn"]:
         assert 0 < m["median_ms"] <= m["p95_ms"] and m["faces"] == 1
-    assert res["target"]["ratio"] == next(c["ratio"] for c in res["classifier"]
-                                          if c["input"] == [128, 96] and c["batch"] == 8)
+    assert res["target"]["ratio"] == next(
+        c["ratio"] for c in res["classifier"] if c["input"] == [128, 96] and c["batch"] == 8
+    )

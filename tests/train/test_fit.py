@@ -1,4 +1,5 @@
 """fit / resume / Ctrl-C / evaluate / predict on the small competition-layout set (mobilenet_v2, 64x48)."""
+
 import csv
 import json
 import math
@@ -46,7 +47,8 @@ out_dir = "{runs}"
 
 @pytest.fixture(scope="module")
 def setup(prepared, tmp_path_factory):
-    """(config, its file) on a private copy of the session's cache, one torch thread (a busy 2-core machine)."""
+    """(config, its file) on a private copy of the session's cache, one torch thread (a busy 2-core
+    machine)."""
     data, cache, _ = prepared
     root = tmp_path_factory.mktemp("fit")
     shutil.copytree(cache, root / "cache")
@@ -67,11 +69,19 @@ def test_fit_lowers_the_loss_and_writes_the_run_folder(run):
     cfg, run_dir, result = run
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 2 and losses[1] < losses[0]
-    for name in ("best.pt", "last.pt", "config.toml", "metrics.jsonl", "split.json", "confusion.png",
-                 "val_metrics.json", "val_predictions.npz"):
+    for name in (
+        "best.pt",
+        "last.pt",
+        "config.toml",
+        "metrics.jsonl",
+        "split.json",
+        "confusion.png",
+        "val_metrics.json",
+        "val_predictions.npz",
+    ):
         assert (run_dir / name).is_file(), name
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]        # no temp files left
-    saved = load_config(run_dir / "config.toml")                               # the resolved config, re-readable
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp files left
+    saved = load_config(run_dir / "config.toml")  # the resolved config, re-readable
     assert config_toml(saved) == config_toml(cfg) and saved.train == cfg.train and saved.model == cfg.model
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -84,16 +94,16 @@ def test_fit_lowers_the_loss_and_writes_the_run_folder(run):
     with np.load(run_dir / "val_predictions.npz") as z:
         keys = set(z["keys"].tolist())
         assert z["probs"].shape == (len(keys), 18)
-    assert keys == {s.key for s in samples if s.person in val_people}          # whole people only
+    assert keys == {s.key for s in samples if s.person in val_people}  # whole people only
 
 
 def test_best_pt_is_a_model_file_for_every_backend(run, tmp_path):
     cfg, run_dir, result = run
-    meta, ckpt = load_checkpoint(run_dir / "best.pt")                          # weights_only=True
+    meta, ckpt = load_checkpoint(run_dir / "best.pt")  # weights_only=True
     assert meta.arch == "mobilenet_v2" and meta.input_size == (64, 48) and meta.head == "single"
     assert meta.crop == CropConfig() and meta.age_old_threshold == cfg.data.age_old_threshold
     assert meta.extra["epoch"] == result.best["epoch"] and "val_f1" in meta.extra
-    assert meta.extra["ddp"] is None                                           # one process, no DDP wrapper
+    assert meta.extra["ddp"] is None  # one process, no DDP wrapper
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert {"optimizer", "scheduler", "epoch", "config", "metrics"} <= set(ckpt)
     engine = load_engine(run_dir / "best.pt", device="cpu")
@@ -115,13 +125,16 @@ def test_resume_continues_from_the_saved_epoch(run, tmp_path):
     assert cli(["fit", "--resume", "--out", str(copy), "--epochs", "3"]) == 0
     after = (copy / "metrics.jsonl").read_text().splitlines()
     assert after[:2] == before and json.loads(after[2])["epoch"] == 3
-    # the cosine schedule stretched to the new length: epoch 3 of 3 runs at its closed-form rate, not the floor
+    # the cosine schedule stretched to the new length: epoch 3 of 3 runs at its closed-form rate, not the
+    # floor
     base, floor = cfg.train.lr, cfg.train.lr * 0.01
-    assert json.loads(after[2])["lr"] == pytest.approx(floor + (base - floor) * (1 + math.cos(math.pi * 2 / 3)) / 2)
+    assert json.loads(after[2])["lr"] == pytest.approx(
+        floor + (base - floor) * (1 + math.cos(math.pi * 2 / 3)) / 2
+    )
     state = load_checkpoint(copy / "last.pt")[1]
     assert state["epoch"] == 3 and len(state["metrics"]) == 3
-    assert state["config"]["model"]["input_height"] == 64          # the run's own config, not config.toml's
-    assert cli(["fit", "--resume", str(copy / "last.pt")]) == 0   # nothing left to do: a no-op
+    assert state["config"]["model"]["input_height"] == 64  # the run's own config, not config.toml's
+    assert cli(["fit", "--resume", str(copy / "last.pt")]) == 0  # nothing left to do: a no-op
     assert len((copy / "metrics.jsonl").read_text().splitlines()) == 3
 
 
@@ -133,17 +146,19 @@ def test_resume_reads_relative_flags_against_the_working_directory(run, tmp_path
 
     _, run_dir, _ = run
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["fit", "--resume", "--out", str(run_dir), "--data", "mydata",
-                                      "--cache", "sub/cache"])
+    args = build_parser().parse_args(
+        ["fit", "--resume", "--out", str(run_dir), "--data", "mydata", "--cache", "sub/cache"]
+    )
     cfg, where, state = resume_target(args, config_from_args(args))
     assert where == run_dir and state["epoch"] == 2
     assert cfg.resolve(cfg.data.data_dir) == tmp_path / "mydata"
     assert cfg.resolve(cfg.data.cache_dir) == tmp_path / "sub" / "cache"
-    assert cfg.model.input_height == 64                                 # the rest: the run's own config
+    assert cfg.model.input_height == 64  # the rest: the run's own config
 
 
 def test_resume_refuses_another_optimizer_and_a_state_that_does_not_fit(run, tmp_path):
-    """One line, never a KeyError from inside torch (the optimizer's state is per optimizer); kfold's path too."""
+    """One line, never a KeyError from inside torch (the optimizer's state is per optimizer); kfold's path
+    too."""
     from train.fitting.checkpoint import load_training_state
 
     cfg, run_dir, _ = run
@@ -164,11 +179,16 @@ def test_resume_refuses_another_optimizer_and_a_state_that_does_not_fit(run, tmp
     with pytest.raises(UserError, match=r"last.pt: cannot resume .*optimizer") as info:
         fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=damaged, show=False)
     assert "\n" not in str(info.value)
-    foreign = {**state, "optimizer": {**state["optimizer"],
-                                      "param_groups": [{k: v for k, v in g.items() if k != "betas"} for g in groups]}}
+    foreign = {
+        **state,
+        "optimizer": {
+            **state["optimizer"],
+            "param_groups": [{k: v for k, v in g.items() if k != "betas"} for g in groups],
+        },
+    }
     with pytest.raises(UserError, match=r"cannot resume .*optimizer.*betas"):
         fit(with_overrides(cfg, {"train.epochs": 3}), run_dir=copy, state=foreign, show=False)
-    assert (copy / "metrics.jsonl").read_text() == metrics                   # nothing trained, nothing written
+    assert (copy / "metrics.jsonl").read_text() == metrics  # nothing trained, nothing written
 
 
 def make_trainer(cfg, run_dir, val_people, dist=None):
@@ -191,7 +211,7 @@ def test_restore_loads_the_weights_and_optimizer_state_of_last_pt(run, tmp_path)
     assert weights.keys() == state["model"].keys()
     assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
     saved, restored = state["optimizer"], trainer.optimizer.state_dict()
-    assert saved["state"] and restored["state"].keys() == saved["state"].keys()     # Adam moments and steps
+    assert saved["state"] and restored["state"].keys() == saved["state"].keys()  # Adam moments and steps
     for i, moments in saved["state"].items():
         assert moments.keys() == restored["state"][i].keys()
         assert all(torch.equal(restored["state"][i][k], v) for k, v in moments.items())
@@ -206,7 +226,7 @@ def test_validation_scores_the_competition_labels_whatever_the_training_threshol
 
     cfg, _ = setup
     cfg = with_overrides(cfg, {"data.age_old_threshold": 58, "train.epochs": 1, "augment.enabled": False})
-    people = {"000011": 1, "000003": 2, "000008": 0}                # 59 -> 30-59 in validation; 65; 28
+    people = {"000011": 1, "000003": 2, "000008": 0}  # 59 -> 30-59 in validation; 65; 28
     trainer = make_trainer(cfg, tmp_path / "unused", people)
     samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
     assert {s.age_years for s in samples if s.person == "000011"} == {59}
@@ -217,7 +237,7 @@ def test_validation_scores_the_competition_labels_whatever_the_training_threshol
     assert {k.split("_")[0] for k in keys} == set(people)
     for key, target in zip(keys, targets):
         assert decode(int(target)).age == people[key.split("_")[0]], key
-    assert trainer.train_ds.targets == [s.cls(58) for s in trained]        # training itself uses 58
+    assert trainer.train_ds.targets == [s.cls(58) for s in trained]  # training itself uses 58
     assert load_checkpoint(tmp_path / "run" / "best.pt")[0].age_old_threshold == 58
 
 
@@ -238,18 +258,18 @@ def test_ctrl_c_leaves_a_usable_last_pt(setup, tmp_path, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(trainer_module, "train_one_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):                                     # in epoch 1: nothing saved yet
+    with pytest.raises(KeyboardInterrupt):  # in epoch 1: nothing saved yet
         fit(cfg, run_dir=tmp_path / "run", show=False)
     meta, state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 0 and meta.extra["interrupted"] is True and state["metrics"] == []
     assert load_engine(tmp_path / "run" / "last.pt", device="cpu").meta.arch == "mobilenet_v2"
     state["source"] = str(tmp_path / "run" / "last.pt")
-    with pytest.raises(KeyboardInterrupt):                                     # resumed, then in epoch 2
+    with pytest.raises(KeyboardInterrupt):  # resumed, then in epoch 2
         fit(cfg, run_dir=tmp_path / "run", state=state, show=False)
     meta, state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["epoch"] == 1 and "interrupted" not in meta.extra             # epoch 1's own last.pt, kept
+    assert state["epoch"] == 1 and "interrupted" not in meta.extra  # epoch 1's own last.pt, kept
     monkeypatch.setattr(trainer_module, "train_one_epoch", real)
-    result = fit(cfg, run_dir=tmp_path / "run", state=state, show=False)      # and it resumes
+    result = fit(cfg, run_dir=tmp_path / "run", state=state, show=False)  # and it resumes
     assert [h["epoch"] for h in result.history] == [1, 2]
 
 
@@ -262,14 +282,24 @@ def fake_epochs(cfg, run_dir, monkeypatch, losses):
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
-def test_ctrl_c_after_an_epochs_last_pt_keeps_it_and_the_schedule_resumes_in_step(setup, tmp_path, monkeypatch):
+def test_ctrl_c_after_an_epochs_last_pt_keeps_it_and_the_schedule_resumes_in_step(
+    setup, tmp_path, monkeypatch
+):
     """Ctrl-C after last.pt of epoch 2 was written (here: in the console line) must not turn it into
     'epoch 1 done' with epoch 2's schedule: the resumed run would redo epoch 2 and decay the rate early."""
     from train.fitting.checkpoint import load_training_state
 
     cfg, _ = setup
-    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "step", "train.step_size": 1,
-                               "train.gamma": 0.5, "train.epochs": 3})
+    cfg = with_overrides(
+        cfg,
+        {
+            "data.val_fraction": 0.0,
+            "train.scheduler": "step",
+            "train.step_size": 1,
+            "train.gamma": 0.5,
+            "train.epochs": 3,
+        },
+    )
     trainer = fake_epochs(cfg, tmp_path / "run", monkeypatch, [3.0, 2.0])
     real = trainer_module.epoch_line
 
@@ -289,18 +319,28 @@ def test_ctrl_c_after_an_epochs_last_pt_keeps_it_and_the_schedule_resumes_in_ste
     resumed.restore(state)
     result = resumed.fit()
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])   # one decay per epoch
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])  # one decay per epoch
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
-def test_ctrl_c_after_the_scheduler_step_of_a_first_epoch_saves_the_start_schedule(setup, tmp_path, monkeypatch):
+def test_ctrl_c_after_the_scheduler_step_of_a_first_epoch_saves_the_start_schedule(
+    setup, tmp_path, monkeypatch
+):
     """Before any last.pt exists, a Ctrl-C saves 'start epoch done': its schedule and metrics too, even when
     the epoch's scheduler step and metrics row already happened."""
     from train.fitting.checkpoint import load_training_state
 
     cfg, _ = setup
-    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "step", "train.step_size": 1,
-                               "train.gamma": 0.5, "train.epochs": 2})
+    cfg = with_overrides(
+        cfg,
+        {
+            "data.val_fraction": 0.0,
+            "train.scheduler": "step",
+            "train.step_size": 1,
+            "train.gamma": 0.5,
+            "train.epochs": 2,
+        },
+    )
     trainer = fake_epochs(cfg, tmp_path / "run", monkeypatch, [3.0])
 
     def interrupted(*args, **kwargs):
@@ -320,9 +360,11 @@ def test_ctrl_c_after_the_scheduler_step_of_a_first_epoch_saves_the_start_schedu
 def test_ctrl_c_while_writing_best_pt_records_only_a_best_that_was_written(setup, tmp_path, monkeypatch):
     """last.pt (written on Ctrl-C) must not name as best an epoch whose best.pt was never written."""
     cfg, _ = setup
-    cfg = with_overrides(cfg, {"data.val_fraction": 0.0, "train.scheduler": "none"})   # no optimizer steps here
+    cfg = with_overrides(
+        cfg, {"data.val_fraction": 0.0, "train.scheduler": "none"}
+    )  # no optimizer steps here
     trainer = make_trainer(cfg, tmp_path / "run", set())
-    losses = iter([2.0, 1.0])                                       # epoch 2 improves on epoch 1
+    losses = iter([2.0, 1.0])  # epoch 2 improves on epoch 1
     monkeypatch.setattr(trainer, "_train_epoch", lambda epoch: (next(losses), 0.1, 10))
     real = trainer._write_best
 
@@ -351,7 +393,7 @@ def test_ddp_ranks_draw_their_own_augmentation_and_dropout_streams(setup, tmp_pa
     monkeypatch.setattr(trainer.train_ds.transform, "set_seed", augment_seeds.append)
 
     def one_epoch(*args, **kwargs):
-        seen.append((torch.initial_seed(), augment_seeds[-1]))        # dropout's stream, augmentation's stream
+        seen.append((torch.initial_seed(), augment_seeds[-1]))  # dropout's stream, augmentation's stream
         return EpochStats(1.0, 1, 0.1)
 
     monkeypatch.setattr(trainer_module, "train_one_epoch", one_epoch)
@@ -369,31 +411,45 @@ def test_ddp_ranks_draw_their_own_augmentation_and_dropout_streams(setup, tmp_pa
         trainer.dist = FakeDist(rank)
         trainer._train_epoch(epoch)
     (t0, a0), (t1, a1), (t2, a2), (t3, a3) = seen
-    assert t0 == a0 == cfg.train.seed + 3 and t2 == a2 == cfg.train.seed + 4      # rank 0: unchanged
-    assert len({t0, t1, t2, t3}) == 4 and len({a0, a1, a2, a3}) == 4              # per rank and per epoch
+    assert t0 == a0 == cfg.train.seed + 3 and t2 == a2 == cfg.train.seed + 4  # rank 0: unchanged
+    assert len({t0, t1, t2, t3}) == 4 and len({a0, a1, a2, a3}) == 4  # per rank and per epoch
 
 
 def test_other_options_train_too(setup, tmp_path):
-    """Multi-head, focal loss, frozen backbone, SGD + StepLR, accumulation, weighted sampler, age threshold."""
+    """Multi-head, focal loss, frozen backbone, SGD + StepLR, accumulation, weighted sampler, age
+    threshold."""
     cfg, _ = setup
-    cfg = with_overrides(cfg, {"model.head": "multi", "model.freeze_backbone": True, "train.loss": "focal",
-                               "train.optimizer": "sgd", "train.scheduler": "step", "train.accumulate": 2,
-                               "train.epochs": 1, "data.weighted_sampler": True, "data.age_old_threshold": 58,
-                               "augment.enabled": False, "data.val_fraction": 0.0})
+    cfg = with_overrides(
+        cfg,
+        {
+            "model.head": "multi",
+            "model.freeze_backbone": True,
+            "train.loss": "focal",
+            "train.optimizer": "sgd",
+            "train.scheduler": "step",
+            "train.accumulate": 2,
+            "train.epochs": 1,
+            "data.weighted_sampler": True,
+            "data.age_old_threshold": 58,
+            "augment.enabled": False,
+            "data.val_fraction": 0.0,
+        },
+    )
     result = fit(cfg, run_dir=tmp_path / "multi", show=False)
     assert np.isfinite(result.history[0]["train_loss"]) and "val_f1" not in result.history[0]
     assert result.best["metric"] == "-train_loss" and result.best["epoch"] == 1
     assert result.best["score"] == pytest.approx(-result.history[0]["train_loss"], abs=1e-4)
-    assert not (tmp_path / "multi" / "confusion.png").exists()          # no validation set, no confusion matrix
+    assert not (tmp_path / "multi" / "confusion.png").exists()  # no validation set, no confusion matrix
     engine = load_engine(tmp_path / "multi" / "best.pt", device="cpu")
     assert engine.meta.head == "multi" and engine.meta.age_old_threshold == 58
     probs = engine.infer(np.random.default_rng(0).normal(size=(3, 3, 64, 48)).astype(np.float32))
     assert probs.shape == (3, 18) and np.allclose(probs.sum(1), 1, atol=1e-5)
     trained = load_checkpoint(tmp_path / "multi" / "best.pt")[1]["model"]
     from engines.models import create_model
+
     imagenet = create_model("mobilenet_v2", "multi", pretrained=True).state_dict()
     for key in ("features.0.0.weight", "features.5.conv.1.0.weight", "features.5.conv.1.1.running_mean"):
-        assert torch.equal(trained[key], imagenet[key]), key          # the backbone and its statistics frozen
+        assert torch.equal(trained[key], imagenet[key]), key  # the backbone and its statistics frozen
 
 
 def test_evaluate_tta_and_ensemble(run):
@@ -453,7 +509,7 @@ def test_an_ensemble_is_scored_only_on_people_every_model_held_out(run, tmp_path
         with pytest.raises(UserError, match="d.pt carries no validation split.*--split all"):
             select(samples, split, [a, bare])
     assert len(select(samples, "all", [a, disjoint])[0]) == len(samples)
-    assert len(select(samples, "auto", [bare])[0]) == len(samples)      # one model without a split: all images
+    assert len(select(samples, "auto", [bare])[0]) == len(samples)  # one model without a split: all images
     assert {s.person for s in select(samples, "auto", [a])[0]} == set(held)
 
 
@@ -465,8 +521,26 @@ def test_predict_writes_the_submission_in_info_order(run, prepared, tmp_path):
     (tmp_path / "eval" / "images" / info[2]["ImageID"]).write_bytes(b"not an image")
     config = str(run_dir / "config.toml")
     out, probs_path = tmp_path / "submission.csv", tmp_path / "probs.npy"
-    assert cli(["predict", "--config", config, "--checkpoint", str(run_dir / "best.pt"), str(run_dir / "last.pt"),
-                "--eval", str(tmp_path / "eval"), "--tta", "--out", str(out), "--probs", str(probs_path)]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                "--config",
+                config,
+                "--checkpoint",
+                str(run_dir / "best.pt"),
+                str(run_dir / "last.pt"),
+                "--eval",
+                str(tmp_path / "eval"),
+                "--tta",
+                "--out",
+                str(out),
+                "--probs",
+                str(probs_path),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(out)))
     assert [r["ImageID"] for r in rows] == [r["ImageID"] for r in info]
     assert list(rows[0]) == ["ImageID", "ans"]
@@ -486,10 +560,33 @@ def test_bad_checkpoint_and_missing_info_csv_are_one_line_errors(run, tmp_path):
     with pytest.raises(UserError):
         evaluate(cfg, [str(bad)], show=False)
     with pytest.raises(UserError, match="info.csv is missing"):
-        cli(["predict", "--config", str(run_dir / "config.toml"), "--checkpoint", str(run_dir / "best.pt"),
-             "--eval", str(tmp_path)])
-    r = subprocess.run([sys.executable, "-m", "train", "evaluate", "--config", str(run_dir / "config.toml"),
-                        "--checkpoint", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        cli(
+            [
+                "predict",
+                "--config",
+                str(run_dir / "config.toml"),
+                "--checkpoint",
+                str(run_dir / "best.pt"),
+                "--eval",
+                str(tmp_path),
+            ]
+        )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "evaluate",
+            "--config",
+            str(run_dir / "config.toml"),
+            "--checkpoint",
+            str(bad),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "bad.pt" in r.stderr
 
 
@@ -502,12 +599,12 @@ def test_kfold_runs_every_fold_and_scores_out_of_fold(setup, tmp_path):
     assert len(folds) == 2 and not set(folds[0]) & set(folds[1])
     summary = json.loads((out / "kfold.json").read_text())
     samples = Cache(cfg.resolve(cfg.data.cache_dir)).samples()
-    assert summary["oof"]["n"] == len(samples)                        # every image scored exactly once
+    assert summary["oof"]["n"] == len(samples)  # every image scored exactly once
     assert [f["fold"] for f in summary["folds"]] == [0, 1]
     with np.load(out / "oof_predictions.npz") as z:
         assert sorted(z["keys"].tolist()) == sorted(s.key for s in samples)
     for i in range(2):
         assert load_engine(out / f"fold{i}" / "best.pt", device="cpu").meta.arch == "mobilenet_v2"
     stamp = (out / "fold0" / "last.pt").stat().st_mtime_ns
-    assert cli(args) == 0                                               # again: finished folds are kept
+    assert cli(args) == 0  # again: finished folds are kept
     assert (out / "fold0" / "last.pt").stat().st_mtime_ns == stamp

@@ -32,9 +32,9 @@ def test_kfold_people_never_straddle_and_cover_everyone():
     samples = fake_people(200)
     folds = kfold_people(samples, 5, seed=1)
     assert sum(len(f) for f in folds) == 200
-    assert len(set().union(*folds)) == 200                        # no person in two folds
+    assert len(set().union(*folds)) == 200  # no person in two folds
     for i, a in enumerate(folds):
-        for b in folds[i + 1:]:
+        for b in folds[i + 1 :]:
             assert not a & b
     sizes = [len(f) for f in folds]
     assert max(sizes) - min(sizes) <= 2
@@ -63,7 +63,7 @@ def test_kfold_is_stratified_by_class():
     rng = np.random.default_rng(0)
     people = sorted(ours)
     random_split = dict(zip(people, rng.integers(0, 5, len(people))))
-    assert _spread(samples, random_split, 5) > 2.0   # what an unstratified split does
+    assert _spread(samples, random_split, 5) > 2.0  # what an unstratified split does
 
 
 def test_holdout_fraction_and_seed():
@@ -104,11 +104,14 @@ def test_kfold_refuses_saved_folds_of_other_people(tmp_path):
 
     samples = fake_people(12)
     folds = fold_people(tmp_path, samples, 3, seed=0)
-    assert fold_people(tmp_path, samples, 3, seed=5) == folds                   # the saved split, reused
+    assert fold_people(tmp_path, samples, 3, seed=5) == folds  # the saved split, reused
     assert json.loads((tmp_path / "folds.json").read_text())["folds"] == [sorted(f) for f in folds]
-    more = samples + fake_people(13)[-7:]                                     # person p12 added
-    with pytest.raises(UserError, match=r"folds.json splits other people .*\(1 person added, e.g. p12\): "
-                                        r"use another --out \(its fold runs"):
+    more = samples + fake_people(13)[-7:]  # person p12 added
+    with pytest.raises(
+        UserError,
+        match=r"folds.json splits other people .*\(1 person added, e.g. p12\): "
+        r"use another --out \(its fold runs",
+    ):
         fold_people(tmp_path, more, 3, seed=0)
     fewer = [s for s in samples if s.person != "p3"]
     with pytest.raises(UserError, match=r"\(1 person removed, e.g. p3\)"):
@@ -128,7 +131,9 @@ def test_macro_f1_by_hand():
 
 
 def test_task_metrics_fold_the_18_classes():
-    t = np.array([0, 6, 12, 4, 17])     # wear/m/<30, incorrect/m/<30, not_wear/m/<30, wear/f/30-59, not_wear/f/>=60
+    t = np.array(
+        [0, 6, 12, 4, 17]
+    )  # wear/m/<30, incorrect/m/<30, not_wear/m/<30, wear/f/30-59, not_wear/f/>=60
     p = np.array([1, 6, 13, 4, 5])
     cm = confusion(t, p)
     assert task_confusion(cm, "mask").tolist() == [[2, 0, 0], [0, 1, 0], [1, 0, 1]]

@@ -26,14 +26,14 @@ def _manifest(cache):
 def test_scan_lists_images_and_problems_without_raising(competition_data):
     scan = scan_train(competition_data)
     assert scan.people == len(PEOPLE)
-    assert len(scan.images) == len(PEOPLE) * 7          # the corrupt file is found only when decoded
+    assert len(scan.images) == len(PEOPLE) * 7  # the corrupt file is found only when decoded
     kinds = {(p.kind, p.path.split("/")[2]) for p in scan.problems}
     assert kinds == {("bad_folder", BAD_FOLDER), ("age_out_of_range", OLD_FOLDER)}
-    assert scan.hidden == 1                              # '._mask1.jpg' is skipped silently
+    assert scan.hidden == 1  # '._mask1.jpg' is skipped silently
     person2 = [i for i in scan.images if i.person == "000002"]
     assert sorted(i.path.suffix for i in person2) == [".jpeg"] * 2 + [".jpg"] * 3 + [".png"] * 2
     assert {i.mask for i in person2} == {0, 1, 2}
-    ev = scan_eval(competition_data)                     # the competition folder or eval/ itself
+    ev = scan_eval(competition_data)  # the competition folder or eval/ itself
     assert len(ev.images) == EVAL_COUNT and not ev.problems
 
 
@@ -43,8 +43,8 @@ def test_prepare_counts_manifest_report_and_crops(prepared):
     assert c["people"] == len(PEOPLE) and c["images"] == N_GOOD and c["cropped"] == N_GOOD
     assert c["corrupt"] == 1 and c["bad_folder"] == 1 and c["age_out_of_range"] == 1
     assert c["faces"] + c["centred"] == N_GOOD
-    assert c["centred"] >= 7                              # the drawn person has no detectable face
-    assert c["faces"] >= N_GOOD - 14                      # the photo people are found (masked ones too)
+    assert c["centred"] >= 7  # the drawn person has no detectable face
+    assert c["faces"] >= N_GOOD - 14  # the photo people are found (masked ones too)
     assert c["eval_images"] == EVAL_COUNT
     rows = _manifest(cache)
     assert len(rows) == N_GOOD and len({r["key"] for r in rows}) == N_GOOD
@@ -59,7 +59,7 @@ def test_prepare_counts_manifest_report_and_crops(prepared):
     assert saved["counts"]["corrupt"] == 1
     assert {p["kind"] for p in saved["problems"]} == {"corrupt", "bad_folder", "age_out_of_range"}
     assert len(saved["centred"]) == c["centred"]
-    assert Cache(cache).crop_config() == CropConfig()     # the geometry that fit puts into ModelMeta.crop
+    assert Cache(cache).crop_config() == CropConfig()  # the geometry that fit puts into ModelMeta.crop
     samples = Cache(cache).samples()
     assert len(samples) == N_GOOD and all(s.crop.is_file() for s in samples)
 
@@ -80,7 +80,7 @@ def test_second_run_skips_and_a_changed_file_is_redone(prepared, tmp_path):
     assert redo.counts["faces"] == again.counts["faces"]
     assert Cache(copy).crop_config().margin == 0.8
     after = cv2.imread(str(copy / _manifest(copy)[0]["crop"]))
-    assert after.shape == before.shape and cv2.absdiff(after, before).mean() > 5     # a wider view of the face
+    assert after.shape == before.shape and cv2.absdiff(after, before).mean() > 5  # a wider view of the face
     # a changed detector setting detects again
     strict = with_overrides(wider, {"detector.min_face_size": 300})
     redone = prepare(data, copy, strict, include_eval=False, show=False)
@@ -100,10 +100,10 @@ def test_training_commands_keep_the_cache_settings_and_its_eval_rows(prepared, t
     crops = {r["crop"]: (copy / r["crop"]).read_bytes() for r in _manifest(copy)}
     eval_rows = Cache.read_rows(copy / "eval_manifest.csv")
     before = json.loads((copy / "report.json").read_text())
-    cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})   # margin 0.6
+    cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})  # margin 0.6
     _, samples = ensure_prepared(cfg, data_given=True, show=False)
     assert len(samples) == N_GOOD and Cache(copy).crop_config().margin == 0.3
-    assert {r["crop"]: (copy / r["crop"]).read_bytes() for r in _manifest(copy)} == crops      # not re-cropped
+    assert {r["crop"]: (copy / r["crop"]).read_bytes() for r in _manifest(copy)} == crops  # not re-cropped
     assert Cache.read_rows(copy / "eval_manifest.csv") == eval_rows and len(eval_rows) == EVAL_COUNT
     after = json.loads((copy / "report.json").read_text())
     assert after["counts"]["skipped"] == N_GOOD and "recropped" not in after["counts"]
@@ -147,10 +147,10 @@ def test_without_data_a_cache_is_refreshed_from_the_folder_it_was_made_of(prepar
     data, cache, _ = prepared
     mine, copy, left = moved_copy(data, cache, tmp_path)
     cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})
-    assert len(ensure_prepared(cfg, data_given=False, show=False)[1]) == left      # refreshed from `mine`
+    assert len(ensure_prepared(cfg, data_given=False, show=False)[1]) == left  # refreshed from `mine`
     assert len(_manifest(copy)) == left and Cache(copy).made_from(mine)
     shutil.rmtree(mine)
-    assert len(ensure_prepared(cfg, data_given=False, show=False)[1]) == left      # as it is, not from `data`
+    assert len(ensure_prepared(cfg, data_given=False, show=False)[1]) == left  # as it is, not from `data`
     assert Cache(copy).made_from(mine)
 
 
@@ -161,8 +161,11 @@ def test_a_cache_of_other_data_names_the_command_that_rebuilds_it(prepared, tmp_
     data, cache, _ = prepared
     mine, copy, _ = moved_copy(data, cache, tmp_path)
     cfg = with_overrides(Config(), {"data.data_dir": str(data), "data.cache_dir": str(copy)})
-    with pytest.raises(UserError, match=r"choose another --cache, or rebuild it with `mask-train prepare --force "
-                                        rf"--data {data} --out {copy}`$"):
+    with pytest.raises(
+        UserError,
+        match=r"choose another --cache, or rebuild it with `mask-train prepare --force "
+        rf"--data {data} --out {copy}`$",
+    ):
         ensure_prepared(cfg, data_given=True, show=False)
     with pytest.raises(UserError, match=r"\(--out\) or pass --force to rebuild it$"):
         prepare(data, copy, Config(), show=False)
@@ -175,8 +178,10 @@ def test_evaluate_without_config_or_data_uses_the_caches_own_data_folder(prepare
     data, cache, _ = prepared
     mine, copy, left = moved_copy(data, cache, tmp_path)
     make_checkpoint(tmp_path / "m.pt", input_size=(64, 48))
-    monkeypatch.chdir(tmp_path)                                          # no config.toml here
-    assert cli(["evaluate", "--checkpoint", "m.pt", "--cache", "cache", "--split", "all", "--threads", "1"]) == 0
+    monkeypatch.chdir(tmp_path)  # no config.toml here
+    assert (
+        cli(["evaluate", "--checkpoint", "m.pt", "--cache", "cache", "--split", "all", "--threads", "1"]) == 0
+    )
     assert json.loads((tmp_path / "evaluate-m" / "metrics.json").read_text())["n"] == left
 
 
@@ -185,7 +190,11 @@ def test_cache_made_from_compares_whole_resolved_folders(prepared, tmp_path, mon
     data, cache, _ = prepared
     c = Cache(cache)
     assert c.made_from(data) and c.made_from(data / "eval", "eval") and not c.made_from(data / "eval")
-    assert not c.made_from(data / "train") and not c.made_from(data.parent) and not Cache(tmp_path).made_from(data)
+    assert (
+        not c.made_from(data / "train")
+        and not c.made_from(data.parent)
+        and not Cache(tmp_path).made_from(data)
+    )
     monkeypatch.chdir(data.parent)
     assert c.made_from(data.name) and c.made_from(f"./{data.name}/eval", "eval")
 
@@ -205,8 +214,22 @@ def test_missing_inputs_are_one_clear_error(tmp_path):
 
 
 def test_cli_missing_data_folder_is_one_line_exit_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "train", "prepare", "--data", str(tmp_path / "nope"),
-                        "--out", str(tmp_path / "cache")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "prepare",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "cache"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
@@ -231,7 +254,7 @@ def test_an_interrupted_prepare_keeps_its_progress_and_never_mixes_settings(prep
     monkeypatch.setattr(prep, "write_crop", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         prepare(data, copy, other, include_eval=False, show=False)
-    assert len(_manifest(copy)) == 16                    # what was saved holds only crops of the new settings
+    assert len(_manifest(copy)) == 16  # what was saved holds only crops of the new settings
     monkeypatch.setattr(prep, "write_crop", real)
     again = prepare(data, copy, other, include_eval=False, show=False)
     assert again.counts["skipped"] == 16 and again.counts["cropped"] == N_GOOD - 16

@@ -1,4 +1,6 @@
-"""Synthetic masks (train.synth.mask_render / train.synth.build), `mask-train synth`, and the sample entrance video."""
+"""Synthetic masks (train.synth.mask_render / train.synth.build), `mask-train synth`, and the sample
+entrance video."""
+
 from __future__ import annotations
 
 import cv2
@@ -10,7 +12,9 @@ from train.synth.mask_render import MaskStyle, draw_mask, face_frame, mask_layer
 
 SAMPLES = REPO / "samples"
 # MTCNN's answer on samples/faces/astronaut.png (tests/test_faces.py checks the detector itself).
-ASTRO_LM = np.array([[205.3, 101.4], [247.1, 103.2], [225.4, 129.0], [201.0, 140.2], [245.2, 141.3]], np.float32)
+ASTRO_LM = np.array(
+    [[205.3, 101.4], [247.1, 103.2], [225.4, 129.0], [201.0, 140.2], [245.2, 141.3]], np.float32
+)
 ASTRO_BOX = (180.0, 61.0, 268.0, 172.0)
 
 
@@ -35,6 +39,7 @@ def _changed(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 
 # --- draw_mask --------------------------------------------------------------------------------------------
 
+
 def test_not_wear_returns_an_unchanged_copy(astronaut):
     out = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "not_wear", np.random.default_rng(0))
     assert out is not astronaut and np.array_equal(out, astronaut)
@@ -42,7 +47,9 @@ def test_not_wear_returns_an_unchanged_copy(astronaut):
 
 @pytest.mark.parametrize("style", ["surgical_blue", "surgical_white", "cloth_black", "pattern_dots"])
 def test_worn_mask_covers_nose_and_mouth_not_the_eyes(astronaut, style):
-    out = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(1), style=MaskStyle.named(style))
+    out = draw_mask(
+        astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(1), style=MaskStyle.named(style)
+    )
     d = float(np.linalg.norm(ASTRO_LM[1] - ASTRO_LM[0]))
     mouth = ASTRO_LM[3:].mean(axis=0)
     chin = mouth + np.array([0, 0.55 * d])
@@ -53,12 +60,12 @@ def test_worn_mask_covers_nose_and_mouth_not_the_eyes(astronaut, style):
     # nothing above the eyes, nothing far below the chin
     eye_y = int(ASTRO_LM[:2, 1].min() - 0.2 * d)
     assert np.array_equal(out[:eye_y], astronaut[:eye_y])
-    assert np.array_equal(out[int(ASTRO_BOX[3] + 1.2 * d):], astronaut[int(ASTRO_BOX[3] + 1.2 * d):])
+    assert np.array_equal(out[int(ASTRO_BOX[3] + 1.2 * d) :], astronaut[int(ASTRO_BOX[3] + 1.2 * d) :])
 
 
 def test_under_the_nose_leaves_the_nose_free_and_covers_the_mouth(astronaut):
     d = float(np.linalg.norm(ASTRO_LM[1] - ASTRO_LM[0]))
-    nose = _disc(astronaut.shape, ASTRO_LM[2], 0.08 * d)    # the tip; the nostrils sit just below
+    nose = _disc(astronaut.shape, ASTRO_LM[2], 0.08 * d)  # the tip; the nostrils sit just below
     mouth = _disc(astronaut.shape, ASTRO_LM[3:].mean(axis=0), 0.12 * d)
     for seed in range(5):
         rng = np.random.default_rng(seed)
@@ -73,7 +80,9 @@ def test_on_the_chin_leaves_the_mouth_free_and_covers_the_chin(astronaut):
     d = float(np.linalg.norm(ASTRO_LM[1] - ASTRO_LM[0]))
     mouth_c = ASTRO_LM[3:].mean(axis=0)
     for seed in range(5):
-        out = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "incorrect", np.random.default_rng(seed), placement="chin")
+        out = draw_mask(
+            astronaut, ASTRO_LM, ASTRO_BOX, "incorrect", np.random.default_rng(seed), placement="chin"
+        )
         assert _changed(out, astronaut, _disc(out.shape, mouth_c, 0.12 * d)) < 0.05
         for corner in ASTRO_LM[3:]:
             assert _changed(out, astronaut, _disc(out.shape, corner, 0.06 * d)) < 0.05
@@ -88,7 +97,7 @@ def test_random_incorrect_is_either_placement(astronaut):
     seen = set()
     for seed in range(12):
         out = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "incorrect", np.random.default_rng(seed))
-        assert _changed(out, astronaut, nose) < 0.05          # never over the nose
+        assert _changed(out, astronaut, nose) < 0.05  # never over the nose
         seen.add("under_nose" if _changed(out, astronaut, mouth) > 0.9 else "chin")
     assert seen == {"under_nose", "chin"}
 
@@ -108,8 +117,9 @@ def test_mask_follows_the_roll_of_the_face(astronaut):
         rot = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -roll, 1.0)  # +roll: clockwise
         lm = (np.c_[ASTRO_LM, np.ones(5)] @ rot.T).astype(np.float32)
         assert face_frame(lm).roll_degrees == pytest.approx(roll + face_frame(ASTRO_LM).roll_degrees, abs=0.5)
-        _, alpha, _, _ = mask_layer(astronaut, lm, None, "over_nose", np.random.default_rng(3),
-                                          MaskStyle.named("surgical_blue"))
+        _, alpha, _, _ = mask_layer(
+            astronaut, lm, None, "over_nose", np.random.default_rng(3), MaskStyle.named("surgical_blue")
+        )
         angles.append(_orientation(alpha))
     base = angles[0]
     assert (angles[1] - base) % 180 == pytest.approx(20.0, abs=4.0)
@@ -121,22 +131,45 @@ def test_same_seed_same_mask_and_styles_differ(astronaut):
     b = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(5))
     assert np.array_equal(a, b)
     mouth = _disc(astronaut.shape, ASTRO_LM[3:].mean(axis=0), 8)
-    colours = {tuple(np.round(draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", None, style=MaskStyle.named(s))[mouth]
-                              .mean(axis=0) / 40)) for s in ("surgical_blue", "surgical_white", "cloth_black")}
+    colours = {
+        tuple(
+            np.round(
+                draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", None, style=MaskStyle.named(s))[mouth].mean(
+                    axis=0
+                )
+                / 40
+            )
+        )
+        for s in ("surgical_blue", "surgical_white", "cloth_black")
+    }
     assert len(colours) == 3
-    black = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(0),
-                      style=MaskStyle.named("cloth_black"))[mouth].mean()
-    white = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(0),
-                      style=MaskStyle.named("surgical_white"))[mouth].mean()
+    black = draw_mask(
+        astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(0), style=MaskStyle.named("cloth_black")
+    )[mouth].mean()
+    white = draw_mask(
+        astronaut,
+        ASTRO_LM,
+        ASTRO_BOX,
+        "wear",
+        np.random.default_rng(0),
+        style=MaskStyle.named("surgical_white"),
+    )[mouth].mean()
     assert black < 90 < 160 < white
 
 
 def test_texture_image_is_used(astronaut, shared):
     tex = cv2.imread(str(MASKS / "mask_blue.jpg"))
-    out = draw_mask(astronaut, ASTRO_LM, ASTRO_BOX, "wear", np.random.default_rng(0), tex,
-                    style=MaskStyle.named("cloth_black"))
+    out = draw_mask(
+        astronaut,
+        ASTRO_LM,
+        ASTRO_BOX,
+        "wear",
+        np.random.default_rng(0),
+        tex,
+        style=MaskStyle.named("cloth_black"),
+    )
     b, g, r = out[_disc(out.shape, ASTRO_LM[3:].mean(axis=0), 10)].mean(axis=0)
-    assert b > r + 30 and b > 120          # light blue fabric, not the black style it overrides
+    assert b > r + 30 and b > 120  # light blue fabric, not the black style it overrides
 
 
 def test_bad_state_and_image_are_refused(astronaut):
@@ -149,6 +182,7 @@ def test_bad_state_and_image_are_refused(astronaut):
 
 
 # --- one training image -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def astro_face():
@@ -174,14 +208,15 @@ def test_masks_change_the_lower_face_only_under_the_same_jitter(astronaut, astro
     jit = person_jitter(np.random.default_rng(variant), variant)
     assert jit.angle != 0 and jit.scale != 1
     render = lambda state, placement=None: render_sample(  # noqa: E731
-        astronaut, astro_face, state, jit, np.random.default_rng(9), placement=placement)
+        astronaut, astro_face, state, jit, np.random.default_rng(9), placement=placement
+    )
     bare, worn = render("not_wear"), render("wear")
     under, chin = render("incorrect", "under_nose"), render("incorrect", "chin")
     lm = crop_points(ASTRO_LM, astro_face, jit, astronaut.shape[1])
     d = float(np.linalg.norm(lm[1] - lm[0]))
     at = lambda p, r: _disc(bare.shape, p, r * d)  # noqa: E731
     mouth = lm[3:].mean(axis=0)
-    for img in (worn, under, chin):                 # the eyes are never touched
+    for img in (worn, under, chin):  # the eyes are never touched
         for eye in lm[:2]:
             assert _changed(img, bare, at(eye, 0.2)) == 0.0
     assert _changed(worn, bare, at(lm[2], 0.08)) > 0.9 and _changed(worn, bare, at(mouth, 0.12)) > 0.9
@@ -200,11 +235,14 @@ def test_crop_points_follow_the_jitter(astronaut, astro_face, shared):
     out = render_sample(astronaut, astro_face, "not_wear", jit, np.random.default_rng(0))
     found = FaceDetector(DetectorConfig()).detect(out)
     assert len(found) == 1
-    expected = crop_points(ASTRO_LM, astro_face, jit, astronaut.shape[1])[[1, 0, 2, 4, 3]]  # mirrored: sides swap
-    assert np.abs(found[0].landmarks - expected).max() < 8     # pixels of the 384x512 image
+    expected = crop_points(ASTRO_LM, astro_face, jit, astronaut.shape[1])[
+        [1, 0, 2, 4, 3]
+    ]  # mirrored: sides swap
+    assert np.abs(found[0].landmarks - expected).max() < 8  # pixels of the 384x512 image
 
 
 # --- mask-train synth -------------------------------------------------------------------------------------
+
 
 def _synth(capsys, *args: str) -> tuple[int, str]:
     from train.cli import main
@@ -214,7 +252,7 @@ def _synth(capsys, *args: str) -> tuple[int, str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if "error" in line]
-    assert len(errors) <= 1, err                  # at most one error line (a progress bar may precede it)
+    assert len(errors) <= 1, err  # at most one error line (a progress bar may precede it)
     return int(exc.value.code or 0), (errors[0] if errors else err)
 
 
@@ -230,8 +268,11 @@ def synth_set(tmp_path_factory):
     from train.synth.build import build, read_labels
 
     tmp = tmp_path_factory.mktemp("synth")
-    labels = _labels(tmp / "labels.csv", "# two people\nfile,gender,age,variants,split\n"
-                     "astronaut.png,female,42,,\nobama2.jpg,Male,49,2,train\nbiden.jpg,male,68,1,eval\n")
+    labels = _labels(
+        tmp / "labels.csv",
+        "# two people\nfile,gender,age,variants,split\n"
+        "astronaut.png,female,42,,\nobama2.jpg,Male,49,2,train\nbiden.jpg,male,68,1,eval\n",
+    )
     out = tmp / "out"
     summary = build(read_labels(labels, SAMPLES / "faces"), out, Config(), variants=2, seed=3)
     return out, labels, summary
@@ -253,8 +294,9 @@ def test_synth_writes_the_competition_layout(synth_set):
         assert (person.id, person.race, person.age_years) == (pid, race, int(age))
         genders.append(gender)
         files = sorted(p.name for p in (out / "train" / "images" / folder).iterdir())
-        assert files == sorted(f"{s}.jpg" for s in ("mask1", "mask2", "mask3", "mask4", "mask5",
-                                                     "incorrect_mask", "normal"))
+        assert files == sorted(
+            f"{s}.jpg" for s in ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
+        )
         for name in files:
             img = cv2.imread(str(out / "train" / "images" / folder / name))
             assert img.shape == (512, 384, 3)
@@ -267,9 +309,9 @@ def test_synth_variants_differ_and_images_of_a_person_vary(synth_set):
     folders = sorted((out / "train" / "images").iterdir())
     a = cv2.imread(str(folders[2] / "normal.jpg")).astype(int)
     b = cv2.imread(str(folders[3] / "normal.jpg")).astype(int)
-    assert np.abs(a - b).mean() > 8                               # two "people" from one photo
+    assert np.abs(a - b).mean() > 8  # two "people" from one photo
     m1, m2 = (cv2.imread(str(folders[2] / f"mask{k}.jpg")).astype(int) for k in (1, 2))
-    assert np.abs(m1 - m2).mean() > 3                             # no two of a person's photos alike
+    assert np.abs(m1 - m2).mean() > 3  # no two of a person's photos alike
 
 
 def test_synth_eval_split_has_info_and_truth(synth_set):
@@ -289,35 +331,62 @@ def test_synth_runs_again_safely(synth_set, capsys):
     out, labels, _ = synth_set
     before = {p: p.stat().st_mtime_ns for p in (out / "train" / "images").rglob("*.jpg")}
     victim = next(iter(sorted(before)))
-    victim.unlink()                                                # as if a run had stopped half-way
-    code, err = _synth(capsys, "--faces", str(SAMPLES / "faces"), "--labels", labels, "--out", str(out),
-                       "--variants", "2", "--seed", "3")
+    victim.unlink()  # as if a run had stopped half-way
+    code, err = _synth(
+        capsys,
+        "--faces",
+        str(SAMPLES / "faces"),
+        "--labels",
+        labels,
+        "--out",
+        str(out),
+        "--variants",
+        "2",
+        "--seed",
+        "3",
+    )
     assert code == 0 and "1 made, 4 already there" in err
     after = {p: p.stat().st_mtime_ns for p in (out / "train" / "images").rglob("*.jpg")}
     assert set(after) == set(before)
     untouched = [p for p in before if p.parent != victim.parent]
     assert all(after[p] == before[p] for p in untouched)
     # other settings: refused without --force, nothing lost
-    code, err = _synth(capsys, "--faces", str(SAMPLES / "faces"), "--labels", labels, "--out", str(out),
-                       "--variants", "2", "--seed", "4")
+    code, err = _synth(
+        capsys,
+        "--faces",
+        str(SAMPLES / "faces"),
+        "--labels",
+        labels,
+        "--out",
+        str(out),
+        "--variants",
+        "2",
+        "--seed",
+        "4",
+    )
     assert code == 2 and "--force" in err
     assert all(p.is_file() for p in before)
 
 
-@pytest.mark.parametrize("csv_text, message", [
-    ("file,gender,age\nnobody.jpg,male,40\n", "nobody.jpg does not exist"),
-    ("file,gender,age\nastronaut.png,F,42\n", "gender must be 'male' or 'female', got 'F'"),
-    ("file,gender,age\nastronaut.png,female,forty\n", "age must be whole years 0..120, got 'forty'"),
-    ("file,gender,age\nastronaut.png,female,130\n", "got '130'"),
-    ("file,gender\nastronaut.png,female\n", "missing column 'age'"),
-    ("file,gender,age,colour\nastronaut.png,female,42,red\n", "unknown column 'colour'"),
-    ("file,gender,age\nastronaut.png,female\n", "line 2: 2 values for 3 columns"),
-    ("# nothing\n", "is empty"),
-    ("file,gender,age,split\nastronaut.png,female,42,test\n", "split must be 'train' or 'eval'"),
-])
+@pytest.mark.parametrize(
+    "csv_text, message",
+    [
+        ("file,gender,age\nnobody.jpg,male,40\n", "nobody.jpg does not exist"),
+        ("file,gender,age\nastronaut.png,F,42\n", "gender must be 'male' or 'female', got 'F'"),
+        ("file,gender,age\nastronaut.png,female,forty\n", "age must be whole years 0..120, got 'forty'"),
+        ("file,gender,age\nastronaut.png,female,130\n", "got '130'"),
+        ("file,gender\nastronaut.png,female\n", "missing column 'age'"),
+        ("file,gender,age,colour\nastronaut.png,female,42,red\n", "unknown column 'colour'"),
+        ("file,gender,age\nastronaut.png,female\n", "line 2: 2 values for 3 columns"),
+        ("# nothing\n", "is empty"),
+        ("file,gender,age,split\nastronaut.png,female,42,test\n", "split must be 'train' or 'eval'"),
+    ],
+)
 def test_bad_labels_are_one_line_errors(tmp_path, capsys, csv_text, message):
     labels = _labels(tmp_path / "labels.csv", csv_text)
-    code, err = _synth(capsys, "--faces", str(SAMPLES / "faces"), "--labels", labels, "--out", str(tmp_path / "o"))
+    code, err = _synth(
+        capsys, "--faces", str(SAMPLES / "faces"), "--labels", labels, "--out", str(tmp_path / "o")
+    )
     assert code == 2 and err.startswith("mask-train: error: ") and message in err
     assert not (tmp_path / "o").exists()
 
@@ -338,7 +407,9 @@ def test_out_folder_of_something_else_is_refused(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "precious.txt").write_text("keep me")
     labels = _labels(tmp_path / "labels.csv", "file,gender,age\nastronaut.png,female,42\n")
-    code, err = _synth(capsys, "--faces", str(SAMPLES / "faces"), "--labels", labels, "--out", str(tmp_path / "o"))
+    code, err = _synth(
+        capsys, "--faces", str(SAMPLES / "faces"), "--labels", labels, "--out", str(tmp_path / "o")
+    )
     assert code == 2 and "not made by mask-train synth" in err
     assert (tmp_path / "o" / "precious.txt").read_text() == "keep me"
 
@@ -348,7 +419,13 @@ def test_bundled_labels_parse():
     from train.synth.build import read_labels
 
     rows = read_labels(SAMPLES / "faces" / "labels.csv", SAMPLES / "faces")
-    assert {r.path.name for r in rows} == {"astronaut.png", "obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"}
+    assert {r.path.name for r in rows} == {
+        "astronaut.png",
+        "obama.jpg",
+        "obama2.jpg",
+        "obama3.jpg",
+        "biden.jpg",
+    }
     by = {r.path.name: r for r in rows}
     assert by["astronaut.png"].gender == "female" and age_group(by["astronaut.png"].age) == 1
     assert by["biden.jpg"].gender == "male" and age_group(by["biden.jpg"].age) == 2
@@ -356,14 +433,17 @@ def test_bundled_labels_parse():
 
 # --- the sample entrance video ----------------------------------------------------------------------------
 
+
 def _video_module():
     import importlib.util
     import sys
 
     if "make_entrance_video" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("make_entrance_video", SAMPLES / "make_entrance_video.py")
+        spec = importlib.util.spec_from_file_location(
+            "make_entrance_video", SAMPLES / "make_entrance_video.py"
+        )
         module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module            # dataclasses look their module up while it loads
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
     return sys.modules["make_entrance_video"]
 
@@ -394,7 +474,7 @@ def _read_frames(path, wanted: set[int]) -> tuple[int, dict[int, np.ndarray], tu
 
 def test_sample_video_and_truth_agree(truth):
     video = SAMPLES / truth["video"]
-    assert video.stat().st_size < 6_000_000                       # small enough for git
+    assert video.stat().st_size < 6_000_000  # small enough for git
     n, _, size, fps = _read_frames(video, set())
     assert n == truth["frames"] and size == (640, 480) == (truth["width"], truth["height"])
     assert fps == pytest.approx(truth["fps"]) and 15 <= n / fps <= 25.5
@@ -405,8 +485,8 @@ def test_sample_video_and_truth_agree(truth):
     last_end = -1
     for p in people:
         assert last_end < p["first_frame"] <= p["first_in_view"] < p["last_in_view"] <= p["last_frame"] < n
-        assert p["last_in_view"] - p["first_in_view"] >= 1.2 * fps        # stands a while in view
-        last_end = p["last_frame"]                                         # one after another
+        assert p["last_in_view"] - p["first_in_view"] >= 1.2 * fps  # stands a while in view
+        last_end = p["last_frame"]  # one after another
         frames = [b[0] for b in p["face_boxes"]]
         assert frames == list(range(p["first_in_view"], p["last_in_view"] + 1))
         heights = [b[4] - b[2] for b in p["face_boxes"]]
@@ -422,7 +502,7 @@ def test_sample_video_is_what_the_script_makes(truth, shared):
     up to its mp4v compression."""
     mv = _video_module()
     people = {p["id"]: p for p in truth["people"]}
-    picks = [2, 8]                                                 # photo sources: quick to load
+    picks = [2, 8]  # photo sources: quick to load
     plan = mv.build_plan(truth["seed"], only=set(picks))
     assert plan.frames == truth["frames"]
     frames = [people[i]["first_in_view"] + 3 for i in picks] + [people[picks[0]]["last_in_view"] - 1]
@@ -431,7 +511,7 @@ def test_sample_video_is_what_the_script_makes(truth, shared):
         a, b = mv.render_frame(plan, i), mv.render_frame(plan, i)
         assert np.array_equal(a, b)
         mse = float(((a.astype(np.float64) - decoded[i]) ** 2).mean())
-        assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 30, i       # PSNR in dB
+        assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 30, i  # PSNR in dB
     # the truth boxes are where the faces are drawn: MTCNN finds them in the re-rendered frames
     from engines.config import DetectorConfig
     from engines.faces import FaceDetector

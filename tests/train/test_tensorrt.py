@@ -2,6 +2,7 @@
 CUDA device exists (a GPU machine with `pip install -e '.[trt,dev]'`); skipped everywhere else.
 Where neither exists, test_export.py checks the one-line refusals instead.
 """
+
 import subprocess
 import sys
 
@@ -34,8 +35,12 @@ def built(tiny_checkpoint, tmp_path_factory):
     export_tensorrt(onnx_path, fp32, PROFILE, timing_cache=d / "timing.cache")
     # from the checkpoint: an FP16 ONNX on TensorRT 11, the FP16 builder flag on TensorRT 10
     fp16 = d / "m_fp16.engine"
-    export_tensorrt(tiny_checkpoint, fp16, ExportConfig(fp16=True, min_batch=1, opt_batch=4, max_batch=8),
-                    timing_cache=d / "timing.cache")
+    export_tensorrt(
+        tiny_checkpoint,
+        fp16,
+        ExportConfig(fp16=True, min_batch=1, opt_batch=4, max_batch=8),
+        timing_cache=d / "timing.cache",
+    )
     return {"dir": d, "onnx": onnx_path, "fp32": fp32, "fp16": fp16}
 
 
@@ -53,7 +58,11 @@ def test_header_round_trip(built, tiny_checkpoint):
         assert getattr(meta, key) == getattr(src, key), key
     assert meta.source_sha256 == sha256_file(tiny_checkpoint)
     assert meta.precision == "fp32" and read_meta(built["fp16"]).precision == "fp16"
-    assert meta.extra["tensorrt"]["version"] == trt.__version__ and meta.extra["tensorrt"]["batch"] == [1, 4, 8]
+    assert meta.extra["tensorrt"]["version"] == trt.__version__ and meta.extra["tensorrt"]["batch"] == [
+        1,
+        4,
+        8,
+    ]
     assert (built["dir"] / "timing.cache").stat().st_size > 0
 
 
@@ -79,12 +88,13 @@ def test_fp16_engine_agrees_loosely(built):
 
 
 def test_fp16_engine_really_computes_in_half_precision(built):
-    """The header's 'fp16' is a label; check the engine itself (a plain FP32 build would pass the test above)."""
+    """The header's 'fp16' is a label; check the engine itself (a plain FP32 build would pass the test
+    above)."""
     e16, e32 = load_engine(built["fp16"]), load_engine(built["fp32"])
-    if not hasattr(trt.BuilderFlag, "FP16"):   # TensorRT 11: strongly typed, from an FP16 ONNX
+    if not hasattr(trt.BuilderFlag, "FP16"):  # TensorRT 11: strongly typed, from an FP16 ONNX
         assert e16._in_dtype == torch.float16 and e32._in_dtype == torch.float32
     x = _batches(e16.meta, (7,))[0]
-    assert not np.array_equal(e16.infer(x), e32.infer(x))   # other kernels, other rounding
+    assert not np.array_equal(e16.infer(x), e32.infer(x))  # other kernels, other rounding
     e16.close()
     e32.close()
 
@@ -100,9 +110,28 @@ def test_classify_crops_through_load_engine(built):
 
 def test_cli_export_trt(built, tmp_path):
     out = tmp_path / "cli.engine"
-    r = subprocess.run([sys.executable, "-m", "train", "export-trt", "--onnx", str(built["onnx"]), "--out", str(out),
-                        "--max-batch", "4", "--opt-batch", "2", "--timing-cache", str(built["dir"] / "timing.cache")],
-                       cwd=REPO, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "export-trt",
+            "--onnx",
+            str(built["onnx"]),
+            "--out",
+            str(out),
+            "--max-batch",
+            "4",
+            "--opt-batch",
+            "2",
+            "--timing-cache",
+            str(built["dir"] / "timing.cache"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr
     assert read_meta(out).extra["tensorrt"]["batch"] == [1, 2, 4]
     assert load_engine(out).max_batch == 4

@@ -1,6 +1,7 @@
 """`mask-train bench-engines`: classifier crops/s per backend and MTCNN ms per frame, as tables (and JSON).
 
 A benchmark, not a test: see train.export.bench for how the numbers are made."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,15 @@ from train.progress import console
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers to FILE (JSON)")
-    p.add_argument("--checkpoint", type=Path, metavar="FILE",
-                   help="time this model (default: [model] arch with random weights)")
-    p.add_argument("--repeats", type=int_at_least(1), default=20, metavar="N", help="timed calls per case (default 20)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="time this model (default: [model] arch with random weights)",
+    )
+    p.add_argument(
+        "--repeats", type=int_at_least(1), default=20, metavar="N", help="timed calls per case (default 20)"
+    )
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -42,18 +49,27 @@ def print_tables(result: dict[str, Any]) -> None:
         t.add_column(col, justify="right")
     for r in result["classifier"]:
         h, w = r["input"]
-        t.add_row(f"{w}x{h}", str(r["batch"]), f"{r['pytorch_crops_per_s']:.1f}",
-                  f"{r['onnxruntime_crops_per_s']:.1f}", f"{r['ratio']:.2f}x")
+        t.add_row(
+            f"{w}x{h}",
+            str(r["batch"]),
+            f"{r['pytorch_crops_per_s']:.1f}",
+            f"{r['onnxruntime_crops_per_s']:.1f}",
+            f"{r['ratio']:.2f}x",
+        )
     console.print(t)
     d = Table(title="MTCNN ms per frame (one face, CPU)")
     for col in ("frame", "median ms", "p95 ms", "faces found"):
         d.add_column(col, justify="right")
     for r in result["mtcnn"]:
-        d.add_row(f"{r['frame'][0]}x{r['frame'][1]}", f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", str(r["faces"]))
+        d.add_row(
+            f"{r['frame'][0]}x{r['frame'][1]}", f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", str(r["faces"])
+        )
     console.print(d)
     mach, tg = result["machine"], result["target"]
     verdict = "n/a" if tg["ratio"] is None else f"{tg['ratio']:.2f}x ({'met' if tg['met'] else 'NOT met'})"
-    console.print(f"target: {tg['what']}: {verdict}. {mach['cpus']} CPUs, torch {mach['torch']} "
-                  f"({mach['torch_threads']} threads), onnxruntime {mach['onnxruntime']}, {result['repeats']} calls "
-                  f"per case (medians), load average {mach['load_average_before']} before, "
-                  f"{mach['load_average_after']} after.")
+    console.print(
+        f"target: {tg['what']}: {verdict}. {mach['cpus']} CPUs, torch {mach['torch']} "
+        f"({mach['torch_threads']} threads), onnxruntime {mach['onnxruntime']}, {result['repeats']} calls "
+        f"per case (medians), load average {mach['load_average_before']} before, "
+        f"{mach['load_average_after']} after."
+    )

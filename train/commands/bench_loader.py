@@ -1,5 +1,6 @@
 """`mask-train bench-loader`: images/s of the training data pipeline per num_workers and resize order, on
 the prepared cache or on synthetic crops (train.data.loader_bench measures)."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,27 @@ from train.progress import console
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
-    p.add_argument("--max-workers", type=int_at_least(0), default=None, metavar="N",
-                   help="try 0..N workers (default: CPUs)")
-    p.add_argument("--batches", type=int_at_least(1), default=20, metavar="N",
-                   help="batches timed per setting (after one warm-up)")
-    p.add_argument("--synthetic", type=int_at_least(0), default=0, metavar="N",
-                   help="use N synthetic crops even when a cache exists")
+    p.add_argument(
+        "--max-workers",
+        type=int_at_least(0),
+        default=None,
+        metavar="N",
+        help="try 0..N workers (default: CPUs)",
+    )
+    p.add_argument(
+        "--batches",
+        type=int_at_least(1),
+        default=20,
+        metavar="N",
+        help="batches timed per setting (after one warm-up)",
+    )
+    p.add_argument(
+        "--synthetic",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="use N synthetic crops even when a cache exists",
+    )
     p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
     p.add_argument("--input-height", dest="model.input_height", type=int, metavar="PX")
     p.add_argument("--input-width", dest="model.input_width", type=int, metavar="PX")
@@ -36,8 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def print_results(r: dict[str, Any], what: str, cfg: Config) -> None:
 
     base = r["workers"][0]
-    t = Table(title=f"training pipeline, {what}, batch {cfg.data.batch_size}, "
-                    f"input {cfg.model.input_width}x{cfg.model.input_height}, augment {'on' if cfg.augment.enabled else 'off'}")
+    t = Table(
+        title=f"training pipeline, {what}, batch {cfg.data.batch_size}, "
+        f"input {cfg.model.input_width}x{cfg.model.input_height}, "
+        f"augment {'on' if cfg.augment.enabled else 'off'}"
+    )
     for col in ("setting", "images/s", "vs 0 workers"):
         t.add_column(col, justify="left" if col == "setting" else "right")
     for w, ips in r["workers"].items():
@@ -48,15 +67,23 @@ def print_results(r: dict[str, Any], what: str, cfg: Config) -> None:
         o.add_column(col, justify="left" if col == "order" else "right")
     ref = r["order"]["augment_first"]
     for order, ips in r["order"].items():
-        o.add_row(order.replace("_first", " first").replace("resize first", "resize, then augment")
-                  .replace("augment first", "augment, then resize"), f"{ips:.0f}", f"{ips / ref:.2f}x")
+        o.add_row(
+            order.replace("_first", " first")
+            .replace("resize first", "resize, then augment")
+            .replace("augment first", "augment, then resize"),
+            f"{ips:.0f}",
+            f"{ips / ref:.2f}x",
+        )
     console.print(o)
-    console.print(f"best num_workers on this machine: {r['best_workers']} ({r['workers'][r['best_workers']]:.0f} "
-                  f"images/s, {os.cpu_count()} CPUs); set it as data.num_workers in config.toml")
+    console.print(
+        f"best num_workers on this machine: {r['best_workers']} ({r['workers'][r['best_workers']]:.0f} "
+        f"images/s, {os.cpu_count()} CPUs); set it as data.num_workers in config.toml"
+    )
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    # train.data.loader_bench imports torch (the DataLoader): here, so that `mask-train --help` answers at once
+    # train.data.loader_bench imports torch (the DataLoader): here, so that `mask-train --help` answers at
+    # once
     from train.data.loader_bench import crop_paths, run_bench
 
     set_torch_threads(cfg.train.threads)

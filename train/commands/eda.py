@@ -1,5 +1,6 @@
 """`mask-train eda --data DIR`: what the data holds and what is wrong with it, as rich tables and PNG plots
 (train.evaluation.eda lists the checks)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,18 @@ from train.runfiles import check_output_dir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", dest="data.data_dir", metavar="DIR", help="competition folder (train/, eval/)")
-    p.add_argument("--cache", dest="data.cache_dir", metavar="CACHE",
-                   help="prepared cache: its face boxes enable the skin check, its crops the model check")
-    p.add_argument("--report", metavar="DIR", help="folder for the PNG plots and eda.json (default: CACHE/eda)")
-    p.add_argument("--checkpoint", metavar="MODEL", help="also flag images a model confidently disagrees with")
+    p.add_argument(
+        "--cache",
+        dest="data.cache_dir",
+        metavar="CACHE",
+        help="prepared cache: its face boxes enable the skin check, its crops the model check",
+    )
+    p.add_argument(
+        "--report", metavar="DIR", help="folder for the PNG plots and eda.json (default: CACHE/eda)"
+    )
+    p.add_argument(
+        "--checkpoint", metavar="MODEL", help="also flag images a model confidently disagrees with"
+    )
     add_engine_device_argument(p)
     add_threads_argument(p)
 
@@ -50,11 +59,15 @@ def print_tables(s: dict[str, Any], limit: int = 20) -> None:
         p.add_row(g, *map(str, row))
     console.print(p)
     console.print("image sizes: " + ", ".join(f"{k} x{n}" for k, n in s["sizes"][:8]))
-    for title, rows in (("unreadable files", [[k] for k in s["unreadable"]]),
-                        ("exact duplicates (same bytes)", [[", ".join(g)] for g in s["exact_duplicates"]]),
-                        ("names that do not parse / other problems", [[f"{x['kind']}: {x['path']}"] for x in s["problems"]]),
-                        ("labels that look inconsistent", [[f"{x['check']}: {x['key']}: {x['detail']}"]
-                                                           for x in s["inconsistent"]])):
+    for title, rows in (
+        ("unreadable files", [[k] for k in s["unreadable"]]),
+        ("exact duplicates (same bytes)", [[", ".join(g)] for g in s["exact_duplicates"]]),
+        ("names that do not parse / other problems", [[f"{x['kind']}: {x['path']}"] for x in s["problems"]]),
+        (
+            "labels that look inconsistent",
+            [[f"{x['check']}: {x['key']}: {x['detail']}"] for x in s["inconsistent"]],
+        ),
+    ):
         if rows:
             tab = Table(title=f"{title} ({len(rows)})", show_header=False)
             tab.add_column(overflow="fold")
@@ -76,6 +89,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     plots = write_plots(report, s)
     print_tables(s)
     if not cached_face_boxes(cfg, data_dir):
-        console.print("note: no prepared cache of this folder: the skin check needs `mask-train prepare` first")
+        console.print(
+            "note: no prepared cache of this folder: the skin check needs `mask-train prepare` first"
+        )
     console.print(f"report: {report} (eda.json, {', '.join(p.name for p in plots)})")
     return 0

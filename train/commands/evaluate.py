@@ -1,6 +1,7 @@
 """`mask-train evaluate`: macro F1 (18 classes and per task), accuracy and the confusion matrix of one model
-or an ensemble (any model file: .pt, .onnx, .engine), on the prepared training images; train.evaluation.scoring
-says which images are scored."""
+or an ensemble (any model file: .pt, .onnx, .engine), on the prepared training images;
+train.evaluation.scoring says which images are scored."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,27 @@ from train.runfiles import check_output_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", nargs="+", required=True, metavar="MODEL",
-                   help="model file(s): .pt, .onnx or .engine; several = an ensemble")
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        required=True,
+        metavar="MODEL",
+        help="model file(s): .pt, .onnx or .engine; several = an ensemble",
+    )
     add_data_arguments(p)
-    p.add_argument("--split", choices=("auto", "val", "all"), default="auto",
-                   help="auto: the validation people of the checkpoint(s) if they carry them (an ensemble: "
-                        "those every model held out), else all images")
+    p.add_argument(
+        "--split",
+        choices=("auto", "val", "all"),
+        default="auto",
+        help="auto: the validation people of the checkpoint(s) if they carry them (an ensemble: "
+        "those every model held out), else all images",
+    )
     p.add_argument("--tta", action="store_true", help="average over the crop and its mirror image")
-    p.add_argument("--report", metavar="DIR", help="where metrics.json and confusion.png go "
-                                                   "(default: <model folder>/evaluate-<model name>)")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="where metrics.json and confusion.png go (default: <model folder>/evaluate-<model name>)",
+    )
     add_engine_device_argument(p)
     p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
     add_threads_argument(p)
@@ -41,12 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def print_result(result: dict[str, Any]) -> None:
 
-    t = Table(title=f"{', '.join(Path(m).name for m in result['models'])} on {result['images']}"
-                    f"{' with TTA' if result['tta'] else ''}: {result['n']} images")
+    t = Table(
+        title=f"{', '.join(Path(m).name for m in result['models'])} on {result['images']}"
+        f"{' with TTA' if result['tta'] else ''}: {result['n']} images"
+    )
     for col in ("metric", "value"):
         t.add_column(col, justify="right" if col == "value" else "left")
     for key in ("acc", "f1", "f1_mask", "f1_gender", "f1_age", "acc_mask", "acc_gender", "acc_age"):
-        t.add_row(key.replace("f1", "macro F1").replace("acc", "accuracy").replace("_", " "), f"{result[key]:.4f}")
+        t.add_row(
+            key.replace("f1", "macro F1").replace("acc", "accuracy").replace("_", " "), f"{result[key]:.4f}"
+        )
     console.print(t)
     per = Table(title="F1 per class (- = not in truth or predictions)")
     per.add_column("class")
@@ -62,8 +79,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     first = Path(args.checkpoint[0])
     report_dir = check_output_dir(args.report or first.parent / f"evaluate-{first.stem}", "--report")
     set_torch_threads(cfg.train.threads)
-    result = scoring.evaluate(cfg, args.checkpoint, split=args.split, tta=args.tta,
-                      data_given=getattr(args, "data.data_dir") is not None)
+    result = scoring.evaluate(
+        cfg,
+        args.checkpoint,
+        split=args.split,
+        tta=args.tta,
+        data_given=getattr(args, "data.data_dir") is not None,
+    )
     write_report(report_dir, result)
     print_result(result)
     console.print(f"report: {report_dir}")

@@ -1,4 +1,6 @@
-"""`mask-train export-onnx --checkpoint best.pt --out model.onnx`: the .onnx row's exporter of engines.formats."""
+"""`mask-train export-onnx --checkpoint best.pt --out model.onnx`: the .onnx row's exporter of
+engines.formats."""
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ The run folder gets config.toml (the resolved config; `--config` reads it back),
 metrics.jsonl, best.pt (highest validation macro F1), last.pt (every epoch, and on Ctrl-C),
 confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,13 @@ from train.runfiles import check_output_dir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: train.out_dir/<time>-<arch>)")
-    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                   help="continue a run: its last.pt (from --out RUN_DIR) or the checkpoint given")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="CKPT",
+        help="continue a run: its last.pt (from --out RUN_DIR) or the checkpoint given",
+    )
     add_training_arguments(p)
 
 
@@ -42,8 +48,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     set_torch_threads(cfg.train.threads)
     dist = setup(cfg.train.device)
     try:
-        result = session.fit(cfg, run_dir=run_dir, state=state, dist=dist,
-                             data_given=getattr(args, "data.data_dir") is not None)
+        result = session.fit(
+            cfg,
+            run_dir=run_dir,
+            state=state,
+            dist=dist,
+            data_given=getattr(args, "data.data_dir") is not None,
+        )
     finally:
         dist.close()
     if dist.main:
@@ -56,6 +67,8 @@ def print_summary(result: Any) -> None:
     secs = [h["seconds"] for h in result.history]
     best = result.best
     score = "-" if best.get("score") is None else f"{best['score']:.4f}"
-    console.print(f"run {result.run_dir}: {len(result.history)} epochs, "
-                  f"{sum(secs) / max(len(secs), 1):.1f} s/epoch; best epoch {best.get('epoch')} "
-                  f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}")
+    console.print(
+        f"run {result.run_dir}: {len(result.history)} epochs, "
+        f"{sum(secs) / max(len(secs), 1):.1f} s/epoch; best epoch {best.get('epoch')} "
+        f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}"
+    )

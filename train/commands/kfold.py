@@ -7,6 +7,7 @@ out-of-fold macro F1 (every image scored by the fold model that never saw its pe
 
 Safe to run again: finished folds are skipped, an interrupted fold resumes from its last.pt.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         dist.close()
     if result is not None:
         print_summary(result.oof, result.per_fold)
-        console.print(f"out-of-fold macro F1 {result.oof['f1']:.4f} over {result.oof['n']} images; "
-                      f"models: {result.out}/fold*/best.pt")
+        console.print(
+            f"out-of-fold macro F1 {result.oof['f1']:.4f} over {result.oof['n']} images; "
+            f"models: {result.out}/fold*/best.pt"
+        )
     return 0
 
 
@@ -54,8 +57,17 @@ def print_summary(m: dict[str, Any], per_fold: list[dict[str, Any]]) -> None:
     for col in ("fold", "best epoch", "val images", "acc", "macro F1", "F1 mask", "F1 gender", "F1 age"):
         t.add_column(col, justify="right")
     for f in per_fold:
-        t.add_row(str(f["fold"]), str(f["epoch"]), str(f["n"]), *(f"{f[k]:.4f}" for k in
-                                                                  ("acc", "f1", "f1_mask", "f1_gender", "f1_age")))
-    t.add_row("OOF", "", str(m["n"]), *(f"{m[k]:.4f}" for k in ("acc", "f1", "f1_mask", "f1_gender", "f1_age")),
-              style="bold")
+        t.add_row(
+            str(f["fold"]),
+            str(f["epoch"]),
+            str(f["n"]),
+            *(f"{f[k]:.4f}" for k in ("acc", "f1", "f1_mask", "f1_gender", "f1_age")),
+        )
+    t.add_row(
+        "OOF",
+        "",
+        str(m["n"]),
+        *(f"{m[k]:.4f}" for k in ("acc", "f1", "f1_mask", "f1_gender", "f1_age")),
+        style="bold",
+    )
     console.print(t)

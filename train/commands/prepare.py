@@ -1,5 +1,6 @@
 """`mask-train prepare --data DIR --out CACHE`: crop every face of a competition folder into a cache with a
 manifest (train.data.prepare does the work; running it again only crops what changed)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,9 @@ from train.runfiles import check_output_dir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", dest="data.data_dir", metavar="DIR", help="competition folder (train/, eval/)")
-    p.add_argument("--out", dest="data.cache_dir", metavar="CACHE", help="cache folder for crops and manifest")
+    p.add_argument(
+        "--out", dest="data.cache_dir", metavar="CACHE", help="cache folder for crops and manifest"
+    )
     p.add_argument("--force", action="store_true", help="crop everything again")
     p.add_argument("--no-eval", action="store_true", help="skip eval/ (only the training images)")
     p.add_argument("--margin", dest="crop.margin", type=float, help="crop margin around the face box")
@@ -25,7 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    data_dir, cache_dir = cfg.resolve(cfg.data.data_dir), check_output_dir(cfg.resolve(cfg.data.cache_dir), "--out")
+    data_dir, cache_dir = (
+        cfg.resolve(cfg.data.data_dir),
+        check_output_dir(cfg.resolve(cfg.data.cache_dir), "--out"),
+    )
     set_torch_threads(cfg.train.threads)
     report = preparing.prepare(data_dir, cache_dir, cfg, force=args.force, include_eval=not args.no_eval)
     print_report(report)
@@ -46,4 +52,3 @@ def print_report(report: PrepareReport, limit: int = 15) -> None:
         for p in report.problems[:limit]:
             problems.add_row(p.kind, p.path, p.detail)
         console.print(problems)
-

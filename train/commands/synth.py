@@ -1,5 +1,6 @@
 """`mask-train synth --faces DIR --labels CSV --out DIR`: a competition-layout data set with synthetic masks
 drawn on real photos (train.synth.build says how)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,15 +13,30 @@ from train.synth.build import build, read_labels, texture_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--faces", required=True, metavar="DIR", help="folder of photos of people without masks")
-    parser.add_argument("--labels", required=True, metavar="CSV",
-                        help="file,gender,age[,race][,variants][,split] per photo ('#' lines are comments)")
+    parser.add_argument(
+        "--faces", required=True, metavar="DIR", help="folder of photos of people without masks"
+    )
+    parser.add_argument(
+        "--labels",
+        required=True,
+        metavar="CSV",
+        help="file,gender,age[,race][,variants][,split] per photo ('#' lines are comments)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="where the competition layout is written")
-    parser.add_argument("--variants", type=int, default=1, metavar="N",
-                        help="people made from each photo, each with its own pose, scale, light (default 1)")
+    parser.add_argument(
+        "--variants",
+        type=int,
+        default=1,
+        metavar="N",
+        help="people made from each photo, each with its own pose, scale, light (default 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    parser.add_argument("--textures", metavar="DIR", default=None,
-                        help="optional folder of mask fabric images, used for about 30%% of the masks")
+    parser.add_argument(
+        "--textures",
+        metavar="DIR",
+        default=None,
+        help="optional folder of mask fabric images, used for about 30%% of the masks",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild OUT made earlier with other settings")
 
 
@@ -29,8 +45,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"--variants must be >= 1, got {args.variants}")
     rows = read_labels(args.labels, args.faces)
     textures = texture_files(args.textures)
-    summary = build(rows, Path(args.out), cfg, variants=args.variants, seed=args.seed, textures=textures,
-                    force=args.force, show=True)
-    err_console.print(f"synth: {summary['people']} people ({summary['train']} train, {summary['eval']} eval), "
-                      f"{summary['made']} made, {summary['kept']} already there -> {args.out}")
+    summary = build(
+        rows,
+        Path(args.out),
+        cfg,
+        variants=args.variants,
+        seed=args.seed,
+        textures=textures,
+        force=args.force,
+        show=True,
+    )
+    err_console.print(
+        f"synth: {summary['people']} people ({summary['train']} train, {summary['eval']} eval), "
+        f"{summary['made']} made, {summary['kept']} already there -> {args.out}"
+    )
     return 0

@@ -7,9 +7,10 @@ albumentations chosen for faces at an entrance: mirror, a small shift / scale / 
 blur, sensor noise, JPEG artefacts, a small occluder. Nothing that makes an impossible face: no
 vertical flip, no large rotation, no elastic or grid warps, no channel shuffles or inversions.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -37,19 +38,36 @@ def face_augmentations(cfg: AugmentConfig):
     """The albumentations pipeline (RGB in, RGB out, same size)."""
     import albumentations as A
 
-    return A.Compose([
-        A.HorizontalFlip(p=cfg.hflip),
-        A.Affine(translate_percent=(-0.06, 0.06), scale=(0.9, 1.1), rotate=(-cfg.max_rotate, cfg.max_rotate),
-                 border_mode=cv2.BORDER_REPLICATE, p=cfg.shift_scale_rotate),
-        A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25),
-                 A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=25, val_shift_limit=20),
-                 A.RandomGamma(gamma_limit=(80, 120))], p=cfg.color),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 7))], p=cfg.blur),
-        A.GaussNoise(std_range=(0.02, 0.06), p=cfg.noise),
-        A.ImageCompression(quality_range=(40, 90), p=cfg.jpeg),
-        A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.06, 0.15), hole_width_range=(0.06, 0.15),
-                        fill="random_uniform", p=cfg.dropout),
-    ])
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=cfg.hflip),
+            A.Affine(
+                translate_percent=(-0.06, 0.06),
+                scale=(0.9, 1.1),
+                rotate=(-cfg.max_rotate, cfg.max_rotate),
+                border_mode=cv2.BORDER_REPLICATE,
+                p=cfg.shift_scale_rotate,
+            ),
+            A.OneOf(
+                [
+                    A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25),
+                    A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=25, val_shift_limit=20),
+                    A.RandomGamma(gamma_limit=(80, 120)),
+                ],
+                p=cfg.color,
+            ),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 7))], p=cfg.blur),
+            A.GaussNoise(std_range=(0.02, 0.06), p=cfg.noise),
+            A.ImageCompression(quality_range=(40, 90), p=cfg.jpeg),
+            A.CoarseDropout(
+                num_holes_range=(1, 3),
+                hole_height_range=(0.06, 0.15),
+                hole_width_range=(0.06, 0.15),
+                fill="random_uniform",
+                p=cfg.dropout,
+            ),
+        ]
+    )
 
 
 class EvalTransform:
@@ -68,8 +86,14 @@ class EvalTransform:
 class TrainTransform:
     """Resize, augment (albumentations, RGB), normalise. `order='augment_first'` exists for the benchmark."""
 
-    def __init__(self, input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                 cfg: AugmentConfig, order: str = "resize_first") -> None:
+    def __init__(
+        self,
+        input_size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        cfg: AugmentConfig,
+        order: str = "resize_first",
+    ) -> None:
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}")
         self.input_size, self.mean, self.std, self.order = tuple(input_size), tuple(mean), tuple(std), order

@@ -8,6 +8,7 @@
 
 The crops are face images: they exist because the user asked for them by running `prepare`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,9 @@ EVAL_FIELDS = COMMON_FIELDS
 
 def settings_of(cfg: Config) -> dict[str, Any]:
     """What the crops depend on: change any of it and every crop is made again."""
-    return json.loads(json.dumps({"version": CACHE_VERSION, "crop": asdict(cfg.crop),
-                                  "detector": asdict(cfg.detector)}))
+    return json.loads(
+        json.dumps({"version": CACHE_VERSION, "crop": asdict(cfg.crop), "detector": asdict(cfg.detector)})
+    )
 
 
 def crop_name(filename: str) -> str:
@@ -57,6 +59,7 @@ def read_crop(path: str | os.PathLike[str]) -> np.ndarray:
 @dataclass(frozen=True)
 class Sample:
     """One prepared training image, as the Dataset and the split see it."""
+
     key: str
     crop: Path
     folder: str
@@ -131,10 +134,22 @@ class Cache:
         """The prepared training images; one clear error when there are none."""
         rows = self.read_rows(self.manifest_path)
         if not rows:
-            raise UserError(f"cache {self.root} holds no prepared training images: run `mask-train prepare --data DIR "
-                            f"--out {self.root}`")
+            raise UserError(
+                f"cache {self.root} holds no prepared training images: run `mask-train prepare --data DIR "
+                f"--out {self.root}`"
+            )
         out = []
         for r in rows.values():
-            out.append(Sample(r["key"], self.root / r["crop"], r["folder"], r["person"], int(r["gender"]),
-                              int(r["age"]), int(r["mask"]), r["found"] == "1"))
+            out.append(
+                Sample(
+                    r["key"],
+                    self.root / r["crop"],
+                    r["folder"],
+                    r["person"],
+                    int(r["gender"]),
+                    int(r["age"]),
+                    int(r["mask"]),
+                    r["found"] == "1",
+                )
+            )
         return sorted(out, key=lambda s: s.key)

@@ -1,11 +1,12 @@
 """Data feeding: the Dataset (one sample and its transform) kept apart from the DataLoader (batching,
 workers, memory pinning, sampling), whose settings come from config.toml [data] in one place: make_loader.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,9 @@ from train.data.cache import read_crop
 class CropDataset(Dataset):
     """Face crops on disk -> (input tensor [3, H, W], class index)."""
 
-    def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: Callable[[np.ndarray], np.ndarray]):
+    def __init__(
+        self, paths: Sequence[Path], targets: Sequence[int], transform: Callable[[np.ndarray], np.ndarray]
+    ):
         if len(paths) != len(targets):
             raise ValueError("paths and targets differ in length")
         self.paths = [str(p) for p in paths]
@@ -41,8 +44,16 @@ class EpochSampler(Sampler[int]):
     """Shuffled (or class-weighted, with replacement) indices, re-drawn each epoch from seed + epoch, and
     split between DDP ranks with the same count on every rank (a rank with one batch fewer would hang)."""
 
-    def __init__(self, n: int, *, weights: Sequence[float] | None = None, shuffle: bool = True,
-                 rank: int = 0, world: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        weights: Sequence[float] | None = None,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+    ) -> None:
         self.n, self.shuffle, self.rank, self.world, self.seed = n, shuffle, rank, world, seed
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
         self.epoch = 0
@@ -59,7 +70,7 @@ class EpochSampler(Sampler[int]):
         else:
             idx = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
             idx += idx[: total - self.n]  # pad by wrapping so every rank gets per_rank items
-        return idx[self.rank::self.world]
+        return idx[self.rank :: self.world]
 
     def __iter__(self):
         return iter(self.indices())
@@ -95,7 +106,7 @@ def worker_message(exc: BaseException) -> str:
     cls = type(exc)
     for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
         if last.startswith(prefix):
-            return last[len(prefix):]
+            return last[len(prefix) :]
     return last
 
 
@@ -136,18 +147,35 @@ def _same_kind(exc: UserError, message: str) -> UserError:
         return UserError(message)
 
 
-def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, sampler: Sampler | None = None,
-                device_type: str = "cpu", batch_size: int | None = None,
-                num_workers: int | None = None) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    cfg: DataConfig,
+    *,
+    train: bool,
+    sampler: Sampler | None = None,
+    device_type: str = "cpu",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+) -> DataLoader:
     """Every DataLoader of the project is made here, from config.toml [data]."""
     bs = batch_size or cfg.batch_size
     workers = cfg.num_workers if num_workers is None else num_workers
     n = len(sampler) if sampler is not None else len(dataset)
     kwargs: dict = {}
     if workers > 0:
-        kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor,
-                  "worker_init_fn": _seed_worker}
-    return Loader(dataset, batch_size=bs, sampler=sampler, shuffle=False, num_workers=workers,
-                  pin_memory=cfg.pin_memory and device_type == "cuda",
-                  # a last training batch of one sample would make BatchNorm fail
-                  drop_last=train and n % bs == 1 and n > 1, **kwargs)
+        kwargs = {
+            "persistent_workers": cfg.persistent_workers,
+            "prefetch_factor": cfg.prefetch_factor,
+            "worker_init_fn": _seed_worker,
+        }
+    return Loader(
+        dataset,
+        batch_size=bs,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=cfg.pin_memory and device_type == "cuda",
+        # a last training batch of one sample would make BatchNorm fail
+        drop_last=train and n % bs == 1 and n > 1,
+        **kwargs,
+    )

@@ -6,10 +6,11 @@ each to the part whose class proportions it disturbs least. Parts may have unequ
 (a 0.2 validation split is two parts weighted 0.8 / 0.2). Stratification uses the competition's labels
 (age >= 60), so changing the training age threshold does not move the split.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +29,8 @@ def person_counts(samples: Sequence[Sample]) -> tuple[list[str], np.ndarray]:
 
 
 def _spread(fold_counts: np.ndarray, total: np.ndarray, weights: np.ndarray) -> float:
-    """How unevenly the classes are spread: std over parts of (class share / target share), mean over classes."""
+    """How unevenly the classes are spread: std over parts of (class share / target share), mean over
+    classes."""
     present = total > 0
     share = fold_counts[:, present] / total[present] / weights[:, None]
     return float(share.std(axis=0).mean())

@@ -8,6 +8,7 @@
 Scanning never raises on a bad folder or file name: each becomes a `Problem` that `prepare` and `eda` list.
 Only a missing folder or CSV (nothing to scan) is a UserError.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,9 +39,9 @@ _AGE_FIELD = re.compile(r"^[^_]+_[A-Za-z]+_.+_(\d+)$")
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str     # bad_folder | age_out_of_range | bad_file | incomplete_person | missing_folder |
-                  # unlisted_folder | csv_mismatch | corrupt | missing_image
-    path: str     # relative to the data folder
+    kind: str  # bad_folder | age_out_of_range | bad_file | incomplete_person | missing_folder |
+    # unlisted_folder | csv_mismatch | corrupt | missing_image
+    path: str  # relative to the data folder
     detail: str
 
     def to_dict(self) -> dict[str, str]:
@@ -49,8 +50,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class TrainImage:
-    path: Path        # absolute source file
-    key: str          # '<folder>/<file>', unique, relative to train/images
+    path: Path  # absolute source file
+    key: str  # '<folder>/<file>', unique, relative to train/images
     folder: str
     person: str
     gender: int
@@ -70,7 +71,7 @@ class TrainScan:
     images: list[TrainImage] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     people: int = 0
-    hidden: int = 0   # '._mask1.jpg' and other dot files (macOS copies): skipped silently
+    hidden: int = 0  # '._mask1.jpg' and other dot files (macOS copies): skipped silently
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,19 @@ class EvalScan:
 
 # --- train ------------------------------------------------------------------------------------------------
 
+
 def train_dirs(data_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(train/images, train/train.csv) of a competition folder, or one clear error."""
     root = require_dir(data_dir, "data folder")
     images, csv_path = root / "train" / "images", root / "train" / "train.csv"
     if not csv_path.is_file():
-        raise UserError(f"{csv_path} is missing: expected the competition layout train/train.csv + train/images/")
+        raise UserError(
+            f"{csv_path} is missing: expected the competition layout train/train.csv + train/images/"
+        )
     if not images.is_dir():
-        raise UserError(f"{images} is missing: expected the competition layout train/train.csv + train/images/")
+        raise UserError(
+            f"{images} is missing: expected the competition layout train/train.csv + train/images/"
+        )
     return images, csv_path
 
 
@@ -125,12 +131,16 @@ def folder_problem(folder: str, exc: LabelError) -> Problem:
 
 
 def _csv_mismatch(row: dict[str, str], folder: str, gender: int, age: int) -> Problem | None:
-    """train.csv and the folder name disagree: the folder name wins (it is what the images are filed under)."""
+    """train.csv and the folder name disagree: the folder name wins (it is what the images are filed
+    under)."""
     csv_gender = (row.get("gender") or "").strip().lower()
     csv_age = (row.get("age") or "").strip()
     if (csv_gender and csv_gender != GENDER_NAMES[gender]) or (csv_age.isdigit() and int(csv_age) != age):
-        return Problem("csv_mismatch", f"train/images/{folder}",
-                       f"train.csv says {csv_gender}/{csv_age}; the folder name is used")
+        return Problem(
+            "csv_mismatch",
+            f"train/images/{folder}",
+            f"train.csv says {csv_gender}/{csv_age}; the folder name is used",
+        )
     return None
 
 
@@ -154,12 +164,23 @@ def _scan_person(images_dir: Path, folder: str, scan: TrainScan) -> Person | Non
             scan.problems.append(Problem("bad_file", f"train/images/{folder}/{entry.name}", str(exc)))
             continue
         seen.add(Path(entry.name).stem)
-        scan.images.append(TrainImage(Path(entry.path), f"{folder}/{entry.name}", folder, person.id,
-                                      person.gender, person.race, person.age_years, mask))
+        scan.images.append(
+            TrainImage(
+                Path(entry.path),
+                f"{folder}/{entry.name}",
+                folder,
+                person.id,
+                person.gender,
+                person.race,
+                person.age_years,
+                mask,
+            )
+        )
     missing = sorted(set(STEM_TO_MASK) - seen)
     if missing:
-        scan.problems.append(Problem("incomplete_person", f"train/images/{folder}",
-                                     f"no image for {', '.join(missing)}"))
+        scan.problems.append(
+            Problem("incomplete_person", f"train/images/{folder}", f"no image for {', '.join(missing)}")
+        )
     return person
 
 
@@ -176,17 +197,22 @@ def scan_train(data_dir: str | os.PathLike[str]) -> TrainScan:
             continue
         listed.add(folder)
         if folder not in on_disk:
-            scan.problems.append(Problem("missing_folder", f"train/images/{folder}", "listed in train.csv, not on disk"))
+            scan.problems.append(
+                Problem("missing_folder", f"train/images/{folder}", "listed in train.csv, not on disk")
+            )
             continue
         person = _scan_person(images_dir, folder, scan)
         if person is not None and (p := _csv_mismatch(row, folder, person.gender, person.age_years)):
             scan.problems.append(p)
     for folder in sorted(on_disk - listed):
-        scan.problems.append(Problem("unlisted_folder", f"train/images/{folder}", "on disk, not in train.csv: ignored"))
+        scan.problems.append(
+            Problem("unlisted_folder", f"train/images/{folder}", "on disk, not in train.csv: ignored")
+        )
     return scan
 
 
 # --- eval -------------------------------------------------------------------------------------------------
+
 
 def eval_dir_of(path: str | os.PathLike[str]) -> Path:
     """Accept the eval folder itself or the competition folder that holds eval/."""
@@ -194,7 +220,9 @@ def eval_dir_of(path: str | os.PathLike[str]) -> Path:
     if not (p / "info.csv").is_file() and (p / "eval").is_dir():
         p = p / "eval"
     if not (p / "info.csv").is_file():
-        raise UserError(f"{p / 'info.csv'} is missing: expected the competition layout eval/info.csv + eval/images/")
+        raise UserError(
+            f"{p / 'info.csv'} is missing: expected the competition layout eval/info.csv + eval/images/"
+        )
     return p
 
 
@@ -208,5 +236,7 @@ def scan_eval(path: str | os.PathLike[str]) -> EvalScan:
         src = eval_dir / "images" / image_id
         scan.images.append(EvalImage(image_id, src))
         if not image_id or not src.is_file():
-            scan.problems.append(Problem("missing_image", f"eval/images/{image_id}", "listed in info.csv, not on disk"))
+            scan.problems.append(
+                Problem("missing_image", f"eval/images/{image_id}", "listed in info.csv, not on disk")
+            )
     return scan

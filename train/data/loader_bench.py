@@ -1,9 +1,11 @@
-"""The measurement behind `mask-train bench-loader`: images/s of the training data pipeline (read JPEG crop, resize, augment,
-normalise, collate) for num_workers 0..N, and resize-then-augment against augment-then-resize.
+"""The measurement behind `mask-train bench-loader`: images/s of the training data pipeline (read JPEG
+crop, resize, augment, normalise, collate) for num_workers 0..N, and resize-then-augment against
+augment-then-resize.
 
 It prints numbers; nothing asserts them. Crops come from a prepared cache (--cache) or, without one,
 from synthetic 384x512 JPEGs made in a temporary folder.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,7 +31,9 @@ def synthetic_crops(folder: Path, n: int, seed: int = 0) -> list[Path]:
     for i in range(n):
         img = rng.integers(0, 255, (512, 384, 3), dtype=np.uint8)
         img = cv2.GaussianBlur(img, (0, 0), 3)
-        cv2.ellipse(img, (192, 230), (110, 150), 0, 0, 360, tuple(int(v) for v in rng.integers(90, 220, 3)), -1)
+        cv2.ellipse(
+            img, (192, 230), (110, 150), 0, 0, 360, tuple(int(v) for v in rng.integers(90, 220, 3)), -1
+        )
         for x in (150, 234):
             cv2.circle(img, (x, 200), 12, (30, 30, 30), -1)
         cv2.rectangle(img, (110, 260), (274, 360), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
@@ -47,8 +51,10 @@ def crop_paths(cfg: Config, synthetic: int, tmp: Path, cache_given: bool = False
         paths = [s.crop for s in cache.samples()]
         return paths, f"{len(paths)} cached crops from {cache.root}"
     if cache_given and not synthetic:
-        raise UserError(f"cache {cache.root} has no manifest ({cache.manifest_path.name}); make it with "
-                        f"`mask-train prepare --out {cache.root}`, or pass --synthetic N")
+        raise UserError(
+            f"cache {cache.root} has no manifest ({cache.manifest_path.name}); make it with "
+            f"`mask-train prepare --out {cache.root}`, or pass --synthetic N"
+        )
     n = synthetic or 256
     return synthetic_crops(tmp, n), f"{n} synthetic 384x512 JPEG crops"
 
@@ -57,8 +63,11 @@ def measure(cfg: Config, paths: list[Path], workers: int, order: str, batches: i
     """Images/s over `batches` batches after one warm-up batch (worker start-up is not timed)."""
 
     m = cfg.model
-    ds = CropDataset(paths, [0] * len(paths), TrainTransform((m.input_height, m.input_width), m.mean, m.std,
-                                                             cfg.augment, order))
+    ds = CropDataset(
+        paths,
+        [0] * len(paths),
+        TrainTransform((m.input_height, m.input_width), m.mean, m.std, cfg.augment, order),
+    )
     sampler = EpochSampler(len(ds), seed=cfg.train.seed)
     loader = make_loader(ds, cfg.data, train=True, sampler=sampler, num_workers=workers)
     seen, epoch, start = -1, 0, 0.0
@@ -78,7 +87,9 @@ def measure(cfg: Config, paths: list[Path], workers: int, order: str, batches: i
     return images / max(elapsed, 1e-9)
 
 
-def run_bench(cfg: Config, paths: list[Path], max_workers: int, batches: int, show: bool = True) -> dict[str, Any]:
+def run_bench(
+    cfg: Config, paths: list[Path], max_workers: int, batches: int, show: bool = True
+) -> dict[str, Any]:
     settings = [(w, "resize_first") for w in range(max_workers + 1)]
     results: dict[str, Any] = {"workers": {}, "order": {}}
     with task("bench-loader", len(settings) + 2, show) as t:
@@ -91,5 +102,3 @@ def run_bench(cfg: Config, paths: list[Path], max_workers: int, batches: int, sh
             results["order"][order] = measure(cfg, paths, 0, order, batches)
             t.advance(1)
     return results
-
-

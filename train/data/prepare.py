@@ -1,4 +1,5 @@
-"""The work of `mask-train prepare` (and of the training commands' ensure_prepared): crop every face of a competition folder into the cache, with a manifest and a report.
+"""The work of `mask-train prepare` (and of the training commands' ensure_prepared): crop every face of a
+competition folder into the cache, with a manifest and a report.
 
 The crop is engines.faces.crop_face (the one the live monitor uses) around the largest MTCNN face; where
 MTCNN finds none, the centred 3:4 region (engines.faces.center_box) is cropped instead and counted.
@@ -6,15 +7,17 @@ A second run reuses every crop whose source file is unchanged (size and mtime) a
 (crop geometry, detector) are the same; a changed crop geometry alone re-crops from the stored face boxes
 (no second MTCNN pass); the manifest is saved every few hundred images, so an interrupted run loses little.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +37,7 @@ class Job:
     key: str
     src: Path
     crop_rel: str
-    extra: dict[str, Any] = field(default_factory=dict)   # label columns of the manifest row
+    extra: dict[str, Any] = field(default_factory=dict)  # label columns of the manifest row
 
 
 @dataclass
@@ -45,15 +48,21 @@ class PrepareReport:
     centred: list[str] = field(default_factory=list)
 
     def to_dict(self, data_dir: Path) -> dict[str, Any]:
-        return {"data_dir": str(data_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "counts": dict(self.counts), "problems": [p.to_dict() for p in self.problems],
-                "centred": self.centred}
+        return {
+            "data_dir": str(data_dir),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "counts": dict(self.counts),
+            "problems": [p.to_dict() for p in self.problems],
+            "centred": self.centred,
+        }
 
 
 # --- reading and cropping --------------------------------------------------------------------------------
 
+
 def read_image(path: Path) -> np.ndarray | None:
-    """BGR uint8 image, or None for a file OpenCV cannot decode (corrupt, truncated to nothing, not an image)."""
+    """BGR uint8 image, or None for a file OpenCV cannot decode (corrupt, truncated to nothing, not an
+    image)."""
     import cv2
 
     try:
@@ -94,7 +103,9 @@ def face_or_centre_crop(img: np.ndarray, box, found: bool, geom: CropConfig) -> 
     return crop_region(img, region, geom), tuple(region)
 
 
-def crop_batch(images: list[np.ndarray], detector, geom: CropConfig) -> list[tuple[np.ndarray, tuple, float, bool]]:
+def crop_batch(
+    images: list[np.ndarray], detector, geom: CropConfig
+) -> list[tuple[np.ndarray, tuple, float, bool]]:
     """Images -> (crop, box, score, found) each; the box is the face box, or the centred region."""
     out = []
     for img, faces in zip(images, detector.detect_batch(images)):
@@ -110,8 +121,19 @@ def _where(prefix: str) -> str:
 
 def _row(job: Job, stat: os.stat_result, box, score: float, found: bool) -> dict[str, Any]:
     x1, y1, x2, y2 = (round(float(v), 1) for v in box)
-    return {"key": job.key, "crop": job.crop_rel, "found": int(found), "score": round(float(score), 4),
-            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **job.extra}
+    return {
+        "key": job.key,
+        "crop": job.crop_rel,
+        "found": int(found),
+        "score": round(float(score), 4),
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        **job.extra,
+    }
 
 
 def source_unchanged(row: dict[str, str] | None, job: Job) -> bool:
@@ -119,20 +141,35 @@ def source_unchanged(row: dict[str, str] | None, job: Job) -> bool:
         st = job.src.stat()
     except OSError:
         return False
-    return row is not None and row.get("size") == str(st.st_size) and row.get("mtime_ns") == str(st.st_mtime_ns)
+    return (
+        row is not None and row.get("size") == str(st.st_size) and row.get("mtime_ns") == str(st.st_mtime_ns)
+    )
 
 
 def is_current(row: dict[str, str] | None, job: Job, cache: Cache) -> bool:
-    return (source_unchanged(row, job) and row.get("crop") == job.crop_rel
-            and (cache.root / job.crop_rel).is_file())
+    return (
+        source_unchanged(row, job)
+        and row.get("crop") == job.crop_rel
+        and (cache.root / job.crop_rel).is_file()
+    )
 
 
 class HalfRun:
     """One half (train/ or eval/) of a prepare run: what every step needs (the cache, its old manifest rows,
     the detector, the crop geometry, the report) in one place instead of a bundle passed from call to call."""
 
-    def __init__(self, name: str, jobs: list[Job], old: dict[str, dict], path: Path, fields: list[str],
-                 cache: Cache, detector: Any, geom: CropConfig, report: PrepareReport) -> None:
+    def __init__(
+        self,
+        name: str,
+        jobs: list[Job],
+        old: dict[str, dict],
+        path: Path,
+        fields: list[str],
+        cache: Cache,
+        detector: Any,
+        geom: CropConfig,
+        report: PrepareReport,
+    ) -> None:
         self.jobs, self.old, self.path, self.fields = jobs, old, path, fields
         self.cache, self.detector, self.geom, self.report = cache, detector, geom, report
         self.name, self.prefix = name, "" if name == "train" else "eval_"
@@ -177,8 +214,11 @@ class HalfRun:
         if mode == "recrop":
             rows = self.recrop()
         else:
-            rows = {j.key: self.old[j.key] for j in self.jobs
-                    if mode == "reuse" and is_current(self.old.get(j.key), j, self.cache)}
+            rows = {
+                j.key: self.old[j.key]
+                for j in self.jobs
+                if mode == "reuse" and is_current(self.old.get(j.key), j, self.cache)
+            }
             self.report.counts[f"{self.prefix}skipped"] += len(rows)
             self.tick(len(rows))
         todo = [j for j in self.jobs if j.key not in rows]
@@ -187,7 +227,9 @@ class HalfRun:
         for i, job in enumerate(todo):
             img = read_image(job.src)
             if img is None:
-                self.report.problems.append(Problem("corrupt", f"{_where(self.prefix)}/{job.key}", "cannot be decoded"))
+                self.report.problems.append(
+                    Problem("corrupt", f"{_where(self.prefix)}/{job.key}", "cannot be decoded")
+                )
                 self.tick(1)
             else:
                 pending.append((job, img, job.src.stat()))
@@ -212,15 +254,32 @@ class HalfRun:
 
 # --- the two halves --------------------------------------------------------------------------------------
 
+
 def train_jobs(scan) -> list[Job]:
-    return [Job(img.key, img.path, f"crops/train/{img.folder}/{crop_name(img.path.name)}",
-                {"folder": img.folder, "person": img.person, "gender": img.gender, "race": img.race,
-                 "age": img.age_years, "mask": img.mask}) for img in scan.images]
+    return [
+        Job(
+            img.key,
+            img.path,
+            f"crops/train/{img.folder}/{crop_name(img.path.name)}",
+            {
+                "folder": img.folder,
+                "person": img.person,
+                "gender": img.gender,
+                "race": img.race,
+                "age": img.age_years,
+                "mask": img.mask,
+            },
+        )
+        for img in scan.images
+    ]
 
 
 def eval_jobs(scan) -> list[Job]:
-    return [Job(img.image_id, img.path, f"crops/eval/{crop_name(img.image_id)}")
-            for img in scan.images if img.path.is_file()]
+    return [
+        Job(img.image_id, img.path, f"crops/eval/{crop_name(img.image_id)}")
+        for img in scan.images
+        if img.path.is_file()
+    ]
 
 
 def _count_rows(rows: Iterable[dict], report: PrepareReport, prefix: str) -> None:
@@ -250,21 +309,30 @@ def cache_mode(cache: Cache, data_dir: Path, settings: dict, force: bool, hint: 
     return "recrop" if same_detector else "redo"
 
 
-def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], cfg: Config, *,
-            force: bool = False, include_eval: bool = True, show: bool = True,
-            hint: str = REBUILD_HINT) -> PrepareReport:
+def prepare(
+    data_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    cfg: Config,
+    *,
+    force: bool = False,
+    include_eval: bool = True,
+    show: bool = True,
+    hint: str = REBUILD_HINT,
+) -> PrepareReport:
     """Bring the cache up to date with the data folder; safe to call again (done work is skipped). `hint`
     ends the message that refuses a cache of other data (the training commands have no --force)."""
     from engines.faces import FaceDetector
 
     data_dir, cache = Path(data_dir).resolve(), Cache(cache_dir)
-    scan = scan_train(data_dir)                     # raises on a missing folder or train.csv
+    scan = scan_train(data_dir)  # raises on a missing folder or train.csv
     escan = scan_eval(data_dir) if include_eval and (data_dir / "eval").is_dir() else None
     settings = settings_of(cfg)
     mode = cache_mode(cache, data_dir, settings, force, hint)
     cache.root.mkdir(parents=True, exist_ok=True)
-    old = {path: Cache.read_rows(path) if mode != "redo" else {}
-           for path in (cache.manifest_path, cache.eval_manifest_path)}
+    old = {
+        path: Cache.read_rows(path) if mode != "redo" else {}
+        for path in (cache.manifest_path, cache.eval_manifest_path)
+    }
     if mode != "reuse":  # rows made with other settings must not outlive an interrupted run
         Cache.write_rows(cache.manifest_path, [], TRAIN_FIELDS)
         Cache.write_rows(cache.eval_manifest_path, [], EVAL_FIELDS)
@@ -273,13 +341,33 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
     report.problems += scan.problems
     report.counts.update(people=scan.people, hidden_files=scan.hidden)
     detector = FaceDetector(cfg.detector)
-    HalfRun("train", train_jobs(scan), old[cache.manifest_path], cache.manifest_path, TRAIN_FIELDS, cache,
-            detector, cfg.crop, report).run(mode, show)
+    HalfRun(
+        "train",
+        train_jobs(scan),
+        old[cache.manifest_path],
+        cache.manifest_path,
+        TRAIN_FIELDS,
+        cache,
+        detector,
+        cfg.crop,
+        report,
+    ).run(mode, show)
     if escan is not None:
         report.problems += escan.problems
-        HalfRun("eval", eval_jobs(escan), old[cache.eval_manifest_path], cache.eval_manifest_path, EVAL_FIELDS,
-                cache, detector, cfg.crop, report).run(mode, show)
-    elif mode == "reuse":  # eval/ skipped this time: its rows (kept in the manifest) keep their report entries
+        HalfRun(
+            "eval",
+            eval_jobs(escan),
+            old[cache.eval_manifest_path],
+            cache.eval_manifest_path,
+            EVAL_FIELDS,
+            cache,
+            detector,
+            cfg.crop,
+            report,
+        ).run(mode, show)
+    elif (
+        mode == "reuse"
+    ):  # eval/ skipped this time: its rows (kept in the manifest) keep their report entries
         keep_eval_entries(cache, report)
     for kind, n in Counter(p.kind for p in report.problems).items():
         report.counts[kind] = n
@@ -298,8 +386,11 @@ def keep_eval_entries(cache: Cache, report: PrepareReport) -> None:
         return
     report.counts.update({k: v for k, v in (old.get("counts") or {}).items() if k in EVAL_STATE})
     report.centred += [c for c in old.get("centred") or [] if c.startswith("eval/")]
-    report.problems += [Problem(str(p.get("kind")), str(p.get("path")), str(p.get("detail", "")))
-                        for p in old.get("problems") or [] if str(p.get("path", "")).startswith("eval/")]
+    report.problems += [
+        Problem(str(p.get("kind")), str(p.get("path")), str(p.get("detail", "")))
+        for p in old.get("problems") or []
+        if str(p.get("path", "")).startswith("eval/")
+    ]
 
 
 def cache_settings(cfg: Config, cache: Cache) -> Config:
@@ -325,9 +416,9 @@ def ensure_prepared(cfg: Config, data_given: bool = True, show: bool = True):
         data_dir = cache.source() or data_dir
         if not data_dir.exists():
             return cache, cache.samples()
-    hint = (f"choose another --cache, or rebuild it with `mask-train prepare --force --data {data_dir} "
-            f"--out {cache.root}`")
+    hint = (
+        f"choose another --cache, or rebuild it with `mask-train prepare --force --data {data_dir} "
+        f"--out {cache.root}`"
+    )
     prepare(data_dir, cache.root, cache_settings(cfg, cache), include_eval=False, show=show, hint=hint)
     return cache, cache.samples()
-
-

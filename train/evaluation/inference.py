@@ -1,9 +1,10 @@
 """Model files at inference for evaluate / predict / eda: any format through engines.backends.load_engine,
 an ensemble (mean of the models' probabilities) and test-time augmentation (mean over views)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,13 +37,18 @@ def model_probs(engine, crops: Sequence[np.ndarray], tta: bool, batch_size: int 
     return np.mean(per_view, axis=0)
 
 
-def ensemble_probs(engines: Sequence, crops_per_model: Sequence[Sequence[np.ndarray]], tta: bool,
-                   batch_size: int = 32) -> np.ndarray:
+def ensemble_probs(
+    engines: Sequence, crops_per_model: Sequence[Sequence[np.ndarray]], tta: bool, batch_size: int = 32
+) -> np.ndarray:
     """Mean over models of each model's (TTA-averaged) probabilities. Each model gets its own crops
     (models trained with another crop geometry get crops of that geometry)."""
     return np.mean([model_probs(e, c, tta, batch_size) for e, c in zip(engines, crops_per_model)], axis=0)
 
 
 def geometry_warnings(engines: Sequence, crop_cfg) -> list[str]:
-    return [f"{e.path.name} was trained on crops with other geometry ({e.meta.crop}) than the cache's ({crop_cfg})"
-            for e in engines if e.meta.crop != crop_cfg]
+    return [
+        f"{e.path.name} was trained on crops with other geometry ({e.meta.crop}) "
+        f"than the cache's ({crop_cfg})"
+        for e in engines
+        if e.meta.crop != crop_cfg
+    ]

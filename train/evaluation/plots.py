@@ -1,8 +1,9 @@
 """PNG charts drawn with OpenCV (matplotlib is not a dependency): bar charts and a confusion matrix."""
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -13,7 +14,9 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 INK, GRID, BAR, WHITE = (30, 30, 30), (210, 210, 210), (180, 120, 40), (255, 255, 255)
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45, color=INK, thick: int = 1) -> None:
+def _text(
+    img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45, color=INK, thick: int = 1
+) -> None:
     cv2.putText(img, text, org, FONT, scale, color, thick, cv2.LINE_AA)
 
 
@@ -24,7 +27,7 @@ def _text_width(text: str, scale: float = 0.45) -> int:
 def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, width: int = 900) -> np.ndarray:
     """Horizontal bars, one row per label, the value written at the end of each bar."""
     row, top = 24, 44
-    label_w = max([_text_width(str(l)) for l in labels] + [40]) + 16
+    label_w = max([_text_width(str(label)) for label in labels] + [40]) + 16
     img = np.full((top + row * len(labels) + 16, width, 3), 255, np.uint8)
     _text(img, title, (10, 26), 0.6, thick=2)
     vmax = max([float(v) for v in values] + [1e-9])
@@ -42,7 +45,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, width:
 def confusion_image(cm: np.ndarray, labels: Sequence[str], title: str, cell: int = 34) -> np.ndarray:
     """Rows = truth (named), columns = prediction (numbered); colour = share of the row."""
     n = len(labels)
-    names = [f"{i:2d} {l}" for i, l in enumerate(labels)]
+    names = [f"{i:2d} {label}" for i, label in enumerate(labels)]
     left, top = max(_text_width(s) for s in names) + 20, 70
     img = np.full((top + n * cell + 40, left + n * cell + 20, 3), 255, np.uint8)
     _text(img, title, (10, 24), 0.6, thick=2)

@@ -1,4 +1,5 @@
-"""The predictions behind `mask-train predict`: the eval images -> submission.csv (info.csv's columns and rows, `ans` = class 0-17).
+"""The predictions behind `mask-train predict`: the eval images -> submission.csv (info.csv's columns and
+rows, `ans` = class 0-17).
 
 Probabilities are averaged over the models given (an ensemble of any model files, e.g. the K fold
 models) and, with --tta, over each crop and its mirror image. Faces come from the cache when `prepare`
@@ -6,12 +7,14 @@ cropped this very eval folder (its face boxes are reused), else MTCNN runs here;
 the geometry it was trained with. An image that cannot be read gets the most frequent predicted class,
 and is named in a warning.
 """
+
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +34,15 @@ def cached_boxes(cfg: Config, eval_dir: Path) -> dict[str, tuple[tuple[float, ..
     if not cache.made_from(eval_dir, "eval"):
         return {}
     rows = Cache.read_rows(cache.eval_manifest_path)
-    return {k: ((float(r["x1"]), float(r["y1"]), float(r["x2"]), float(r["y2"])), r["found"] == "1",
-                int(r["size"]), int(r["mtime_ns"])) for k, r in rows.items()}
+    return {
+        k: (
+            (float(r["x1"]), float(r["y1"]), float(r["x2"]), float(r["y2"])),
+            r["found"] == "1",
+            int(r["size"]),
+            int(r["mtime_ns"]),
+        )
+        for k, r in rows.items()
+    }
 
 
 class Cropper:
@@ -56,8 +66,9 @@ class Cropper:
         return [face_or_centre_crop(img, box, found, g)[0] for g in geoms]
 
 
-def predict(cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: bool = False,
-            show: bool = True) -> tuple[Any, np.ndarray, list[str]]:
+def predict(
+    cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: bool = False, show: bool = True
+) -> tuple[Any, np.ndarray, list[str]]:
     """(eval scan, probabilities [N, 18] in info.csv's order, names of unreadable images)."""
 
     scan = scan_eval(eval_path)
@@ -69,7 +80,7 @@ def predict(cfg: Config, models: Sequence[str], eval_path: str | Path, *, tta: b
     bs = cfg.data.batch_size
     with task("predict", len(scan.images), show) as t:
         for start in range(0, len(scan.images), bs):
-            chunk, per_model, rows = scan.images[start:start + bs], [[] for _ in engines], []
+            chunk, per_model, rows = scan.images[start : start + bs], [[] for _ in engines], []
             for j, item in enumerate(chunk):
                 img = read_image(item.path) if item.path.is_file() else None
                 if img is None:
@@ -102,5 +113,3 @@ def submission_csv(scan, probs: np.ndarray) -> str:
     for row, p in zip(scan.rows, probs):
         writer.writerow({**row, "ans": int(np.argmax(p))})
     return buf.getvalue()
-
-

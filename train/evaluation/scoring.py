@@ -1,15 +1,18 @@
-"""The scoring behind `mask-train evaluate`: macro F1 (18 classes and per task), accuracy and the confusion matrix of one model
-or an ensemble (any model file: .pt, .onnx, .engine), on the prepared training images.
+"""The scoring behind `mask-train evaluate`: macro F1 (18 classes and per task), accuracy and the
+confusion matrix of one model or an ensemble (any model file: .pt, .onnx, .engine), on the prepared
+training images.
 
 By default a .pt from `fit` is scored on its own validation people (the split travels in the checkpoint), an
 ensemble on the people that every one of its models held out (none in common, as with kfold's folds, is an
 error: their fair score is kfold's out-of-fold one); `--split all` scores every prepared image (of another
 data set, say). Truth is the competition's label (age >= 60), whatever threshold the model was trained with.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +42,8 @@ def saved_split(path: str | Path) -> list[str] | None:
 
 def select(samples: Sequence, split: str, models: Sequence[str | Path]) -> tuple[list, str]:
     """The samples to score and their description. An ensemble is scored on the people that EVERY model held
-    out: the folds of `kfold` each trained on the others' validation people, so one model's split would leak."""
+    out: the folds of `kfold` each trained on the others' validation people, so one model's split would
+    leak."""
     if split == "all":
         return list(samples), "all prepared images"
     splits = [saved_split(m) for m in models]
@@ -47,15 +51,21 @@ def select(samples: Sequence, split: str, models: Sequence[str | Path]) -> tuple
     if split == "auto" and len(missing) == len(models):
         return list(samples), "all prepared images"
     if missing and len(models) == 1:
-        raise UserError(f"{missing[0]} carries no validation split (only .pt files from `fit` do): use --split all")
+        raise UserError(
+            f"{missing[0]} carries no validation split (only .pt files from `fit` do): use --split all"
+        )
     if missing:
-        raise UserError(f"{missing[0]} carries no validation split (only .pt files from `fit` do), so the ensemble has "
-                        f"no people that every model held out: use --split all, or kfold's out-of-fold score "
-                        f"(kfold.json)")
+        raise UserError(
+            f"{missing[0]} carries no validation split (only .pt files from `fit` do), so the ensemble has "
+            f"no people that every model held out: use --split all, or kfold's out-of-fold score "
+            f"(kfold.json)"
+        )
     people = set.intersection(*(set(p) for p in splits))
     if not people:
-        raise UserError(f"the {len(models)} models have no validation people in common (each held out other people, "
-                        f"as kfold's folds do): see kfold's out-of-fold score (kfold.json), or use --split all")
+        raise UserError(
+            f"the {len(models)} models have no validation people in common (each held out other people, "
+            f"as kfold's folds do): see kfold's out-of-fold score (kfold.json), or use --split all"
+        )
     chosen = [s for s in samples if s.person in people]
     if not chosen:
         raise UserError(f"none of {models[0]}'s validation people are in this cache: use --split all")
@@ -64,20 +74,29 @@ def select(samples: Sequence, split: str, models: Sequence[str | Path]) -> tuple
     return chosen, f"validation people that all {len(models)} models held out ({len(people)})"
 
 
-def score_samples(engines: Sequence, samples: Sequence, tta: bool, batch_size: int, show: bool = True) -> np.ndarray:
+def score_samples(
+    engines: Sequence, samples: Sequence, tta: bool, batch_size: int, show: bool = True
+) -> np.ndarray:
     """[N, 18] ensemble probabilities over the samples' cached crops, chunk by chunk."""
 
     out = []
     with task("evaluate", len(samples), show) as t:
         for i in range(0, len(samples), batch_size):
-            crops = [read_crop(s.crop) for s in samples[i:i + batch_size]]
+            crops = [read_crop(s.crop) for s in samples[i : i + batch_size]]
             out.append(ensemble_probs(engines, [crops] * len(engines), tta, batch_size))
             t.advance(len(crops))
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def evaluate(cfg: Config, models: Sequence[str], *, split: str = "auto", tta: bool = False,
-             data_given: bool = True, show: bool = True) -> dict[str, Any]:
+def evaluate(
+    cfg: Config,
+    models: Sequence[str],
+    *,
+    split: str = "auto",
+    tta: bool = False,
+    data_given: bool = True,
+    show: bool = True,
+) -> dict[str, Any]:
     engines = load_models(models, cfg.engine.device, cfg.engine.threads)
     cache, samples = ensure_prepared(cfg, data_given, show)
     chosen, what = select(samples, split, models)
@@ -86,8 +105,14 @@ def evaluate(cfg: Config, models: Sequence[str], *, split: str = "auto", tta: bo
     probs = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
     targets = np.array([s.cls(COMPETITION_AGE_THRESHOLD) for s in chosen], np.int64)
     result = summarize(probs, targets)
-    result.update(models=[str(m) for m in models], images=what, tta=tta,
-                  keys=[s.key for s in chosen], probs=probs, targets=targets)
+    result.update(
+        models=[str(m) for m in models],
+        images=what,
+        tta=tta,
+        keys=[s.key for s in chosen],
+        probs=probs,
+        targets=targets,
+    )
     return result
 
 
@@ -96,8 +121,12 @@ def write_report(report_dir: Path, result: dict[str, Any]) -> None:
     plain = {k: v for k, v in result.items() if k not in ("keys", "probs", "targets")}
     atomic_write_json(report_dir / "metrics.json", plain)
     title = f"{Path(result['models'][0]).name}{' +TTA' if result['tta'] else ''}: macro F1 {result['f1']:.3f}"
-    save_png(report_dir / "confusion.png", confusion_image(np.asarray(result["confusion"]), class_names(), title))
-    save_npz(report_dir / "predictions.npz", keys=np.array(result["keys"]), targets=result["targets"],
-             probs=result["probs"])
-
-
+    save_png(
+        report_dir / "confusion.png", confusion_image(np.asarray(result["confusion"]), class_names(), title)
+    )
+    save_npz(
+        report_dir / "predictions.npz",
+        keys=np.array(result["keys"]),
+        targets=result["targets"],
+        probs=result["probs"],
+    )

@@ -1,19 +1,22 @@
-"""The engine benchmarks behind `mask-train bench-engines`: classifier crops/s per backend and MTCNN ms per frame.
+"""The engine benchmarks behind `mask-train bench-engines`: classifier crops/s per backend and MTCNN ms
+per frame.
 
 A benchmark, not a test: the numbers depend on the machine and on whatever else runs there; medians keep
 a burst of load from elsewhere from dominating, and the ratio ONNX Runtime / PyTorch comes from the same
 run on the same input. The model is the configured backbone with random weights
 (the speed of a network does not depend on its weights), or --checkpoint.
 """
+
 from __future__ import annotations
 
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +28,9 @@ from train.export.onnx import export_onnx
 from train.progress import task
 
 BATCHES = (1, 8)
-TARGET_RATIO = 3.0  # issue 2: ONNX Runtime >= 3x PyTorch eager, default backbone, batch 8, this 2-core machine
+TARGET_RATIO = (
+    3.0  # issue 2: ONNX Runtime >= 3x PyTorch eager, default backbone, batch 8, this 2-core machine
+)
 PHOTO = Path(__file__).resolve().parents[2] / "samples" / "faces" / "astronaut.png"
 FRAMES = ((640, 480), (1280, 720))  # width, height
 
@@ -47,8 +52,16 @@ def _source(checkpoint: Path | None, cfg: Config):
     m = cfg.model
     model = create_model(m.arch, m.head, pretrained=False)
     _realistic_batchnorm(model, (m.input_height, m.input_width))
-    meta = ModelMeta(arch=m.arch, head=m.head, input_height=m.input_height, input_width=m.input_width,
-                     mean=m.mean, std=m.std, crop=cfg.crop, extra={"note": "random weights (bench-engines)"})
+    meta = ModelMeta(
+        arch=m.arch,
+        head=m.head,
+        input_height=m.input_height,
+        input_width=m.input_width,
+        mean=m.mean,
+        std=m.std,
+        crop=cfg.crop,
+        extra={"note": "random weights (bench-engines)"},
+    )
     return meta, model.state_dict()
 
 
@@ -81,7 +94,9 @@ def _model_files(meta, state_dict, size: tuple[int, int], tmp: Path) -> tuple[Pa
 
     h, w = size
     ckpt = tmp / f"model_{h}x{w}.pt"
-    torch.save({CKPT_META: replace(meta, input_height=h, input_width=w).to_dict(), CKPT_MODEL: state_dict}, ckpt)
+    torch.save(
+        {CKPT_META: replace(meta, input_height=h, input_width=w).to_dict(), CKPT_MODEL: state_dict}, ckpt
+    )
     onnx_path = ckpt.with_suffix(".onnx")
     export_onnx(ckpt, onnx_path)
     return ckpt, onnx_path
@@ -106,8 +121,13 @@ def bench_classifier(pt, ort, batch: int, repeats: int, rng: np.random.Generator
     x = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
     pt_rate = batch / _median_call(lambda: pt.infer(x), repeats)
     ort_rate = batch / _median_call(lambda: ort.infer(x), repeats)
-    return {"input": [h, w], "batch": batch, "pytorch_crops_per_s": round(pt_rate, 2),
-            "onnxruntime_crops_per_s": round(ort_rate, 2), "ratio": round(ort_rate / pt_rate, 3)}
+    return {
+        "input": [h, w],
+        "batch": batch,
+        "pytorch_crops_per_s": round(pt_rate, 2),
+        "onnxruntime_crops_per_s": round(ort_rate, 2),
+        "ratio": round(ort_rate / pt_rate, 3),
+    }
 
 
 def make_frame(width: int, height: int, photo: np.ndarray) -> np.ndarray:
@@ -120,7 +140,7 @@ def make_frame(width: int, height: int, photo: np.ndarray) -> np.ndarray:
     ph, pw = int(photo.shape[0] * s), int(photo.shape[1] * s)
     small = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)
     y, x = (height - ph) // 2, (width - pw) // 2
-    frame[y:y + ph, x:x + pw] = small
+    frame[y : y + ph, x : x + pw] = small
     return frame
 
 
@@ -128,8 +148,12 @@ def bench_mtcnn(detector, width: int, height: int, photo: np.ndarray, repeats: i
     frame = make_frame(width, height, photo)
     faces = len(detector.detect(frame))  # warm-up (loads the nets) and a sanity check
     times = [_timed(lambda: detector.detect(frame)) * 1000 for _ in range(repeats)]
-    return {"frame": [width, height], "median_ms": round(float(np.median(times)), 2),
-            "p95_ms": round(float(np.percentile(times, 95)), 2), "faces": faces}
+    return {
+        "frame": [width, height],
+        "median_ms": round(float(np.median(times)), 2),
+        "p95_ms": round(float(np.percentile(times, 95)), 2),
+        "faces": faces,
+    }
 
 
 def _load_average() -> float | None:
@@ -158,7 +182,10 @@ def run_benchmark(cfg: Config, checkpoint: Path | None = None, repeats: int = 20
     meta, state = _source(checkpoint, cfg)
     sizes = list(dict.fromkeys([meta.input_size, (cfg.crop.height, cfg.crop.width)]))
     steps = len(sizes) * (1 + len(BATCHES)) + len(FRAMES)
-    with tempfile.TemporaryDirectory(prefix="mask-monitor-bench-") as tmp, task("benchmark", steps) as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="mask-monitor-bench-") as tmp,
+        task("benchmark", steps) as progress,
+    ):
         rows = []
         for h, w in sizes:
             progress.describe(f"exporting {meta.arch} at {w}x{h} to ONNX")
@@ -177,15 +204,26 @@ def run_benchmark(cfg: Config, checkpoint: Path | None = None, repeats: int = 20
             progress.advance()
     default = next((r for r in rows if tuple(r["input"]) == meta.input_size and r["batch"] == 8), None)
     return {
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                    "torch_threads": torch.get_num_threads(), "ort_threads": os.cpu_count(),
-                    "load_average_before": load_before, "load_average_after": _load_average()},
-        "model": {"arch": meta.arch, "head": meta.head,
-                  "weights": str(checkpoint) if checkpoint else "random"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "ort_threads": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": _load_average(),
+        },
+        "model": {
+            "arch": meta.arch,
+            "head": meta.head,
+            "weights": str(checkpoint) if checkpoint else "random",
+        },
         "repeats": repeats,
         "classifier": rows,
         "mtcnn": frames,
-        "target": {"what": f"ONNX Runtime >= {TARGET_RATIO:g}x PyTorch eager at batch 8, model input size",
-                   "ratio": default["ratio"] if default else None,
-                   "met": bool(default and default["ratio"] >= TARGET_RATIO)},
+        "target": {
+            "what": f"ONNX Runtime >= {TARGET_RATIO:g}x PyTorch eager at batch 8, model input size",
+            "ratio": default["ratio"] if default else None,
+            "met": bool(default and default["ratio"] >= TARGET_RATIO),
+        },
     }

@@ -1,14 +1,15 @@
 """The .onnx row of engines.formats.FORMATS: a checkpoint as one self-contained ONNX file, dynamic batch,
 ModelMeta in its metadata_props (to_onnx is the exporter that row names)."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 from engines.config import ExportConfig
 from engines.contract import INPUT_NAME, META_KEY, OUTPUT_NAME, ModelMeta
@@ -27,8 +28,9 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
         yield buf
 
 
-def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], opset: int = 18,
-                fp16: bool = False) -> ModelMeta:
+def export_onnx(
+    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], opset: int = 18, fp16: bool = False
+) -> ModelMeta:
     """One self-contained .onnx file: dynamic batch axis, input 'images', output 'probs', metadata_props.
 
     fp16 traces a half-precision copy of the model: its I/O and weights are float16, which TensorRT 11
@@ -48,9 +50,17 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
     with atomic_path(out) as tmp:
         try:
             with _quiet_exporter():
-                torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_shapes={"images": {0: batch}}, opset_version=opset,
-                                  external_data=False, verbose=False)
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes={"images": {0: batch}},
+                    opset_version=opset,
+                    external_data=False,
+                    verbose=False,
+                )
         except Exception as exc:  # the exporter's errors are long; keep the first line
             first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
             raise UserError(f"ONNX export of {checkpoint} failed: {first}") from None
@@ -58,7 +68,9 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         del proto.metadata_props[:]
         prop = proto.metadata_props.add()
         prop.key, prop.value = META_KEY, meta.to_json()
-        proto.doc_string = f"mask-monitor classifier {meta.arch} ({meta.head} head), {NUM_CLASSES} mask/gender/age classes"
+        proto.doc_string = (
+            f"mask-monitor classifier {meta.arch} ({meta.head} head), {NUM_CLASSES} mask/gender/age classes"
+        )
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return meta

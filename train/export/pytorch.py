@@ -1,5 +1,6 @@
 """The .pt row of engines.formats.FORMATS: the checkpoint every export starts from (read_source), and a slim
 inference checkpoint written from it (to_pytorch)."""
+
 from __future__ import annotations
 
 import os
@@ -14,13 +15,16 @@ from engines.formats import format_for
 
 
 def read_source(checkpoint: str | os.PathLike[str]) -> tuple[ModelMeta, dict]:
-    """The .pt checkpoint every export starts from: (its ModelMeta with the source hash filled in, the dict)."""
+    """The .pt checkpoint every export starts from: (its ModelMeta with the source hash filled in, the
+    dict)."""
     from engines.backends.torch_backend import load_checkpoint  # imports torch
 
     path = require_file(checkpoint, "checkpoint")
     if format_for(path).name != "pytorch":
-        raise UserError(f"checkpoint {path} is a {path.suffix} file; export starts from a .pt "
-                        f"checkpoint (best.pt or last.pt of `mask-train fit`)")
+        raise UserError(
+            f"checkpoint {path} is a {path.suffix} file; export starts from a .pt "
+            f"checkpoint (best.pt or last.pt of `mask-train fit`)"
+        )
     meta, ckpt = load_checkpoint(path)
     return replace(meta, source_sha256=sha256_file(path)), ckpt
 

@@ -3,6 +3,7 @@
 Every value inside is a tensor or plain data, so torch.load(weights_only=True) reads it; each file is
 written to a temporary name and renamed, so a crash or Ctrl-C never leaves half a checkpoint.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,10 +24,20 @@ def bare(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def save_checkpoint(path: str | os.PathLike[str], *, meta: ModelMeta, model: nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, scaler: Any = None,
-                    epoch: int = 0, config: dict[str, Any] | None = None, metrics: list[dict] | None = None,
-                    best: dict[str, Any] | None = None, split: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    meta: ModelMeta,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    epoch: int = 0,
+    config: dict[str, Any] | None = None,
+    metrics: list[dict] | None = None,
+    best: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+) -> None:
     payload = {
         CKPT_META: meta.to_dict(),
         CKPT_MODEL: {k: v.detach().cpu() for k, v in bare(model).state_dict().items()},

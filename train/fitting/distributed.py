@@ -3,6 +3,7 @@
 `torchrun --nproc_per_node N -m train fit ...` sets RANK / WORLD_SIZE / LOCAL_RANK; `setup` reads them and
 joins the process group (nccl on GPUs, gloo on CPU). Rank 0 alone writes files and shows progress.
 """
+
 from __future__ import annotations
 
 import os

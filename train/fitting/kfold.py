@@ -1,5 +1,6 @@
-"""The k-fold training behind `mask-train kfold --folds K`: K person-grouped, class-stratified folds, one `fit` run per fold, and the
-out-of-fold macro F1 (every image scored by the fold model that never saw its person).
+"""The k-fold training behind `mask-train kfold --folds K`: K person-grouped, class-stratified folds, one
+`fit` run per fold, and the out-of-fold macro F1 (every image scored by the fold model that never saw its
+person).
 
     OUT/folds.json        fold -> person ids (reused when the command runs again)
     OUT/fold<k>/          a complete fit run (best.pt, last.pt, metrics.jsonl, ...)
@@ -7,6 +8,7 @@ out-of-fold macro F1 (every image scored by the fold model that never saw its pe
 
 Safe to run again: finished folds are skipped, an interrupted fold resumes from its last.pt.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,10 +55,15 @@ def check_same_people(path: Path, saved: set[str], now: set[str]) -> None:
     if saved == now:
         return
     added, removed = sorted(now - saved), sorted(saved - now)
-    change = "; ".join(f"{len(ids)} {'person' if len(ids) == 1 else 'people'} {what}, e.g. {ids[0]}"
-                       for ids, what in ((added, "added"), (removed, "removed")) if ids)
-    raise UserError(f"{path} splits other people than the data holds now ({change}): use another --out "
-                    f"(its fold runs were trained on that split)")
+    change = "; ".join(
+        f"{len(ids)} {'person' if len(ids) == 1 else 'people'} {what}, e.g. {ids[0]}"
+        for ids, what in ((added, "added"), (removed, "removed"))
+        if ids
+    )
+    raise UserError(
+        f"{path} splits other people than the data holds now ({change}): use another --out "
+        f"(its fold runs were trained on that split)"
+    )
 
 
 def run_fold(cfg: Config, fold_dir: Path, people: set[str], dist: Dist, show: bool) -> None:
@@ -85,22 +92,29 @@ def write_summary(out: Path, m: dict[str, Any], per_fold: list[dict[str, Any]]) 
     """kfold.json, oof_confusion.png and oof_predictions.npz in the k-fold folder."""
     plain = {k: v for k, v in m.items() if k not in ("keys", "probs", "targets")}
     atomic_write_json(out / "kfold.json", {"oof": plain, "folds": per_fold})
-    save_png(out / "oof_confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(),
-                                                        f"{out.name}: out-of-fold, macro F1 {m['f1']:.3f}"))
+    save_png(
+        out / "oof_confusion.png",
+        confusion_image(
+            np.asarray(m["confusion"]), class_names(), f"{out.name}: out-of-fold, macro F1 {m['f1']:.3f}"
+        ),
+    )
     save_npz(out / "oof_predictions.npz", keys=np.array(m["keys"]), targets=m["targets"], probs=m["probs"])
 
 
 def fold_scores(fold_dir: Path, i: int) -> dict[str, Any]:
     """The best epoch's validation scores of one finished fold (its val_metrics.json)."""
     best = json.loads((fold_dir / "val_metrics.json").read_text())
-    return {"fold": i, **{key: best[key] for key in ("epoch", "n", "acc", "f1", "f1_mask", "f1_gender", "f1_age")}}
+    return {
+        "fold": i,
+        **{key: best[key] for key in ("epoch", "n", "acc", "f1", "f1_mask", "f1_gender", "f1_age")},
+    }
 
 
 @dataclass
 class KfoldResult:
-    out: Path                        # the k-fold folder
-    oof: dict[str, Any]              # out-of-fold metrics (train.fitting.metrics.summarize) with keys/probs/targets
-    per_fold: list[dict[str, Any]]   # each fold's best-epoch scores
+    out: Path  # the k-fold folder
+    oof: dict[str, Any]  # out-of-fold metrics (train.fitting.metrics.summarize) with keys/probs/targets
+    per_fold: list[dict[str, Any]]  # each fold's best-epoch scores
 
 
 def run_folds(cfg: Config, dist: Dist, out: str | None = None, data_given: bool = True) -> KfoldResult | None:

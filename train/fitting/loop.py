@@ -1,10 +1,11 @@
 """One training epoch and one pass of inference over a loader: short, device-agnostic functions."""
+
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,9 +44,18 @@ def _group_size(i: int, n_batches: int, accumulate: int) -> int:
     return min(accumulate, n_batches - start)
 
 
-def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
-                    device: torch.device, scaler: torch.amp.GradScaler, accumulate: int = 1, amp: bool = False,
-                    on_batch: Callable[[int, float], None] | None = None) -> EpochStats:
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    scaler: torch.amp.GradScaler,
+    accumulate: int = 1,
+    amp: bool = False,
+    on_batch: Callable[[int, float], None] | None = None,
+) -> EpochStats:
     """Gradient accumulation over `accumulate` batches; DDP gradients synchronised on the last one only."""
     set_train_mode(model)
     stats, start = EpochStats(), time.perf_counter()
@@ -73,9 +83,16 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
 
 
 @torch.inference_mode()
-def predict_loader(model: nn.Module, loader, head: str, *, device: torch.device, amp: bool = False,
-                   loss_fn: nn.Module | None = None,
-                   on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def predict_loader(
+    model: nn.Module,
+    loader,
+    head: str,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    loss_fn: nn.Module | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(probabilities [N, 18], targets [N], mean loss) over a loader, in its order."""
     model.eval()
     probs, targets, loss_sum = [], [], 0.0

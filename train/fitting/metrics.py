@@ -3,6 +3,7 @@
 Macro F1 averages over the classes present in the truth or the predictions (scikit-learn's
 f1_score(average='macro') without `labels`): a class absent from both says nothing about the model.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,4 +60,6 @@ def summarize(probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
 
 def headline(m: dict[str, Any]) -> dict[str, float]:
     """The scalar metrics, for metrics.jsonl and tables."""
-    return {k: round(float(v), 4) for k, v in m.items() if k in ("acc", "f1", "f1_mask", "f1_gender", "f1_age")}
+    return {
+        k: round(float(v), 4) for k, v in m.items() if k in ("acc", "f1", "f1_mask", "f1_gender", "f1_age")
+    }

@@ -1,4 +1,5 @@
 """Optimizer (SGD / AdamW) and epoch-level LR schedule (StepLR / cosine / ReduceLROnPlateau)."""
+
 from __future__ import annotations
 
 import math

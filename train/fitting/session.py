@@ -8,6 +8,7 @@ The run folder gets config.toml (the resolved config; `--config` reads it back),
 metrics.jsonl, best.pt (highest validation macro F1), last.pt (every epoch, and on Ctrl-C),
 confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,21 @@ def resume_target(args: argparse.Namespace, cfg: Config) -> tuple[Config, Path, 
 
 
 def check_same_run(state: dict[str, Any], cfg: Config) -> None:
-    """What a resumed run cannot change: the network ([model]) and the optimizer (its state is per optimizer)."""
+    """What a resumed run cannot change: the network ([model]) and the optimizer (its state is per
+    optimizer)."""
     source, old = state.get("source", "the checkpoint to resume"), state.get("config") or {}
     old_model = old.get("model")
     if old_model and old_model != cfg.to_dict()["model"]:
-        raise UserError(f"{source}: [model] differs from the run being resumed ({old_model.get('arch')}, "
-                        f"{old_model.get('input_height')}x{old_model.get('input_width')}); start a new run instead")
+        raise UserError(
+            f"{source}: [model] differs from the run being resumed ({old_model.get('arch')}, "
+            f"{old_model.get('input_height')}x{old_model.get('input_width')}); start a new run instead"
+        )
     old_opt = (old.get("train") or {}).get("optimizer")
     if old_opt and old_opt != cfg.train.optimizer:
-        raise UserError(f"{source}: the run was trained with train.optimizer = {old_opt!r}, not "
-                        f"{cfg.train.optimizer!r}; resume it with {old_opt!r} or start a new run")
+        raise UserError(
+            f"{source}: the run was trained with train.optimizer = {old_opt!r}, not "
+            f"{cfg.train.optimizer!r}; resume it with {old_opt!r} or start a new run"
+        )
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -77,8 +83,16 @@ def load_samples(cfg: Config, dist: Dist, data_given: bool = True, show: bool = 
     return cache, cache.samples()
 
 
-def fit(cfg: Config, *, run_dir: Path | None = None, state: dict[str, Any] | None = None, dist=None,
-        val_people: set[str] | None = None, data_given: bool = True, show: bool = True) -> FitResult:
+def fit(
+    cfg: Config,
+    *,
+    run_dir: Path | None = None,
+    state: dict[str, Any] | None = None,
+    dist=None,
+    val_people: set[str] | None = None,
+    data_given: bool = True,
+    show: bool = True,
+) -> FitResult:
     """One training run; returns train.fitting.trainer.FitResult. `val_people` fixes the split (kfold)."""
     dist = dist or Dist(device=_device(cfg))
     if state is not None:
@@ -99,5 +113,3 @@ def fit(cfg: Config, *, run_dir: Path | None = None, state: dict[str, Any] | Non
 
 def _device(cfg: Config) -> Any:
     return rank_device(cfg.train.device)
-
-

@@ -1,5 +1,6 @@
 """The training run behind `fit` and each fold of `kfold`: build, train epoch by epoch, validate, keep
 best.pt / last.pt, metrics.jsonl and the confusion matrix. Works alone or as one DDP rank."""
+
 from __future__ import annotations
 
 import copy
@@ -62,8 +63,16 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, cache: Cache, samples: list[Sample], val_people: set[str], run_dir: Path,
-                 dist: Dist, show: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        cache: Cache,
+        samples: list[Sample],
+        val_people: set[str],
+        run_dir: Path,
+        dist: Dist,
+        show: bool = True,
+    ) -> None:
         self.cfg, self.cache, self.run_dir, self.dist = cfg, cache, run_dir, dist
         self.show = show and dist.main
         self.device = dist.device
@@ -79,26 +88,46 @@ class Trainer:
         self.saved_epoch: int | None = None  # epoch count of the end-of-epoch last.pt now in run_dir, if any
         # best.pt is chosen by validation macro F1 (ties: the lower validation loss); without a validation
         # set, by the training loss
-        self.best: dict[str, Any] = {"epoch": 0, "score": None, "loss": None,
-                                     "metric": "val_f1" if self.val_samples else "-train_loss"}
+        self.best: dict[str, Any] = {
+            "epoch": 0,
+            "score": None,
+            "loss": None,
+            "metric": "val_f1" if self.val_samples else "-train_loss",
+        }
 
     # --- building ---------------------------------------------------------------------------------------
     def _build_data(self) -> None:
         m, d = self.cfg.model, self.cfg.data
         size = (m.input_height, m.input_width)
         targets = [s.cls(d.age_old_threshold) for s in self.train_samples]
-        self.train_ds = CropDataset([s.crop for s in self.train_samples], targets,
-                                    TrainTransform(size, m.mean, m.std, self.cfg.augment))
+        self.train_ds = CropDataset(
+            [s.crop for s in self.train_samples],
+            targets,
+            TrainTransform(size, m.mean, m.std, self.cfg.augment),
+        )
         weights = class_weights(targets) if d.weighted_sampler else None
-        self.sampler = EpochSampler(len(self.train_ds), weights=weights, rank=self.dist.rank,
-                                    world=self.dist.world, seed=self.cfg.train.seed)
-        self.train_loader = make_loader(self.train_ds, d, train=True, sampler=self.sampler,
-                                        device_type=self.device.type)
+        self.sampler = EpochSampler(
+            len(self.train_ds),
+            weights=weights,
+            rank=self.dist.rank,
+            world=self.dist.world,
+            seed=self.cfg.train.seed,
+        )
+        self.train_loader = make_loader(
+            self.train_ds, d, train=True, sampler=self.sampler, device_type=self.device.type
+        )
         val_targets = [s.cls(COMPETITION_AGE_THRESHOLD) for s in self.val_samples]
-        val_ds = CropDataset([s.crop for s in self.val_samples], val_targets, EvalTransform(size, m.mean, m.std))
+        val_ds = CropDataset(
+            [s.crop for s in self.val_samples], val_targets, EvalTransform(size, m.mean, m.std)
+        )
         shard = torch.utils.data.Subset(val_ds, range(self.dist.rank, len(val_ds), self.dist.world))
-        self.val_loader = make_loader(shard, d, train=False, device_type=self.device.type,
-                                      num_workers=min(d.num_workers, 1)) if len(val_ds) else None
+        self.val_loader = (
+            make_loader(
+                shard, d, train=False, device_type=self.device.type, num_workers=min(d.num_workers, 1)
+            )
+            if len(val_ds)
+            else None
+        )
         self.val_targets = np.asarray(val_targets, np.int64)
 
     def _build_model(self) -> None:
@@ -126,13 +155,19 @@ class Trainer:
                 self.scaler.load_state_dict(state["scaler"])
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             detail = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise UserError(f"{source}: cannot resume from it, its model or optimizer state does not fit this run "
-                            f"({type(exc).__name__}: {detail})") from None
-        for group in self.optimizer.param_groups:  # another optimizer's groups load, then fail at the first step
+            raise UserError(
+                f"{source}: cannot resume from it, its model or optimizer state does not fit this run "
+                f"({type(exc).__name__}: {detail})"
+            ) from None
+        for (
+            group
+        ) in self.optimizer.param_groups:  # another optimizer's groups load, then fail at the first step
             missing = sorted(set(self.optimizer.defaults) - set(group))
             if missing:
-                raise UserError(f"{source}: cannot resume from it, its optimizer state was made by another "
-                                f"optimizer (no {', '.join(missing)}); start a new run")
+                raise UserError(
+                    f"{source}: cannot resume from it, its optimizer state was made by another "
+                    f"optimizer (no {', '.join(missing)}); start a new run"
+                )
         self.start_epoch = int(state["epoch"])
         if Path(source).resolve() == (self.run_dir / "last.pt").resolve():
             self.saved_epoch = self.start_epoch  # that last.pt is already the clean state a Ctrl-C would save
@@ -144,15 +179,24 @@ class Trainer:
     # --- one epoch --------------------------------------------------------------------------------------
     def _train_epoch(self, epoch: int):
         self.sampler.set_epoch(epoch)
-        # DataLoader workers derive their seeds from torch's; the sampler keeps seed + epoch, shared by the ranks
+        # DataLoader workers derive their seeds from torch's; the sampler keeps seed + epoch, shared by the
+        # ranks
         seed = epoch_seed(self.cfg.train.seed, epoch, self.dist.rank)
         torch.manual_seed(seed)
         self.train_ds.transform.set_seed(seed)
         total = len(self.train_loader)
         with task(f"epoch {epoch + 1}/{self.cfg.train.epochs}", total, self.show) as t:
-            stats = train_one_epoch(self.model, self.train_loader, self.loss_fn, self.optimizer, device=self.device,
-                                    scaler=self.scaler, accumulate=self.cfg.train.accumulate, amp=self.amp,
-                                    on_batch=lambda n, loss: t.advance(1, f"loss {loss:.3f}"))
+            stats = train_one_epoch(
+                self.model,
+                self.train_loader,
+                self.loss_fn,
+                self.optimizer,
+                device=self.device,
+                scaler=self.scaler,
+                accumulate=self.cfg.train.accumulate,
+                amp=self.amp,
+                on_batch=lambda n, loss: t.advance(1, f"loss {loss:.3f}"),
+            )
         loss_sum, n = self.dist.sum([stats.loss_sum, float(stats.n)])
         return loss_sum / max(n, 1), stats.seconds, int(n)
 
@@ -161,23 +205,36 @@ class Trainer:
         if self.val_loader is None:
             return None
         self.dist.sync_buffers(self.model)
-        probs, _, loss = predict_loader(ckpt_io.bare(self.model), self.val_loader, self.cfg.model.head,
-                                        device=self.device, amp=self.amp, loss_fn=self.loss_fn)
+        probs, _, loss = predict_loader(
+            ckpt_io.bare(self.model),
+            self.val_loader,
+            self.cfg.model.head,
+            device=self.device,
+            amp=self.amp,
+            loss_fn=self.loss_fn,
+        )
         parts = self.dist.gather((probs, loss * len(probs)))
         full = np.zeros((len(self.val_targets), probs.shape[1]), np.float32)
         for r, (p, _) in enumerate(parts):
-            full[r::self.dist.world] = p
-        return full, sum(l for _, l in parts) / max(len(full), 1)
+            full[r :: self.dist.world] = p
+        return full, sum(loss for _, loss in parts) / max(len(full), 1)
 
     def _record(self, epoch: int, train_loss: float, seconds: float, n: int, val) -> dict[str, Any]:
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": round(train_loss, 5),
-                               "lr": current_lr(self.optimizer), "seconds": round(seconds, 2),
-                               "images": n, "images_per_s": round(n / max(seconds, 1e-9), 1),
-                               "world_size": self.dist.world}
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_loss, 5),
+            "lr": current_lr(self.optimizer),
+            "seconds": round(seconds, 2),
+            "images": n,
+            "images_per_s": round(n / max(seconds, 1e-9), 1),
+            "world_size": self.dist.world,
+        }
         if val is not None:
             probs, val_loss = val
-            row.update(val_loss=round(val_loss, 5), **{f"val_{k}": v for k, v in headline(summarize(
-                probs, self.val_targets)).items()})
+            row.update(
+                val_loss=round(val_loss, 5),
+                **{f"val_{k}": v for k, v in headline(summarize(probs, self.val_targets)).items()},
+            )
         self.history.append(row)
         return row
 
@@ -185,17 +242,37 @@ class Trainer:
     def meta(self, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> ModelMeta:
         m = self.cfg.model
         data = Path((self.cache.info() or {}).get("data_dir", "")).name
-        info = {"epoch": epoch, "run": self.run_dir.name, "data": data, "written_by_rank": self.dist.rank,
-                "ddp": self.ddp_info(),
-                "train_images": len(self.train_samples), "val_images": len(self.val_samples),
-                "val_people": len(self.val_people),
-                "seconds_per_epoch": row.get("seconds") if row else None, **extra}
+        info = {
+            "epoch": epoch,
+            "run": self.run_dir.name,
+            "data": data,
+            "written_by_rank": self.dist.rank,
+            "ddp": self.ddp_info(),
+            "train_images": len(self.train_samples),
+            "val_images": len(self.val_samples),
+            "val_people": len(self.val_people),
+            "seconds_per_epoch": row.get("seconds") if row else None,
+            **extra,
+        }
         if row:
-            info.update({k: row[k] for k in ("val_f1", "val_acc", "val_f1_mask", "val_f1_gender", "val_f1_age")
-                         if k in row})
-        return ModelMeta(arch=m.arch, head=m.head, input_height=m.input_height, input_width=m.input_width,
-                         mean=tuple(m.mean), std=tuple(m.std), crop=self.cache.crop_config(),
-                         age_old_threshold=self.cfg.data.age_old_threshold, extra=info)
+            info.update(
+                {
+                    k: row[k]
+                    for k in ("val_f1", "val_acc", "val_f1_mask", "val_f1_gender", "val_f1_age")
+                    if k in row
+                }
+            )
+        return ModelMeta(
+            arch=m.arch,
+            head=m.head,
+            input_height=m.input_height,
+            input_width=m.input_width,
+            mean=tuple(m.mean),
+            std=tuple(m.std),
+            crop=self.cache.crop_config(),
+            age_old_threshold=self.cfg.data.age_old_threshold,
+            extra=info,
+        )
 
     def ddp_info(self) -> dict[str, Any] | None:
         """How the model was trained across processes (None: one process, no DistributedDataParallel)."""
@@ -203,12 +280,28 @@ class Trainer:
             return None
         return {"backend": self.dist.backend, "world_size": self.dist.world}
 
-    def save(self, name: str, epoch: int, row: dict[str, Any] | None = None, *, best: dict[str, Any] | None = None,
-             **extra: Any) -> None:
-        ckpt_io.save_checkpoint(self.run_dir / name, meta=self.meta(epoch, row, **extra), model=self.model,
-                                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, epoch=epoch,
-                                config=self.cfg.to_dict(), metrics=self.history, best=best or self.best,
-                                split={"val_people": self.val_people})
+    def save(
+        self,
+        name: str,
+        epoch: int,
+        row: dict[str, Any] | None = None,
+        *,
+        best: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
+        ckpt_io.save_checkpoint(
+            self.run_dir / name,
+            meta=self.meta(epoch, row, **extra),
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            epoch=epoch,
+            config=self.cfg.to_dict(),
+            metrics=self.history,
+            best=best or self.best,
+            split={"val_people": self.val_people},
+        )
 
     def _write_best(self, epoch: int, row: dict[str, Any], val, best: dict[str, Any]) -> None:
         self.save("best.pt", epoch + 1, row, best=best)
@@ -216,9 +309,15 @@ class Trainer:
             return
         m = summarize(val[0], self.val_targets)
         title = f"{self.run_dir.name}: validation, epoch {epoch + 1}, macro F1 {m['f1']:.3f}"
-        save_png(self.run_dir / "confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(), title))
-        save_npz(self.run_dir / "val_predictions.npz", keys=np.array([s.key for s in self.val_samples]),
-                 targets=self.val_targets, probs=val[0])
+        save_png(
+            self.run_dir / "confusion.png", confusion_image(np.asarray(m["confusion"]), class_names(), title)
+        )
+        save_npz(
+            self.run_dir / "val_predictions.npz",
+            keys=np.array([s.key for s in self.val_samples]),
+            targets=self.val_targets,
+            probs=val[0],
+        )
         atomic_write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
 
     def write_start_files(self) -> None:
@@ -293,8 +392,13 @@ class Trainer:
 def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     text = f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}"
     if "val_f1" in row:
-        text += (f"  val loss {row['val_loss']:.4f}  acc {row['val_acc']:.3f}  F1 {row['val_f1']:.3f} "
-                 f"(mask {row['val_f1_mask']:.3f} gender {row['val_f1_gender']:.3f} age {row['val_f1_age']:.3f})")
-    text += (f"  {row['seconds']:.1f} s/epoch ({row['images_per_s']:.0f} img/s, validation {row['val_seconds']:.1f} s)"
-             f"  lr {row['lr']:.2e}")
+        text += (
+            f"  val loss {row['val_loss']:.4f}  acc {row['val_acc']:.3f}  F1 {row['val_f1']:.3f} "
+            f"(mask {row['val_f1_mask']:.3f} gender {row['val_f1_gender']:.3f} age {row['val_f1_age']:.3f})"
+        )
+    text += (
+        f"  {row['seconds']:.1f} s/epoch ({row['images_per_s']:.0f} img/s, "
+        f"validation {row['val_seconds']:.1f} s)"
+        f"  lr {row['lr']:.2e}"
+    )
     return text + ("  [green]best[/]" if improved else "")

@@ -1,4 +1,5 @@
-"""The data set of `mask-train synth`: a data set in the competition layout, with synthetic masks, from photos of bare faces.
+"""The data set of `mask-train synth`: a data set in the competition layout, with synthetic masks, from
+photos of bare faces.
 
 For each photo (or each of --variants N "people" made from it, each with its own pose, scale, light and
 colour), 7 images 384x512 as the competition has them: mask1..mask5 (worn correctly, five different
@@ -16,6 +17,7 @@ digits, '-' (default 'unknown'); variants: people made from this photo (default 
 (default) or eval. Eval people go to eval/images/<ImageID>.jpg with eval/info.csv (ans = 0, as in the
 competition) and eval/truth.csv (the true classes, for `mask-train evaluate`-style checks).
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,9 +26,9 @@ import io
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -52,11 +54,24 @@ from engines.labels import (
 from train.progress import task
 from train.synth.mask_render import MaskStyle, draw_mask, random_style  # noqa: F401  (draw_mask is public here too)
 
-__all__ = ["draw_mask", "MaskStyle", "random_style", "PhotoRow", "read_labels", "Jitter", "person_jitter",
-           "image_jitter", "person_recipe", "render_sample", "crop_points", "find_face", "build",
-           "texture_files"]
+__all__ = [
+    "draw_mask",
+    "MaskStyle",
+    "random_style",
+    "PhotoRow",
+    "read_labels",
+    "Jitter",
+    "person_jitter",
+    "image_jitter",
+    "person_recipe",
+    "render_sample",
+    "crop_points",
+    "find_face",
+    "build",
+    "texture_files",
+]
 
-STEMS = tuple(STEM_TO_MASK)   # the competition's 7 file stems per person, in its order
+STEMS = tuple(STEM_TO_MASK)  # the competition's 7 file stems per person, in its order
 REQUIRED = ("file", "gender", "age")
 OPTIONAL = ("race", "variants", "split")
 MANIFEST = "synth.json"
@@ -65,6 +80,7 @@ _RACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 # --- the labels CSV ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PhotoRow:
@@ -88,28 +104,48 @@ def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
         raw = csv_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"labels file {csv_path}: cannot read it ({exc})") from None
-    numbered = [(i, line) for i, line in enumerate(raw.splitlines(), 1)
-                if line.strip() and not line.lstrip().startswith("#")]
+    numbered = [
+        (i, line)
+        for i, line in enumerate(raw.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not numbered:
-        raise UserError(f"labels file {csv_path} is empty; expected the header "
-                        f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}]")
+        raise UserError(
+            f"labels file {csv_path} is empty; expected the header "
+            f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}]"
+        )
     reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)))
     header = [h.strip().lower() for h in next(reader)]
     for col in REQUIRED:
         if col not in header:
-            raise UserError(f"{csv_path}: missing column '{col}' (header must be "
-                            f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(header)})")
+            raise UserError(
+                f"{csv_path}: missing column '{col}' (header must be "
+                f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(header)})"
+            )
     unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
     if unknown:
-        raise UserError(f"{csv_path}: unknown column '{unknown[0]}' (known: {', '.join(REQUIRED + OPTIONAL)})")
-    rows = [_parse_row(dict(zip(header, (c.strip() for c in cells))), len(cells), len(header), lineno, csv_path,
-                       faces_dir) for (lineno, _), cells in zip(numbered[1:], reader)]
+        raise UserError(
+            f"{csv_path}: unknown column '{unknown[0]}' (known: {', '.join(REQUIRED + OPTIONAL)})"
+        )
+    rows = [
+        _parse_row(
+            dict(zip(header, (c.strip() for c in cells))),
+            len(cells),
+            len(header),
+            lineno,
+            csv_path,
+            faces_dir,
+        )
+        for (lineno, _), cells in zip(numbered[1:], reader)
+    ]
     if not rows:
         raise UserError(f"labels file {csv_path} lists no photos")
     return rows
 
 
-def _parse_row(rec: dict[str, str], n: int, want: int, lineno: int, csv_path: Path, faces_dir: Path) -> PhotoRow:
+def _parse_row(
+    rec: dict[str, str], n: int, want: int, lineno: int, csv_path: Path, faces_dir: Path
+) -> PhotoRow:
     where = f"{csv_path} line {lineno}"
     if n != want:
         raise UserError(f"{where}: {n} values for {want} columns")
@@ -145,21 +181,23 @@ def read_photo(path: Path) -> np.ndarray:
 
 # --- one image --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Jitter:
     """Everything that makes one image of a person differ from another, apart from the mask."""
+
     flip: bool = False
-    scale: float = 1.0        # crop region size, relative (>1: the face is smaller in the image)
-    dx: float = 0.0           # crop shift, in face widths
+    scale: float = 1.0  # crop region size, relative (>1: the face is smaller in the image)
+    dx: float = 0.0  # crop shift, in face widths
     dy: float = 0.0
-    angle: float = 0.0        # degrees, counter-clockwise
+    angle: float = 0.0  # degrees, counter-clockwise
     brightness: float = 1.0
     contrast: float = 1.0
     gamma: float = 1.0
     saturation: float = 1.0
-    warmth: float = 0.0       # >0: warmer (red up, blue down)
-    blur: float = 0.0         # gaussian sigma, pixels of the output
-    noise: float = 0.0        # gaussian sigma, grey levels
+    warmth: float = 0.0  # >0: warmer (red up, blue down)
+    blur: float = 0.0  # gaussian sigma, pixels of the output
+    noise: float = 0.0  # gaussian sigma, grey levels
     jpeg: int = 92
 
 
@@ -167,24 +205,40 @@ def person_jitter(rng: np.random.Generator, variant: int) -> Jitter:
     """A "person" made from a photo: variant 0 keeps the photo as taken, the others change pose and light."""
     if variant == 0:
         return Jitter()
-    return Jitter(flip=bool(rng.random() < 0.5), scale=float(rng.uniform(0.9, 1.15)),
-                  dx=float(rng.uniform(-0.05, 0.05)), dy=float(rng.uniform(-0.05, 0.05)),
-                  angle=float(np.clip(rng.normal(0, 5), -10, 10)), brightness=float(rng.uniform(0.7, 1.2)),
-                  contrast=float(rng.uniform(0.8, 1.15)), gamma=float(rng.uniform(0.85, 1.2)),
-                  saturation=float(rng.uniform(0.7, 1.2)), warmth=float(rng.uniform(-0.07, 0.07)),
-                  blur=float(rng.choice([0.0, 0.0, rng.uniform(0.4, 1.0)])), noise=float(rng.uniform(0, 3)),
-                  jpeg=int(rng.integers(80, 96)))
+    return Jitter(
+        flip=bool(rng.random() < 0.5),
+        scale=float(rng.uniform(0.9, 1.15)),
+        dx=float(rng.uniform(-0.05, 0.05)),
+        dy=float(rng.uniform(-0.05, 0.05)),
+        angle=float(np.clip(rng.normal(0, 5), -10, 10)),
+        brightness=float(rng.uniform(0.7, 1.2)),
+        contrast=float(rng.uniform(0.8, 1.15)),
+        gamma=float(rng.uniform(0.85, 1.2)),
+        saturation=float(rng.uniform(0.7, 1.2)),
+        warmth=float(rng.uniform(-0.07, 0.07)),
+        blur=float(rng.choice([0.0, 0.0, rng.uniform(0.4, 1.0)])),
+        noise=float(rng.uniform(0, 3)),
+        jpeg=int(rng.integers(80, 96)),
+    )
 
 
 def image_jitter(base: Jitter, rng: np.random.Generator) -> Jitter:
     """One of the person's 7 photos: small changes around the person's own pose and light."""
-    return Jitter(flip=base.flip, scale=base.scale * float(rng.uniform(0.95, 1.05)),
-                  dx=base.dx + float(rng.uniform(-0.03, 0.03)), dy=base.dy + float(rng.uniform(-0.03, 0.03)),
-                  angle=base.angle + float(rng.uniform(-3, 3)),
-                  brightness=base.brightness * float(rng.uniform(0.93, 1.07)),
-                  contrast=base.contrast * float(rng.uniform(0.95, 1.05)), gamma=base.gamma,
-                  saturation=base.saturation, warmth=base.warmth + float(rng.uniform(-0.02, 0.02)),
-                  blur=base.blur, noise=base.noise + float(rng.uniform(0, 1.5)), jpeg=base.jpeg)
+    return Jitter(
+        flip=base.flip,
+        scale=base.scale * float(rng.uniform(0.95, 1.05)),
+        dx=base.dx + float(rng.uniform(-0.03, 0.03)),
+        dy=base.dy + float(rng.uniform(-0.03, 0.03)),
+        angle=base.angle + float(rng.uniform(-3, 3)),
+        brightness=base.brightness * float(rng.uniform(0.93, 1.07)),
+        contrast=base.contrast * float(rng.uniform(0.95, 1.05)),
+        gamma=base.gamma,
+        saturation=base.saturation,
+        warmth=base.warmth + float(rng.uniform(-0.02, 0.02)),
+        blur=base.blur,
+        noise=base.noise + float(rng.uniform(0, 1.5)),
+        jpeg=base.jpeg,
+    )
 
 
 def flip_face(face: Face, width: int) -> Face:
@@ -214,16 +268,22 @@ def _cut(photo: np.ndarray, face: Face, jit: Jitter, geom: CropConfig) -> np.nda
     pcx, pcy = (rx1 + rx2) / 2, (ry1 + ry2) / 2
     patch_box = (pcx - half, pcy - half, pcx + half, pcy + half)
     side = 2 * half
-    patch = crop_region(photo, patch_box, CropConfig(width=side, height=side, margin=0, shift_y=0,
-                                                     border=geom.border))
+    patch = crop_region(
+        photo, patch_box, CropConfig(width=side, height=side, margin=0, shift_y=0, border=geom.border)
+    )
     rot = cv2.getRotationMatrix2D((half, half), jit.angle, 1.0)
-    border = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}.get(geom.border, cv2.BORDER_REPLICATE)
+    border = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}.get(
+        geom.border, cv2.BORDER_REPLICATE
+    )
     patch = cv2.warpAffine(patch, rot, (side, side), flags=cv2.INTER_LINEAR, borderMode=border)
-    return crop_region(patch, (rx1 - patch_box[0], ry1 - patch_box[1], rx2 - patch_box[0], ry2 - patch_box[1]), geom)
+    return crop_region(
+        patch, (rx1 - patch_box[0], ry1 - patch_box[1], rx2 - patch_box[0], ry2 - patch_box[1]), geom
+    )
 
 
-def crop_points(points: np.ndarray, face: Face, jit: Jitter, photo_width: int,
-                geom: CropConfig = CropConfig()) -> np.ndarray:
+def crop_points(
+    points: np.ndarray, face: Face, jit: Jitter, photo_width: int, geom: CropConfig = CropConfig()
+) -> np.ndarray:
     """Where points of the photo (e.g. the landmarks, [n, 2]) land in render_sample's output image."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2).copy()
     if jit.flip:
@@ -251,23 +311,35 @@ def _photometric(img: np.ndarray, jit: Jitter, rng: np.random.Generator) -> np.n
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_sample(photo: np.ndarray, face: Face, state: str, jit: Jitter, rng: np.random.Generator,
-                  geom: CropConfig = CropConfig(), *, style: MaskStyle | None = None, placement: str | None = None,
-                  texture: np.ndarray | None = None) -> np.ndarray:
+def render_sample(
+    photo: np.ndarray,
+    face: Face,
+    state: str,
+    jit: Jitter,
+    rng: np.random.Generator,
+    geom: CropConfig = CropConfig(),
+    *,
+    style: MaskStyle | None = None,
+    placement: str | None = None,
+    texture: np.ndarray | None = None,
+) -> np.ndarray:
     """One 384x512 training image: mask drawn on the photo (state), then the jittered crop, then the light."""
     if jit.flip:
         photo, face = np.ascontiguousarray(photo[:, ::-1]), flip_face(face, photo.shape[1])
     mask_rng, noise_rng = rng.spawn(2)  # the noise does not depend on what the mask drew
-    masked = draw_mask(photo, face.landmarks, face.box, state, mask_rng, texture, style=style, placement=placement)
+    masked = draw_mask(
+        photo, face.landmarks, face.box, state, mask_rng, texture, style=style, placement=placement
+    )
     return _photometric(_cut(masked, face, jit, geom), jit, noise_rng)
 
 
 # --- the data set -----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PlannedPerson:
     id: str
-    row: int             # index into the labels rows
+    row: int  # index into the labels rows
     variant: int
     split: str
 
@@ -308,7 +380,10 @@ def find_face(detector, photo: np.ndarray, max_side: int = 1024) -> Face | None:
         found = detector.detect(photo)
     else:
         small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found = [Face(tuple(v / scale for v in f.box), f.score, f.landmarks / scale) for f in detector.detect(small)]
+        found = [
+            Face(tuple(v / scale for v in f.box), f.score, f.landmarks / scale)
+            for f in detector.detect(small)
+        ]
     return max(found, key=lambda f: f.width * f.height * f.score) if found else None
 
 
@@ -319,13 +394,14 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 @dataclass(frozen=True)
 class Shot:
     """One of a person's 7 images, decided before anything is drawn."""
+
     stem: str
     state: str
     placement: str | None
     style: MaskStyle
-    texture: int | None       # index into the --textures images, or None (procedural fabric)
+    texture: int | None  # index into the --textures images, or None (procedural fabric)
     jitter: Jitter
-    seed: tuple[int, ...]     # of the generator that draws the mask details and the noise
+    seed: tuple[int, ...]  # of the generator that draws the mask details and the noise
 
 
 def person_recipe(person: PlannedPerson, seed: int, n_textures: int = 0) -> list[Shot]:
@@ -340,27 +416,52 @@ def person_recipe(person: PlannedPerson, seed: int, n_textures: int = 0) -> list
         jit = image_jitter(base, irng) if person.variant or k else base
         style = random_style(irng)
         tex = int(irng.integers(n_textures)) if n_textures and irng.random() < 0.3 else None
-        shots.append(Shot(stem, state, incorrect if state == "incorrect" else None, style, tex, jit,
-                          (seed, person.row, person.variant, k, 1)))
+        shots.append(
+            Shot(
+                stem,
+                state,
+                incorrect if state == "incorrect" else None,
+                style,
+                tex,
+                jit,
+                (seed, person.row, person.variant, k, 1),
+            )
+        )
     return shots
 
 
-def person_images(photo: np.ndarray, face: Face, shots: list[Shot], geom: CropConfig,
-                  textures: list[np.ndarray]) -> dict[str, np.ndarray]:
+def person_images(
+    photo: np.ndarray, face: Face, shots: list[Shot], geom: CropConfig, textures: list[np.ndarray]
+) -> dict[str, np.ndarray]:
     """A person's 7 images, stem -> 384x512 BGR image."""
-    return {shot.stem: render_sample(photo, face, shot.state, shot.jitter, np.random.default_rng(shot.seed), geom,
-                                     style=shot.style, placement=shot.placement,
-                                     texture=None if shot.texture is None else textures[shot.texture])
-            for shot in shots}
+    return {
+        shot.stem: render_sample(
+            photo,
+            face,
+            shot.state,
+            shot.jitter,
+            np.random.default_rng(shot.seed),
+            geom,
+            style=shot.style,
+            placement=shot.placement,
+            texture=None if shot.texture is None else textures[shot.texture],
+        )
+        for shot in shots
+    }
 
 
 def _describe(person: PlannedPerson, seed: int, shots: list[Shot]) -> dict:
     """What the manifest records about a person's images: masks drawn and the person's own pose and light."""
     base = person_jitter(_rng(seed, person.row, person.variant), person.variant)
-    return {"incorrect": next(s.placement for s in shots if s.state == "incorrect"),
-            "masks": {s.stem: (f"texture {s.texture}" if s.texture is not None else s.style.name)
-                      for s in shots if s.state != "not_wear"},
-            "person_jitter": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(base).items()}}
+    return {
+        "incorrect": next(s.placement for s in shots if s.state == "incorrect"),
+        "masks": {
+            s.stem: (f"texture {s.texture}" if s.texture is not None else s.style.name)
+            for s in shots
+            if s.state != "not_wear"
+        },
+        "person_jitter": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(base).items()},
+    }
 
 
 def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
@@ -371,11 +472,27 @@ def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def _fingerprint(rows: list[PhotoRow], variants: int, seed: int, geom: CropConfig, textures: list[Path]) -> dict:
-    return {"seed": seed, "variants": variants, "crop": asdict(geom),
-            "photos": [{"file": str(r.path), "sha256": sha256_file(r.path), "gender": r.gender, "age": r.age,
-                        "race": r.race, "variants": r.variants, "split": r.split} for r in rows],
-            "textures": [sha256_file(t) for t in textures]}
+def _fingerprint(
+    rows: list[PhotoRow], variants: int, seed: int, geom: CropConfig, textures: list[Path]
+) -> dict:
+    return {
+        "seed": seed,
+        "variants": variants,
+        "crop": asdict(geom),
+        "photos": [
+            {
+                "file": str(r.path),
+                "sha256": sha256_file(r.path),
+                "gender": r.gender,
+                "age": r.age,
+                "race": r.race,
+                "variants": r.variants,
+                "split": r.split,
+            }
+            for r in rows
+        ],
+        "textures": [sha256_file(t) for t in textures],
+    }
 
 
 def _check_out(out: Path, fingerprint: dict, force: bool) -> str:
@@ -390,11 +507,15 @@ def _check_out(out: Path, fingerprint: dict, force: bool) -> str:
         if old == fingerprint:
             return "resume"
         if not force:
-            raise UserError(f"{out} holds a synthetic set made with other settings (seed, photos, labels or "
-                            f"variants); pass --force to rebuild it, or choose another --out")
+            raise UserError(
+                f"{out} holds a synthetic set made with other settings (seed, photos, labels or "
+                f"variants); pass --force to rebuild it, or choose another --out"
+            )
         return "rebuild"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} is not empty and was not made by mask-train synth; choose an empty or new --out")
+        raise UserError(
+            f"{out} is not empty and was not made by mask-train synth; choose an empty or new --out"
+        )
     return "fresh"
 
 
@@ -410,14 +531,24 @@ def _image_id(seed: int, person: PlannedPerson, stem: str) -> str:
     return hashlib.sha1(f"{seed}/{person.id}/{stem}".encode()).hexdigest()
 
 
-def build(rows: list[PhotoRow], out: Path, cfg: Config, *, variants: int = 1, seed: int = 0,
-          textures: Iterable[Path] = (), force: bool = False, show: bool = False) -> dict:
-    """Write the data set; people already complete from an earlier identical run are kept. Returns a summary."""
+def build(
+    rows: list[PhotoRow],
+    out: Path,
+    cfg: Config,
+    *,
+    variants: int = 1,
+    seed: int = 0,
+    textures: Iterable[Path] = (),
+    force: bool = False,
+    show: bool = False,
+) -> dict:
+    """Write the data set; people already complete from an earlier identical run are kept. Returns a
+    summary."""
     texture_paths = sorted(Path(t) for t in textures)
     texture_imgs = [read_photo(t) for t in texture_paths]
     fingerprint = _fingerprint(rows, variants, seed, cfg.crop, texture_paths)
     action = _check_out(out, fingerprint, force)
-    faces = detect_faces(rows, cfg, show)   # every photo checked before anything is written
+    faces = detect_faces(rows, cfg, show)  # every photo checked before anything is written
     _start_out(out, fingerprint, action)
     people = plan_people(rows, variants)
     photos: dict[Path, np.ndarray] = {}
@@ -437,15 +568,30 @@ def build(rows: list[PhotoRow], out: Path, cfg: Config, *, variants: int = 1, se
                 made += 1
             else:
                 kept += 1
-            records.append({"id": p.id, "folder": p.folder(r), "split": p.split, "photo": r.path.name,
-                            "variant": p.variant, "gender": r.gender, "age": r.age, "race": r.race,
-                            **({"images": {s: t.name for s, t in targets.items()}} if p.split == "eval" else {}),
-                            "drawn": _describe(p, seed, shots)})
+            records.append(
+                {
+                    "id": p.id,
+                    "folder": p.folder(r),
+                    "split": p.split,
+                    "photo": r.path.name,
+                    "variant": p.variant,
+                    "gender": r.gender,
+                    "age": r.age,
+                    "race": r.race,
+                    **({"images": {s: t.name for s, t in targets.items()}} if p.split == "eval" else {}),
+                    "drawn": _describe(p, seed, shots),
+                }
+            )
             bar.advance()
     _write_tables(out, people, rows, seed)
     atomic_write_json(out / MANIFEST, {"settings": fingerprint, "complete": True, "people": records})
-    return {"people": len(people), "made": made, "kept": kept,
-            "train": sum(p.split == "train" for p in people), "eval": sum(p.split == "eval" for p in people)}
+    return {
+        "people": len(people),
+        "made": made,
+        "kept": kept,
+        "train": sum(p.split == "train" for p in people),
+        "eval": sum(p.split == "eval" for p in people),
+    }
 
 
 def _targets(out: Path, p: PlannedPerson, r: PhotoRow, seed: int) -> dict[str, Path]:
@@ -461,8 +607,10 @@ def _write_tables(out: Path, people: list[PlannedPerson], rows: list[PhotoRow], 
     evals = [p for p in people if p.split == "eval"]
     if train:
         lines = ["id,gender,race,age,path"]
-        lines += [f"{p.id},{rows[p.row].gender},{rows[p.row].race},{rows[p.row].age},{p.folder(rows[p.row])}"
-                  for p in train]
+        lines += [
+            f"{p.id},{rows[p.row].gender},{rows[p.row].race},{rows[p.row].age},{p.folder(rows[p.row])}"
+            for p in train
+        ]
         atomic_write_text(out / "train" / "train.csv", "\n".join(lines) + "\n")
     if evals:
         info, truth = ["ImageID,ans"], ["ImageID,ans"]

@@ -9,16 +9,21 @@ loops. Used by `mask-train synth` and by samples/make_entrance_video.py.
 
 Everything here takes and returns BGR uint8 images (OpenCV's order).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 STATES = ("wear", "incorrect", "not_wear")
-PLACEMENTS = ("over_nose", "under_nose", "chin")  # where the top edge sits; "incorrect" is one of the last two
+PLACEMENTS = (
+    "over_nose",
+    "under_nose",
+    "chin",
+)  # where the top edge sits; "incorrect" is one of the last two
 
 # name -> (kind, base colour BGR, second colour BGR or None, pattern, weight when drawn at random)
 PALETTE: dict[str, tuple[str, tuple[int, int, int], tuple[int, int, int] | None, str, float]] = {
@@ -42,15 +47,16 @@ PALETTE: dict[str, tuple[str, tuple[int, int, int], tuple[int, int, int] | None,
 @dataclass(frozen=True)
 class MaskStyle:
     """How a mask looks. `kind` surgical: pleats, hems, white ear loops; cloth: centre seam, no pleats."""
+
     name: str = "surgical_blue"
     kind: str = "surgical"
     color: tuple[int, int, int] = (222, 196, 138)
     color2: tuple[int, int, int] | None = None
-    pattern: str = "none"                      # none | dots | stripes | checks | blobs
+    pattern: str = "none"  # none | dots | stripes | checks | blobs
     straps: bool = True
 
     @classmethod
-    def named(cls, name: str) -> "MaskStyle":
+    def named(cls, name: str) -> MaskStyle:
         if name not in PALETTE:
             raise ValueError(f"unknown mask style {name!r}; one of {', '.join(PALETTE)}")
         kind, color, color2, pattern, _ = PALETTE[name]
@@ -69,17 +75,19 @@ def random_style(rng: np.random.Generator, names: Sequence[str] | None = None) -
 
 # --- geometry ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FaceFrame:
     """The face's own axes from the landmarks: origin between the eyes, u along the eye line, v down."""
-    origin: np.ndarray   # [2] image coordinates
-    u: np.ndarray        # [2] unit vector, left eye -> right eye
-    v: np.ndarray        # [2] unit vector, perpendicular, towards the mouth
-    d: float             # eye distance in pixels (the unit of every length below)
-    nose: np.ndarray     # [2] nose tip in face units
-    mouth: np.ndarray    # [2] mouth centre in face units
-    chin: float          # v of the chin in face units
-    left: float          # u of the face's left / right edge at cheek height, face units
+
+    origin: np.ndarray  # [2] image coordinates
+    u: np.ndarray  # [2] unit vector, left eye -> right eye
+    v: np.ndarray  # [2] unit vector, perpendicular, towards the mouth
+    d: float  # eye distance in pixels (the unit of every length below)
+    nose: np.ndarray  # [2] nose tip in face units
+    mouth: np.ndarray  # [2] mouth centre in face units
+    chin: float  # v of the chin in face units
+    left: float  # u of the face's left / right edge at cheek height, face units
     right: float
 
     def to_image(self, pts: np.ndarray) -> np.ndarray:
@@ -110,7 +118,7 @@ def face_frame(landmarks: np.ndarray, box: Sequence[float] | None = None) -> Fac
     v = np.array([-u[1], u[0]])
     rel = lambda p: np.array([(p - origin) @ u, (p - origin) @ v]) / d  # noqa: E731
     nose_f, mouth_f = rel(nose), rel((ml + mr) / 2)
-    em = max(mouth_f[1], 0.6)                      # eye-to-mouth, face units (about 1.0-1.2 on a frontal face)
+    em = max(mouth_f[1], 0.6)  # eye-to-mouth, face units (about 1.0-1.2 on a frontal face)
     nose_f[1] = float(np.clip(nose_f[1], 0.25 * em, 0.85 * em))
     mouth_f[1] = em
     chin = 1.85 * em
@@ -127,8 +135,9 @@ def face_frame(landmarks: np.ndarray, box: Sequence[float] | None = None) -> Fac
 @dataclass(frozen=True)
 class MaskShape:
     """The mask's outline in face units: top and bottom edges sampled left to right."""
-    top: np.ndarray      # [n, 2]
-    bottom: np.ndarray   # [n, 2]
+
+    top: np.ndarray  # [n, 2]
+    bottom: np.ndarray  # [n, 2]
     placement: str
 
     def grid(self, ny: int) -> np.ndarray:
@@ -136,7 +145,7 @@ class MaskShape:
         t = np.linspace(0.0, 1.0, ny)[:, None, None]
         pts = self.top[None] * (1 - t) + self.bottom[None] * t
         x = np.linspace(-1.0, 1.0, self.top.shape[0])[None, :, None]
-        bulge = 0.05 * np.sin(np.pi * t) * x ** 3
+        bulge = 0.05 * np.sin(np.pi * t) * x**3
         return pts + np.concatenate([bulge, np.zeros_like(bulge)], axis=-1)
 
     def outline(self) -> np.ndarray:
@@ -144,8 +153,15 @@ class MaskShape:
         return np.concatenate([g[0], g[1:, -1], g[-1, ::-1], g[-2:0:-1, 0]])
 
 
-def _edge(x: np.ndarray, left_u: float, centre_u: float, right_u: float, side_v: float, centre_v: float,
-          profile: np.ndarray) -> np.ndarray:
+def _edge(
+    x: np.ndarray,
+    left_u: float,
+    centre_u: float,
+    right_u: float,
+    side_v: float,
+    centre_v: float,
+    profile: np.ndarray,
+) -> np.ndarray:
     u = np.where(x < 0, centre_u + x * (centre_u - left_u), centre_u + x * (right_u - centre_u))
     return np.stack([u, side_v + (centre_v - side_v) * profile], axis=-1)
 
@@ -159,14 +175,14 @@ def mask_shape(ff: FaceFrame, placement: str, rng: np.random.Generator, n: int =
     L, R = ff.left, ff.right
     x = np.linspace(-1.0, 1.0, n)
     if placement == "over_nose":
-        top_c = nv * rng.uniform(0.28, 0.45)               # on the nose bridge
-        top_s = nv * rng.uniform(0.78, 0.95)               # on the cheekbones, under the eyes
+        top_c = nv * rng.uniform(0.28, 0.45)  # on the nose bridge
+        top_s = nv * rng.uniform(0.78, 0.95)  # on the cheekbones, under the eyes
         top_u, width_top, width_bot = 0.55 * nu, 0.97, 0.86
-        bot_c = chin + em * rng.uniform(0.04, 0.14)        # under the chin
-        bot_s = em * rng.uniform(1.2, 1.4)                 # jaw corners
+        bot_c = chin + em * rng.uniform(0.04, 0.14)  # under the chin
+        bot_s = em * rng.uniform(1.2, 1.4)  # jaw corners
         peak = rng.uniform(0.4, 0.55)
     elif placement == "under_nose":
-        top_c = nv + (em - nv) * rng.uniform(0.35, 0.5)    # between the nostrils and the upper lip
+        top_c = nv + (em - nv) * rng.uniform(0.35, 0.5)  # between the nostrils and the upper lip
         top_s = top_c + em * rng.uniform(0.06, 0.14)
         top_u, width_top, width_bot = 0.8 * nu + 0.2 * mu, 0.93, 0.82
         bot_c = chin + em * rng.uniform(0.1, 0.22)
@@ -182,17 +198,19 @@ def mask_shape(ff: FaceFrame, placement: str, rng: np.random.Generator, n: int =
     centre = 0.5 * (L + R)
     lt, rt = centre + (L - centre) * width_top, centre + (R - centre) * width_top
     lb, rb = centre + (L - centre) * width_bot, centre + (R - centre) * width_bot
-    tent = np.exp(-(x / peak) ** 2)
-    tent = (tent - np.exp(-(1 / peak) ** 2)) / (1 - np.exp(-(1 / peak) ** 2))
+    tent = np.exp(-((x / peak) ** 2))
+    tent = (tent - np.exp(-((1 / peak) ** 2))) / (1 - np.exp(-((1 / peak) ** 2)))
     top = _edge(x, lt, top_u, rt, top_s, top_c, tent)
-    bottom = _edge(x, lb, 0.8 * mu, rb, bot_s, bot_c, np.clip(1 - x ** 2, 0, 1) ** 0.6)
+    bottom = _edge(x, lb, 0.8 * mu, rb, bot_s, bot_c, np.clip(1 - x**2, 0, 1) ** 0.6)
     return MaskShape(top, bottom, placement)
 
 
 # --- texture ----------------------------------------------------------------------------------------------
 
-def _fabric(style: MaskStyle, size: tuple[int, int], rng: np.random.Generator,
-            texture: np.ndarray | None) -> np.ndarray:
+
+def _fabric(
+    style: MaskStyle, size: tuple[int, int], rng: np.random.Generator, texture: np.ndarray | None
+) -> np.ndarray:
     """The flat mask (h x w float32 BGR 0..255) before it is bent onto the face."""
     h, w = size
     if texture is not None:
@@ -208,8 +226,9 @@ def _fabric(style: MaskStyle, size: tuple[int, int], rng: np.random.Generator,
     if style.color2 is not None and style.pattern != "none":
         period = w / rng.uniform(7, 12)
         if style.pattern == "dots":
-            on = ((xx % period - period / 2) ** 2 + ((yy + (xx // period % 2) * period / 2) % period - period / 2) ** 2
-                  < (period * 0.22) ** 2)
+            on = (xx % period - period / 2) ** 2 + (
+                (yy + (xx // period % 2) * period / 2) % period - period / 2
+            ) ** 2 < (period * 0.22) ** 2
         elif style.pattern == "stripes":
             on = ((xx + yy) % period) < period * 0.4
         elif style.pattern == "checks":
@@ -226,15 +245,15 @@ def _fabric(style: MaskStyle, size: tuple[int, int], rng: np.random.Generator,
     if style.kind == "surgical":
         for tk in np.linspace(0.3, 0.7, 3) + rng.uniform(-0.03, 0.03, 3):
             dt = (t - tk) * h
-            amp = 0.35 + 0.65 * np.abs(x)                 # pleats open in the middle, tight at the sides
-            shade -= amp * 0.22 * np.exp(-(dt / max(h * 0.012, 0.8)) ** 2)
-            shade += amp * 0.08 * np.exp(-((dt + h * 0.03) / max(h * 0.02, 1.0)) ** 2)
+            amp = 0.35 + 0.65 * np.abs(x)  # pleats open in the middle, tight at the sides
+            shade -= amp * 0.22 * np.exp(-((dt / max(h * 0.012, 0.8)) ** 2))
+            shade += amp * 0.08 * np.exp(-(((dt + h * 0.03) / max(h * 0.02, 1.0)) ** 2))
         hem = (np.abs(x) > 0.9) | (t < 0.05) | (t > 0.95)
         shade[hem] *= 0.93
         stitch = (np.abs(np.abs(x) - 0.91) < 0.006) & ((yy.astype(int) // 3) % 2 == 0)
         shade[stitch] *= 0.85
     else:
-        shade -= 0.12 * np.exp(-(x * w / max(w * 0.012, 0.8)) ** 2)   # the centre seam of a cloth mask
+        shade -= 0.12 * np.exp(-((x * w / max(w * 0.012, 0.8)) ** 2))  # the centre seam of a cloth mask
         weave = 0.03 * np.sin(xx * 2.2) * np.sin(yy * 2.2)
         shade += weave
     return img * shade[..., None]
@@ -247,18 +266,22 @@ def _surface_light(size: tuple[int, int], rng: np.random.Generator, yaw: float, 
     x = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     light = rng.uniform(-0.4, 0.4)
     shade = 0.72 + 0.28 * np.cos(x * np.pi / 2 * 0.95) ** 0.6
-    shade = shade + 0.1 * np.exp(-((x - 0.3 * light) / 0.45) ** 2) * np.exp(-((t - 0.45) / 0.4) ** 2)  # sheen
+    shade = shade + 0.1 * np.exp(-(((x - 0.3 * light) / 0.45) ** 2)) * np.exp(
+        -(((t - 0.45) / 0.4) ** 2)
+    )  # sheen
     shade = shade + 0.12 * light * x - 0.18 * yaw * x
-    shade = shade - (0.16 if placement != "chin" else 0.1) * t ** 2
+    shade = shade - (0.16 if placement != "chin" else 0.1) * t**2
     if placement == "over_nose":
-        shade = shade + 0.08 * np.exp(-(x / 0.12) ** 2) * np.exp(-(t / 0.35) ** 2)  # the nose bridge
+        shade = shade + 0.08 * np.exp(-((x / 0.12) ** 2)) * np.exp(-((t / 0.35) ** 2))  # the nose bridge
     return np.clip(shade, 0.35, 1.15).astype(np.float32)
 
 
 # --- rendering --------------------------------------------------------------------------------------------
 
+
 def _warp_mesh(src: np.ndarray, grid_px: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-    """Warp `src` (h x w x 3) onto the mesh `grid_px` [ny, nx, 2] (image px) inside roi, piecewise affinely."""
+    """Warp `src` (h x w x 3) onto the mesh `grid_px` [ny, nx, 2] (image px) inside roi, piecewise
+    affinely."""
     x0, y0, x1, y1 = roi
     h, w = src.shape[:2]
     ny, nx = grid_px.shape[:2]
@@ -280,7 +303,7 @@ def _warp_mesh(src: np.ndarray, grid_px: np.ndarray, roi: tuple[int, int, int, i
     if (ids == 0).any():  # pixels just outside the mesh (anti-aliased edge): borrow the nearest triangle
         ids = np.where(ids == 0, cv2.dilate(ids, np.ones((3, 3), np.uint8), iterations=2), ids)
     m = np.concatenate([np.zeros((1, 2, 3), np.float64), np.array(mats)])[ids]  # [H, W, 2, 3]
-    yy, xx = np.mgrid[0:ids.shape[0], 0:ids.shape[1]].astype(np.float64)
+    yy, xx = np.mgrid[0 : ids.shape[0], 0 : ids.shape[1]].astype(np.float64)
     mx = (m[..., 0, 0] * xx + m[..., 0, 1] * yy + m[..., 0, 2]).astype(np.float32)
     my = (m[..., 1, 0] * xx + m[..., 1, 1] * yy + m[..., 1, 2]).astype(np.float32)
     return cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
@@ -291,22 +314,27 @@ def _straps(canvas: np.ndarray, ff: FaceFrame, shape: MaskShape, value: int, off
     thick = max(1, int(round(ff.d * 0.035)))
     ear_v = ff.nose[1] * 0.55
     for side, edge in ((0, ff.left), (-1, ff.right)):
-        if abs(edge) <= 0.62:             # that side of the face is turned away: its loop is hidden
+        if abs(edge) <= 0.62:  # that side of the face is turned away: its loop is hidden
             continue
         sign = -1 if side == 0 else 1
         ear = np.array([edge + sign * 0.1, ear_v])
         for corner in (shape.top[side], shape.bottom[side]):
             ctrl = np.array([edge + sign * 0.16, 0.5 * (corner[1] + ear_v)])
             tt = np.linspace(0, 1, 12)[:, None]
-            curve = (1 - tt) ** 2 * corner + 2 * (1 - tt) * tt * ctrl + tt ** 2 * ear
+            curve = (1 - tt) ** 2 * corner + 2 * (1 - tt) * tt * ctrl + tt**2 * ear
             pts = ff.to_image(curve) - np.array(offset)
             cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, value, thick, cv2.LINE_AA, 4)
 
 
-def mask_layer(image: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | None = None,
-               placement: str = "over_nose", rng: np.random.Generator | None = None,
-               style: MaskStyle | None = None, texture: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], MaskShape]:
+def mask_layer(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    box: Sequence[float] | None = None,
+    placement: str = "over_nose",
+    rng: np.random.Generator | None = None,
+    style: MaskStyle | None = None,
+    texture: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], MaskShape]:
     """The mask as a layer: (colour float32 [h,w,3], alpha float32 [h,w] in 0..1, roi x0,y0,x1,y1, shape).
 
     The layer covers only `roi` of the image; draw_mask blends it in. Exposed so that callers (tests, the
@@ -326,14 +354,19 @@ def mask_layer(image: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | 
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), np.float32), (0, 0, 0, 0), shape
     roi = (x0, y0, x1, y1)
-    width_px = float(np.linalg.norm(grid[0, -1] - grid[0, 0]) + np.linalg.norm(grid[-1, -1] - grid[-1, 0])) / 2
+    width_px = (
+        float(np.linalg.norm(grid[0, -1] - grid[0, 0]) + np.linalg.norm(grid[-1, -1] - grid[-1, 0])) / 2
+    )
     height_px = float(np.linalg.norm(grid[-1, grid.shape[1] // 2] - grid[0, grid.shape[1] // 2]))
     tw = int(np.clip(width_px * 1.3, 48, 512))
     th = int(np.clip(tw * height_px / max(width_px, 1.0), 24, 512))
     yaw = float(np.clip((ff.left + ff.right) / 1.2, -1, 1))
-    fabric, light = _fabric(style, (th, tw), rng, texture), _surface_light((th, tw), rng, yaw, placement)[..., None]
+    fabric, light = (
+        _fabric(style, (th, tw), rng, texture),
+        _surface_light((th, tw), rng, yaw, placement)[..., None],
+    )
     dark = 1.0 - np.clip(fabric.mean(axis=2, keepdims=True) / 90.0, 0, 1)
-    flat = fabric * light + 40.0 * dark * (light - 0.7).clip(0) ** 1.5   # dark cloth still shows its curve
+    flat = fabric * light + 40.0 * dark * (light - 0.7).clip(0) ** 1.5  # dark cloth still shows its curve
     colour = _warp_mesh(flat, grid, roi)
     # match the photo's light: overall level and its slow gradient across the mask
     alpha8 = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -354,7 +387,7 @@ def mask_layer(image: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | 
         strap_layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
         _straps(strap_layer, ff, shape, 255, (x0, y0))
         s = strap_layer.astype(np.float32) / 255.0 * (1 - alpha)
-        strap_col = np.array(strap, np.float32) * 0.85 * level     # in the face's light, a little shaded
+        strap_col = np.array(strap, np.float32) * 0.85 * level  # in the face's light, a little shaded
         colour = colour * (1 - s[..., None]) + strap_col * s[..., None]
         alpha = np.maximum(alpha, s)
     return np.clip(colour, 0, 255), alpha, roi, shape
@@ -385,9 +418,17 @@ def placement_for(state: str, rng: np.random.Generator, placement: str | None = 
     return placement
 
 
-def draw_mask(image_bgr: np.ndarray, landmarks: np.ndarray, box: Sequence[float] | None = None,
-              state: str = "wear", rng: np.random.Generator | None = None, texture: np.ndarray | None = None,
-              *, style: MaskStyle | None = None, placement: str | None = None) -> np.ndarray:
+def draw_mask(
+    image_bgr: np.ndarray,
+    landmarks: np.ndarray,
+    box: Sequence[float] | None = None,
+    state: str = "wear",
+    rng: np.random.Generator | None = None,
+    texture: np.ndarray | None = None,
+    *,
+    style: MaskStyle | None = None,
+    placement: str | None = None,
+) -> np.ndarray:
     """A copy of `image_bgr` with a face mask drawn on the face given by MTCNN's `landmarks` [5, 2].
 
     state: "wear" (nose bridge to under the chin, to the face's sides), "incorrect" (under the nose, or

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.config import TrainConfig
-from train.fitting.losses import TaskLoss, build_loss, class_to_tasks, soft_focal_loss
+from engines.config import TrainConfig, choices_of
+from engines.labels import split_classes
+from train.fitting.losses import LOSSES, TaskLoss, build_loss, soft_focal_loss
 from train.fitting.optim import (
     build_optimizer,
     build_scheduler,
@@ -20,7 +21,9 @@ def batch():
 
 def test_focal_with_gamma_0_is_cross_entropy(batch):
     logits, target = batch
-    assert torch.allclose(soft_focal_loss(logits, target, gamma=0.0), F.cross_entropy(logits, target), atol=1e-6)
+    assert torch.allclose(
+        soft_focal_loss(logits, target, gamma=0.0), F.cross_entropy(logits, target), atol=1e-6
+    )
 
 
 def test_label_smoothing_matches_torch(batch):
@@ -33,7 +36,7 @@ def test_label_smoothing_matches_torch(batch):
 def test_focal_matches_its_definition_and_weights_easy_examples_down(batch):
     logits, target = batch
     p_t = torch.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
-    expected = (-(1 - p_t) ** 2 * torch.log(p_t)).mean()
+    expected = (-((1 - p_t) ** 2) * torch.log(p_t)).mean()
     assert torch.allclose(soft_focal_loss(logits, target, gamma=2.0), expected, atol=1e-6)
     easy = torch.zeros(1, 18)
     easy[0, 3] = 8.0
@@ -44,10 +47,14 @@ def test_focal_matches_its_definition_and_weights_easy_examples_down(batch):
 def test_multi_head_loss_is_the_sum_over_tasks(batch):
     logits, target = batch
     multi = logits[:, :8]
-    m, g, a = class_to_tasks(target)
-    expected = F.cross_entropy(multi[:, :3], m) + F.cross_entropy(multi[:, 3:5], g) + F.cross_entropy(multi[:, 5:], a)
+    m, g, a = split_classes(target)
+    expected = (
+        F.cross_entropy(multi[:, :3], m)
+        + F.cross_entropy(multi[:, 3:5], g)
+        + F.cross_entropy(multi[:, 5:], a)
+    )
     assert torch.allclose(TaskLoss("multi")(multi, target), expected, atol=1e-6)
-    assert [int(v) for v in class_to_tasks(torch.tensor([17]))] == [2, 1, 2]
+    assert [int(v) for v in split_classes(torch.tensor([17]))] == [2, 1, 2]
 
 
 def test_build_loss_follows_the_config(batch):
@@ -55,19 +62,25 @@ def test_build_loss_follows_the_config(batch):
     ls = build_loss(TrainConfig(loss="label_smoothing", label_smoothing=0.2), "single")
     assert torch.allclose(ls(logits, target), F.cross_entropy(logits, target, label_smoothing=0.2), atol=1e-6)
     focal = build_loss(TrainConfig(loss="focal", focal_gamma=1.5), "single")
-    assert focal.gamma == 1.5 and focal.smoothing == 0.0
+    assert torch.allclose(focal(logits, target), soft_focal_loss(logits, target, gamma=1.5))
+    assert not torch.allclose(focal(logits, target), soft_focal_loss(logits, target))
     ce = build_loss(TrainConfig(loss="ce"), "single")
     assert torch.allclose(ce(logits, target), F.cross_entropy(logits, target), atol=1e-6)
 
 
+def test_every_configurable_loss_has_a_row_and_every_row_is_configurable():
+    assert set(LOSSES) == set(choices_of("train.loss"))
+
+
 def test_optimizers_and_schedulers():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                                torch.nn.LazyLinear(2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
     model(torch.randn(2, 3, 8, 8))
     sgd = build_optimizer(model, TrainConfig(optimizer="sgd", lr=0.1, weight_decay=0.01))
     assert isinstance(sgd, torch.optim.SGD)
     decays = sorted(g["weight_decay"] for g in sgd.param_groups)
-    assert decays == [0.0, 0.01]                      # biases and norms are not decayed
+    assert decays == [0.0, 0.01]  # biases and norms are not decayed
     adamw = build_optimizer(model, TrainConfig(lr=0.1))
     step = build_scheduler(adamw, TrainConfig(scheduler="step", step_size=2, gamma=0.5, lr=0.1))
     lrs = []

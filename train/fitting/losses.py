@@ -6,7 +6,11 @@ gamma = 0, eps = 0 is cross-entropy; gamma > 0 is the focal loss (Lin et al.), w
 the easy, frequent classes; eps > 0 is label smoothing (torch's definition), which keeps the network from
 becoming over-confident on labels that are sometimes wrong (the competition's are).
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +21,9 @@ from engines.labels import split_classes
 from engines.models import split_logits
 
 
-def soft_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 0.0,
-                    smoothing: float = 0.0) -> torch.Tensor:
+def soft_focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 0.0, smoothing: float = 0.0
+) -> torch.Tensor:
     logp = F.log_softmax(logits.float(), dim=1)
     k = logits.shape[1]
     q = torch.full_like(logp, smoothing / k)
@@ -27,26 +32,31 @@ def soft_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 0
     return -(q * weight * logp).sum(dim=1).mean()
 
 
-def class_to_tasks(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Class index -> (mask, gender, age) indices (engines.labels.split_classes, the one schema)."""
-    return split_classes(target)
+PerHeadLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N, K], targets [N]) -> loss
 
 
 class TaskLoss(nn.Module):
-    """The configured loss on an 18-way head, or the sum of it over the mask / gender / age heads."""
+    """A per-head loss on an 18-way head, or its sum over the mask / gender / age heads."""
 
-    def __init__(self, head: str, gamma: float = 0.0, smoothing: float = 0.0) -> None:
+    def __init__(self, head: str, per_head: PerHeadLoss = soft_focal_loss) -> None:
         super().__init__()
-        self.head, self.gamma, self.smoothing = head, gamma, smoothing
+        self.head, self.per_head = head, per_head
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.head == "single":
-            return soft_focal_loss(logits, target, self.gamma, self.smoothing)
-        parts = zip(split_logits(logits, self.head), class_to_tasks(target))
-        return sum(soft_focal_loss(lg, t, self.gamma, self.smoothing) for lg, t in parts)
+            return self.per_head(logits, target)
+        parts = zip(split_logits(logits, self.head), split_classes(target))
+        return sum(self.per_head(lg, t) for lg, t in parts)
+
+
+# config train.loss -> the per-head loss it means. A new loss is its function above and one row here (its
+# name also goes into the choices of engines.config.TrainConfig.loss; a test keeps the two equal).
+LOSSES: dict[str, Callable[[TrainConfig], PerHeadLoss]] = {
+    "ce": lambda cfg: soft_focal_loss,
+    "focal": lambda cfg: partial(soft_focal_loss, gamma=cfg.focal_gamma),
+    "label_smoothing": lambda cfg: partial(soft_focal_loss, smoothing=cfg.label_smoothing),
+}
 
 
 def build_loss(cfg: TrainConfig, head: str) -> TaskLoss:
-    gamma = cfg.focal_gamma if cfg.loss == "focal" else 0.0
-    smoothing = cfg.label_smoothing if cfg.loss == "label_smoothing" else 0.0
-    return TaskLoss(head, gamma, smoothing)
+    return TaskLoss(head, LOSSES[cfg.loss](cfg))

@@ -4,7 +4,7 @@ wearing a mask drawn from their MTCNN landmarks by the synthetic-data renderer (
 Each person is a cut-out of a photo (head and shoulders) that slides in from one side, stands, and slides
 out. The ground truth gives, per person and frame, the face box in the video and whether the face is
 fully in view. Masks are drawn in two saturated colours (worn: blue, under the nose: green) so a fake
-classifier can read the mask state from a crop's colour (see tests/test_monitor_pipeline.py).
+classifier can read the mask state from a crop's colour (see tests/monitor/test_monitor_run.py).
 """
 
 from __future__ import annotations

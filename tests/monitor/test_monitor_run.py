@@ -66,7 +66,7 @@ def scene(tmp_path_factory, shared):
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory, tiny_checkpoint):
-    from train.export import export_onnx
+    from train.export.onnx import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     export_onnx(tiny_checkpoint, out)

@@ -23,6 +23,7 @@ import numpy as np
 
 from engines.config import Config, CropConfig, DetectorConfig, section_from_dict
 from engines.errors import UserError
+from engines.faces import FaceDetector, center_box, crop_face, crop_region
 from engines.fileio import atomic_write_json
 from train.data.cache import EVAL_FIELDS, TRAIN_FIELDS, Cache, crop_name, settings_of
 from train.data.layout import Problem, scan_eval, scan_train
@@ -95,7 +96,6 @@ def write_crop(path: Path, crop: np.ndarray) -> None:
 def face_or_centre_crop(img: np.ndarray, box, found: bool, geom: CropConfig) -> tuple[np.ndarray, tuple]:
     """THE crop of one image (training cache, recrop, predict): around the face box when a face was found,
     else the centred 3:4 region. Returns (crop, the box it was cut from: the face box or that region)."""
-    from engines.faces import center_box, crop_face, crop_region
 
     if found:
         return crop_face(img, box, geom), tuple(box)
@@ -321,7 +321,6 @@ def prepare(
 ) -> PrepareReport:
     """Bring the cache up to date with the data folder; safe to call again (done work is skipped). `hint`
     ends the message that refuses a cache of other data (the training commands have no --force)."""
-    from engines.faces import FaceDetector
 
     data_dir, cache = Path(data_dir).resolve(), Cache(cache_dir)
     scan = scan_train(data_dir)  # raises on a missing folder or train.csv

@@ -1,4 +1,4 @@
-"""Model files at inference for evaluate / predict / eda: any format through engines.backends.load_engine,
+"""Model files at inference for evaluate / predict / eda: any format through engines.formats.load_engine,
 an ensemble (mean of the models' probabilities) and test-time augmentation (mean over views)."""
 
 from __future__ import annotations

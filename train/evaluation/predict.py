@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from engines.config import Config
+from engines.faces import FaceDetector
 from engines.labels import NUM_CLASSES
 from train.data.cache import Cache
 from train.data.layout import scan_eval
@@ -49,7 +50,6 @@ class Cropper:
     """Eval image -> one crop per model geometry; the face box from the cache when still valid."""
 
     def __init__(self, cfg: Config, boxes: dict) -> None:
-        from engines.faces import FaceDetector
 
         self.boxes, self.detector, self.detected = boxes, FaceDetector(cfg.detector), 0
 

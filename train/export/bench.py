@@ -23,6 +23,7 @@ import numpy as np
 from engines.config import Config
 from engines.contract import CKPT_META, CKPT_MODEL, ModelMeta
 from engines.errors import UserError
+from engines.faces import FaceDetector
 from engines.fileio import require_file
 from train.export.onnx import export_onnx
 from train.progress import task
@@ -172,7 +173,6 @@ def run_benchmark(cfg: Config, checkpoint: Path | None = None, repeats: int = 20
 
     from engines.backends.onnx_backend import OnnxEngine
     from engines.backends.torch_backend import TorchEngine
-    from engines.faces import FaceDetector
 
     photo = cv2.imread(str(PHOTO))
     if photo is None:

@@ -18,6 +18,7 @@ from engines.contract import ModelMeta
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
 from engines.labels import class_names
+from engines.models import create_model
 from train.data.augment import EvalTransform, TrainTransform
 from train.data.cache import Cache, Sample
 from train.data.dataset import CropDataset, EpochSampler, class_weights, make_loader
@@ -131,7 +132,6 @@ class Trainer:
         self.val_targets = np.asarray(val_targets, np.int64)
 
     def _build_model(self) -> None:
-        from engines.models import create_model
 
         m, t = self.cfg.model, self.cfg.train
         model = create_model(m.arch, m.head, m.pretrained, m.dropout, m.freeze_backbone).to(self.device)

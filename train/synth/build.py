@@ -35,7 +35,7 @@ import numpy as np
 
 from engines.config import Config, CropConfig
 from engines.errors import UserError
-from engines.faces import Face, crop_box, crop_region
+from engines.faces import Face, FaceDetector, crop_box, crop_region
 from engines.fileio import (
     atomic_path,
     atomic_write_json,
@@ -358,7 +358,6 @@ def plan_people(rows: list[PhotoRow], variants: int) -> list[PlannedPerson]:
 
 def detect_faces(rows: list[PhotoRow], cfg: Config, show: bool = False) -> list[Face]:
     """The face of each photo (the largest, most confident one); a photo without a face is an error."""
-    from engines.faces import FaceDetector  # facenet_pytorch, torch
 
     detector, faces, cache = FaceDetector(cfg.detector), [], {}
     with task("finding faces", len(rows), show) as bar:

@@ -10,15 +10,9 @@ from rich.table import Table
 
 from engines.config import Config
 from engines.device import set_torch_threads
-from engines.fileio import atomic_write_json
 from engines.labels import AGE_NAMES, GENDER_NAMES, class_names
 from train.evaluation import eda
-from train.evaluation.eda import (
-    cached_face_boxes,
-    model_conflicts,
-    summary,
-    write_plots,
-)
+from train.evaluation.eda import cached_face_boxes, model_conflicts, summary, write_report
 from train.options import add_engine_device_argument, add_threads_argument
 from train.progress import console
 from train.runfiles import check_output_dir
@@ -43,7 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def print_tables(s: dict[str, Any], limit: int = 20) -> None:
-
     t = Table(title=f"{s['images']} images ({s['readable']} readable), {s['people']} people")
     for col in ("class", "images", "share"):
         t.add_column(col, justify="left" if col == "class" else "right")
@@ -84,9 +77,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.checkpoint:
         found.inconsistent += model_conflicts(cfg, args.checkpoint)
     s = summary(found)
-    report.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(report / "eda.json", s)
-    plots = write_plots(report, s)
+    plots = write_report(report, s)
     print_tables(s)
     if not cached_face_boxes(cfg, data_dir):
         console.print(

@@ -154,7 +154,7 @@ def is_current(row: dict[str, str] | None, job: Job, cache: Cache) -> bool:
     )
 
 
-class HalfRun:
+class SplitCropper:
     """One half (train/ or eval/) of a prepare run: what every step needs (the cache, its old manifest rows,
     the detector, the crop geometry, the report) in one place instead of a bundle passed from call to call."""
 
@@ -340,7 +340,7 @@ def prepare(
     report.problems += scan.problems
     report.counts.update(people=scan.people, hidden_files=scan.hidden)
     detector = FaceDetector(cfg.detector)
-    HalfRun(
+    SplitCropper(
         "train",
         train_jobs(scan),
         old[cache.manifest_path],
@@ -353,7 +353,7 @@ def prepare(
     ).run(mode, show)
     if escan is not None:
         report.problems += escan.problems
-        HalfRun(
+        SplitCropper(
             "eval",
             eval_jobs(escan),
             old[cache.eval_manifest_path],

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from engines.config import Config
+from engines.fileio import atomic_write_json
 from engines.labels import (
     AGE_NAMES,
     GENDER_NAMES,
@@ -327,3 +328,10 @@ def write_plots(report: Path, s: dict[str, Any]) -> list[Path]:
         save_png(report / name, bar_chart(labels, values, title))
         paths.append(report / name)
     return paths
+
+
+def write_report(report: Path, s: dict[str, Any]) -> list[Path]:
+    """eda.json and the PNG plots of a summary into `report`; returns the plots written."""
+    report.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(report / "eda.json", s)
+    return write_plots(report, s)

@@ -183,8 +183,3 @@ def parse_mask_stem(filename: str) -> int:
     if stem not in STEM_TO_MASK:
         raise LabelError(f"file {filename!r}: stem {stem!r} is not one of {', '.join(STEM_TO_MASK)}")
     return STEM_TO_MASK[stem]
-
-
-def label_for(person_dir: str, filename: str, old_threshold: int = 60) -> Label:
-    person = parse_person_dir(person_dir)
-    return Label(parse_mask_stem(filename), person.gender, person.age(old_threshold))

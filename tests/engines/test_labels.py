@@ -64,6 +64,8 @@ def test_parse_mask_stem_any_suffix():
         L.parse_mask_stem("normal.txt")
 
 
-def test_label_for():
-    assert L.label_for("000010_female_Asian_61", "incorrect_mask.jpg").cls == 1 * 6 + 1 * 3 + 2
-    assert L.label_for("000010_female_Asian_59", "normal.png", old_threshold=59).cls == 2 * 6 + 3 + 2
+def test_a_person_folder_and_a_file_stem_make_the_class():
+    p = L.parse_person_dir("000010_female_Asian_61")
+    assert L.Label(L.parse_mask_stem("incorrect_mask.jpg"), p.gender, p.age()).cls == 1 * 6 + 1 * 3 + 2
+    p = L.parse_person_dir("000010_female_Asian_59")
+    assert L.Label(L.parse_mask_stem("normal.png"), p.gender, p.age(59)).cls == 2 * 6 + 3 + 2

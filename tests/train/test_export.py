@@ -386,7 +386,11 @@ def test_bench_engines_writes_positive_numbers(tiny_checkpoint, tmp_path):
     assert cases == {(s, b) for s in ((128, 96), (512, 384)) for b in (1, 8)}
     for c in res["classifier"]:
         assert c["pytorch_crops_per_s"] > 0 and c["onnxruntime_crops_per_s"] > 0
-        assert c["ratio"] == pytest.approx(c["onnxruntime_crops_per_s"] / c["pytorch_crops_per_s"], rel=0.01)
+        # the rates are rounded to 2 decimals and the ratio comes from the unrounded ones: on a loaded
+        # machine PyTorch may manage well under 1 crop/s, where that rounding alone moves the ratio
+        pt = c["pytorch_crops_per_s"]
+        rel = 0.01 + 0.005 / pt + 0.005 / c["onnxruntime_crops_per_s"]
+        assert c["ratio"] == pytest.approx(c["onnxruntime_crops_per_s"] / pt, rel=rel)
     assert [m["frame"] for m in res["mtcnn"]] == [[640, 480], [1280, 720]]
     for m in res["mtcnn"]:
         assert 0 < m["median_ms"] <= m["p95_ms"] and m["faces"] == 1

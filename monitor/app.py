@@ -156,7 +156,7 @@ class _Outputs:
             for m in result.messages:
                 print(f"mask-monitor: {m}", file=self.err, flush=True)
         if self.recorder is not None and not (result.skipped or result.final):
-            boxes = [(t.id, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
+            boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
             self.recorder.write(annotate(result.frame.image, boxes))
         self.dashboard.update(result)
         if self.on_result is not None:

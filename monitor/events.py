@@ -36,10 +36,11 @@ class Event:
     track_id: int
     box: tuple[int, int, int, int]
     state: State
+    source: str = ""  # the source's name; written only when the monitor watches several
 
     def to_dict(self) -> dict[str, Any]:
         s = self.state
-        return {
+        out = {
             "event": self.event,
             "time": round(float(self.time), 3),
             "frame": int(self.frame),
@@ -51,6 +52,9 @@ class Event:
             "class": s.cls,
             "confidence": round(float(s.confidence), 4),
         }
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
 class EventLog:
@@ -187,7 +191,8 @@ def annotate(
         colour = UNKNOWN_COLOUR if state is None else BOX_COLOURS[state.mask]
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2 if fresh else 1)
-        text = f"#{track_id}" if state is None else f"#{track_id} {state.mask_name} {state.confidence:.2f}"
+        number = f"#{track_id}" if track_id else "new"  # a track not yet confirmed has no person number
+        text = number if state is None else f"{number} {state.mask_name} {state.confidence:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
         ty = max(y1 - 4, th + 2)
         cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty + 2), colour, -1)

@@ -61,7 +61,7 @@ class Tally:
             self.skipped += result.skipped
         for t in result.tracks:
             if t.settled is not None and t.confirmed:
-                self.people[t.id] = t.settled
+                self.people[t.number] = t.settled
         for ev in result.events:
             if ev.event == "flag":
                 self.flag_count += 1
@@ -199,12 +199,21 @@ class Dashboard:
         for tv in sorted(self.tracks, key=lambda t: t.id)[: self.max_rows]:
             st = tv.settled or tv.state
             if st is None or not tv.confirmed:
-                table.add_row(f"#{tv.id}", "…", "", "", "", "0", f"{tv.frames} fr", style="dim")
+                table.add_row(
+                    "new" if not tv.confirmed else f"#{tv.number}",
+                    "…",
+                    "",
+                    "",
+                    "",
+                    "0",
+                    f"{tv.frames} fr",
+                    style="dim",
+                )
                 continue
             style = MASK_STYLES[st.mask] if tv.settled is not None else "dim"
-            mark = " FLAG" if tv.id in self.flagged else ""
+            mark = " FLAG" if tv.number in self.flagged else ""
             table.add_row(
-                f"#{tv.id}",
+                f"#{tv.number}",
                 MASK_DISPLAY[st.mask] + mark,
                 st.gender_name,
                 st.age_name,

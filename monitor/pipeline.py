@@ -368,7 +368,7 @@ class Pipeline:
         ]
 
 
-# --- one round over several sources --------------------------------------------------------------------------
+# --- one round over several sources ---
 def _detect_all(detector: FaceDetector, images: list[np.ndarray]) -> list[list[Face]]:
     """MTCNN over every image, frames of one size as one batch."""
     out: list[list[Face] | None] = [None] * len(images)

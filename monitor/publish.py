@@ -1,0 +1,19 @@
+"""What the monitor tells other machines: the interface the output thread calls (monitor.mqtt implements it
+over MQTT), kept apart so that the app does not import paho-mqtt unless --mqtt is given."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from monitor.events import Event
+
+
+class Publisher(Protocol):
+    def event(self, source: str, event: Event) -> None:
+        """Every flag and departure of `source` (called from the output thread; must not block long)."""
+
+    def note(self, source: str, message: str) -> None:
+        """A change of the source's link ("reconnecting ...", "live (reconnected)", "ended")."""
+
+    def close(self) -> None:
+        """Say every source is down, deliver what is queued (bounded wait), disconnect."""

@@ -101,7 +101,7 @@ class MonitorConfig:
     reconnect_initial_s: float = _f(0.5, min=0.0, max=60.0)
     reconnect_max_s: float = _f(10.0, min=0.1, max=600.0)
     flag_states: tuple[str, ...] = _f(("incorrect", "not_wear"), choices=("wear", "incorrect", "not_wear"))
-    scene_change: float = _f(0.6, min=0.0, max=1.0)  # share of pixels changed at once that is a cut; 0 = off
+    scene_change: float = _f(0.75, min=0.0, max=1.0)  # share of pixels changed at once that is a cut; 0 = off
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def _grow(box: Box, margin: float) -> Box:
     return box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h
 
 
-SCENE_PIXEL_CHANGE = 40  # grey levels (after the change of overall light) that count a pixel as changed
+SCENE_PIXEL_CHANGE = 30  # levels in any colour channel (after the change of overall light) that count a pixel as changed
 
 
 def _int_box(box: Box) -> tuple[int, int, int, int]:
@@ -170,15 +170,15 @@ class Pipeline:
     def _scene_check(self, image: np.ndarray, frame: Frame, result: FrameResult) -> None:
         """A hard cut (or a camera knocked aside) changes nearly every pixel at once: the people before it
         are not the people after it, so every track ends here instead of passing its id and votes on."""
-        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
-        thumb = thumb.astype(np.int16)
+        thumb = cv2.resize(image, (32, 24), interpolation=cv2.INTER_AREA).astype(np.int16)
         prev, self._thumb = self._thumb, thumb
         limit = self.cfg.monitor.scene_change
         if prev is None or limit <= 0 or not self.tracker.tracks:
             return
         diff = thumb - prev
-        diff -= int(np.median(diff))  # a change of light alone moves every pixel alike: not a cut
-        if float(np.mean(np.abs(diff) > SCENE_PIXEL_CHANGE)) >= limit:
+        # a change of light alone moves every pixel alike (per colour channel): that is not a cut
+        diff -= np.median(diff.reshape(-1, 3), axis=0).astype(np.int16)
+        if float(np.mean(np.abs(diff).max(axis=2) > SCENE_PIXEL_CHANGE)) >= limit:
             result.scene_cut = True
             self.counts["scene_cuts"] += 1
             result.events.extend(self._end_all(frame))

@@ -97,6 +97,21 @@ def check_record_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_record_dir(path: str | os.PathLike[str]) -> Path:
+    """--record with several sources: a folder (made if missing) that gets one NAME.mp4 per source."""
+    p = Path(path)
+    if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") or (p.exists() and not p.is_dir()):
+        raise UserError(
+            f"--record {p}: with several sources, give a folder (one video per source is written)"
+        )
+    require_dir(p.parent, f"--record {p}: folder")
+    try:
+        p.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--record {p}: cannot create the folder ({exc.strerror})") from None
+    return p
+
+
 def check_outputs(events: Path | None, record: Path | None, save_faces: Path | None) -> None:
     """Refuse bad output paths before the model loads and the source opens (and before any file is made)."""
     if events is not None:
@@ -171,8 +186,10 @@ class FaceSaver:
 
     def save(self, event: Event, crop: np.ndarray) -> Path:
         # the run's start time keeps a reused folder from overwriting the crops of an earlier run
+        where = f"{event.source}_" if event.source else ""
         path = (
-            self.folder / f"{self.run}_f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
+            self.folder
+            / f"{self.run}_{where}f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
         )
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:

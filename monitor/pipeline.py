@@ -70,7 +70,9 @@ def _grow(box: Box, margin: float) -> Box:
     return box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h
 
 
-SCENE_PIXEL_CHANGE = 30  # levels in any colour channel (after the change of overall light) that count a pixel as changed
+SCENE_PIXEL_CHANGE = (
+    30  # levels in any colour channel (after the change of overall light) that count a pixel as changed
+)
 
 
 def _int_box(box: Box) -> tuple[int, int, int, int]:

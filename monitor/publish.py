@@ -17,3 +17,10 @@ class Publisher(Protocol):
 
     def close(self) -> None:
         """Say every source is down, deliver what is queued (bounded wait), disconnect."""
+
+
+def connect_publisher(url: str, sources: list[str]) -> Publisher:
+    """--mqtt URL -> a connected publisher (paho-mqtt is imported only here)."""
+    from monitor.mqtt import MqttPublisher, parse_url
+
+    return MqttPublisher(parse_url(url), sources)

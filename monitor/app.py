@@ -36,6 +36,7 @@ from monitor.ui import (
     Dashboard,
     LiveScreen,
     MultiDashboard,
+    PanelInfo,
     SourceBoard,
     Tally,
     flag_line,
@@ -282,6 +283,20 @@ class Monitor:
         self.on_result = on_result
         self._stop = threading.Event()
         self.started = threading.Event()  # set once the source is open and frames flow
+        if publisher is not None:
+            publisher.attach(self.panels)
+
+    def panels(self) -> list[PanelInfo]:
+        """Each source as its panel (and its MQTT status) shows it."""
+        d = self.dashboard
+        if isinstance(d, MultiDashboard):
+            return d.panels()
+        st = self.streams[0]
+        link = st.capture.status or "starting"
+        up = not any(w in link for w in ("reconnect", "fail", "ended", "starting"))
+        in_view = sum(t.confirmed for t in d.tracks)
+        counts = tuple(d.tally.counts())
+        return [PanelInfo(st.name, self.timer.fps(), in_view, counts, link, up, st.capture.dropped)]  # type: ignore[arg-type]
 
     def _stream(
         self, source: Source, engine: Engine | None, detector: FaceDetector, opener: Opener

@@ -21,6 +21,7 @@ from monitor.bench import run_bench
 from monitor.classifier import load_classifier
 from monitor.events import check_outputs, check_record_dir
 from monitor.publish import connect_publisher
+from monitor.site import add_site_arguments, run_site
 from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
 
 DESCRIPTION = (
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mask-monitor",
         description=DESCRIPTION,
         epilog="mask-monitor bench --video FILE [--json OUT]: frames/s and ms per stage, "
-        "against a naive baseline (see `mask-monitor bench --help`)",
+        "against a naive baseline (see `mask-monitor bench --help`); mask-monitor site --mqtt URL: every "
+        "entrance of a site on one screen (see `mask-monitor site --help`)",
     )
     src = p.add_argument_group(
         "sources", "give one or several, in any mix (or [[sources]] tables in the config file)"
@@ -224,7 +226,20 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     return 128 + int(report.signal) if report.signal is not None else 0  # 130 after Ctrl-C, 143 after SIGTERM
 
 
+def build_site_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mask-monitor site",
+        description="Every entrance of every machine that publishes to an MQTT broker "
+        "(mask-monitor --mqtt), on "
+        "one screen; optionally one merged JSONL file of their events.",
+    )
+    add_site_arguments(p)
+    return p
+
+
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["site"]:
+        return run_site(build_site_parser().parse_args(argv[1:]))
     if argv[:1] == ["bench"]:
         args = build_bench_parser().parse_args(argv[1:])
         return run_bench(args, config_from_args(args))

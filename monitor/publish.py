@@ -3,12 +3,17 @@ over MQTT), kept apart so that the app does not import paho-mqtt unless --mqtt i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from monitor.events import Event
+from monitor.ui import PanelInfo
 
 
 class Publisher(Protocol):
+    def attach(self, snapshot: Callable[[], list[PanelInfo]]) -> None:
+        """Where the periodic status of each source comes from (the monitor's panels)."""
+
     def event(self, source: str, event: Event) -> None:
         """Every flag and departure of `source` (called from the output thread; must not block long)."""
 

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -242,7 +243,8 @@ class Dashboard:
 class LiveScreen:
     """rich Live around a Dashboard; a context manager so the terminal is restored on any exit."""
 
-    def __init__(self, dashboard: Dashboard, console: Console | None = None, refresh_hz: float = 8.0) -> None:
+    def __init__(self, dashboard: Any, console: Console | None = None, refresh_hz: float = 8.0) -> None:
+        """`dashboard`: anything with render() (Dashboard, MultiDashboard, the site view)."""
         from rich.live import Live
 
         self.dashboard = dashboard

@@ -14,6 +14,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,14 +86,13 @@ class MqttPublisher:
         self.machine = socket.gethostname()
         self.status_every_s = status_every_s
         self.err = err or sys.stderr
-        self.dropped = 0
+        self.dropped = 0  # events refused by the full queue
         self.published = 0
+        self.unsent = 0  # messages still queued when close() gave up
         self.links: dict[str, str] = dict.fromkeys(self.sources, "starting")
         self.snapshot: Callable[[], list[PanelInfo]] = self._bare_panels
         self.connected = threading.Event()
         self._stop = threading.Event()
-        self._pending: list[Any] = []  # MQTTMessageInfo of events not yet acknowledged
-        self._lock = threading.Lock()
         self.client = _client(url, f"mask-monitor-{self.machine}-{uuid.uuid4().hex[:8]}", queue_size)
         will = {"machine": self.machine, "up": False, "sources": self.sources}
         self.client.will_set(self._machine_topic(), json.dumps(will), qos=1, retain=True)
@@ -133,15 +133,16 @@ class MqttPublisher:
             if self.dropped == 1:
                 print(
                     f"mask-monitor: MQTT broker {self.url.host}:{self.url.port} unreachable and "
-                    f"{len(self._pending)} events queued: further events are dropped and counted",
+                    f"{self.queued()} messages queued: further events are dropped and counted",
                     file=self.err,
                     flush=True,
                 )
             return
         self.published += 1
-        with self._lock:
-            self._pending = [i for i in self._pending if not i.is_published()]
-            self._pending.append(info)
+
+    def queued(self) -> int:
+        """Messages paho holds that the broker has not acknowledged (paho offers no public count)."""
+        return len(getattr(self.client, "_out_messages", {}))
 
     def note(self, source: str, message: str) -> None:
         self.links[source] = message
@@ -154,19 +155,21 @@ class MqttPublisher:
         for p in panels:
             self._status(PanelInfo(p.name, 0.0, 0, p.counts, "down (monitor stopped)", False, p.dropped))
         machine = {"machine": self.machine, "up": False, "sources": self.sources}
-        last = self.client.publish(self._machine_topic(), json.dumps(machine), qos=1, retain=True)
-        with self._lock:
-            pending = [*self._pending, last]
-        if self.connected.wait(min(timeout, 2.0)):
-            for info in pending:
-                try:
-                    info.wait_for_publish(timeout)
-                except (ValueError, RuntimeError):
-                    pass
+        self.client.publish(self._machine_topic(), json.dumps(machine), qos=1, retain=True)
+        end = time.monotonic() + timeout
+        while self.queued() and time.monotonic() < end:  # the broker may come back meanwhile
+            time.sleep(0.02)
+        self.unsent = self.queued()
         self.client.disconnect()
         self.client.loop_stop()
         if self.dropped:
-            print(f"mask-monitor: {self.dropped} events were not sent over MQTT", file=self.err, flush=True)
+            print(f"mask-monitor: {self.dropped} events were not sent over MQTT (queue full)", file=self.err)
+        if self.unsent:
+            print(
+                f"mask-monitor: {self.unsent} MQTT messages still undelivered at exit (broker unreachable)",
+                file=self.err,
+                flush=True,
+            )
 
     # --- status -------------------------------------------------------------------------------------------
     def _status_loop(self) -> None:

@@ -18,6 +18,7 @@ from engines.faces import FaceDetector
 from engines.fileio import require_file
 from monitor.app import Monitor, Options
 from monitor.bench import run_bench
+from monitor.bench_streams import run_streams_bench
 from monitor.classifier import load_classifier
 from monitor.events import check_outputs, check_record_dir
 from monitor.publish import connect_publisher
@@ -148,6 +149,12 @@ def build_bench_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
     p.add_argument(
+        "--streams",
+        type=positive_int,
+        metavar="N",
+        help="N copies of the video in one monitor against N separate monitor processes at once",
+    )
+    p.add_argument(
         "--baseline-frames",
         type=positive_int,
         metavar="N",
@@ -237,11 +244,31 @@ def build_site_parser() -> argparse.ArgumentParser:
     return p
 
 
+_BENCH_ONLY = {"--video": 1, "--json": 1, "--streams": 1, "--baseline-frames": 1, "--loops": 1, "--engine": 1}
+
+
+def _monitor_flags(argv: list[str]) -> list[str]:
+    """The bench's flags that a separate `mask-monitor` process takes too (config, engine settings)."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _BENCH_ONLY:
+            skip = 0 if "=" in a else _BENCH_ONLY[name]
+            continue
+        out.append(a)
+    return out
+
+
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["site"]:
         return run_site(build_site_parser().parse_args(argv[1:]))
     if argv[:1] == ["bench"]:
         args = build_bench_parser().parse_args(argv[1:])
+        if args.streams:
+            return run_streams_bench(args, config_from_args(args), _monitor_flags(argv[1:]))
         return run_bench(args, config_from_args(args))
     args = build_parser().parse_args(argv)
     return run_monitor(args, config_from_args(args))

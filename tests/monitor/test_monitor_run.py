@@ -486,6 +486,25 @@ def test_bench_command_prints_and_writes_the_table(capsys, tmp_path, onnx_model)
     assert data["speedup"] == pytest.approx(data["monitor"]["fps"] / data["naive"]["fps"], rel=0.01)
 
 
+def test_bench_streams_runs_one_monitor_against_separate_processes(capsys, tmp_path, onnx_model):
+    out = tmp_path / "streams.json"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["bench", "--video", str(CARPHONE), "--engine", str(onnx_model), "--streams", "2"]
+            + ["--max-frames", "6", "--detect-every", "2", "--json", str(out)]
+        )
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "one process" in text and "2 separate processes" in text and "frames/s per source" in text
+    data = json.loads(out.read_text())
+    assert data["one"]["frames"] == [6, 6] and data["separate"]["frames"] == [6, 6]
+    assert data["one"]["stages"]["detect"]["runs"] == 3  # --detect-every 2, both sources in each round
+    assert data["one"]["stages"]["rounds"]["sources_per_round"] == 2.0
+    assert data["ratio"] == pytest.approx(
+        data["one"]["fps_aggregate"] / data["separate"]["fps_aggregate"], rel=0.01
+    )
+
+
 class FlakyDetector:
     """MTCNN that misses every other full-frame pass (as it does with some masked faces); regions work."""
 

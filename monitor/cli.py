@@ -21,6 +21,7 @@ from monitor.bench import run_bench
 from monitor.bench_streams import run_streams_bench
 from monitor.classifier import load_classifier
 from monitor.events import check_outputs, check_record_dir
+from monitor.mqtt import parse_url
 from monitor.publish import connect_publisher
 from monitor.site import add_site_arguments, run_site
 from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
@@ -210,6 +211,8 @@ def _options(args: argparse.Namespace, cfg: Config, multi: bool) -> Options:
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     sources = _sources(args, cfg)
+    if args.mqtt:
+        parse_url(args.mqtt)  # a bad URL is one line before the model loads
     for s in sources:
         if s.spec.kind == "video":
             require_file(s.spec.target, "video file")

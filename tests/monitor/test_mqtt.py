@@ -263,3 +263,29 @@ def test_a_monitor_of_two_sources_publishes_to_the_site_view(broker, tmp_path):
         ("door2", "left"),
     ]
     assert all(r["mask"] == "not_wear" and r["track_id"] == 1 for r in rows)
+
+
+def test_site_command_headless_prints_flags_and_writes_the_merged_file(broker, tmp_path):
+    import argparse
+
+    from monitor.site import run_site
+
+    url = f"mqtt://127.0.0.1:{broker.port}/site1"
+    pub = MqttPublisher(parse_url(url), ["door1"], status_every_s=0.2, err=io.StringIO())
+    pub.attach(lambda: [PanelInfo("door1", 25.0, 1, (0, 0, 1), "live")])
+    out = io.StringIO()
+    args = argparse.Namespace(mqtt=url, events=str(tmp_path / "site.jsonl"), headless=True, duration=4.0)
+    th = threading.Thread(target=run_site, args=(args,), kwargs={"out": out}, daemon=True)
+    try:
+        assert pub.connected.wait(10)
+        th.start()
+        assert _wait(lambda: "door1: up (live)" in out.getvalue())  # the retained status: subscribed
+        pub.event("door1", _event(7))
+        th.join(10)
+    finally:
+        pub.close()
+    text = out.getvalue()
+    assert "door1 FLAG person #7: no mask (male, 30-59; confidence 0.90) frame 7" in text
+    assert "mask-monitor site: 1 sources, 1 events, 1 flags" in text
+    rows = [json.loads(x) for x in (tmp_path / "site.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["source"] == "door1" and rows[0]["frame"] == 7

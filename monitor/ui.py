@@ -306,7 +306,7 @@ def source_panel(info: PanelInfo) -> Panel:
     if info.dropped:
         t.append(f"  drop {info.dropped}", style="dim")
     t.append("\n")
-    t.append(f"ok {info.counts[0]}", style=MASK_STYLES[0])
+    t.append(f"masked {info.counts[0]}", style=MASK_STYLES[0])
     t.append("  ")
     t.append(f"incorrect {info.counts[1]}", style=MASK_STYLES[1])
     t.append("  ")

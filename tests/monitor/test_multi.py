@@ -167,3 +167,26 @@ def test_panels_fit_80x24_with_4_sources_and_200x50_with_16():
         for i in range(n):
             assert f"door{i}" in text and f"{25.0 + i:.1f} fps" in text
         assert "reconnecting" in text and "FLAG person #0" in text  # the newest flags come first
+
+
+def test_the_live_screen_of_four_sources_shows_a_panel_each_and_the_merged_flags():
+    cams = {f"d{i}.mp4": FakeCamera(_frames(30, 90), fail_after=30) for i in range(4)}
+    sources = [Source(f"door{i}", SourceSpec("video", f"d{i}.mp4")) for i in range(4)]
+    console = Console(record=True, width=80, height=24, force_terminal=True)
+    mon = Monitor(
+        Config(monitor=MonitorConfig(min_votes=2)),
+        sources,
+        ScriptedEngine([2]),
+        BatchFaces(),
+        Options(headless=False),
+        opener=_by_target(cams),
+        console=console,
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    mon.run()
+    text = console.export_text()
+    for i in range(4):
+        assert f"door{i}" in text
+    assert "latest flags (4)" in text and "door3 FLAG person #1: no mask" in text
+    assert "none 1" in text  # each door saw one person without a mask

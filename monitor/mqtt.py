@@ -145,7 +145,10 @@ class MqttPublisher:
         return len(getattr(self.client, "_out_messages", {}))
 
     def note(self, source: str, message: str) -> None:
+        """A link change goes out at once (retained), not at the next periodic status."""
         self.links[source] = message
+        if self.connected.is_set():
+            self._publish_status()
 
     def close(self, timeout: float = 5.0) -> None:
         """Mark every source down (retained), deliver what is queued (at most `timeout` s), disconnect."""

@@ -320,9 +320,10 @@ class Monitor:
         return Stream(source, capture, pipeline, timer)
 
     def stop(self) -> None:
-        """Ask the run to end (from any thread or a signal handler); run() then shuts down cleanly."""
+        """Ask the run to end (from any thread or a signal handler); run() then shuts down cleanly. (No
+        wake.set() here: a signal handler must not take a lock the interrupted main thread may hold; the loop
+        looks at _stop at least every 0.1 s.)"""
         self._stop.set()
-        self.wake.set()
 
     def run(self) -> RunReport:
         self.streams[0].pipeline.warm_up()

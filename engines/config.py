@@ -101,6 +101,7 @@ class MonitorConfig:
     reconnect_initial_s: float = _f(0.5, min=0.0, max=60.0)
     reconnect_max_s: float = _f(10.0, min=0.1, max=600.0)
     flag_states: tuple[str, ...] = _f(("incorrect", "not_wear"), choices=("wear", "incorrect", "not_wear"))
+    scene_change: float = _f(0.75, min=0.0, max=1.0)  # share of pixels changed at once that is a cut; 0 = off
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,23 @@ class ExportConfig:
     timing_cache: str = _f("", path=True)  # "" = timing.cache beside the engine file
 
 
+SOURCE_KINDS = ("camera", "video", "url")  # monitor.sources.SOURCES's rows (a test keeps the two equal)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One `[[sources]]` table: a video source of a monitor that watches several. Per-source settings left
+    at 0 take the [monitor] value."""
+
+    name: str = _f("")  # letters, digits, - and _ (it names files and MQTT topics); "" = from the address
+    kind: str = _f("camera", choices=SOURCE_KINDS)
+    address: str = _f("0")  # camera index, video file or stream URL
+    realtime: bool = _f(False)  # a video file played at its own fps, like a camera
+    detect_every: int = _f(0, min=0, max=100)
+    classify_every: int = _f(0, min=0, max=1000)
+    detect_max_side: int = _f(0, min=0, max=8192)
+
+
 @dataclass(frozen=True)
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -202,6 +220,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    sources: tuple[SourceConfig, ...] = ()  # `[[sources]]` tables; none by default (CLI flags name them)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 
@@ -214,6 +233,8 @@ class Config:
         """Plain dict (TOML/JSON-ready), e.g. to save the resolved config beside a run."""
         out = dataclasses.asdict(self)
         out.pop("base_dir")
+        if not out["sources"]:  # no [[sources]] in the file: TOML has no way to write an empty one
+            out.pop("sources")
         return _lists(out)
 
 
@@ -226,7 +247,9 @@ def _lists(obj: Any) -> Any:
 
 
 _HINTS = typing.get_type_hints(Config)
-SECTIONS: dict[str, type] = {f.name: _HINTS[f.name] for f in fields(Config) if f.name != "base_dir"}
+SECTIONS: dict[str, type] = {
+    f.name: _HINTS[f.name] for f in fields(Config) if f.name not in ("base_dir", "sources")
+}
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -312,13 +335,27 @@ def _cross_check(section: Any, where: str) -> None:
 
 
 def from_dict(data: Mapping[str, Any], source: str = "config", base_dir: str | Path | None = None) -> Config:
-    valid = list(SECTIONS)
-    sections = {}
+    valid = [*SECTIONS, "sources"]
+    sections: dict[str, Any] = {}
     for name, table in data.items():
+        if name == "sources":
+            sections["sources"] = _sources(table, f"{source}: [[sources]]")
+            continue
         if name not in SECTIONS:
             raise ConfigError(f"{source}: unknown section [{name}]{_suggest(name, valid)}")
         sections[name] = _build_section(SECTIONS[name], table, f"{source}: [{name}]")
     return Config(**sections, base_dir=str(base_dir if base_dir is not None else REPO_ROOT))
+
+
+def _sources(tables: Any, where: str) -> tuple[SourceConfig, ...]:
+    if not isinstance(tables, list):
+        raise ConfigError(f"{where} must be an array of tables ([[sources]]), got {tables!r}")
+    out = []
+    for i, table in enumerate(tables):
+        if isinstance(table, dict) and isinstance(table.get("address"), int):
+            table = {**table, "address": str(table["address"])}  # a camera index written as a number
+        out.append(_build_section(SourceConfig, table, f"{where} #{i + 1}"))
+    return tuple(out)
 
 
 def default_config_path() -> Path | None:

@@ -1,4 +1,5 @@
-"""The running monitor: capture thread -> pipeline (this thread) -> output thread, joined by bounded queues.
+"""The running monitor: capture threads (one per source) -> one inference stage (this thread) -> output
+thread, joined by bounded queues.
 
 The pipeline never waits on disk or the terminal: events, the recording, saved faces, headless lines and
 the Live screen's model are all handled by the output thread. Stopping (end of file, --max-frames,
@@ -14,23 +15,34 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from rich.console import Console
 
 from engines.backends.base import Engine
-from engines.config import Config
+from engines.config import Config, with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from monitor.capture import Capture, Frame
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
-from monitor.pipeline import FrameResult, Pipeline
-from monitor.sources import Opener, SourceSpec, open_cv
+from monitor.pipeline import FrameResult, Pipeline, run_round
+from monitor.publish import Publisher
+from monitor.sources import Opener, Source, SourceSpec, default_name, open_cv, unique_names
 from monitor.timing import StageTimer
-from monitor.ui import Dashboard, LiveScreen, Tally, flag_line, summary_text
+from monitor.ui import (
+    Dashboard,
+    LiveScreen,
+    MultiDashboard,
+    PanelInfo,
+    SourceBoard,
+    Tally,
+    flag_line,
+    multi_summary,
+    summary_text,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class RunReport:
     summary: str
     recorded: int = 0
     signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
+    tallies: dict[str, Tally] = field(default_factory=dict)  # per source name
 
 
 class OutputStopped(RuntimeError):
@@ -67,31 +80,39 @@ class _Outputs:
     def __init__(
         self,
         options: Options,
-        dashboard: Dashboard,
-        fps: float,
+        dashboard: Dashboard | MultiDashboard,
+        streams: dict[str, tuple[bool, float]],  # name -> (live, fps)
+        multi: bool,
         out: IO[str],
         err: IO[str],
-        live: bool,
         timer: StageTimer,
         on_result: Callable[[FrameResult], None] | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.options = options
         self.on_result = on_result
+        self.publisher = publisher
         self.dashboard = dashboard
         self.out, self.err = out, err
-        self.live = live
+        self.streams = streams
+        self.live = next(iter(streams.values()))[0]
         self.timer = timer
         self.error: BaseException | None = None
         self.events: EventLog | None = None
-        self.recorder: Recorder | None = None
+        self.recorders: dict[str, Recorder] = {}
+        self.saver: FaceSaver | None = None
         try:
             self.events = EventLog(options.events) if options.events else None
-            self.recorder = Recorder(options.record, fps) if options.record else None
+            if options.record and multi:  # a folder: one video per source
+                for name, (_, fps) in streams.items():
+                    self.recorders[name] = Recorder(options.record / f"{name}.mp4", fps)
+            elif options.record:
+                self.recorders[""] = Recorder(options.record, next(iter(streams.values()))[1])
             self.saver = FaceSaver(options.save_faces) if options.save_faces else None
         except BaseException:
             self._close_files()  # what was opened before the one that failed leaves no temp file behind
             raise
-        self.queue: queue.Queue = queue.Queue(maxsize=16)
+        self.queue: queue.Queue = queue.Queue(maxsize=16 * len(streams))
         self._thread = threading.Thread(target=self._run, name="outputs", daemon=True)
         self._thread.start()
 
@@ -115,7 +136,7 @@ class _Outputs:
     def _close_files(self) -> None:
         """Close every file, each on its own: a full disk under the events log must not cost the video.
         The first failure becomes self.error (reported as one line by failure())."""
-        for f in (self.recorder, self.events):
+        for f in (*self.recorders.values(), self.events, self.publisher):
             if f is None:
                 continue
             try:
@@ -140,34 +161,84 @@ class _Outputs:
             self.error = exc
 
     def _handle(self, result: FrameResult) -> None:
+        live = self.streams[result.source][0] if result.source in self.streams else self.live
         for ev in result.events:
             if self.events is not None:
                 self.events.write(ev)
+            if self.publisher is not None:
+                self.publisher.event(result.source or next(iter(self.streams)), ev)
             if ev.event != "flag":
                 continue
             if self.saver is not None and ev.track_id in result.crops:
                 self.saver.save(ev, result.crops[ev.track_id])
             if self.options.headless:
-                print(flag_line(ev, self.live), file=self.out, flush=True)
+                print(flag_line(ev, live), file=self.out, flush=True)
             if self.options.bell:
                 self.out.write("\a")
                 self.out.flush()
         if self.options.headless:
             for m in result.messages:
-                print(f"mask-monitor: {m}", file=self.err, flush=True)
-        if self.recorder is not None and not (result.skipped or result.final):
-            boxes = [(t.id, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
-            self.recorder.write(annotate(result.frame.image, boxes))
+                where = f"{result.source}: " if result.source else ""
+                print(f"mask-monitor: {where}{m}", file=self.err, flush=True)
+        recorder = self.recorders.get(result.source)
+        if recorder is not None and not (result.skipped or result.final):
+            boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
+            recorder.write(annotate(result.frame.image, boxes))
         self.dashboard.update(result)
         if self.on_result is not None:
             self.on_result(result)
 
 
+@dataclass
+class Stream:
+    """One source of a running monitor: its capture thread, its pipeline (tracker, votes), its clock."""
+
+    source: Source
+    capture: Capture
+    pipeline: Pipeline
+    timer: StageTimer
+    done: bool = False
+    last: Frame | None = None  # the last frame processed: its time stamps the departures at the end
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def live(self) -> bool:
+        return self.source.spec.live
+
+    def describe(self) -> str:
+        return self.source.spec.describe()
+
+
+def board_for(st: Stream) -> SourceBoard:
+    return SourceBoard(
+        st.name,
+        st.live,
+        st.timer,
+        status=lambda: st.capture.status,
+        dropped=lambda: st.capture.dropped,
+    )
+
+
+def as_sources(spec: SourceSpec | Sequence[Source]) -> list[Source]:
+    if isinstance(spec, SourceSpec):
+        return [Source(default_name(spec), spec)]
+    if not spec:
+        raise UserError("no source given: --camera N, --video FILE, --url URL or [[sources]] in the config")
+    return unique_names(list(spec))
+
+
 class Monitor:
+    """Watches one source, or several with one inference stage: each round takes the frame that is ready
+    from every source (never waiting for a slow or broken one), runs MTCNN on those due as one batch and
+    classifies the crops of all of them in one engine call."""
+
     def __init__(
         self,
         cfg: Config,
-        spec: SourceSpec,
+        spec: SourceSpec | Sequence[Source],
         engine: Engine | None,
         detector: FaceDetector,
         options: Options = Options(),
@@ -177,59 +248,107 @@ class Monitor:
         out: IO[str] | None = None,
         err: IO[str] | None = None,
         on_result: Callable[[FrameResult], None] | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         """`on_result` sees every FrameResult in the output thread (for embedding the monitor, and tests)."""
         self.cfg = cfg
-        self.spec = spec
         self.options = options
-        self.timer = StageTimer()
-        self.capture = Capture(
-            spec,
-            opener=opener,
-            realtime=options.realtime,
-            reconnect_initial_s=cfg.monitor.reconnect_initial_s,
-            reconnect_max_s=cfg.monitor.reconnect_max_s,
-            timer=self.timer,
-        )
-        self.pipeline = Pipeline(cfg, engine, detector, self.timer, keep_crops=options.save_faces is not None)
+        self.timer = StageTimer()  # the inference rounds (and, with one source, everything)
+        self.wake = threading.Event()
+        sources = as_sources(spec)
+        self.multi = len(sources) > 1
+        self.streams = [self._stream(s, engine, detector, opener) for s in sources]
+        self.spec = self.streams[0].source.spec
+        self.capture, self.pipeline = self.streams[0].capture, self.streams[0].pipeline
         self.console = console
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.dashboard = Dashboard(
-            spec.describe(),
-            spec.live,
-            self.timer,
-            cfg.ui.max_rows,
-            cfg.ui.max_flags,
-            status=lambda: self.capture.status,
-            dropped=lambda: self.capture.dropped,
-            detect_every=cfg.monitor.detect_every,
-        )
+        self.publisher = publisher
+        if self.multi:
+            self.dashboard: Dashboard | MultiDashboard = MultiDashboard(
+                [board_for(s) for s in self.streams], self.timer, cfg.ui.max_flags
+            )
+        else:
+            st = self.streams[0]
+            self.dashboard = Dashboard(
+                st.describe(),
+                st.live,
+                self.timer,
+                cfg.ui.max_rows,
+                cfg.ui.max_flags,
+                status=lambda: st.capture.status,
+                dropped=lambda: st.capture.dropped,
+                detect_every=cfg.monitor.detect_every,
+            )
         self.on_result = on_result
         self._stop = threading.Event()
         self.started = threading.Event()  # set once the source is open and frames flow
+        if publisher is not None:
+            publisher.attach(self.panels)
+
+    def panels(self) -> list[PanelInfo]:
+        """Each source as its panel (and its MQTT status) shows it."""
+        d = self.dashboard
+        if isinstance(d, MultiDashboard):
+            return d.panels()
+        st = self.streams[0]
+        link = st.capture.status or "starting"
+        up = not any(w in link for w in ("reconnect", "fail", "ended", "starting"))
+        in_view = sum(t.confirmed for t in d.tracks)
+        counts = tuple(d.tally.counts())
+        return [PanelInfo(st.name, self.timer.fps(), in_view, counts, link, up, st.capture.dropped)]  # type: ignore[arg-type]
+
+    def _stream(
+        self, source: Source, engine: Engine | None, detector: FaceDetector, opener: Opener
+    ) -> Stream:
+        cfg = self.cfg
+        if source.monitor:
+            cfg = with_overrides(cfg, {f"monitor.{k}": v for k, v in source.monitor.items()})
+        timer = StageTimer() if self.multi else self.timer
+        capture = Capture(
+            source.spec,
+            opener=opener,
+            realtime=self.options.realtime or source.realtime,
+            reconnect_initial_s=cfg.monitor.reconnect_initial_s,
+            reconnect_max_s=cfg.monitor.reconnect_max_s,
+            timer=timer,
+        )
+        capture.wake = self.wake
+        keep = self.options.save_faces is not None
+        name = source.name if self.multi else ""  # one source: events and lines exactly as before
+        pipeline = Pipeline(cfg, engine, detector, timer, keep_crops=keep, name=name)
+        return Stream(source, capture, pipeline, timer)
 
     def stop(self) -> None:
-        """Ask the run to end (from any thread or a signal handler); run() then shuts down cleanly."""
+        """Ask the run to end (from any thread or a signal handler); run() then shuts down cleanly. (No
+        wake.set() here: a signal handler must not take a lock the interrupted main thread may hold; the loop
+        looks at _stop at least every 0.1 s.)"""
         self._stop.set()
 
     def run(self) -> RunReport:
-        self.pipeline.warm_up()
+        self.streams[0].pipeline.warm_up()
         outputs = None
-        self.capture.start()  # a source that will not open: one UserError, nothing else started
+        started = []
+        try:  # a source that will not open: one UserError, nothing else left running
+            for st in self.streams:
+                started.append(st.capture.start())
+        except BaseException:
+            for c in started:
+                c.stop()
+            raise
         t0 = time.perf_counter()
         interrupted = False
-        self._last = None
         try:
             outputs = _Outputs(
                 self.options,
                 self.dashboard,
-                self.capture.fps,
+                {st.name: (st.live, st.capture.fps) for st in self.streams},
+                self.multi,
                 self.out,
                 self.err,
-                self.spec.live,
                 self.timer,
                 self.on_result,
+                self.publisher,
             )
             with self._signals(), self._screen():
                 self.started.set()
@@ -240,72 +359,116 @@ class Monitor:
                 except OutputStopped:
                     pass  # its error is raised below, after the shutdown
         finally:
-            self.capture.stop()
+            for st in self.streams:
+                st.capture.stop()
             if outputs is not None:
-                last = self._last
-                with contextlib.suppress(OutputStopped):
-                    outputs.put(
-                        FrameResult(
-                            last or Frame(-1, 0.0, None),
-                            self.pipeline.seq,
-                            events=self.pipeline.finish(last),
-                            final=True,
-                        )
-                    )
-                outputs.close()
+                self._finish(outputs)
         if outputs.error is not None:
             raise outputs.failure()
-        wall = time.perf_counter() - t0
-        summary = summary_text(
-            self.dashboard.tally,
-            self.spec.describe(),
-            wall,
-            self.spec.live,
-            self.capture.dropped,
-            self.pipeline.faults,
-        )
+        return self._report(outputs, time.perf_counter() - t0, interrupted)
+
+    def _finish(self, outputs: _Outputs) -> None:
+        """Departures of everyone still in view, then every file closed."""
+        for st in self.streams:
+            with contextlib.suppress(OutputStopped):
+                outputs.put(
+                    FrameResult(
+                        st.last or Frame(-1, 0.0, None),
+                        st.pipeline.seq,
+                        events=st.pipeline.finish(st.last),
+                        final=True,
+                        source=st.pipeline.name,
+                    )
+                )
+        outputs.close()
+
+    def _report(self, outputs: _Outputs, wall: float, interrupted: bool) -> RunReport:
+        d = self.dashboard
+        tallies = d.tallies() if isinstance(d, MultiDashboard) else {self.streams[0].name: d.tally}
+        if self.multi:
+            summary = multi_summary(
+                [
+                    (
+                        st.name,
+                        st.describe(),
+                        tallies[st.name],
+                        st.live,
+                        st.capture.dropped,
+                        st.pipeline.faults,
+                    )
+                    for st in self.streams
+                ],
+                wall,
+            )
+        else:
+            st = self.streams[0]
+            summary = summary_text(
+                tallies[st.name], st.describe(), wall, st.live, st.capture.dropped, st.pipeline.faults
+            )
         return RunReport(
-            self.dashboard.tally,
-            self.pipeline.seq + 1,
+            tallies[self.streams[0].name],
+            sum(st.pipeline.seq + 1 for st in self.streams),
             wall,
-            self.capture.dropped,
-            self.capture.reconnects,
+            sum(st.capture.dropped for st in self.streams),
+            sum(st.capture.reconnects for st in self.streams),
             summary,
-            outputs.recorder.frames if outputs.recorder else 0,
+            sum(r.frames for r in outputs.recorders.values()),
             self._signal if self._signal is not None else (signal.SIGINT if interrupted else None),
+            tallies,
         )
 
     _signal: int | None = None
-    _last: Frame | None = None  # the last frame processed: its time stamps the departures at the end
+
+    def _take(self, opts: Options) -> list[tuple[Stream, Frame]]:
+        """The frame that is ready from each source (none from a slow or broken one: no waiting)."""
+        items = []
+        for st in self.streams:
+            for status in st.capture.status_changes():
+                self._say(st, status)
+            if st.done:
+                continue
+            if opts.max_frames is not None and st.pipeline.seq + 1 >= opts.max_frames:
+                st.done = True
+                continue
+            frame = st.capture.get(0)
+            if frame is not None:
+                items.append((st, frame))
+            elif st.capture.error is not None:
+                self._say(st, f"capture failed: {st.capture.error}")
+                st.done = True
+            elif st.capture.finished:
+                st.done = True
+        return items
 
     def _loop(self, outputs: _Outputs, t0: float) -> None:
         opts = self.options
-        self.capture.status_changes()  # "live" / "playing": nothing to report
+        for st in self.streams:
+            st.capture.status_changes()  # "live" / "playing": nothing to report
         while not self._stop.is_set():
-            if opts.max_frames is not None and self.pipeline.seq + 1 >= opts.max_frames:
-                break
             if opts.duration is not None and time.perf_counter() - t0 >= opts.duration:
                 break
-            for status in self.capture.status_changes():
-                self._say(status)
-            frame = self.capture.get(0.1)
-            if frame is None:
-                if self.capture.error is not None:
-                    self._say(f"capture failed: {self.capture.error}")
+            self.wake.clear()
+            items = self._take(opts)
+            if not items:
+                if all(st.done for st in self.streams):
                     break
-                if self.capture.finished:
-                    break
+                self.wake.wait(0.1)
                 continue
-            self._last = frame
-            outputs.put(self.pipeline.process(frame))
-        for status in self.capture.status_changes():
-            self._say(status)
+            results = run_round([(st.pipeline, frame) for st, frame in items], self.timer)
+            for (st, frame), result in zip(items, results):
+                st.last = frame
+                outputs.put(result)
+        for st in self.streams:
+            for status in st.capture.status_changes():
+                self._say(st, status)
 
-    def _say(self, message: str) -> None:
+    def _say(self, st: Stream, message: str) -> None:
+        if self.publisher is not None:
+            self.publisher.note(st.name, message)
         if self.options.headless:
-            print(f"mask-monitor: {self.spec.describe()}: {message}", file=self.err, flush=True)
+            print(f"mask-monitor: {st.describe()}: {message}", file=self.err, flush=True)
         else:
-            self.dashboard.note(message)
+            self.dashboard.note(f"{st.name}: {message}" if self.multi else message)
 
     def _screen(self):
         if self.options.headless:

@@ -77,6 +77,8 @@ class Capture:
         self._drained = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        # set whenever a frame (or the end) is ready: one consumer waits on it for several captures at once
+        self.wake: threading.Event | None = None
 
     @property
     def status(self) -> str:
@@ -182,6 +184,7 @@ class Capture:
                 self._put(_END, force=True)
             with self._cond:
                 self._cond.notify_all()
+            self._wake()
 
     def _loop(self) -> None:
         t0 = time.perf_counter()
@@ -210,8 +213,15 @@ class Capture:
                         self.dropped += 1
                     self._slot = frame
                     self._cond.notify()
+                self._wake()
             elif not self._put(frame):
                 return
+            else:
+                self._wake()
+
+    def _wake(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
 
     def _put(self, item: object, force: bool = False) -> bool:
         """Blocking put that still notices stop(); `force` makes room for the end marker."""

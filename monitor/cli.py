@@ -13,14 +13,18 @@ from pathlib import Path
 from engines.cliargs import positive_float, positive_int
 from engines.config import Config, add_config_argument, choices_of, config_from_args
 from engines.device import set_torch_threads
-from engines.errors import run_cli
+from engines.errors import UserError, run_cli
 from engines.faces import FaceDetector
 from engines.fileio import require_file
 from monitor.app import Monitor, Options
 from monitor.bench import run_bench
+from monitor.bench_streams import run_streams_bench
 from monitor.classifier import load_classifier
-from monitor.events import check_outputs
-from monitor.sources import SOURCES, SourceSpec
+from monitor.events import check_outputs, check_record_dir
+from monitor.mqtt import parse_url
+from monitor.publish import connect_publisher
+from monitor.site import add_site_arguments, run_site
+from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
 
 DESCRIPTION = (
     "Real-time entrance monitor: finds faces, classifies mask / gender / age, flags incorrect and "
@@ -89,11 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mask-monitor",
         description=DESCRIPTION,
         epilog="mask-monitor bench --video FILE [--json OUT]: frames/s and ms per stage, "
-        "against a naive baseline (see `mask-monitor bench --help`)",
+        "against a naive baseline (see `mask-monitor bench --help`); mask-monitor site --mqtt URL: every "
+        "entrance of a site on one screen (see `mask-monitor site --help`)",
     )
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_argument_group(
+        "sources", "give one or several, in any mix (or [[sources]] tables in the config file)"
+    )
     for kind in SOURCES.values():
-        src.add_argument(kind.flag, dest=kind.name, type=kind.parse, metavar=kind.metavar, help=kind.help)
+        src.add_argument(
+            kind.flag,
+            dest="source_flags",
+            action=_AddSource,
+            const=kind.name,
+            type=kind.parse,
+            metavar=kind.metavar,
+            help=kind.help + " (repeat for several)",
+        )
     add_engine_arguments(p)
     p.add_argument("--headless", action="store_true", help="no screen: one line per flag (services, logs)")
     p.add_argument("--bell", action="store_true", default=None, help="ring the terminal bell on a flag")
@@ -109,7 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-faces", metavar="DIR", help="save the crop of each flagged person (off by default)"
     )
-    p.add_argument("--record", metavar="OUT.mp4", help="write the annotated video")
+    p.add_argument(
+        "--record",
+        metavar="OUT.mp4|DIR",
+        help="write the annotated video (several sources: a folder, one NAME.mp4 per source)",
+    )
+    p.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish events and status to mqtt://host[:port]/prefix (topics PREFIX/SOURCE/events, /status)",
+    )
     p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     return p
 
@@ -125,6 +149,12 @@ def build_bench_parser() -> argparse.ArgumentParser:
         "--video", metavar="FILE", required=True, help="a video (ideally 640x480 with 1-3 large faces)"
     )
     p.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
+    p.add_argument(
+        "--streams",
+        type=positive_int,
+        metavar="N",
+        help="N copies of the video in one monitor against N separate monitor processes at once",
+    )
     p.add_argument(
         "--baseline-frames",
         type=positive_int,
@@ -143,16 +173,26 @@ def build_bench_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _source(args: argparse.Namespace) -> SourceSpec:
-    """The one source flag given (argparse's group makes it exactly one)."""
-    kind = next(k for k in SOURCES if getattr(args, k) is not None)
-    return SourceSpec(kind, getattr(args, kind))
+class _AddSource(argparse.Action):
+    """--camera / --video / --url, repeatable, kept in the order given."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        given = list(getattr(namespace, self.dest, None) or [])
+        given.append(SourceSpec(self.const, value))
+        setattr(namespace, self.dest, given)
 
 
-def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
-    spec = _source(args)
-    if spec.kind == "video":
-        require_file(spec.target, "video file")
+def _sources(args: argparse.Namespace, cfg: Config) -> list[Source]:
+    """The sources named by flags, else the config's [[sources]] tables; one of them is required."""
+    flags = getattr(args, "source_flags", None) or []
+    if flags:
+        return unique_names([Source(default_name(spec), spec) for spec in flags])
+    if cfg.sources:
+        return sources_from_config(cfg.sources)
+    raise UserError("no source: give --camera N, --video FILE or --url URL (or [[sources]] in the config)")
+
+
+def _options(args: argparse.Namespace, cfg: Config, multi: bool) -> Options:
     options = Options(
         headless=args.headless,
         bell=bool(cfg.ui.bell or args.bell),
@@ -163,25 +203,75 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
         max_frames=args.max_frames,
         duration=args.duration,
     )
-    check_outputs(options.events, options.record, options.save_faces)
+    check_outputs(options.events, None if multi else options.record, options.save_faces)
+    if multi and options.record is not None:
+        check_record_dir(options.record)
+    return options
+
+
+def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
+    sources = _sources(args, cfg)
+    if args.mqtt:
+        parse_url(args.mqtt)  # a bad URL is one line before the model loads
+    for s in sources:
+        if s.spec.kind == "video":
+            require_file(s.spec.target, "video file")
+    options = _options(args, cfg, len(sources) > 1)
     # PyTorch's CPU threads for MTCNN (process-wide; see monitor.torch_threads in config.toml), set before the
     # classifier loads: a `.pt` classifier on the CPU then sets its own engine.threads on top (PyTorch has
     # one thread count per process, so that setting wins for MTCNN too). `mask-monitor bench` does the same.
     set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(args, cfg)
-    monitor = Monitor(cfg, spec, engine, FaceDetector(cfg.detector), options)
+    publisher = connect_publisher(args.mqtt, [s.name for s in sources]) if args.mqtt else None
+    monitor = Monitor(cfg, sources, engine, FaceDetector(cfg.detector), options, publisher=publisher)
     if args.headless:
-        print(
-            f"mask-monitor: watching {spec.describe()} with {engine.describe()}", file=sys.stderr, flush=True
+        what = (
+            sources[0].spec.describe()
+            if len(sources) == 1
+            else f"{len(sources)} sources ({', '.join(f'{s.name}: {s.spec.describe()}' for s in sources)})"
         )
+        print(f"mask-monitor: watching {what} with {engine.describe()}", file=sys.stderr, flush=True)
     report = monitor.run()
     print(report.summary, flush=True)
     return 128 + int(report.signal) if report.signal is not None else 0  # 130 after Ctrl-C, 143 after SIGTERM
 
 
+def build_site_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mask-monitor site",
+        description="Every entrance of every machine that publishes to an MQTT broker "
+        "(mask-monitor --mqtt), on "
+        "one screen; optionally one merged JSONL file of their events.",
+    )
+    add_site_arguments(p)
+    return p
+
+
+_BENCH_ONLY = {"--video": 1, "--json": 1, "--streams": 1, "--baseline-frames": 1, "--loops": 1, "--engine": 1}
+
+
+def _monitor_flags(argv: list[str]) -> list[str]:
+    """The bench's flags that a separate `mask-monitor` process takes too (config, engine settings)."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _BENCH_ONLY:
+            skip = 0 if "=" in a else _BENCH_ONLY[name]
+            continue
+        out.append(a)
+    return out
+
+
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["site"]:
+        return run_site(build_site_parser().parse_args(argv[1:]))
     if argv[:1] == ["bench"]:
         args = build_bench_parser().parse_args(argv[1:])
+        if args.streams:
+            return run_streams_bench(args, config_from_args(args), _monitor_flags(argv[1:]))
         return run_bench(args, config_from_args(args))
     args = build_parser().parse_args(argv)
     return run_monitor(args, config_from_args(args))

@@ -36,10 +36,11 @@ class Event:
     track_id: int
     box: tuple[int, int, int, int]
     state: State
+    source: str = ""  # the source's name; written only when the monitor watches several
 
     def to_dict(self) -> dict[str, Any]:
         s = self.state
-        return {
+        out = {
             "event": self.event,
             "time": round(float(self.time), 3),
             "frame": int(self.frame),
@@ -51,6 +52,9 @@ class Event:
             "class": s.cls,
             "confidence": round(float(s.confidence), 4),
         }
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
 class EventLog:
@@ -90,6 +94,21 @@ def check_record_path(path: str | os.PathLike[str]) -> Path:
     if p.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
         raise UserError(f"--record {p}: use a .mp4 (or .avi / .mkv / .mov) file name")
     require_dir(p.parent, f"--record {p}: folder")
+    return p
+
+
+def check_record_dir(path: str | os.PathLike[str]) -> Path:
+    """--record with several sources: a folder (made if missing) that gets one NAME.mp4 per source."""
+    p = Path(path)
+    if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") or (p.exists() and not p.is_dir()):
+        raise UserError(
+            f"--record {p}: with several sources, give a folder (one video per source is written)"
+        )
+    require_dir(p.parent, f"--record {p}: folder")
+    try:
+        p.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--record {p}: cannot create the folder ({exc.strerror})") from None
     return p
 
 
@@ -167,8 +186,10 @@ class FaceSaver:
 
     def save(self, event: Event, crop: np.ndarray) -> Path:
         # the run's start time keeps a reused folder from overwriting the crops of an earlier run
+        where = f"{event.source}_" if event.source else ""
         path = (
-            self.folder / f"{self.run}_f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
+            self.folder
+            / f"{self.run}_{where}f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
         )
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:
@@ -187,7 +208,8 @@ def annotate(
         colour = UNKNOWN_COLOUR if state is None else BOX_COLOURS[state.mask]
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2 if fresh else 1)
-        text = f"#{track_id}" if state is None else f"#{track_id} {state.mask_name} {state.confidence:.2f}"
+        number = f"#{track_id}" if track_id else "new"  # a track not yet confirmed has no person number
+        text = number if state is None else f"{number} {state.mask_name} {state.confidence:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
         ty = max(y1 - 4, th + 2)
         cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty + 2), colour, -1)

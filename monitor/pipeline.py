@@ -40,6 +40,7 @@ class TrackView:
     missed: int  # frames since the last detection
     frames: int  # frames since the track began
     confirmed: bool = True  # seen by two detections (a tentative track may be a false detection)
+    number: int = 0  # the person number users see (confirmed people only, 1, 2, ...); 0 while tentative
 
 
 @dataclass
@@ -55,6 +56,8 @@ class FrameResult:
     messages: list[str] = field(default_factory=list)  # faults, each kind reported once
     skipped: bool = False  # the frame was unusable
     final: bool = False  # not a frame: the departures of everyone still in view at the end
+    source: str = ""  # the source's name (several sources in one monitor)
+    scene_cut: bool = False  # nearly every pixel changed at once: every track ended here
 
 
 def _scale_face(face: Face, s: float) -> Face:
@@ -65,6 +68,11 @@ def _scale_face(face: Face, s: float) -> Face:
 def _grow(box: Box, margin: float) -> Box:
     w, h = box[2] - box[0], box[3] - box[1]
     return box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h
+
+
+SCENE_PIXEL_CHANGE = (
+    30  # levels in any colour channel (after the change of overall light) that count a pixel as changed
+)
 
 
 def _int_box(box: Box) -> tuple[int, int, int, int]:
@@ -79,8 +87,10 @@ class Pipeline:
         detector: FaceDetector,
         timer: StageTimer | None = None,
         keep_crops: bool = False,
+        name: str = "",
     ) -> None:
         m = cfg.monitor
+        self.name = name
         self.cfg = cfg
         self.engine = engine
         self.detector = detector
@@ -95,6 +105,11 @@ class Pipeline:
         self.faults: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()  # detections, second looks and their hits (bench)
         self._last_classified: dict[int, int] = {}
+        self._seen: dict[int, tuple[int, float]] = {}  # track id -> (frame index, time) of its last sighting
+        self._thumb: np.ndarray | None = None  # the last frame, tiny and grey (scene cuts)
+        self._result = FrameResult(Frame(-1, 0.0, None), -1)
+        self._small: tuple[np.ndarray, float] | None = None
+        self._due_tracks: list[Track] = []
 
     def warm_up(self) -> None:
         """Load MTCNN's nets and run the classifier once, so the first real frame is not seconds late (a
@@ -108,42 +123,67 @@ class Pipeline:
 
     # --- the frame ---------------------------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
-        with self.timer.stage("total"):
-            result = self._process(frame)
-        self.timer.frame_done()
-        return result
+        """One frame of this source alone (several sources share one round: `run_round`)."""
+        return run_round([(self, frame)], self.timer)[0]
 
-    def _process(self, frame: Frame) -> FrameResult:
+    def begin(self, frame: Frame) -> np.ndarray | None:
+        """Start a frame: check it, end every track on a scene cut, and return the shrunk copy MTCNN should
+        look at on this frame (None: no detection due, or the frame is unusable)."""
         self.seq += 1
-        result = FrameResult(frame, self.seq)
+        self._result = result = FrameResult(frame, self.seq, source=self.name)
+        self._small = None
         image = self._sanitize(frame, result)
         if image is None:
             result.skipped = True
             self.tracker.predict(self.seq)
-            self._prune(frame, result)
-            result.tracks = self._views()
-            return result
+            return None
         frame.image = image
-        m = self.cfg.monitor
-        if self.seq % m.detect_every == 0:
-            with self.timer.stage("detect"):
-                self._detect(image, result)
-            with self.timer.stage("classify"):
-                self._classify(frame, result)
-        else:
+        self._scene_check(image, frame, result)
+        if self.seq % self.cfg.monitor.detect_every != 0:
             self.tracker.predict(self.seq)
-        self._prune(frame, result)
+            return None
+        m = self.cfg.monitor
+        h, w = image.shape[:2]
+        s = min(1.0, m.detect_max_side / max(h, w))
+        size = (max(int(round(w * s)), 12), max(int(round(h * s)), 12))
+        self._small = (cv2.resize(image, size, interpolation=cv2.INTER_AREA) if s < 1.0 else image, s)
+        return self._small[0]
+
+    def end(self) -> FrameResult:
+        """Finish the frame begun last: departures, and the tracks as the outputs see them."""
+        result = self._result
+        self._prune(result.frame, result)
         result.tracks = self._views()
+        self._small = None
         return result
 
     def finish(self, frame: Frame | None) -> list[Event]:
         """Departure events for every track still in view when the run ends."""
+        return self._end_all(frame)
+
+    def _end_all(self, frame: Frame | None) -> list[Event]:
         events = []
         for t in self.tracker.clear():
             ev = self._left_event(t, frame)
             if ev is not None:
                 events.append(ev)
         return events
+
+    def _scene_check(self, image: np.ndarray, frame: Frame, result: FrameResult) -> None:
+        """A hard cut (or a camera knocked aside) changes nearly every pixel at once: the people before it
+        are not the people after it, so every track ends here instead of passing its id and votes on."""
+        thumb = cv2.resize(image, (32, 24), interpolation=cv2.INTER_AREA).astype(np.int16)
+        prev, self._thumb = self._thumb, thumb
+        limit = self.cfg.monitor.scene_change
+        if prev is None or limit <= 0 or not self.tracker.tracks:
+            return
+        diff = thumb - prev
+        # a change of light alone moves every pixel alike (per colour channel): that is not a cut
+        diff -= np.median(diff.reshape(-1, 3), axis=0).astype(np.int16)
+        if float(np.mean(np.abs(diff).max(axis=2) > SCENE_PIXEL_CHANGE)) >= limit:
+            result.scene_cut = True
+            self.counts["scene_cuts"] += 1
+            result.events.extend(self._end_all(frame))
 
     # --- faults -------------------------------------------------------------------------------------------
     def _fault(self, result: FrameResult, kind: str, message: str) -> None:
@@ -186,18 +226,11 @@ class Pipeline:
         return np.ascontiguousarray(img)
 
     # --- detection and tracking ---------------------------------------------------------------------------
-    def _detect(self, image: np.ndarray, result: FrameResult) -> None:
-        m = self.cfg.monitor
-        h, w = image.shape[:2]
-        s = min(1.0, m.detect_max_side / max(h, w))
-        small = (
-            cv2.resize(
-                image, (max(int(round(w * s)), 12), max(int(round(h * s)), 12)), interpolation=cv2.INTER_AREA
-            )
-            if s < 1.0
-            else image
-        )
-        faces = [_scale_face(f, 1.0 / s) for f in self.detector.detect(small)]
+    def apply_detections(self, found: list[Face]) -> None:
+        """The faces MTCNN found in the copy `begin` returned: match, second looks, new tracks."""
+        small, s = self._small
+        result = self._result
+        faces = [_scale_face(f, 1.0 / s) for f in found]
         result.detected, result.faces = True, len(faces)
         self.counts["detect_rounds"] += 1
         self.counts["faces"] += len(faces)
@@ -212,10 +245,14 @@ class Pipeline:
                 pairs.append((track, face))
                 taken.append(face.box)
                 result.faces += 1
+        seen = (result.frame.index, result.frame.time)
         for track, face in pairs:
             self.tracker.confirm(track, face, self.seq)
+            self._seen[track.id] = seen
         for face in new:
-            self.tracker.start(face, self.seq)
+            t = self.tracker.start(face, self.seq)
+            if t is not None:
+                self._seen[t.id] = seen
 
     def _second_look(self, small: np.ndarray, s: float, track: Track, taken: list[Box]) -> Face | None:
         """A permissive search in a small region around a track that the full-frame pass missed."""
@@ -246,29 +283,34 @@ class Pipeline:
             return True
         return self.seq - self._last_classified.get(track.id, -(10**9)) >= self.cfg.monitor.classify_every
 
-    def _classify(self, frame: Frame, result: FrameResult) -> None:
-        if self.engine is None:
-            return
-        due = [t for t in self.tracker.tracks if self._due(t)]
-        if not due:
-            return
+    def crops_due(self) -> list[np.ndarray]:
+        """The crops to classify on this frame (detection frames only), in the order `apply_classes` takes."""
+        self._due_tracks = []
+        if self.engine is None or self._small is None:
+            return []
+        frame = self._result.frame
+        self._due_tracks = [t for t in self.tracker.tracks if self._due(t)]
         try:
-            crops = [crop_face(frame.image, t.box, self.crop_geom) for t in due]
-            probs = self.engine.classify(crops, batch_size=self.cfg.classifier.batch_size)
-            if probs.shape != (len(crops), NUM_CLASSES):
-                raise ValueError(
-                    f"the engine returned shape {list(probs.shape)}, expected [{len(crops)}, {NUM_CLASSES}]"
-                )
-        except Exception as exc:  # keep tracking; say once what went wrong
-            self._fault(
-                result,
-                "classify",
-                f"classifier failed on frame {frame.index}: "
-                f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}",
-            )
-            return
+            return [crop_face(frame.image, t.box, self.crop_geom) for t in self._due_tracks]
+        except Exception as exc:
+            self.classify_failed(exc)
+            return []
+
+    def classify_failed(self, exc: BaseException) -> None:
+        """Keep tracking; say once what went wrong."""
+        self._due_tracks = []
+        text = str(exc).splitlines()[0][:160] if str(exc) else ""
+        self._fault(
+            self._result,
+            "classify",
+            f"classifier failed on frame {self._result.frame.index}: {exc.__class__.__name__}: {text}",
+        )
+
+    def apply_classes(self, crops: list[np.ndarray], probs: np.ndarray) -> None:
+        """Votes and flags from the probabilities of the crops `crops_due` gave."""
+        frame, result = self._result.frame, self._result
         result.classified = len(crops)
-        for track, p, crop in zip(due, probs, crops):
+        for track, p, crop in zip(self._due_tracks, probs, crops):
             self._last_classified[track.id] = self.seq
             try:
                 self.decider.add(track.id, p)
@@ -277,19 +319,24 @@ class Pipeline:
                 continue
             flag = self.decider.new_flag(track.id) if track.confirmed else None
             if flag is not None:
-                ev = Event("flag", frame.time, frame.index, track.id, _int_box(track.box), flag)
+                ev = Event(
+                    "flag", frame.time, frame.index, track.number, _int_box(track.box), flag, self.name
+                )
                 result.events.append(ev)
                 if self.keep_crops:
-                    result.crops[track.id] = crop
+                    result.crops[track.number] = crop
+        self._due_tracks = []
 
     # --- departures ---------------------------------------------------------------------------------------
     def _left_event(self, track: Track, frame: Frame | None) -> Event | None:
         state = self.decider.settled_state(track.id) or self.decider.state(track.id)
         self.decider.forget(track.id)
         self._last_classified.pop(track.id, None)
+        seen = self._seen.pop(track.id, None)
         if state is None or frame is None or not track.confirmed:
             return None
-        box = track.box
+        index, when = seen if seen is not None else (frame.index, frame.time)
+        box = track.detected_box  # where the person was last seen, and when
         if self.size is not None:  # where it was last seen inside the frame
             w, h = self.size
             box = (
@@ -298,7 +345,7 @@ class Pipeline:
                 min(max(box[2], 0), w),
                 min(max(box[3], 0), h),
             )
-        return Event("left", frame.time, frame.index, track.id, _int_box(box), state)
+        return Event("left", when, index, track.number, _int_box(box), state, self.name)
 
     def _prune(self, frame: Frame, result: FrameResult) -> None:
         for t in self.tracker.prune(self.seq, self.size):
@@ -317,6 +364,68 @@ class Pipeline:
                 t.missed(self.seq),
                 self.seq - t.first_seq,
                 t.confirmed,
+                t.number,
             )
             for t in self.tracker.tracks
         ]
+
+
+# --- one round over several sources ---
+def _detect_all(detector: FaceDetector, images: list[np.ndarray]) -> list[list[Face]]:
+    """MTCNN over every image, frames of one size as one batch."""
+    out: list[list[Face] | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.shape, []).append(i)
+    batch = getattr(detector, "detect_batch", None)
+    for idx in groups.values():
+        found = batch([images[i] for i in idx]) if batch is not None and len(idx) > 1 else None
+        for k, i in enumerate(idx):
+            out[i] = found[k] if found is not None else detector.detect(images[i])
+    return out  # type: ignore[return-value]
+
+
+def _classify_all(work: list[Pipeline]) -> None:
+    """The due crops of every source in one engine call (the engine splits it by classifier.batch_size)."""
+    crops = [p.crops_due() for p in work]
+    flat = [c for cs in crops for c in cs]
+    if not flat:
+        return
+    engine = next(p.engine for p in work if p.engine is not None)
+    try:
+        probs = engine.classify(flat, batch_size=work[0].cfg.classifier.batch_size)
+        if probs.shape != (len(flat), NUM_CLASSES):
+            raise ValueError(
+                f"the engine returned shape {list(probs.shape)}, expected [{len(flat)}, {NUM_CLASSES}]"
+            )
+    except Exception as exc:
+        for p, cs in zip(work, crops):
+            if cs:
+                p.classify_failed(exc)
+        return
+    at = 0
+    for p, cs in zip(work, crops):
+        if cs:
+            p.apply_classes(cs, probs[at : at + len(cs)])
+        at += len(cs)
+
+
+def run_round(items: list[tuple[Pipeline, Frame]], timer: StageTimer) -> list[FrameResult]:
+    """One frame from each of several sources: the frames due for detection go to MTCNN as one batch, the
+    crops of all of them to the classifier in one call; tracking, votes and flags stay per source."""
+    with timer.stage("total"):
+        smalls = [(p, p.begin(f)) for p, f in items]
+        due = [(p, img) for p, img in smalls if img is not None]
+        if due:
+            with timer.stage("detect"):
+                found = _detect_all(due[0][0].detector, [img for _, img in due])
+                for (p, _), faces in zip(due, found):
+                    p.apply_detections(faces)
+            with timer.stage("classify"):
+                _classify_all([p for p, _ in due])
+        results = [p.end() for p, _ in items]
+    for p, _ in items:
+        if p.timer is not timer:
+            p.timer.frame_done()
+    timer.frame_done()
+    return results

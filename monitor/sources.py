@@ -9,9 +9,12 @@ this table, so a new kind of source (a GStreamer pipeline, a folder of images) i
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from engines.errors import UserError
 from engines.fileio import require_file
@@ -144,3 +147,76 @@ def open_cv(spec: SourceSpec) -> Device:
 def open_error(spec: SourceSpec) -> UserError:
     """The one line for a source that will not open or gives no frame."""
     return UserError(spec.source_kind.unreadable.format(target=spec.target))
+
+
+# --- several sources in one monitor ---
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # names files and MQTT topics: no / + # or spaces
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named source of a monitor: its spec, and the settings it may change for itself."""
+
+    name: str
+    spec: SourceSpec
+    realtime: bool = False
+    monitor: dict[str, Any] = field(default_factory=dict, hash=False)  # [monitor] keys set for this source
+
+
+def default_name(spec: SourceSpec) -> str:
+    """camera 0 -> camera0; door3.mp4 -> door3; rtsp://10.0.0.5/stream1 -> 10.0.0.5-stream1."""
+    if spec.kind == "camera":
+        text = f"camera{spec.target}"
+    elif spec.kind == "video":
+        text = Path(str(spec.target)).stem
+    else:
+        u = urlsplit(str(spec.target))
+        text = "-".join(p for p in (u.hostname or "stream", *u.path.split("/")) if p)
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or spec.kind
+    return text[:64]
+
+
+def check_name(name: str, where: str) -> str:
+    if not _NAME_OK.match(name):
+        raise UserError(
+            f"{where}: source name {name!r} must be 1-64 letters, digits, '-', '_' or '.' (it names files "
+            "and MQTT topics)"
+        )
+    return name
+
+
+def unique_names(sources: list[Source]) -> list[Source]:
+    """Sources with distinct names: a repeated default name gets -2, -3, ...; a repeated chosen one is an
+    error."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in sources:
+        name = s.name
+        if name in seen:
+            seen[name] += 1
+            name = f"{s.name}-{seen[s.name]}"
+        seen.setdefault(name, 1)
+        out.append(replace(s, name=name))
+    return out
+
+
+def sources_from_config(tables: tuple[Any, ...], where: str = "config [[sources]]") -> list[Source]:
+    """`[[sources]]` tables (engines.config.SourceConfig) -> Sources."""
+    out, names = [], set()
+    for i, t in enumerate(tables):
+        kind = SOURCES[t.kind]
+        try:
+            target = kind.parse(t.address)
+        except ValueError:
+            raise UserError(f"{where} #{i + 1}: address {t.address!r} is not a {kind.metavar}") from None
+        spec = SourceSpec(t.kind, target)
+        name = check_name(t.name, f"{where} #{i + 1}") if t.name else default_name(spec)
+        if t.name and name in names:
+            raise UserError(f"{where} #{i + 1}: the name {name!r} is used twice")
+        names.add(name)
+        overrides = {
+            k: getattr(t, k) for k in ("detect_every", "classify_every", "detect_max_side") if getattr(t, k)
+        }
+        out.append(Source(name, spec, t.realtime, overrides))
+    return unique_names(out)

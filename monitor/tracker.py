@@ -4,7 +4,9 @@ Detection runs on every Nth frame only and MTCNN misses masked faces now and the
 without a detection for up to `max_missed` frames, its box carried forward by the velocity seen between
 its last detections (the size stays that of the last detection). Matching is greedy: first by IoU, then
 (for a face that moved far between two detections) by centre distance relative to the face size, with a
-size check. A track is tentative until a second detection confirms it.
+size check. A track is tentative until a second detection confirms it; only then does it get the person
+number that users see (1, 2, ... in the order people are confirmed), so false detections and one-off
+glimpses never use up numbers.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Track:
     hits: int = 1
     fresh: bool = True  # confirmed by a detection on the current frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
+    number: int = 0  # the person number users see, given on confirmation (0 while tentative)
 
     def missed(self, seq: int) -> int:
         return seq - self.last_seq
@@ -80,6 +83,7 @@ class Tracker:
         self.max_centre_distance = max_centre_distance
         self.tracks: list[Track] = []
         self._next_id = 1
+        self._next_number = 1
 
     def predict(self, seq: int) -> None:
         """Carry every track to frame `seq` (between detections, and before matching on a detection frame)."""
@@ -121,6 +125,9 @@ class Tracker:
         track.box = track.detected_box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
         track.last_seq, track.fresh = seq, True
         track.hits += 1
+        if track.confirmed and not track.number:
+            track.number = self._next_number
+            self._next_number += 1
 
     def start(self, face: Face, seq: int) -> Track | None:
         """A new track for an unmatched face, unless it is a duplicate of a track already there."""

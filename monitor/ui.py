@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -35,8 +36,9 @@ def clock(seconds: float, live: bool) -> str:
 
 
 def flag_line(ev: Event, live: bool) -> str:
+    where = f" {ev.source}" if ev.source else ""  # the source's name when the monitor watches several
     return (
-        f"[{clock(ev.time, live)}] FLAG person #{ev.track_id}: {MASK_DISPLAY[ev.state.mask]} "
+        f"[{clock(ev.time, live)}]{where} FLAG person #{ev.track_id}: {MASK_DISPLAY[ev.state.mask]} "
         f"({ev.state.gender_name}, {ev.state.age_name}; confidence {ev.state.confidence:.2f}) "
         f"frame {ev.frame}"
     )
@@ -61,7 +63,7 @@ class Tally:
             self.skipped += result.skipped
         for t in result.tracks:
             if t.settled is not None and t.confirmed:
-                self.people[t.id] = t.settled
+                self.people[t.number] = t.settled
         for ev in result.events:
             if ev.event == "flag":
                 self.flag_count += 1
@@ -199,12 +201,21 @@ class Dashboard:
         for tv in sorted(self.tracks, key=lambda t: t.id)[: self.max_rows]:
             st = tv.settled or tv.state
             if st is None or not tv.confirmed:
-                table.add_row(f"#{tv.id}", "…", "", "", "", "0", f"{tv.frames} fr", style="dim")
+                table.add_row(
+                    "new" if not tv.confirmed else f"#{tv.number}",
+                    "…",
+                    "",
+                    "",
+                    "",
+                    "0",
+                    f"{tv.frames} fr",
+                    style="dim",
+                )
                 continue
             style = MASK_STYLES[st.mask] if tv.settled is not None else "dim"
-            mark = " FLAG" if tv.id in self.flagged else ""
+            mark = " FLAG" if tv.number in self.flagged else ""
             table.add_row(
-                f"#{tv.id}",
+                f"#{tv.number}",
                 MASK_DISPLAY[st.mask] + mark,
                 st.gender_name,
                 st.age_name,
@@ -232,7 +243,8 @@ class Dashboard:
 class LiveScreen:
     """rich Live around a Dashboard; a context manager so the terminal is restored on any exit."""
 
-    def __init__(self, dashboard: Dashboard, console: Console | None = None, refresh_hz: float = 8.0) -> None:
+    def __init__(self, dashboard: Any, console: Console | None = None, refresh_hz: float = 8.0) -> None:
+        """`dashboard`: anything with render() (Dashboard, MultiDashboard, the site view)."""
         from rich.live import Live
 
         self.dashboard = dashboard
@@ -250,3 +262,176 @@ class LiveScreen:
 
     def __exit__(self, *exc) -> None:
         self.live.__exit__(*exc)
+
+
+# --- several sources: one compact panel each, one merged list of flags ---
+
+
+@dataclass(frozen=True)
+class PanelInfo:
+    """What one source's panel shows (from a running monitor, or from its MQTT status in the site view)."""
+
+    name: str
+    fps: float
+    in_view: int
+    counts: tuple[int, int, int]  # people seen per mask state: masked, incorrect, none
+    link: str  # "live", "playing", "reconnecting ...", "ended", "down", ...
+    up: bool = True
+    dropped: int = 0
+    machine: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "source": self.name,
+            "up": self.up,
+            "link": self.link,
+            "fps": round(self.fps, 2),
+            "in_view": self.in_view,
+            "masked": self.counts[0],
+            "incorrect": self.counts[1],
+            "no_mask": self.counts[2],
+            "dropped": self.dropped,
+            "machine": self.machine,
+        }
+
+
+PANEL_WIDTH = 38  # columns of one source's panel; as many side by side as the terminal holds
+STALLED_S = 2.0  # a source that gave no frame for this long is shown as stalled
+
+
+def source_panel(info: PanelInfo) -> Panel:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f"{info.fps:5.1f} fps", style="bold cyan")
+    t.append(f"  in view {info.in_view}")
+    if info.dropped:
+        t.append(f"  drop {info.dropped}", style="dim")
+    t.append("\n")
+    t.append(f"masked {info.counts[0]}", style=MASK_STYLES[0])
+    t.append("  ")
+    t.append(f"incorrect {info.counts[1]}", style=MASK_STYLES[1])
+    t.append("  ")
+    t.append(f"none {info.counts[2]}", style=MASK_STYLES[2])
+    bad = not info.up or any(w in info.link for w in ("reconnect", "fail", "stalled", "down"))
+    t.append("\n" + info.link, style="bold magenta" if bad else "dim")
+    title = info.name + (f" @{info.machine}" if info.machine else "")
+    return Panel(t, title=title, title_align="left", border_style="red" if bad else "cyan", padding=(0, 1))
+
+
+class SourcesScreen:
+    """Panels in a grid as wide as the terminal, then the latest flags in the rows that are left: readable
+    at 80x24 with 4 sources and at 200x50 with 16."""
+
+    def __init__(self, panels: list[PanelInfo], flags: list[tuple[str, str]], title: str, messages=()):
+        self.panels, self.flags, self.title, self.messages = panels, flags, title, list(messages)
+
+    def __rich_console__(self, console: Console, options):
+        width = options.max_width
+        height = options.height or console.size.height
+        cols = max(1, min(len(self.panels), width // PANEL_WIDTH))
+        grid = Table.grid(expand=True)
+        for _ in range(cols):
+            grid.add_column(ratio=1)
+        for i in range(0, len(self.panels), cols):
+            row = [source_panel(p) for p in self.panels[i : i + cols]]
+            grid.add_row(*row, *([""] * (cols - len(row))))
+        rows = -(-len(self.panels) // cols)
+        messages = self.messages[-2:]
+        room = max(1, height - 5 * rows - 2 - len(messages) - 1)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for i, (line, style) in enumerate(self.flags[:room]):
+            t.append(("\n" if i else "") + line, style=style)
+        if not self.flags:
+            t.append("no flags yet", style="dim")
+        yield grid
+        yield Panel(t, title=self.title, border_style="red", padding=(0, 1))
+        for m in messages:
+            yield Text(m, style="yellow", no_wrap=True, overflow="ellipsis")
+
+
+class SourceBoard:
+    """One source's part of a MultiDashboard."""
+
+    def __init__(
+        self,
+        name: str,
+        live: bool,
+        timer: StageTimer,
+        status: Callable[[], str] = lambda: "",
+        dropped: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.name, self.live, self.timer = name, live, timer
+        self.status, self.dropped = status, dropped
+        self.tally = Tally()
+        self.in_view = 0
+        self.last_frame = time.monotonic()
+
+    def info(self) -> PanelInfo:
+        link = self.status() or "starting"
+        idle = time.monotonic() - self.last_frame
+        if self.live and idle >= STALLED_S and not any(w in link for w in ("reconnect", "fail")):
+            link = f"stalled: no frame for {idle:.0f} s"
+        up = "fail" not in link and "stalled" not in link and "reconnect" not in link and link != "ended"
+        return PanelInfo(
+            self.name, self.timer.fps(), self.in_view, tuple(self.tally.counts()), link, up, self.dropped()
+        )
+
+
+class MultiDashboard:
+    """The Live screen of a monitor that watches several sources. update() from the output thread, render()
+    from rich's refresh thread."""
+
+    def __init__(self, boards: list[SourceBoard], timer: StageTimer, max_flags: int = 8) -> None:
+        self.boards = {b.name: b for b in boards}
+        self.timer = timer
+        self.recent_flags: deque[tuple[Event, bool]] = deque(maxlen=max(max_flags, 48))
+        self.flag_count = 0
+        self.messages: deque[str] = deque(maxlen=4)
+        self._lock = threading.Lock()
+
+    def update(self, result: FrameResult) -> None:
+        with self._lock:
+            board = self.boards[result.source]
+            board.tally.update(result)
+            if not result.final:
+                board.in_view = sum(t.confirmed for t in result.tracks)
+                board.last_frame = time.monotonic()
+            for ev in result.events:
+                if ev.event == "flag":
+                    self.flag_count += 1
+                    self.recent_flags.appendleft((ev, board.live))
+            self.messages.extend(f"{result.source}: {m}" for m in result.messages)
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def tallies(self) -> dict[str, Tally]:
+        return {name: b.tally for name, b in self.boards.items()}
+
+    def panels(self) -> list[PanelInfo]:
+        with self._lock:
+            return [b.info() for b in self.boards.values()]
+
+    def render(self) -> RenderableType:
+        panels = self.panels()
+        with self._lock:
+            flags = [(flag_line(ev, live), MASK_STYLES[ev.state.mask]) for ev, live in self.recent_flags]
+            title = f"latest flags ({self.flag_count}), {self.timer.fps():.1f} rounds/s"
+            return SourcesScreen(panels, flags, title, list(self.messages))
+
+
+def multi_summary(rows: list[tuple[str, str, Tally, bool, int, Mapping[str, int]]], wall_s: float) -> str:
+    """The summary of a monitor that watched several sources: one block per source, then the totals."""
+    blocks = [
+        summary_text(tally, f"{name} ({desc})", wall_s, live, dropped, faults)
+        for name, desc, tally, live, dropped, faults in rows
+    ]
+    frames = sum(r[2].frames for r in rows)
+    people = sum(len(r[2].people) for r in rows)
+    flags = sum(r[2].flag_count for r in rows)
+    fps = frames / wall_s if wall_s > 0 else 0.0
+    total = (
+        f"mask-monitor total: {len(rows)} sources, {frames} frames in {wall_s:.1f} s ({fps:.1f} frames/s), "
+        f"{people} people seen, {flags} flags"
+    )
+    return "\n".join([*blocks, total])

@@ -30,9 +30,8 @@ def _person_at(people: list[dict], frame: int) -> dict | None:
 
 
 def _person_leaving(people: list[dict], frame: int) -> dict | None:
-    """A 'left' event comes a few frames after the person's last frame (the tracker's patience)."""
-    before = [p for p in people if p["last_frame"] <= frame]
-    return max(before, key=lambda p: p["last_frame"]) if before else _person_at(people, frame)
+    """A 'left' event carries the frame in which the person was last seen: one of their own frames."""
+    return _person_at(people, frame)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +63,8 @@ def test_main_command_prints_what_it_flagged(run):
     assert "flags:" in r.stdout and "people seen:" in r.stdout
     for e in flags:
         assert f"#{e['track_id']}" in r.stdout
+    # person numbers count confirmed people only: the ten people are #1 ... #10
+    assert sorted({e["track_id"] for e in rows if e["event"] == "left"}) == list(range(1, 11))
 
 
 def test_people_get_the_right_mask_state_and_one_flag_per_state(run):

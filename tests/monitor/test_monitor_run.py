@@ -204,7 +204,10 @@ def test_carphone_one_person_with_a_real_onnx_engine(onnx_model, detector, tmp_p
     assert ids.most_common(1)[0][1] >= 0.95 * 120  # one id for the one face
     rows = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert rows and all(tuple(r) == EVENT_KEYS for r in rows)
-    assert rows[-1]["event"] == "left" and rows[-1]["frame"] == 119
+    # the person is still in view at the end: the departure carries the frame of the last sighting (the last
+    # detection round, 117 with detect_every 3), not the frame the run ended on
+    last_seen = max(i for i, tracks in frames if any(t.fresh for t in tracks))
+    assert rows[-1]["event"] == "left" and rows[-1]["frame"] == last_seen == 117
     flags = Counter((r["track_id"], r["mask"]) for r in rows if r["event"] == "flag")
     assert all(n == 1 for n in flags.values())  # never twice for one person and state
     for r in rows:
@@ -481,6 +484,25 @@ def test_bench_command_prints_and_writes_the_table(capsys, tmp_path, onnx_model)
     assert data["monitor"]["stages"]["detect"]["runs"] == 44  # every 3rd frame
     assert data["naive"]["stages"]["detect"]["runs"] == 6  # every frame
     assert data["speedup"] == pytest.approx(data["monitor"]["fps"] / data["naive"]["fps"], rel=0.01)
+
+
+def test_bench_streams_runs_one_monitor_against_separate_processes(capsys, tmp_path, onnx_model):
+    out = tmp_path / "streams.json"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["bench", "--video", str(CARPHONE), "--engine", str(onnx_model), "--streams", "2"]
+            + ["--max-frames", "6", "--detect-every", "2", "--json", str(out)]
+        )
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "one process" in text and "2 separate processes" in text and "frames/s per source" in text
+    data = json.loads(out.read_text())
+    assert data["one"]["frames"] == [6, 6] and data["separate"]["frames"] == [6, 6]
+    assert data["one"]["stages"]["detect"]["runs"] == 3  # --detect-every 2, both sources in each round
+    assert data["one"]["stages"]["rounds"]["sources_per_round"] == 2.0
+    assert data["ratio"] == pytest.approx(
+        data["one"]["fps_aggregate"] / data["separate"]["fps_aggregate"], rel=0.01
+    )
 
 
 class FlakyDetector:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from engines.config import Config, MonitorConfig
+from engines.faces import Face
 from monitor.capture import Frame
 from monitor.pipeline import Pipeline
 from tests.monitor.fakes import NoFaces, OnceThenNothing, OneFace, ScriptedEngine
@@ -70,3 +72,79 @@ def test_a_one_off_detection_never_becomes_a_person():
     assert (
         results[6].tracks and results[7].tracks == [] and p.decider._history == {}
     )  # one missed round allowed
+
+
+# --- issue 11: numbers of confirmed people, departures at the last sighting, scene cuts ---
+
+
+class Script:
+    """A detector that finds, on its n-th call, the faces the script gives (boxes), nothing after the end."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.calls = 0
+
+    def detect(self, frame, **kw):
+        boxes = self.script[self.calls] if self.calls < len(self.script) else []
+        self.calls += 1
+        return [Face(b, 0.99) for b in boxes]
+
+    def detect_region(self, frame, region, **kw):
+        return []
+
+
+def _scene(seed: int) -> np.ndarray:
+    """A 'room': large blobs of light and dark (noise would average out to grey)."""
+    small = np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    return cv2.resize(small, (320, 240), interpolation=cv2.INTER_LINEAR)
+
+
+def test_person_numbers_count_confirmed_people_only():
+    """A false detection and a one-off glimpse use up no number: the first real person is #1."""
+    a, b, c = (20.0, 20.0, 80.0, 95.0), (200.0, 20.0, 260.0, 95.0), (120.0, 120.0, 180.0, 200.0)
+    det = Script([[a], [], [], [], [b], [b], [b], [c], [c], [b, c]])  # a: once (false); then b, c
+    p = Pipeline(Config(monitor=MonitorConfig(detect_every=1, min_votes=1)), ScriptedEngine([2]), det)
+    results = [p.process(Frame(i, i / 30, np.zeros((240, 320, 3), np.uint8))) for i in range(10)]
+    numbers = sorted({t.number for r in results for t in r.tracks if t.confirmed})
+    assert numbers == [1, 2]
+    assert sorted(e.track_id for e in p.finish(results[-1].frame)) == [1, 2]
+    assert all(t.number == 0 for r in results for t in r.tracks if not t.confirmed)
+
+
+def test_a_departure_carries_the_frame_and_box_of_the_last_sighting():
+    box = (40.0, 30.0, 100.0, 105.0)
+    det = Script([[box]] * 4)  # seen on detection frames 0, 3, 6, 9; then gone
+    cfg = Config(monitor=MonitorConfig(detect_every=3, min_votes=1, track_max_missed=6))
+    p = Pipeline(cfg, ScriptedEngine([0]), det)
+    events = [
+        e for i in range(30) for e in p.process(Frame(i, i / 10, np.zeros((240, 320, 3), np.uint8))).events
+    ]
+    left = [e for e in events if e.event == "left"]
+    assert len(left) == 1 and left[0].frame == 9 and left[0].time == 0.9  # dropped at frame 16, seen at 9
+    assert left[0].box == (40, 30, 100, 105)
+
+
+def test_a_scene_cut_ends_every_track_but_a_change_of_light_does_not():
+    box = (100.0, 60.0, 160.0, 140.0)
+    det = Script([[box]] * 100)  # a face at the same place in both scenes
+    p = Pipeline(Config(monitor=MonitorConfig(detect_every=1, min_votes=1)), ScriptedEngine([2]), det)
+    first, second = _scene(1), _scene(2)
+    brighter = np.clip(first.astype(np.int16) + 35, 0, 255).astype(np.uint8)
+    frames = [first] * 10 + [brighter] * 10 + [second] * 10
+    results = [p.process(Frame(i, i / 30, f.copy())) for i, f in enumerate(frames)]
+    cuts = [r.seq for r in results if r.scene_cut]
+    assert cuts == [20]  # the light changed at frame 10: not a cut
+    left = [e for r in results for e in r.events if e.event == "left"]
+    assert len(left) == 1 and left[0].track_id == 1 and left[0].frame == 19
+    after = {t.number for r in results[22:] for t in r.tracks if t.confirmed}
+    assert after == {2}  # the face after the cut is a new person, with votes of its own
+
+
+def test_scene_change_zero_turns_the_check_off():
+    det = Script([[(100.0, 60.0, 160.0, 140.0)]] * 100)
+    cfg = Config(monitor=MonitorConfig(detect_every=1, min_votes=1, scene_change=0.0))
+    p = Pipeline(cfg, ScriptedEngine([2]), det)
+    frames = [_scene(1)] * 5 + [_scene(2)] * 5
+    results = [p.process(Frame(i, i / 30, f.copy())) for i, f in enumerate(frames)]
+    assert not any(r.scene_cut for r in results)
+    assert {t.number for r in results for t in r.tracks if t.confirmed} == {1}

@@ -25,10 +25,10 @@ def test_live_screen_shows_people_flags_and_colours():
     timer.add("detect", 21.0)
     dash = Dashboard("video entrance.mp4", False, timer, status=lambda: "reconnecting to camera 0 (try 2)")
     tracks = [
-        TrackView(1, (0, 0, 10, 10), s_no, s_no, True, 0, 30),
-        TrackView(2, (0, 0, 10, 10), s_ok, s_ok, True, 0, 9),
-        TrackView(3, (0, 0, 10, 10), s_inc, s_inc, False, 4, 12),
-        TrackView(4, (0, 0, 10, 10), None, None, True, 0, 1),
+        TrackView(1, (0, 0, 10, 10), s_no, s_no, True, 0, 30, number=1),
+        TrackView(2, (0, 0, 10, 10), s_ok, s_ok, True, 0, 9, number=2),
+        TrackView(3, (0, 0, 10, 10), s_inc, s_inc, False, 4, 12, number=3),
+        TrackView(4, (0, 0, 10, 10), None, None, True, 0, 1, number=4),
     ]
     dash.update(
         _result(
@@ -61,8 +61,8 @@ def test_summary_counts_people_and_lists_flags():
         _result(
             0,
             [
-                TrackView(1, (0, 0, 1, 1), s_no, s_no, True, 0, 1),
-                TrackView(2, (0, 0, 1, 1), s_ok, s_ok, True, 0, 1),
+                TrackView(1, (0, 0, 1, 1), s_no, s_no, True, 0, 1, number=1),
+                TrackView(2, (0, 0, 1, 1), s_ok, s_ok, True, 0, 1, number=2),
             ],
             [Event("flag", 61.5, 0, 1, (0, 0, 1, 1), s_no)],
         )

@@ -1,0 +1,159 @@
+"""`mask-monitor bench --video FILE --streams N`: N copies of a video in ONE monitor (one inference stage:
+MTCNN batched over the sources, one classifier call per round) against N separate single-source
+`mask-monitor` processes started at the same time, in the same run.
+
+Each copy is read as fast as the monitor takes it (a file source: every frame, in order), so frames/s per
+source is what the machine can sustain for that many cameras; a camera at 25 fps needs >= 25 here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from engines.config import Config
+from engines.device import set_torch_threads
+from engines.faces import FaceDetector
+from engines.fileio import atomic_write_json, require_file
+from monitor.app import Monitor, Options
+from monitor.classifier import engine_path, load_classifier
+from monitor.sources import Source, SourceSpec
+
+_SUMMARY = re.compile(r"(\d+) frames? in ([\d.]+) s \(([\d.]+) frames/s\)")
+
+
+@dataclass
+class StreamsResult:
+    name: str
+    processes: int
+    frames: list[int]  # per source
+    fps: list[float]  # per source
+    wall_s: float
+    stages: dict[str, dict[str, float]]
+
+    @property
+    def aggregate(self) -> float:
+        return float(sum(self.fps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "processes": self.processes,
+            "frames": self.frames,
+            "fps_per_source": [round(v, 2) for v in self.fps],
+            "fps_aggregate": round(self.aggregate, 2),
+            "fps_min": round(min(self.fps), 2) if self.fps else 0.0,
+            "wall_s": round(self.wall_s, 2),
+            "stages": self.stages,
+        }
+
+
+def one_process(cfg: Config, args: argparse.Namespace, video: Path, n: int) -> StreamsResult:
+    """N copies in this process, through the real Monitor (headless, no files written)."""
+    set_torch_threads(cfg.monitor.torch_threads)
+    engine = load_classifier(args, cfg)
+    sources = [Source(f"s{i + 1}", SourceSpec("video", str(video))) for i in range(n)]
+    opts = Options(headless=True, max_frames=args.max_frames)
+    mon = Monitor(
+        cfg, sources, engine, FaceDetector(cfg.detector), opts, out=io.StringIO(), err=io.StringIO()
+    )
+    report = mon.run()
+    frames = [report.tallies[s.name].frames for s in sources]
+    stats = {k: v.to_dict() for k, v in mon.timer.stats().items()}
+    stats["rounds"] = {
+        "runs": mon.timer.frames,
+        "sources_per_round": round(sum(frames) / max(mon.timer.frames, 1), 2),
+    }
+    return StreamsResult("one process", 1, frames, [f / report.wall_s for f in frames], report.wall_s, stats)
+
+
+def separate_processes(
+    args: argparse.Namespace, cfg: Config, video: Path, n: int, flags: list[str]
+) -> StreamsResult:
+    """N `mask-monitor --video FILE --headless` processes at once (with the bench's own config and engine
+    flags); each reports its own frames/s."""
+    cmd = [sys.executable, "-m", "monitor", "--video", str(video), "--headless"]
+    cmd += ["--engine", str(engine_path(args, cfg)), *flags]
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        for _ in range(n)
+    ]
+    outs = [p.communicate() for p in procs]
+    wall = time.perf_counter() - t0
+    frames, fps = [], []
+    for p, (out, err) in zip(procs, outs):
+        m = _SUMMARY.search(out)
+        if p.returncode != 0 or m is None:
+            raise RuntimeError(f"a separate mask-monitor failed ({p.returncode}): {err.strip()[-300:]}")
+        frames.append(int(m.group(1)))
+        fps.append(float(m.group(3)))
+    return StreamsResult(f"{n} processes", n, frames, fps, wall, {})
+
+
+def print_streams(one: StreamsResult, sep: StreamsResult, n: int, video: str) -> None:
+    table = Table(title=f"mask-monitor bench --streams {n}: {video}")
+    table.add_column("")
+    table.add_column("one process", justify="right")
+    table.add_column(f"{n} separate processes", justify="right")
+    table.add_row("frames/s, all sources", f"{one.aggregate:.1f}", f"{sep.aggregate:.1f}", style="bold")
+    for label, fn in (("min", min), ("median", np.median), ("max", max)):
+        table.add_row(f"frames/s per source, {label}", f"{fn(one.fps):.1f}", f"{fn(sep.fps):.1f}")
+    table.add_row(
+        "frames per source", f"{min(one.frames)}-{max(one.frames)}", f"{min(sep.frames)}-{max(sep.frames)}"
+    )
+    for stage in ("detect", "classify", "total", "output"):
+        st = one.stages.get(stage)
+        if st:
+            table.add_row(
+                f"{stage} ms per round, median / p95 (runs)",
+                f"{st['median_ms']:.1f} / {st['p95_ms']:.1f} ({st['runs']})",
+                "-",
+            )
+    rounds = one.stages.get("rounds", {})
+    table.add_row("sources per inference round", f"{rounds.get('sources_per_round', 0):.2f}", "1")
+    console = Console()
+    console.print(table)
+    ratio = one.aggregate / sep.aggregate if sep.aggregate else float("inf")
+    console.print(
+        f"one process / {n} processes: [bold]{ratio:.2f}x[/] aggregate frames/s; slowest source "
+        f"[bold]{min(one.fps):.1f}[/] frames/s in one process (target >= 25)"
+    )
+    console.print(
+        "[dim]separate processes: the sum of the frames/s each reports over its own run (they start and end "
+        "at slightly different times, which flatters them). Round stages cover all sources of a round.[/]"
+    )
+
+
+def run_streams_bench(args: argparse.Namespace, cfg: Config, flags: list[str]) -> int:
+    """`flags`: the command line's config and engine flags, passed on to the separate processes."""
+    video = require_file(args.video, "video file")
+    n = args.streams
+    sep = separate_processes(args, cfg, video, n, flags)
+    one = one_process(cfg, args, video, n)
+    print_streams(one, sep, n, video.name)
+    if args.json:
+        ratio = one.aggregate / sep.aggregate if sep.aggregate else None
+        atomic_write_json(
+            args.json,
+            {
+                "video": str(video),
+                "streams": n,
+                "one": one.to_dict(),
+                "separate": sep.to_dict(),
+                "ratio": ratio,
+            },
+        )
+    return 0

@@ -1,0 +1,168 @@
+"""`mask-monitor site --mqtt URL`: every entrance of every machine on one screen, from MQTT.
+
+Each source's retained status fills its panel (the same panels as a monitor with several sources); every
+event goes into one merged list of the latest flags and, with `--events FILE`, one merged JSONL file (the
+monitor's event keys, `source` and `machine`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console, RenderableType
+
+from engines.cliargs import positive_float
+from engines.errors import UserError
+from engines.fileio import require_dir
+from engines.labels import MASK_DISPLAY, MASK_NAMES
+from monitor.mqtt import SiteFeed, parse_url
+from monitor.ui import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """A flag as the monitor's headless line reads, from its JSON."""
+    t = float(e.get("time", 0.0))
+    mask = str(e.get("mask", ""))
+    shown = MASK_DISPLAY[MASK_NAMES.index(mask)] if mask in MASK_NAMES else mask
+    return (
+        f"[{clock(t, t > 1e8)}] {e.get('source', '?')} FLAG person #{e.get('track_id', '?')}: {shown} "
+        f"({e.get('gender', '?')}, {e.get('age', '?')}; confidence {float(e.get('confidence', 0.0)):.2f}) "
+        f"frame {e.get('frame', '?')}"
+    )
+
+
+def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
+    def num(key: str) -> float:
+        v = s.get(key, 0)
+        return v if isinstance(v, (int, float)) else 0
+
+    return PanelInfo(
+        name,
+        float(num("fps")),
+        int(num("in_view")),
+        (int(num("masked")), int(num("incorrect")), int(num("no_mask"))),
+        str(s.get("link", "")),
+        bool(s.get("up", True)),
+        int(num("dropped")),
+        str(s.get("machine", "")),
+    )
+
+
+class SiteView:
+    """The site's state, fed from paho's thread, rendered from rich's."""
+
+    def __init__(self, events: Path | None, out: IO[str], headless: bool, max_flags: int = 48) -> None:
+        self.status: dict[str, dict[str, Any]] = {}
+        self.flags: deque[dict[str, Any]] = deque(maxlen=max_flags)
+        self.flag_count = self.event_count = 0
+        self.link = "connecting"
+        self.out, self.headless = out, headless
+        self._lock = threading.Lock()
+        self._fh = None
+        if events is not None:
+            try:
+                self._fh = open(events, "a", encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"--events {events}: cannot write ({exc.strerror})") from None
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        with self._lock:
+            self.event_count += 1
+            if self._fh is not None:
+                self._fh.write(json.dumps(e) + "\n")
+                self._fh.flush()
+            if e.get("event") == "flag":
+                self.flag_count += 1
+                self.flags.appendleft(e)
+                if self.headless:
+                    print(event_line(e), file=self.out, flush=True)
+
+    def on_status(self, source: str, s: dict[str, Any]) -> None:
+        with self._lock:
+            before = self.status.get(source, {}).get("up")
+            self.status[source] = {**self.status.get(source, {}), **s}
+            if self.headless and before != s.get("up", True):
+                state = "up" if s.get("up", True) else "down"
+                print(
+                    f"mask-monitor site: {source}: {state} ({s.get('link', '')})", file=self.out, flush=True
+                )
+
+    def on_link(self, text: str) -> None:
+        self.link = text
+        if self.headless:
+            print(f"mask-monitor site: {text}", file=sys.stderr, flush=True)
+
+    def panels(self) -> list[PanelInfo]:
+        with self._lock:
+            return [_panel(name, s) for name, s in sorted(self.status.items())]
+
+    def render(self) -> RenderableType:
+        panels = self.panels()
+        with self._lock:
+            flags = [
+                (
+                    event_line(e),
+                    MASK_STYLES[MASK_NAMES.index(e["mask"])] if e.get("mask") in MASK_NAMES else "",
+                )
+                for e in self.flags
+            ]
+            title = f"latest flags of the site ({self.flag_count})"
+        return SourcesScreen(panels, flags, title, [self.link])
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def add_site_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mqtt", metavar="URL", required=True, help="mqtt://host[:port][/prefix] the monitors publish to"
+    )
+    p.add_argument("--events", metavar="FILE.jsonl", help="append every event of every source to this file")
+    p.add_argument(
+        "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
+    )
+    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+
+
+def run_site(args: argparse.Namespace, console: Console | None = None, out: IO[str] | None = None) -> int:
+    url = parse_url(args.mqtt)
+    events = Path(args.events) if args.events else None
+    if events is not None:
+        require_dir(events.parent, f"--events {events}: folder")
+    view = SiteView(events, out or sys.stdout, args.headless)
+    feed = SiteFeed(url, view.on_event, view.on_status, view.on_link).start()
+    stop = threading.Event()
+    old = (
+        {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        if (threading.current_thread() is threading.main_thread())
+        else {}
+    )
+    t0 = time.monotonic()
+    try:
+        screen = contextlib.nullcontext() if args.headless else LiveScreen(view, console, 4.0)  # type: ignore[arg-type]
+        with screen:
+            while not stop.wait(0.2):
+                if args.duration is not None and time.monotonic() - t0 >= args.duration:
+                    break
+    finally:
+        feed.stop()
+        view.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(
+        f"mask-monitor site: {len(view.status)} sources, {view.event_count} events, {view.flag_count} flags",
+        file=out or sys.stdout,
+        flush=True,
+    )
+    return 0

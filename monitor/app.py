@@ -30,7 +30,7 @@ from monitor.capture import Capture, Frame
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
 from monitor.pipeline import FrameResult, Pipeline, run_round
 from monitor.publish import Publisher
-from monitor.sources import Opener, Source, SourceSpec, default_name, open_cv, unique_names
+from monitor.sources import Opener, Source, SourceSpec, default_name, open_cv, open_error, unique_names
 from monitor.timing import StageTimer
 from monitor.ui import (
     Dashboard,
@@ -329,9 +329,18 @@ class Monitor:
         self.streams[0].pipeline.warm_up()
         outputs = None
         started = []
-        try:  # a source that will not open: one UserError, nothing else left running
+        # a source that will not open: one UserError, nothing else left running; with several sources a live
+        # one that is down waits for its link (reconnecting) while the others run
+        try:
             for st in self.streams:
-                started.append(st.capture.start())
+                started.append(st.capture.start(wait_if_down=self.multi))
+                if st.capture.down_at_start:
+                    print(
+                        f"mask-monitor: warning: {open_error(st.capture.spec)}; retrying with back-off while "
+                        f"the other sources run",
+                        file=self.err,
+                        flush=True,
+                    )
         except BaseException:
             for c in started:
                 c.stop()

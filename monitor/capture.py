@@ -5,7 +5,8 @@ the pipeline.
   the newest frame; a frame the consumer did not take in time is overwritten and counted as dropped, so
   latency stays at one frame however slow the consumer is.
 - file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
-- a live source that fails mid-run is reopened with exponential back-off while `status` says so.
+- a live source that fails mid-run is reopened with exponential back-off while `status` says so (with
+  several sources, also one that is down when the monitor starts).
 The device is opened through an injectable `opener` (default: its monitor.sources row's), so tests can
 drive the whole path with a fake camera.
 """
@@ -71,6 +72,7 @@ class Capture:
         self._device: Device | None = None
         self._first: tuple[bool, Any] | None = None  # a file's first read, done in start() (see there)
         self._stop = threading.Event()
+        self.down_at_start = False  # a live source started without its device (see start)
         self._ended = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._slot: Frame | None = None
@@ -98,7 +100,10 @@ class Capture:
         return out
 
     # --- consumer side ------------------------------------------------------------------------------------
-    def start(self) -> Capture:
+    def start(self, wait_if_down: bool = False) -> Capture:
+        """Open the source and start the thread. A source that will not open is one UserError, except a
+        live one with `wait_if_down` (one of several doors): the thread then reconnects with back-off, as
+        for a source lost mid-run, and the others go on meanwhile."""
         self._device = self._open()
         if self._device is not None and not self.spec.live:
             # OpenCV "opens" many non-video files and then reads nothing: such a file is an error, not an
@@ -107,8 +112,12 @@ class Capture:
             if not self._first[0]:
                 _safe_release(self._device)
                 self._device = None
-        if self._device is None:
+        if self._device is None and not (wait_if_down and self.spec.live):
             raise open_error(self.spec)
+        if self._device is None:  # read() of no device fails at once, and the loop starts reconnecting
+            self.down_at_start = True
+            self._thread.start()
+            return self
         fps = _safe_get(self._device, _FPS_PROP)
         self.fps = fps if 1.0 <= fps <= 1000.0 else 30.0
         self.status = "live" if self.spec.live else "playing"

@@ -190,3 +190,51 @@ def test_the_live_screen_of_four_sources_shows_a_panel_each_and_the_merged_flags
         assert f"door{i}" in text
     assert "latest flags (4)" in text and "door3 FLAG person #1: no mask" in text
     assert "none 1" in text  # each door saw one person without a mask
+
+
+def test_a_camera_that_is_down_at_start_is_waited_for_while_the_others_run():
+    late = FakeCamera(_frames(200, 90), period=0.01)
+    steady = FakeCamera(_frames(200, 60), period=0.01)
+    opens = {1: 0}
+
+    def opener(spec):
+        if spec.target == 1:
+            opens[1] += 1
+            return None if opens[1] <= 2 else late  # down for the first two tries
+        return steady
+
+    cfg = Config(monitor=MonitorConfig(reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    sources = [Source("late", SourceSpec("camera", 1)), Source("steady", SourceSpec("camera", 2))]
+    err = io.StringIO()
+    mon = Monitor(
+        cfg,
+        sources,
+        ScriptedEngine([0]),
+        BatchFaces(),
+        Options(headless=True, duration=1.5),
+        opener=opener,
+        out=io.StringIO(),
+        err=err,
+    )
+    report = mon.run()
+    assert opens[1] == 3 and report.tallies["late"].frames > 0 and report.tallies["steady"].frames > 0
+    assert "camera 1 cannot be opened" in err.getvalue()
+
+
+def test_with_one_source_a_camera_that_will_not_open_is_one_error():
+    import pytest
+
+    from engines.errors import UserError
+
+    mon = Monitor(
+        Config(),
+        [Source("cam", SourceSpec("camera", 1))],
+        ScriptedEngine([0]),
+        BatchFaces(),
+        Options(headless=True, duration=1.0),
+        opener=lambda spec: None,
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    with pytest.raises(UserError, match="camera 1 cannot be opened"):
+        mon.run()

@@ -154,6 +154,11 @@ class AugmentConfig:
     noise: float = _f(0.1, min=0.0, max=1.0)
     jpeg: float = _f(0.2, min=0.0, max=1.0)
     dropout: float = _f(0.2, min=0.0, max=1.0)
+    # batch mixing, applied per batch on the tensors (the loss mixed to match); cutmix + mixup <= 1
+    cutmix: float = _f(0.0, min=0.0, max=1.0)
+    mixup: float = _f(0.0, min=0.0, max=1.0)
+    cutmix_alpha: float = _f(1.0, min=0.01, max=10.0)
+    mixup_alpha: float = _f(0.4, min=0.01, max=10.0)
 
 
 @dataclass(frozen=True)
@@ -303,6 +308,11 @@ def _cross_check(section: Any, where: str) -> None:
                 f"{where}: need min_batch <= opt_batch <= max_batch, got "
                 f"{section.min_batch}, {section.opt_batch}, {section.max_batch}"
             )
+    if isinstance(section, AugmentConfig) and section.cutmix + section.mixup > 1.0:
+        raise ConfigError(
+            f"{where}: cutmix + mixup = {section.cutmix + section.mixup:g} exceeds 1 (each is the share of "
+            "batches mixed that way)"
+        )
     if isinstance(section, MonitorConfig) and section.min_votes > section.vote_window:
         raise ConfigError(
             f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}"

@@ -183,6 +183,46 @@ class TrainConfig:
     out_dir: str = _f("runs", path=True)
 
 
+# `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,
+# log LOW HIGH (log-uniform), int LOW HIGH, choice A B C ... (train.tuning.space reads and checks it)
+TUNE_SPACE = (
+    "train.lr = log 1e-5 3e-3",
+    "train.weight_decay = log 1e-6 1e-2",
+    "train.optimizer = choice adamw sgd",
+    "train.scheduler = choice cosine step plateau none",
+    "train.loss = choice ce focal label_smoothing",
+    "train.focal_gamma = float 0.5 4.0",
+    "train.label_smoothing = float 0.02 0.2",
+    "data.batch_size = choice 16 32 64",
+    "train.accumulate = choice 1 2",
+    "augment.shift_scale_rotate = float 0.0 0.8",
+    "augment.color = float 0.0 0.8",
+    "augment.dropout = float 0.0 0.5",
+    "data.age_old_threshold = int 57 60",
+    "model.head = choice single multi",
+    "model.freeze_backbone = choice false true",
+    "augment.cutmix = float 0.0 0.5",
+    "augment.mixup = float 0.0 0.5",
+)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`mask-train tune`: Optuna's TPE sampler over `space`, weak trials pruned on validation macro F1."""
+
+    trials: int = _f(20, min=1, max=100000)
+    timeout_s: float = _f(0.0, min=0.0, max=1e7)  # stop starting trials after this long; 0 = no limit
+    epochs: int = _f(0, min=0, max=10000)  # epochs per trial; 0 = train.epochs
+    study: str = _f("mask-train")
+    storage: str = _f("")  # an Optuna storage URL; "" = sqlite:///<out_dir>/study.db
+    out_dir: str = _f("tune", path=True)
+    seed: int = _f(42, min=0, max=2**31 - 1)
+    startup_trials: int = _f(5, min=0, max=10000)  # random trials before TPE, and before any pruning
+    pruner: str = _f("median", choices=("median", "hyperband", "none"))
+    warmup_epochs: int = _f(1, min=0, max=10000)  # the median pruner never stops a trial on its first N epochs
+    space: tuple[str, ...] = _f(TUNE_SPACE)
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     opset: int = _f(18, min=11, max=30)
@@ -207,6 +247,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 

@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.bench_engines",
         "classifier crops/s per backend and MTCNN ms per frame",
     ),
+    "tune": (
+        "train.commands.tune",
+        "hyper-parameter search with Optuna: every trial a real fit, weak ones pruned",
+    ),
     "synth": (
         "train.commands.synth",
         "build a competition-layout data set with synthetic masks from real photos",

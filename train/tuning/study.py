@@ -81,20 +81,22 @@ def open_study(setup: TuneSetup, resume: bool) -> optuna.Study:
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
     """Trials a killed `tune` left running (or a Ctrl-C left failed as interrupted): failed as interrupted,
-    their settings queued again. Returns their numbers."""
+    their settings queued again (once: the study remembers which it queued). Returns their numbers."""
     storage, again = study._storage, []
+    done = set(study.user_attrs.get("requeued", []))
     for tr in study.get_trials(deepcopy=False):
         stale = tr.state == TrialState.RUNNING
-        if not stale and not (tr.state == TrialState.FAIL and tr.user_attrs.get("error") == INTERRUPTED):
-            continue
-        if tr.user_attrs.get("requeued"):
+        if tr.number in done or not (
+            stale or (tr.state == TrialState.FAIL and tr.user_attrs.get("error") == INTERRUPTED)
+        ):
             continue
         if stale:
             storage.set_trial_user_attr(tr._trial_id, "error", INTERRUPTED)
             storage.set_trial_state_values(tr._trial_id, TrialState.FAIL)
-        storage.set_trial_user_attr(tr._trial_id, "requeued", True)
         study.enqueue_trial(tr.params, skip_if_exists=False)
         again.append(tr.number)
+    if again:
+        study.set_user_attr("requeued", sorted(done | set(again)))
     return again
 
 

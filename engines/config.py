@@ -219,9 +219,7 @@ class TuneConfig:
     seed: int = _f(42, min=0, max=2**31 - 1)
     startup_trials: int = _f(5, min=0, max=10000)  # random trials before TPE, and before any pruning
     pruner: str = _f("median", choices=("median", "hyperband", "none"))
-    warmup_epochs: int = _f(
-        1, min=0, max=10000
-    )  # epochs in which the median pruner stops no trial
+    warmup_epochs: int = _f(1, min=0, max=10000)  # epochs in which the median pruner stops no trial
     space: tuple[str, ...] = _f(TUNE_SPACE)
 
 

@@ -153,6 +153,41 @@ def test_a_weak_trial_is_pruned_after_one_epoch(prepared, tmp_path):
     assert "interrupted" in (out / "trials" / "0001" / "fit.log").read_text()
 
 
+def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(prepared, tmp_path):
+    path = write_config(
+        tmp_path, prepared, pruner="none", space='"model.arch = choice not_a_net mobilenet_v2"'
+    )
+    cfg = with_overrides(load_config(path), {"tune.trials": 2})
+    out = cfg.resolve(cfg.tune.out_dir)
+    out.mkdir(parents=True)
+    setup = TuneSetup(cfg, parse_space(cfg), out, storage_url(cfg, out), cfg.tune.study)
+    study = open_study(setup, resume=False)
+    study.enqueue_trial({"model.arch": "not_a_net"})
+    study.enqueue_trial({"model.arch": "mobilenet_v2"})
+    run_study(setup, study)
+    failed, done = study.get_trials()
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["error"].startswith("model.arch 'not_a_net' is not a torchvision")
+    assert done.state == TrialState.COMPLETE and done.value is not None
+
+
+def test_a_diverged_loss_stops_fit_in_one_line(prepared, tmp_path, monkeypatch):
+    """A NaN loss (what a trial's too-high learning rate gives) is a UserError naming the epoch, which a trial
+    records as its reason."""
+    from train.fitting import trainer as trainer_module
+
+    path = write_config(tmp_path, prepared)
+    real = trainer_module.build_loss
+
+    def nan_loss(cfg, head):
+        loss = real(cfg, head)
+        return lambda *a: loss(*a) * float("nan")
+
+    monkeypatch.setattr(trainer_module, "build_loss", nan_loss)
+    with one_torch_thread(), pytest.raises(UserError, match="training diverged: .* nan in epoch 1"):
+        fit(load_config(path), run_dir=tmp_path / "run", show=False)
+
+
 @pytest.mark.parametrize(
     "entry, message",
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import optuna
@@ -62,6 +63,9 @@ class TuneView:
             text,
         )
         self.progress.update(self.task, advance=1, info=f"best {best}")
+        if not console.is_terminal:  # a log file gets one line per trial as it ends
+            state_text = f"{state.lower()} F1 {value}" if value else state.lower()
+            console.print(f"trial {trial.number}: {state_text}, best {best}, {text}", highlight=False)
 
 
 def run_study(setup: TuneSetup, study: optuna.Study) -> None:
@@ -81,7 +85,8 @@ def run_study(setup: TuneSetup, study: optuna.Study) -> None:
         view.current = f"trial {trial.number}:"
         return objective(setup, trial, view.on_epoch)
 
-    with Live(view.renderable(), console=console, refresh_per_second=4):
+    live = Live(view.renderable(), console=console, refresh_per_second=4)
+    with live if console.is_terminal else contextlib.nullcontext():
         study.optimize(
             obj,
             n_trials=remaining,

@@ -74,6 +74,12 @@ def failure_reason(code: int, log: Path) -> str:
     return last.removeprefix("mask-train: error: ")[:300] or f"fit exited with status {code}"
 
 
+def _default_sigint() -> None:
+    """In the fit process before it starts: Ctrl-C (SIGINT) raises KeyboardInterrupt there even when tune
+    itself runs with SIGINT ignored (a background job of a shell), so that a pruned fit stops at once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
     """Ctrl-C for the fit process (it saves last.pt and exits), then a kill if it does not."""
     if proc.poll() is None:
@@ -100,7 +106,9 @@ def run_trial(
     cmd = [sys.executable, "-m", "train", "fit", "--config", str(trial_toml), "--out", str(folder)]
     seen = 0
     with open(folder / "fit.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, preexec_fn=_default_sigint
+        )
         try:
             while True:
                 done = proc.poll() is not None

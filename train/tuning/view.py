@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from train.progress import console, make_progress
@@ -52,8 +53,9 @@ class TuneView:
         except ValueError:
             best = "-"
         detail = trial.user_attrs.get("error") or trial.user_attrs.get("note") or ""
-        text = _settings(trial.params) + (f"  [{STATE_STYLE.get(state, '')}]{detail}[/]" if detail else "")
         style = STATE_STYLE.get(state, "")
+        # settings and reasons are text, not markup: an error such as "[train]: unknown key" must show as is
+        text = escape(_settings(trial.params)) + (f"  [{style}]{escape(detail)}[/]" if detail else "")
         self.table.add_row(
             str(trial.number),
             f"[{style}]{state.lower()}[/]",
@@ -85,7 +87,7 @@ def run_study(setup: TuneSetup, study: optuna.Study) -> None:
         view.current = f"trial {trial.number}:"
         return objective(setup, trial, view.on_epoch)
 
-    live = Live(view.renderable(), console=console, refresh_per_second=4)
+    live = Live(view.renderable(), console=console, refresh_per_second=4, vertical_overflow="visible")
     with live if console.is_terminal else contextlib.nullcontext():
         study.optimize(
             obj,

@@ -129,10 +129,10 @@ def test_a_killed_study_resumes_with_its_finished_trials_kept(prepared, tmp_path
 def test_a_weak_trial_is_pruned_after_one_epoch(prepared, tmp_path):
     """The study holds a strong trial (macro F1 0.9 from epoch 1 on, as a study resumed from a bigger
     machine would); the next trial cannot learn at all (lr 0, frozen backbone: its weights never move) and
-    no model reaches 0.9 on this tiny set, so the median pruner must stop its fit after epoch 1 of 3."""
+    no model reaches 0.9 on this tiny set, so the median pruner must stop its fit after epoch 1 of 5."""
     space = '"train.lr = choice 0.001 0.0", "model.freeze_backbone = choice false true"'
     path = write_config(tmp_path, prepared, space=space)
-    cfg = with_overrides(load_config(path), {"train.epochs": 3, "tune.trials": 2})
+    cfg = with_overrides(load_config(path), {"train.epochs": 5, "tune.trials": 2})
     out = cfg.resolve(cfg.tune.out_dir)
     out.mkdir(parents=True)
     setup = TuneSetup(cfg, parse_space(cfg), out, storage_url(cfg, out), cfg.tune.study)
@@ -148,8 +148,10 @@ def test_a_weak_trial_is_pruned_after_one_epoch(prepared, tmp_path):
     weak = study.get_trials()[1]
     assert weak.state == TrialState.PRUNED and list(weak.intermediate_values) == [1]
     assert weak.intermediate_values[1] < 0.9
+    # its fit was stopped, not left to finish (a frozen epoch is so short that the next one may end before
+    # the first is read)
     rows = (out / "trials" / "0001" / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 1  # the fit process was stopped after its first epoch, not left to finish
+    assert len(rows) < 5
     assert "interrupted" in (out / "trials" / "0001" / "fit.log").read_text()
 
 

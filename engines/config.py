@@ -155,6 +155,11 @@ class AugmentConfig:
     noise: float = _f(0.1, min=0.0, max=1.0)
     jpeg: float = _f(0.2, min=0.0, max=1.0)
     dropout: float = _f(0.2, min=0.0, max=1.0)
+    # batch mixing, applied per batch on the tensors (the loss mixed to match); cutmix + mixup <= 1
+    cutmix: float = _f(0.0, min=0.0, max=1.0)
+    mixup: float = _f(0.0, min=0.0, max=1.0)
+    cutmix_alpha: float = _f(1.0, min=0.01, max=10.0)
+    mixup_alpha: float = _f(0.4, min=0.01, max=10.0)
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,46 @@ class TrainConfig:
     device: str = _f("auto", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # CPU threads for training; 0 = torch's default (all cores)
     out_dir: str = _f("runs", path=True)
+
+
+# `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,
+# log LOW HIGH (log-uniform), int LOW HIGH, choice A B C ... (train.tuning.space reads and checks it)
+TUNE_SPACE = (
+    "train.lr = log 1e-5 3e-3",
+    "train.weight_decay = log 1e-6 1e-2",
+    "train.optimizer = choice adamw sgd",
+    "train.scheduler = choice cosine step plateau none",
+    "train.loss = choice ce focal label_smoothing",
+    "train.focal_gamma = float 0.5 4.0",
+    "train.label_smoothing = float 0.02 0.2",
+    "data.batch_size = choice 16 32 64",
+    "train.accumulate = choice 1 2",
+    "augment.shift_scale_rotate = float 0.0 0.8",
+    "augment.color = float 0.0 0.8",
+    "augment.dropout = float 0.0 0.5",
+    "data.age_old_threshold = int 57 60",
+    "model.head = choice single multi",
+    "model.freeze_backbone = choice false true",
+    "augment.cutmix = float 0.0 0.5",
+    "augment.mixup = float 0.0 0.5",
+)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`mask-train tune`: Optuna's TPE sampler over `space`, weak trials pruned on validation macro F1."""
+
+    trials: int = _f(20, min=1, max=100000)
+    timeout_s: float = _f(0.0, min=0.0, max=1e7)  # stop starting trials after this long; 0 = no limit
+    epochs: int = _f(0, min=0, max=10000)  # epochs per trial; 0 = train.epochs
+    study: str = _f("mask-train")
+    storage: str = _f("")  # an Optuna storage URL; "" = sqlite:///<out_dir>/study.db
+    out_dir: str = _f("tune", path=True)
+    seed: int = _f(42, min=0, max=2**31 - 1)
+    startup_trials: int = _f(5, min=0, max=10000)  # random trials before TPE, and before any pruning
+    pruner: str = _f("median", choices=("median", "hyperband", "none"))
+    warmup_epochs: int = _f(1, min=0, max=10000)  # epochs in which the median pruner stops no trial
+    space: tuple[str, ...] = _f(TUNE_SPACE)
 
 
 @dataclass(frozen=True)
@@ -221,6 +266,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     sources: tuple[SourceConfig, ...] = ()  # `[[sources]]` tables; none by default (CLI flags name them)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 
@@ -326,6 +372,11 @@ def _cross_check(section: Any, where: str) -> None:
                 f"{where}: need min_batch <= opt_batch <= max_batch, got "
                 f"{section.min_batch}, {section.opt_batch}, {section.max_batch}"
             )
+    if isinstance(section, AugmentConfig) and section.cutmix + section.mixup > 1.0:
+        raise ConfigError(
+            f"{where}: cutmix + mixup = {section.cutmix + section.mixup:g} exceeds 1 (each is the share of "
+            "batches mixed that way)"
+        )
     if isinstance(section, MonitorConfig) and section.min_votes > section.vote_window:
         raise ConfigError(
             f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}"

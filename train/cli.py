@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import time
+from typing import NoReturn
 
 from engines.config import add_config_argument, config_from_args
-from engines.errors import run_cli
+from engines.errors import UserError, run_cli
 
 DESCRIPTION = "Train, evaluate and export the mask / gender / age classifier that mask-monitor runs."
 
@@ -46,6 +50,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.bench_engines",
         "classifier crops/s per backend and MTCNN ms per frame",
     ),
+    "tune": (
+        "train.commands.tune",
+        "hyper-parameter search with Optuna: every trial a real fit, weak ones pruned",
+    ),
     "synth": (
         "train.commands.synth",
         "build a competition-layout data set with synthetic masks from real photos",
@@ -76,5 +84,49 @@ def _main(argv: list[str] | None = None) -> int:
     return int(args._run(args, cfg) or 0)
 
 
+RANK_GRACE_S = 5.0
+
+
+def torchrun_rank() -> int | None:
+    """This process's rank when torchrun started it as one of several, else None."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+
+
+def exit_rank(exc: UserError, rank: int) -> NoReturn:
+    """A user error under torchrun: rank 0 prints its one line (every rank meets the same error: the config,
+    or rank 0's data check broadcast to all), and every rank leaves the process group and exits at once with
+    the error's status. os._exit skips the interpreter's teardown, where live process-group threads made
+    rank 0 abort ("terminate called without an active exception", SIGABRT)."""
+    code = exc.exit_code
+    # torchrun stops the other ranks with SIGTERM once one has exited: they exit with the error's status too
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
+    if rank == 0:
+        print(f"mask-train: error: {exc}", file=sys.stderr)
+    dist = sys.modules.get("torch.distributed")
+    grouped = dist is not None and dist.is_available() and dist.is_initialized()
+    if grouped:
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - leaving anyway; the line above is what the user needs
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if rank != 0 and not grouped:
+        time.sleep(RANK_GRACE_S)  # an error before the group exists: let rank 0 print it before torchrun
+        # ends the group on this rank's exit
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_cli(lambda: _main(argv if argv is not None else sys.argv[1:]), "mask-train")
+    argv = argv if argv is not None else sys.argv[1:]
+    rank = torchrun_rank()
+    if rank is None:
+        run_cli(lambda: _main(argv), "mask-train")
+
+    def ranked() -> int:
+        try:
+            return _main(argv)
+        except UserError as exc:
+            exit_rank(exc, rank)
+
+    run_cli(ranked, "mask-train")

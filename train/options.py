@@ -73,6 +73,10 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--weighted-sampler", dest="data.weighted_sampler", action=_BOOL, default=None)
     g.add_argument("--augment", dest="augment.enabled", action=_BOOL, default=None)
+    g.add_argument(
+        "--cutmix", dest="augment.cutmix", type=float, metavar="P", help="share of batches CutMixed"
+    )
+    g.add_argument("--mixup", dest="augment.mixup", type=float, metavar="P", help="share of batches MixUp-ed")
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:

@@ -209,5 +209,5 @@ def test_every_training_command_is_offered():
         [sys.executable, "-m", "train", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0
-    for name in ("prepare", "eda", "fit", "kfold", "evaluate", "predict", "bench-loader"):
+    for name in ("prepare", "eda", "fit", "kfold", "evaluate", "predict", "bench-loader", "tune"):
         assert name in r.stdout

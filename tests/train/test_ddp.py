@@ -155,3 +155,36 @@ def test_validation_shards_are_put_back_in_dataset_order(monkeypatch):
     full, loss = Trainer._validate(fake)
     np.testing.assert_array_equal(full, probs)
     assert loss == (1 * 3 + 2 * 2 + 3 * 2) / n  # weighted by shard size
+
+
+def test_a_user_error_ends_every_rank_with_one_line(prepared, tmp_path):
+    """A cache made from another data folder, under 2 ranks: the error's one line, every rank exits with
+    status 2 (no SIGABRT); train.launch leaves out torchrun's own traceback."""
+    data, cache, _ = prepared
+    shutil.copytree(cache, tmp_path / "cache")
+    shutil.copytree(data, tmp_path / "other")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    flags = [
+        "fit",
+        "--data",
+        str(tmp_path / "other"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
+    ranks = ["--standalone", "--nproc_per_node", "2"]
+    code, out, err = run_group(
+        [sys.executable, "-m", "torch.distributed.run", *ranks, "-m", "train", *flags], env, timeout=180
+    )
+    assert code != 0 and err.count("mask-train: error:") == 1 and "holds crops of" in err
+    assert "terminate called" not in err and "SIGABRT" not in err
+    assert err.count("exitcode  : 2 ") == 2  # torchrun's report: both ranks ended with the error's status
+    code, out, err = run_group([sys.executable, "-m", "train.launch", *ranks, *flags], env, timeout=180)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("mask-train: error: cache "), err
+    assert not (tmp_path / "run" / "last.pt").exists()

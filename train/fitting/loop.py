@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from engines.config import AugmentConfig
 from engines.labels import NUM_CLASSES
 from engines.models import probabilities
+from train.fitting.mixing import mix_batch
 from train.fitting.optim import set_train_mode
 
 
@@ -55,8 +57,10 @@ def train_one_epoch(
     accumulate: int = 1,
     amp: bool = False,
     on_batch: Callable[[int, float], None] | None = None,
+    mixing: AugmentConfig | None = None,
 ) -> EpochStats:
-    """Gradient accumulation over `accumulate` batches; DDP gradients synchronised on the last one only."""
+    """Gradient accumulation over `accumulate` batches; DDP gradients synchronised on the last one only.
+    With `mixing` ([augment] cutmix / mixup), batches are mixed and the loss with them."""
     set_train_mode(model)
     stats, start = EpochStats(), time.perf_counter()
     n_batches = len(loader)
@@ -65,9 +69,13 @@ def train_one_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         step_now = (i + 1) % accumulate == 0 or i + 1 == n_batches
         sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
+        mixed = mix_batch(x, y, mixing) if mixing is not None else None
         with sync:
             with autocast(device, amp):
-                loss = loss_fn(model(x), y)
+                if mixed is None:
+                    loss = loss_fn(model(x), y)
+                else:
+                    loss = loss_fn(model(mixed.x), y, mixed.y_b, mixed.lam)
             scaler.scale(loss / _group_size(i, n_batches, accumulate)).backward()
         if step_now:
             scaler.step(optimizer)

@@ -36,17 +36,35 @@ PerHeadLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N
 
 
 class TaskLoss(nn.Module):
-    """A per-head loss on an 18-way head, or its sum over the mask / gender / age heads."""
+    """A per-head loss on an 18-way head, or its sum over the mask / gender / age heads.
+
+    With a mixed batch (train.fitting.mixing: CutMix, MixUp) each head's loss is mixed on its own,
+    lam * loss(logits, y_a) + (1 - lam) * loss(logits, y_b), so whatever a per-head loss does with its
+    targets (smoothing, focal weights, targets it must skip) holds for both partners."""
 
     def __init__(self, head: str, per_head: PerHeadLoss = soft_focal_loss) -> None:
         super().__init__()
         self.head, self.per_head = head, per_head
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        target_b: torch.Tensor | None = None,
+        lam: float = 1.0,
+    ) -> torch.Tensor:
         if self.head == "single":
+            return self._mixed(logits, target, target_b, lam)
+        heads = split_logits(logits, self.head)
+        parts_b = split_classes(target_b) if target_b is not None else [None] * len(heads)
+        return sum(self._mixed(lg, t, tb, lam) for lg, t, tb in zip(heads, split_classes(target), parts_b))
+
+    def _mixed(
+        self, logits: torch.Tensor, target: torch.Tensor, target_b: torch.Tensor | None, lam: float
+    ) -> torch.Tensor:
+        if target_b is None or lam >= 1.0:
             return self.per_head(logits, target)
-        parts = zip(split_logits(logits, self.head), split_classes(target))
-        return sum(self.per_head(lg, t) for lg, t in parts)
+        return lam * self.per_head(logits, target) + (1.0 - lam) * self.per_head(logits, target_b)
 
 
 # config train.loss -> the per-head loss it means. A new loss is its function above and one row here (its

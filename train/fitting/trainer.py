@@ -4,6 +4,7 @@ best.pt / last.pt, metrics.jsonl and the confusion matrix. Works alone or as one
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -196,6 +197,7 @@ class Trainer:
                 accumulate=self.cfg.train.accumulate,
                 amp=self.amp,
                 on_batch=lambda n, loss: t.advance(1, f"loss {loss:.3f}"),
+                mixing=self.cfg.augment,
             )
         loss_sum, n = self.dist.sum([stats.loss_sum, float(stats.n)])
         return loss_sum / max(n, 1), stats.seconds, int(n)
@@ -360,6 +362,11 @@ class Trainer:
 
     def _one_epoch(self, epoch: int) -> None:
         train_loss, seconds, n = self._train_epoch(epoch)
+        if not math.isfinite(train_loss):  # every rank has the same sum, so every rank stops here
+            raise UserError(
+                f"training diverged: the training loss is {train_loss} in epoch {epoch + 1} "
+                f"(train.lr = {self.cfg.train.lr:g}; try a lower one)"
+            )
         start = time.perf_counter()
         val = self._validate()
         row = self._record(epoch, train_loss, seconds, n, val)

@@ -190,6 +190,14 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class LabelConfig:
+    """`mask-train label`: the local labelling page (the host is never a config key: --host only)."""
+
+    port: int = _f(8765, min=1, max=65535)
+    unsure_below: float = _f(0.75, min=0.0, max=1.0)  # "model unsure": top mask probability under this
+
+
+@dataclass(frozen=True)
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -202,6 +210,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 

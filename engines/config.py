@@ -193,7 +193,7 @@ class ExportConfig:
 class LabelConfig:
     """`mask-train label`: the local labelling page (the host is never a config key: --host only)."""
 
-    port: int = _f(8765, min=1, max=65535)
+    port: int = _f(8765, min=0, max=65535)  # 0: any free port
     unsure_below: float = _f(0.75, min=0.0, max=1.0)  # "model unsure": top mask probability under this
 
 

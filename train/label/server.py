@@ -28,7 +28,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 COOKIE = "label_token"
 PLACEHOLDER = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="96" height="128"><rect width="96" height="128" '
-    b'fill="#444"/><text x="48" y="68" font-size="12" fill="#ddd" text-anchor="middle">unreadable</text></svg>'
+    b'fill="#444"/><text x="48" y="68" font-size="12" fill="#ddd" text-anchor="middle">unreadable</text>'
+    b"</svg>"
 )
 
 

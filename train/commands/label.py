@@ -8,6 +8,7 @@ Binds 127.0.0.1 unless --host is given; with --host every request needs the toke
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     print(start_line(app, host, server.server_address[1]), flush=True)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:  # the usual way to stop it: everything is already saved
+        print(f"stopped; {_left(app)} of {len(app.crops)} crops left to label", flush=True)
     finally:
         server.server_close()
     return 0
@@ -58,11 +61,15 @@ def build_app(folder: Path, cfg: Config, exposed: bool):
     return LabelApp(folder, crops, store, cfg.label.unsure_below, token), warnings
 
 
+def _left(app) -> int:
+    state = app.store.state
+    return sum(1 for c in app.crops if not (state(c.file)["mask"] or state(c.file)["discarded"]))
+
+
 def start_line(app, host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    shown = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={app.token}" if app.token else "")
-    left = sum(1 for c in app.crops if not (app.store.state(c.file)["mask"] or c.file in app.store.discarded))
     return (
-        f"labelling {len(app.crops)} crops in {app.folder} ({left} left): open {url}  "
+        f"labelling {len(app.crops)} crops in {app.folder} ({_left(app)} left): open {url}  "
         f"(labels -> {app.folder / 'labels.csv'}; Ctrl-C stops)"
     )

@@ -253,6 +253,14 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class LabelConfig:
+    """`mask-train label`: the local labelling page (the host is never a config key: --host only)."""
+
+    port: int = _f(8765, min=0, max=65535)  # 0: any free port
+    unsure_below: float = _f(0.75, min=0.0, max=1.0)  # "model unsure": top mask probability under this
+
+
+@dataclass(frozen=True)
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -267,6 +275,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     sources: tuple[SourceConfig, ...] = ()  # `[[sources]]` tables; none by default (CLI flags name them)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 

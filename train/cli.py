@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.synth",
         "build a competition-layout data set with synthetic masks from real photos",
     ),
+    "label": ("train.commands.label", "label collected crops in a local web page (keys 1/2/3, g, a, x, u)"),
 }
 
 

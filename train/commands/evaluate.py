@@ -13,6 +13,7 @@ from rich.table import Table
 
 from engines.config import Config
 from engines.device import set_torch_threads
+from engines.fileio import atomic_write_json
 from engines.labels import class_names
 from train.evaluation import scoring
 from train.evaluation.scoring import write_report
@@ -26,12 +27,19 @@ from train.runfiles import check_output_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--checkpoint",
         nargs="+",
-        required=True,
         metavar="MODEL",
         help="model file(s): .pt, .onnx or .engine; several = an ensemble",
+    )
+    which.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="two models side by side on the same images (NEW's validation people, or --split all): "
+        "recall per mask state, mask and flag-or-not accuracy",
     )
     add_data_arguments(p)
     p.add_argument(
@@ -75,7 +83,39 @@ def print_result(result: dict[str, Any]) -> None:
     console.print(per)
 
 
+def print_comparison(cmp: Any) -> None:
+    t = Table(title=f"{Path(cmp.old).name} -> {Path(cmp.new).name} on {cmp.images}: {cmp.after['n']} images")
+    t.add_column("metric")
+    for col in ("before", "after", "change"):
+        t.add_column(col, justify="right")
+    for label, before, after in cmp.rows():
+        change = "-" if before is None or after is None else f"{after - before:+.4f}"
+        t.add_row(label, _num(before), _num(after), change)
+    console.print(t)
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def run_compare(args: argparse.Namespace, cfg: Config) -> int:
+    from train.evaluation.compare import compare, default_report_dir
+
+    old, new = args.compare
+    report_dir = check_output_dir(args.report or default_report_dir(old, new), "--report")
+    set_torch_threads(cfg.train.threads)
+    cmp = compare(
+        cfg, old, new, split=args.split, tta=args.tta, data_given=getattr(args, "data.data_dir") is not None
+    )
+    atomic_write_json(report_dir / "comparison.json", cmp.to_dict())
+    print_comparison(cmp)
+    console.print(f"report: {report_dir / 'comparison.json'}")
+    return 0
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.compare:
+        return run_compare(args, cfg)
     first = Path(args.checkpoint[0])
     report_dir = check_output_dir(args.report or first.parent / f"evaluate-{first.stem}", "--report")
     set_torch_threads(cfg.train.threads)

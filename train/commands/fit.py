@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="continue a run: its last.pt (from --out RUN_DIR) or the checkpoint given",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL.pt",
+        help="start from this checkpoint's weights (fine-tuning; same arch, head and input size); "
+        "its SHA-256 goes into the new model's metadata as parent_sha256",
+    )
     add_training_arguments(p)
 
 
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             state=state,
             dist=dist,
             data_given=getattr(args, "data.data_dir") is not None,
+            init_from=args.init_from,
         )
     finally:
         dist.close()

@@ -12,6 +12,7 @@ confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from train.data.folds import holdout_people
 from train.data.prepare import ensure_prepared
 from train.fitting.checkpoint import load_training_state
 from train.fitting.distributed import Dist, rank_device
+from train.fitting.init_from import load_parent
 from train.fitting.trainer import FitResult, Trainer
 from train.options import overrides_of
 
@@ -92,11 +94,15 @@ def fit(
     val_people: set[str] | None = None,
     data_given: bool = True,
     show: bool = True,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> FitResult:
     """One training run; returns train.fitting.trainer.FitResult. `val_people` fixes the split (kfold)."""
     dist = dist or Dist(device=_device(cfg))
     if state is not None:
         check_same_run(state, cfg)
+        if init_from is not None:
+            raise UserError("--init-from starts a new run; a resumed run continues from its own last.pt")
+    parent = load_parent(init_from, cfg.model) if init_from is not None else None
     cache, samples = load_samples(cfg, dist, data_given, show)
     if state is not None:
         val_people = set(state.get("split", {}).get("val_people", []))
@@ -105,7 +111,7 @@ def fit(
     run_dir = Path(dist.broadcast(str(run_dir or new_run_dir(cfg))))
     if state is None and (run_dir / "last.pt").exists():
         raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
-    trainer = Trainer(cfg, cache, samples, val_people, run_dir, dist, show)
+    trainer = Trainer(cfg, cache, samples, val_people, run_dir, dist, show, parent=parent)
     if state is not None:
         trainer.restore(state)
     return trainer.fit()

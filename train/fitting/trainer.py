@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from engines.config import Config
-from engines.contract import ModelMeta
+from engines.contract import CKPT_META, ModelMeta
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
 from engines.labels import class_names
@@ -27,6 +27,7 @@ from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.evaluation.plots import confusion_image, save_png
 from train.fitting import checkpoint as ckpt_io
 from train.fitting.distributed import Dist
+from train.fitting.init_from import Parent
 from train.fitting.loop import make_scaler, predict_loader, train_one_epoch
 from train.fitting.losses import build_loss
 from train.fitting.metrics import headline, summarize
@@ -74,8 +75,11 @@ class Trainer:
         run_dir: Path,
         dist: Dist,
         show: bool = True,
+        parent: Parent | None = None,
     ) -> None:
         self.cfg, self.cache, self.run_dir, self.dist = cfg, cache, run_dir, dist
+        # --init-from: the model this run fine-tunes (its hash goes into every checkpoint's metadata)
+        self.parent_info: dict[str, str] = parent.extra() if parent else {}
         self.show = show and dist.main
         self.device = dist.device
         self.val_people = sorted(val_people)
@@ -86,6 +90,8 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self._build_data()
         self._build_model()
+        if parent is not None:
+            self._load_parent(parent)
         self.start_epoch, self.history = 0, []
         self.saved_epoch: int | None = None  # epoch count of the end-of-epoch last.pt now in run_dir, if any
         # best.pt is chosen by validation macro F1 (ties: the lower validation loss); without a validation
@@ -143,6 +149,15 @@ class Trainer:
         self.amp = t.amp and self.device.type == "cuda"
         self.scaler = make_scaler(self.device, self.amp)
 
+    def _load_parent(self, parent: Parent) -> None:
+        try:
+            ckpt_io.bare(self.model).load_state_dict(parent.weights)
+        except RuntimeError as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(
+                f"--init-from {parent.path}: its weights do not fit this network ({detail})"
+            ) from None
+
     # --- resume -----------------------------------------------------------------------------------------
     def restore(self, state: dict[str, Any]) -> None:
         """Weights, optimizer, schedule and scaler of a checkpoint; one that does not fit is a UserError."""
@@ -170,6 +185,8 @@ class Trainer:
                     f"optimizer (no {', '.join(missing)}); start a new run"
                 )
         self.start_epoch = int(state["epoch"])
+        saved_extra = (state.get(CKPT_META) or {}).get("extra") or {}
+        self.parent_info = {k: saved_extra[k] for k in ("parent", "parent_sha256") if k in saved_extra}
         if Path(source).resolve() == (self.run_dir / "last.pt").resolve():
             self.saved_epoch = self.start_epoch  # that last.pt is already the clean state a Ctrl-C would save
         # a run extended with --epochs anneals over its new length
@@ -254,6 +271,7 @@ class Trainer:
             "val_images": len(self.val_samples),
             "val_people": len(self.val_people),
             "seconds_per_epoch": row.get("seconds") if row else None,
+            **self.parent_info,
             **extra,
         }
         if row:

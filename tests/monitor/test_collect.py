@@ -64,11 +64,11 @@ def model_file(tmp_path):
     return p
 
 
-def run(tmp_path, model_file, collect=None, collect_cfg=CollectConfig(), unsure_all=False, results=None):
+def run(tmp_path, model_file, collect=None, collect_cfg=None, unsure_all=False, results=None):
     err = io.StringIO()
     cam = FakeCamera(frames(), fail_after=40)
     mon = Monitor(
-        Config(monitor=MonitorConfig(detect_every=1, min_votes=3), collect=collect_cfg),
+        Config(monitor=MonitorConfig(detect_every=1, min_votes=3), collect=collect_cfg or CollectConfig()),
         [Source("door", SourceSpec("video", "door.mp4"))],
         BrightnessEngine(model_file, unsure_all),
         TwoFaces(),

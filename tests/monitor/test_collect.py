@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from engines.config import CollectConfig, Config, MonitorConfig
 from engines.contract import ModelMeta
@@ -64,7 +65,7 @@ def model_file(tmp_path):
     return p
 
 
-def run(tmp_path, model_file, collect=None, collect_cfg=None, unsure_all=False, results=None):
+def run(tmp_path, model_file, collect=None, collect_cfg=None, unsure_all=False, results=None, screen=None):
     err = io.StringIO()
     cam = FakeCamera(frames(), fail_after=40)
     mon = Monitor(
@@ -72,13 +73,16 @@ def run(tmp_path, model_file, collect=None, collect_cfg=None, unsure_all=False, 
         [Source("door", SourceSpec("video", "door.mp4"))],
         BrightnessEngine(model_file, unsure_all),
         TwoFaces(),
-        Options(headless=True, collect=collect),
+        Options(headless=screen is None, collect=collect),
         opener=lambda spec: cam,
+        console=screen,
         out=io.StringIO(),
         err=err,
         on_result=(results.append if results is not None else None),
     )
     report = mon.run()
+    if screen is not None:
+        err.write("\n".join(mon.dashboard.messages))
     assert report.frames == 40  # the run went on to the end, whatever happened to the collect folder
     return report, err.getvalue()
 
@@ -148,6 +152,17 @@ def test_a_full_disk_is_one_warning_and_the_run_goes_on(tmp_path, model_file, mo
     lines = [x for x in err.splitlines() if "collect" in x]
     assert len(lines) == 1 and "No space left on device" in lines[0] and "monitor goes on" in lines[0], err
     assert report.collected == 0 and list(folder.iterdir()) == []
+
+
+def test_on_the_live_screen_the_warning_is_one_note(tmp_path, model_file, monkeypatch):
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(collect_mod, "atomic_write_bytes", full)
+    screen = Console(file=io.StringIO(), width=120)
+    report, notes = run(tmp_path, model_file, tmp_path / "c", unsure_all=True, screen=screen)
+    lines = [x for x in notes.splitlines() if "collect" in x]
+    assert len(lines) == 1 and "No space left on device" in lines[0], notes
 
 
 def _candidate(p: float = 0.5):

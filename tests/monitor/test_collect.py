@@ -227,3 +227,13 @@ def test_collect_on_a_file_is_one_line(tmp_path, capsys):
     assert err[-1].endswith(
         f"--collect {tmp_path / 'f'} is a file; give a folder"
     ) and "Traceback" not in "\n".join(err)
+
+
+def test_votes_that_disagree_make_a_confident_looking_person_uncertain(tmp_path):
+    col = Collector(tmp_path / "c", CollectConfig(max_confidence=0.5, confident_share=0.0), "")
+    crop = np.zeros((64, 48, 3), np.uint8)
+    split = np.stack([probs_for(2, p=0.99)] * 4 + [probs_for(0, p=0.99)])
+    agreed = np.stack([probs_for(2, p=0.99)] * 5)
+    c = candidate(1, 0, 0.0, crop, vote(split, 3), split)
+    assert c.disagree and c.state.confidence > 0.75 and col.reason(c) == "uncertain"
+    assert col.reason(candidate(1, 0, 0.0, crop, vote(agreed, 3), agreed)) is None

@@ -261,6 +261,17 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
+class CollectConfig:
+    """`mask-monitor --collect DIR`: the crops of settled people the model was unsure of (opt-in only)."""
+
+    max_confidence: float = _f(0.75, min=0.0, max=1.0)  # collect when the top mask probability is under this
+    confident_share: float = _f(0.05, min=0.0, max=1.0)  # ... and this share of the confident ones
+    confident_min_gap_s: float = _f(10.0, min=0.0, max=1e6)  # at most one confident crop per this many s
+    max_mb: float = _f(500.0, min=0.0, max=1e7)  # the folder's size cap; reached: collecting stops
+    jpeg_quality: int = _f(92, min=10, max=100)
+
+
+@dataclass(frozen=True)
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -276,6 +287,7 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()  # `[[sources]]` tables; none by default (CLI flags name them)
     tune: TuneConfig = field(default_factory=TuneConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 

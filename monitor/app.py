@@ -27,6 +27,7 @@ from engines.config import Config, with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from monitor.capture import Capture, Frame
+from monitor.collect import Collector, model_sha256
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
 from monitor.pipeline import FrameResult, Pipeline, run_round
 from monitor.publish import Publisher
@@ -55,6 +56,7 @@ class Options:
     record: Path | None = None
     max_frames: int | None = None
     duration: float | None = None
+    collect: Path | None = None  # --collect DIR: crops of the people the model was unsure of (opt-in)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class RunReport:
     recorded: int = 0
     signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
     tallies: dict[str, Tally] = field(default_factory=dict)  # per source name
+    collected: int = 0  # crops written to --collect DIR
 
 
 class OutputStopped(RuntimeError):
@@ -88,8 +91,10 @@ class _Outputs:
         timer: StageTimer,
         on_result: Callable[[FrameResult], None] | None = None,
         publisher: Publisher | None = None,
+        collector: Collector | None = None,
     ) -> None:
         self.options = options
+        self.collector = collector
         self.on_result = on_result
         self.publisher = publisher
         self.dashboard = dashboard
@@ -160,6 +165,12 @@ class _Outputs:
         except BaseException as exc:
             self.error = exc
 
+    def _note(self, message: str) -> None:
+        if self.options.headless:
+            print(f"mask-monitor: {message}", file=self.err, flush=True)
+        else:
+            self.dashboard.note(message)
+
     def _handle(self, result: FrameResult) -> None:
         live = self.streams[result.source][0] if result.source in self.streams else self.live
         for ev in result.events:
@@ -180,6 +191,10 @@ class _Outputs:
             for m in result.messages:
                 where = f"{result.source}: " if result.source else ""
                 print(f"mask-monitor: {where}{m}", file=self.err, flush=True)
+        if self.collector is not None:
+            for c in result.collect:
+                for m in self.collector.offer(c, result.source or next(iter(self.streams))):
+                    self._note(m)
         recorder = self.recorders.get(result.source)
         if recorder is not None and not (result.skipped or result.final):
             boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
@@ -281,6 +296,11 @@ class Monitor:
                 detect_every=cfg.monitor.detect_every,
             )
         self.on_result = on_result
+        self.collector = (
+            Collector(options.collect, cfg.collect, model_sha256(getattr(engine, "path", None)))
+            if options.collect is not None
+            else None
+        )
         self._stop = threading.Event()
         self.started = threading.Event()  # set once the source is open and frames flow
         if publisher is not None:
@@ -316,7 +336,8 @@ class Monitor:
         capture.wake = self.wake
         keep = self.options.save_faces is not None
         name = source.name if self.multi else ""  # one source: events and lines exactly as before
-        pipeline = Pipeline(cfg, engine, detector, timer, keep_crops=keep, name=name)
+        collect = self.options.collect is not None
+        pipeline = Pipeline(cfg, engine, detector, timer, keep_crops=keep, name=name, collect=collect)
         return Stream(source, capture, pipeline, timer)
 
     def stop(self) -> None:
@@ -358,6 +379,7 @@ class Monitor:
                 self.timer,
                 self.on_result,
                 self.publisher,
+                self.collector,
             )
             with self._signals(), self._screen():
                 self.started.set()
@@ -387,6 +409,7 @@ class Monitor:
                         events=st.pipeline.finish(st.last),
                         final=True,
                         source=st.pipeline.name,
+                        collect=st.pipeline.take_collected(),
                     )
                 )
         outputs.close()
@@ -424,6 +447,7 @@ class Monitor:
             sum(r.frames for r in outputs.recorders.values()),
             self._signal if self._signal is not None else (signal.SIGINT if interrupted else None),
             tallies,
+            self.collector.written if self.collector is not None else 0,
         )
 
     _signal: int | None = None

@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-faces", metavar="DIR", help="save the crop of each flagged person (off by default)"
     )
     p.add_argument(
+        "--collect",
+        metavar="DIR",
+        help="keep the face crops the model was unsure of, with DIR/collected.jsonl, for `mask-train label "
+        "DIR` (off by default; config [collect])",
+    )
+    p.add_argument(
         "--record",
         metavar="OUT.mp4|DIR",
         help="write the annotated video (several sources: a folder, one NAME.mp4 per source)",
@@ -202,8 +208,9 @@ def _options(args: argparse.Namespace, cfg: Config, multi: bool) -> Options:
         record=Path(args.record) if args.record else None,
         max_frames=args.max_frames,
         duration=args.duration,
+        collect=Path(args.collect) if args.collect else None,
     )
-    check_outputs(options.events, None if multi else options.record, options.save_faces)
+    check_outputs(options.events, None if multi else options.record, options.save_faces, options.collect)
     if multi and options.record is not None:
         check_record_dir(options.record)
     return options
@@ -233,6 +240,13 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
         print(f"mask-monitor: watching {what} with {engine.describe()}", file=sys.stderr, flush=True)
     report = monitor.run()
     print(report.summary, flush=True)
+    if options.collect is not None:
+        print(
+            f"mask-monitor: collected {report.collected} crops in {options.collect} "
+            f"(label them: mask-train label {options.collect})",
+            file=sys.stderr,
+            flush=True,
+        )
     return 128 + int(report.signal) if report.signal is not None else 0  # 130 after Ctrl-C, 143 after SIGTERM
 
 

@@ -74,6 +74,11 @@ class Decider:
     def settled_state(self, track_id: int) -> State | None:
         return self._settled.get(track_id)
 
+    def history(self, track_id: int) -> np.ndarray | None:
+        """The [n, 18] probability rows behind the track's current vote (None before its first one)."""
+        hist = self._history.get(track_id)
+        return np.stack(hist) if hist else None
+
     def new_flag(self, track_id: int) -> State | None:
         """The state to flag now, if the track's settled state is a flag state not flagged for it before."""
         s = self._states.get(track_id)

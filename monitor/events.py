@@ -112,7 +112,9 @@ def check_record_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def check_outputs(events: Path | None, record: Path | None, save_faces: Path | None) -> None:
+def check_outputs(
+    events: Path | None, record: Path | None, save_faces: Path | None, collect: Path | None = None
+) -> None:
     """Refuse bad output paths before the model loads and the source opens (and before any file is made)."""
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")
@@ -122,6 +124,8 @@ def check_outputs(events: Path | None, record: Path | None, save_faces: Path | N
         check_record_path(record)
     if save_faces is not None and save_faces.exists() and not save_faces.is_dir():
         raise UserError(f"--save-faces {save_faces} is a file; give a folder")
+    if collect is not None and collect.exists() and not collect.is_dir():
+        raise UserError(f"--collect {collect} is a file; give a folder")
 
 
 class Recorder:

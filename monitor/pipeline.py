@@ -22,6 +22,7 @@ from engines.config import Config
 from engines.faces import Box, Face, FaceDetector, crop_face
 from engines.labels import NUM_CLASSES
 from monitor.capture import Frame
+from monitor.collect import Candidate, candidate
 from monitor.decide import Decider, State
 from monitor.events import Event
 from monitor.timing import StageTimer
@@ -58,6 +59,7 @@ class FrameResult:
     final: bool = False  # not a frame: the departures of everyone still in view at the end
     source: str = ""  # the source's name (several sources in one monitor)
     scene_cut: bool = False  # nearly every pixel changed at once: every track ended here
+    collect: list[Candidate] = field(default_factory=list)  # settled people who left (--collect only)
 
 
 def _scale_face(face: Face, s: float) -> Face:
@@ -88,7 +90,9 @@ class Pipeline:
         timer: StageTimer | None = None,
         keep_crops: bool = False,
         name: str = "",
+        collect: bool = False,
     ) -> None:
+        """`collect`: keep each settled track's latest crop and hand it over when the person leaves."""
         m = cfg.monitor
         self.name = name
         self.cfg = cfg
@@ -96,6 +100,9 @@ class Pipeline:
         self.detector = detector
         self.timer = timer or StageTimer()
         self.keep_crops = keep_crops
+        self.collect = collect
+        self._latest: dict[int, Candidate] = {}  # track id -> its latest settled classification (collect)
+        self._collected: list[Candidate] = []  # those of the people who left, not yet handed over
         # a new face may be missed once before a second detection confirms it (masked faces are missed often)
         self.tracker = Tracker(m.track_iou, m.track_max_missed, tentative_max_missed=2 * m.detect_every)
         self.decider = Decider(m.vote_window, m.min_votes, m.flag_states)
@@ -154,8 +161,14 @@ class Pipeline:
         result = self._result
         self._prune(result.frame, result)
         result.tracks = self._views()
+        result.collect = self.take_collected()
         self._small = None
         return result
+
+    def take_collected(self) -> list[Candidate]:
+        """The people who left since the last call, each with the crop of their latest settled vote."""
+        out, self._collected = self._collected, []
+        return out
 
     def finish(self, frame: Frame | None) -> list[Event]:
         """Departure events for every track still in view when the run ends."""
@@ -313,10 +326,15 @@ class Pipeline:
         for track, p, crop in zip(self._due_tracks, probs, crops):
             self._last_classified[track.id] = self.seq
             try:
-                self.decider.add(track.id, p)
+                state = self.decider.add(track.id, p)
             except ValueError as exc:
                 self._fault(result, "classify", f"classifier output unusable on frame {frame.index}: {exc}")
                 continue
+            if self.collect and track.confirmed and state.settled:
+                history = self.decider.history(track.id)
+                self._latest[track.id] = candidate(
+                    track.number, frame.index, frame.time, crop, state, history
+                )
             flag = self.decider.new_flag(track.id) if track.confirmed else None
             if flag is not None:
                 ev = Event(
@@ -333,6 +351,9 @@ class Pipeline:
         self.decider.forget(track.id)
         self._last_classified.pop(track.id, None)
         seen = self._seen.pop(track.id, None)
+        latest = self._latest.pop(track.id, None)
+        if latest is not None and track.confirmed:
+            self._collected.append(latest)
         if state is None or frame is None or not track.confirmed:
             return None
         index, when = seen if seen is not None else (frame.index, frame.time)

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.prepare",
         "crop every face of a competition folder into a cache with a manifest",
     ),
+    "import": (
+        "train.commands.import_data",
+        "crop a downloaded face-mask set (class folders, labels CSV, VOC boxes) into the cache",
+    ),
     "eda": (
         "train.commands.eda",
         "class counts, sizes, duplicates and label checks, as tables and PNG plots",

@@ -5,6 +5,15 @@
 gamma = 0, eps = 0 is cross-entropy; gamma > 0 is the focal loss (Lin et al.), which lowers the weight of
 the easy, frequent classes; eps > 0 is label smoothing (torch's definition), which keeps the network from
 becoming over-confident on labels that are sometimes wrong (the competition's are).
+
+Partial labels (train.data.targets: a sample may lack gender, age or both) need the multi head: each head's
+loss is taken over the samples that have that task and scaled by their share of the batch,
+
+    loss = sum_heads  n_labelled(head) / N * per_head(logits[labelled], target[labelled])
+
+so a sample without gender and age teaches only the mask head, and a head with few labelled samples in a
+batch pulls as much as those samples are worth (no more). An 18-way single head cannot be trained on a
+sample whose class is unknown; the trainer refuses that combination with one line.
 """
 
 from __future__ import annotations
@@ -17,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.config import TrainConfig
-from engines.labels import split_classes
 from engines.models import split_logits
+from train.data.targets import split_targets
 
 
 def soft_focal_loss(
@@ -45,8 +54,19 @@ class TaskLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.head == "single":
             return self.per_head(logits, target)
-        parts = zip(split_logits(logits, self.head), split_classes(target))
-        return sum(self.per_head(lg, t) for lg, t in parts)
+        parts = zip(split_logits(logits, self.head), split_targets(target))
+        return sum(masked(self.per_head, lg, t) for lg, t in parts)
+
+
+def masked(per_head: PerHeadLoss, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """per_head over the samples whose target is known (>= 0), weighted by their share of the batch."""
+    known = target >= 0
+    n = int(known.sum())
+    if n == len(target):
+        return per_head(logits, target)
+    if n == 0:
+        return logits.sum() * 0.0  # keeps the graph (DDP needs every parameter used)
+    return per_head(logits[known], target[known]) * (n / len(target))
 
 
 # config train.loss -> the per-head loss it means. A new loss is its function above and one row here (its

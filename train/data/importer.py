@@ -13,7 +13,8 @@ camera would see that face, and searched again; failing that, the whole image is
 engines.faces.crop_face with the cache's geometry, exactly as `prepare` and the monitor cut. Near-duplicates
 (train.data.dhash, mirror images included) form groups that act as the split's "person". Corrupt images and
 malformed XML are counted and listed in the report, never a crash. A `--holdout` share of the groups is
-kept out of the manifest entirely and listed in holdout.csv, for `mask-train evaluate-frames`.
+kept out of the manifest entirely and listed in holdout.csv, for `mask-train evaluate-frames`; kept.csv
+lists the others (both are labels files `mask-train synth` reads: its bare faces become identities).
 """
 
 from __future__ import annotations
@@ -363,6 +364,7 @@ def import_dataset(
     folder = cache.imports / name
     Cache.write_rows(folder / "manifest.csv", rows, IMPORT_FIELDS)
     write_holdout(folder / "holdout.csv", data_dir, held)
+    write_holdout(folder / "kept.csv", data_dir, keep)
     report.counts.update(
         samples=len(rows),
         groups=len({g for _, g in keep}),

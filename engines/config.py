@@ -180,6 +180,9 @@ class TrainConfig:
     threads: int = _f(0, min=0, max=256)  # CPU threads for training; 0 = torch's default (all cores)
     out_dir: str = _f("runs", path=True)
     best_metric: str = _f("f1", choices=("f1", "f1_mask"))  # what picks best.pt: 18-class or mask macro F1
+    # the tasks the model file says it learnt from real labels; () = each task some training image has a label
+    # for (a synthetic set's gender/age come from a few identities: list only "mask" then)
+    known_tasks: tuple[str, ...] = _f((), choices=("mask", "gender", "age"))
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,9 @@ class Monitor:
 
     def run(self) -> RunReport:
         self.pipeline.warm_up()
+        unknown = [t for t in ("gender", "age") if t not in self.pipeline.decider.known]
+        if unknown:  # said once: the model's file says it never learnt these from real labels
+            self._say(f"the model was not trained on real {' or '.join(unknown)} labels: shown as '-' (null)")
         outputs = None
         self.capture.start()  # a source that will not open: one UserError, nothing else started
         t0 = time.perf_counter()

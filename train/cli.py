@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.evaluate",
         "macro F1, per-task F1, accuracy and confusion matrix of a model",
     ),
+    "evaluate-frames": (
+        "train.commands.evaluate_frames",
+        "held-out photos pasted into 640x480 frames through the monitor's detect-crop-classify path",
+    ),
     "predict": ("train.commands.predict", "ensemble + TTA predictions for eval/ as submission.csv"),
     "bench-loader": (
         "train.commands.bench_loader",

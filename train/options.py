@@ -73,6 +73,21 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--weighted-sampler", dest="data.weighted_sampler", action=_BOOL, default=None)
     g.add_argument("--augment", dest="augment.enabled", action=_BOOL, default=None)
+    g.add_argument(
+        "--source-weights",
+        dest="data.source_weights",
+        nargs="+",
+        metavar="NAME=W",
+        help="drawing weight per source: 'prepared' or an import name (unlisted: 1)",
+    )
+    g.add_argument("--best-metric", dest="train.best_metric", choices=choices_of("train.best_metric"))
+    g.add_argument(
+        "--known-tasks",
+        dest="train.known_tasks",
+        nargs="+",
+        choices=choices_of("train.known_tasks"),
+        help="tasks the model file says it learnt from real labels (default: those with labels)",
+    )
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:

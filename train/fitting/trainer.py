@@ -23,7 +23,7 @@ from train.data.augment import EvalTransform, TrainTransform
 from train.data.cache import Cache, Sample
 from train.data.dataset import CropDataset, EpochSampler, make_loader, sample_weights
 from train.data.layout import COMPETITION_AGE_THRESHOLD
-from train.data.targets import is_full
+from train.data.targets import is_full, split_targets
 from train.evaluation.plots import confusion_image, save_png
 from train.fitting import checkpoint as ckpt_io
 from train.fitting.distributed import Dist
@@ -278,7 +278,15 @@ class Trainer:
             crop=self.cache.crop_config(),
             age_old_threshold=self.cfg.data.age_old_threshold,
             extra=info,
+            knows=self.knows(),
         )
+
+    def knows(self) -> dict[str, bool]:
+        """Per task: learnt from labels? train.known_tasks when given, else whether any image had the label."""
+        if self.cfg.train.known_tasks:
+            return {t: t in self.cfg.train.known_tasks for t in ("mask", "gender", "age")}
+        mask, gender, age = (np.asarray(x) for x in split_targets(np.asarray(self.train_ds.targets)))
+        return {"mask": bool((mask >= 0).any()), "gender": bool((gender >= 0).any()), "age": bool((age >= 0).any())}
 
     def ddp_info(self) -> dict[str, Any] | None:
         """How the model was trained across processes (None: one process, no DistributedDataParallel)."""

@@ -80,7 +80,7 @@ __all__ = [
 
 STEMS = tuple(STEM_TO_MASK)  # the competition's 7 file stems per person, in its order
 REQUIRED = ("file",)
-OPTIONAL = ("race", "variants", "split", "mask", "group", "box")
+OPTIONAL = ("gender", "age", "race", "variants", "split", "mask", "group", "box")
 BARE = ("", "not_wear", "without_mask", "no_mask")
 MANIFEST = "synth.json"
 SUFFIX = ".jpg"

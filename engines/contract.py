@@ -144,7 +144,9 @@ class ModelMeta:
                 f"{list(self.labels[:2])}) than the {NUM_CLASSES} mask/gender/age classes"
             )
         if set(self.knows) - set(ALL_TASKS) or not all(isinstance(v, bool) for v in self.knows.values()):
-            raise ModelFileError(f"{source}: knows = {self.knows!r} is not {{task: true|false}} for {ALL_TASKS}")
+            raise ModelFileError(
+                f"{source}: knows = {self.knows!r} is not {{task: true|false}} for {ALL_TASKS}"
+            )
         if self.head not in ("single", "multi"):
             raise ModelFileError(f"{source}: unknown head {self.head!r}")
         if self.input_height < 8 or self.input_width < 8:

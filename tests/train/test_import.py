@@ -113,7 +113,9 @@ def test_labels_csv_with_partial_labels_and_a_bad_row(tmp_path):
         shutil.copy(p, root / "img" / f"{p.parent.name}_{p.name}")
     names = sorted(p.name for p in (root / "img").iterdir())
     rows = ["file,mask,gender,age,group"]
-    rows += [f"img/{n},{'wear' if n.startswith('with_') else 'not_wear'},,,g{i % 2}" for i, n in enumerate(names)]
+    rows += [
+        f"img/{n},{'wear' if n.startswith('with_') else 'not_wear'},,,g{i % 2}" for i, n in enumerate(names)
+    ]
     rows[1] = rows[1].replace(",,,", ",female,34,")
     rows.append("img/missing.jpg,wear,,,")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -143,13 +145,17 @@ def test_voc_boxes_every_box_a_sample_malformed_xml_listed(tmp_path, capsys):
     root = tmp_path / "voc"
     (root / "images").mkdir(parents=True)
     (root / "annotations").mkdir()
-    masked, bare = (cv2.resize(cv2.imread(str(_real(k, 1, 30)[0])), (120, 150)) for k in ("with_mask", "without_mask"))
+    masked, bare = (
+        cv2.resize(cv2.imread(str(_real(k, 1, 30)[0])), (120, 150)) for k in ("with_mask", "without_mask")
+    )
     scene = np.full((300, 400, 3), 90, np.uint8)
     scene[50:200, 20:140], scene[60:210, 240:360] = masked, bare
     cv2.imwrite(str(root / "images" / "s0.png"), scene)
     boxes = [("with_mask", (30, 70, 130, 190)), ("without_mask", (250, 80, 350, 200))]
     (root / "annotations" / "s0.xml").write_text(_voc("s0", "s0.png", boxes))
-    (root / "annotations" / "s1.xml").write_text(_voc("s1", "s1.png", [("mask_weared_incorrect", (0, 0, 50, 50))]))
+    (root / "annotations" / "s1.xml").write_text(
+        _voc("s1", "s1.png", [("mask_weared_incorrect", (0, 0, 50, 50))])
+    )
     cv2.imwrite(str(root / "images" / "s1.png"), scene[:, ::-1])
     (root / "annotations" / "bad.xml").write_text("<annotation><object><name>with_mask</name>")
     (root / "images" / "s2.png").write_bytes(b"\x89PNG broken")
@@ -160,7 +166,11 @@ def test_voc_boxes_every_box_a_sample_malformed_xml_listed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "voc box" in out and "malformed_xml: annotations/bad.xml" in out
     rep = json.loads((cache / "imports" / "voc" / "report.json").read_text())
-    assert rep["counts"]["voc_box"] == 3 and rep["counts"]["malformed_xml"] == 1 and rep["counts"]["corrupt"] == 1
+    assert (
+        rep["counts"]["voc_box"] == 3
+        and rep["counts"]["malformed_xml"] == 1
+        and rep["counts"]["corrupt"] == 1
+    )
     samples = Cache(cache).samples()
     assert sorted(s.mask for s in samples) == [0, 1, 2]
     assert len({s.person for s in samples}) == 1  # s1 is s0 mirrored: one group, one side of any split
@@ -176,6 +186,8 @@ def main_code(argv: list[str]) -> int:
 
 def test_a_folder_with_no_known_layout_is_one_line(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
-    code = main_code(["import", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "c"), "--name", "x"])
+    code = main_code(
+        ["import", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "c"), "--name", "x"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no layout found to import" in err and len(err.strip().splitlines()) == 1

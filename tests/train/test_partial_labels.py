@@ -76,7 +76,9 @@ def test_metrics_score_each_task_on_the_samples_that_have_it():
 
 def test_source_weights_multiply_with_the_class_balance():
     samples = [Sample(f"k{i}", None, "f", "p", -1, -1, i % 3, True, src) for i, src in enumerate("aabbb")]
-    samples = [s.__class__(**{**s.__dict__, "source": "real" if s.source == "a" else "prepared"}) for s in samples]
+    samples = [
+        s.__class__(**{**s.__dict__, "source": "real" if s.source == "a" else "prepared"}) for s in samples
+    ]
     targets = [s.cls() for s in samples]
     assert sample_weights(samples, targets, DataConfig()) is None
     w = sample_weights(samples, targets, DataConfig(source_weights=("real=3",)))
@@ -123,7 +125,9 @@ def test_competition_and_imported_photos_train_together(prepared, tmp_path):
         import_dataset(photos, tmp_path / "cache", load_config(None), name="real", show=False)
         for head in ("single", "multi"):
             path = tmp_path / f"{head}.toml"
-            path.write_text(CONFIG.format(head=head, data=data, cache=tmp_path / "cache", runs=tmp_path / "runs"))
+            path.write_text(
+                CONFIG.format(head=head, data=data, cache=tmp_path / "cache", runs=tmp_path / "runs")
+            )
             cfg = load_config(path)
             if head == "single":
                 with pytest.raises(UserError, match="need model.head = 'multi'"):

@@ -14,11 +14,17 @@ from train.progress import console
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="MODEL", help="model files to compare")
-    p.add_argument("--list", required=True, metavar="CSV", help="held-out photos: file,mask,... (import's holdout.csv)")
+    p.add_argument(
+        "--list", required=True, metavar="CSV", help="held-out photos: file,mask,... (import's holdout.csv)"
+    )
     p.add_argument("--root", required=True, metavar="DIR", help="folder the list's paths are relative to")
-    p.add_argument("--incorrect", metavar="CSV", help="synthetic set over held-out identities (synth's labels.csv)")
+    p.add_argument(
+        "--incorrect", metavar="CSV", help="synthetic set over held-out identities (synth's labels.csv)"
+    )
     p.add_argument("--incorrect-root", metavar="DIR", help="its folder (default: the CSV's folder)")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N photos per mask state (0: all)")
+    p.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="at most N photos per mask state (0: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="face heights and places (default 0)")
     p.add_argument("--threads", dest="engine.threads", type=int, metavar="N", help="classifier CPU threads")
 
@@ -77,7 +83,9 @@ def print_tally(name: str, tally, s: dict[str, float]) -> None:
     for label, value, target in targets:
         if "incorrect" in label and not tally.faces[1]:
             continue
-        mark = "" if target is None else ("  [green]ok[/]" if value >= target else f"  [red]< {target:.0%}[/]")
+        mark = (
+            "" if target is None else ("  [green]ok[/]" if value >= target else f"  [red]< {target:.0%}[/]")
+        )
         console.print(f"{label:48s} {value:6.1%}{mark}")
     console.print(
         f"detection: {s['detect_fps']:.1f} frames/s (first look), "

@@ -58,5 +58,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for p in report.problems[:15]:
         console.print(f"  {p.kind}: {p.path} ({p.detail})")
     if len(report.problems) > 15:
-        console.print(f"  ... {len(report.problems) - 15} more in {cache_dir}/imports/{report.name}/report.json")
+        console.print(
+            f"  ... {len(report.problems) - 15} more in {cache_dir}/imports/{report.name}/report.json"
+        )
     return 0

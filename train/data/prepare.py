@@ -302,7 +302,9 @@ def cache_mode(cache: Cache, data_dir: Path, settings: dict, force: bool, hint: 
         return "redo"
     if not info.get("data_dir"):  # made by `import` alone: prepare may join it with the same settings
         if (info.get("settings") or {}) != settings:
-            raise UserError(f"cache {cache.root} was imported into with other crop or detector settings: {hint}")
+            raise UserError(
+                f"cache {cache.root} was imported into with other crop or detector settings: {hint}"
+            )
         return "reuse"
     if not cache.made_from(data_dir):
         raise UserError(f"cache {cache.root} holds crops of {info.get('data_dir')}, not {data_dir}: {hint}")

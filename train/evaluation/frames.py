@@ -109,9 +109,7 @@ def _overlap(a: Box, b: Box) -> float:
 
 def match(faces: Sequence, truth: Box):
     """The detection of the pasted face: its centre inside the face's box, the most overlapping one."""
-    inside = [
-        f for f in faces if truth[0] <= f.center[0] <= truth[2] and truth[1] <= f.center[1] <= truth[3]
-    ]
+    inside = [f for f in faces if truth[0] <= f.center[0] <= truth[2] and truth[1] <= f.center[1] <= truth[3]]
     return max(inside, key=lambda f: _overlap(f.box, truth), default=None)
 
 
@@ -142,11 +140,11 @@ def run_frames(
             face = match(detect_shrunk(detector, pasted.frame, m.detect_max_side), pasted.box)
             t1 = time.perf_counter()
             second = face
-            if face is None:  # the monitor's second look, over the whole frame here (no track to search around)
+            if (
+                face is None
+            ):  # the monitor's second look, over the whole frame here (no track to search around)
                 second = match(
-                    detect_shrunk(
-                        detector, pasted.frame, m.detect_max_side, thresholds=m.recheck_thresholds
-                    ),
+                    detect_shrunk(detector, pasted.frame, m.detect_max_side, thresholds=m.recheck_thresholds),
                     pasted.box,
                 )
             t2 = time.perf_counter()
@@ -187,4 +185,3 @@ def scores(t: Tally) -> dict[str, float]:
 
 
 MASK_COLUMNS = (*MASK_NAMES, "not found")
-

@@ -286,7 +286,11 @@ class Trainer:
         if self.cfg.train.known_tasks:
             return {t: t in self.cfg.train.known_tasks for t in ("mask", "gender", "age")}
         mask, gender, age = (np.asarray(x) for x in split_targets(np.asarray(self.train_ds.targets)))
-        return {"mask": bool((mask >= 0).any()), "gender": bool((gender >= 0).any()), "age": bool((age >= 0).any())}
+        return {
+            "mask": bool((mask >= 0).any()),
+            "gender": bool((gender >= 0).any()),
+            "age": bool((age >= 0).any()),
+        }
 
     def ddp_info(self) -> dict[str, Any] | None:
         """How the model was trained across processes (None: one process, no DistributedDataParallel)."""

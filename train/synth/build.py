@@ -108,9 +108,7 @@ class PhotoRow:
 def photos_in(faces_dir: str | Path) -> list[PhotoRow]:
     """Every image under a folder, as identities without gender or age (synth without --labels)."""
     faces_dir = require_dir(faces_dir, "faces folder")
-    files = sorted(
-        p for p in faces_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files = sorted(p for p in faces_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"faces folder {faces_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return [PhotoRow(p, "", -1, line=i) for i, p in enumerate(files, 1)]
@@ -145,6 +143,9 @@ def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
                 f"{csv_path}: missing column '{col}' (header must be "
                 f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(header)})"
             )
+    for a, b in (("gender", "age"), ("age", "gender")):
+        if a in header and b not in header:  # both or neither: a half-labelled header is a typo
+            raise UserError(f"{csv_path}: missing column '{b}' (give gender and age, or neither)")
     unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
     if unknown:
         raise UserError(
@@ -391,7 +392,12 @@ def detect_faces(rows: list[PhotoRow], cfg: Config, show: bool = False) -> list[
     with task("finding faces", len(rows), show) as bar:
         for r in rows:
             if r.path not in cache:
-                face = find_face(detector, read_photo(r.path))
+                try:
+                    face = find_face(detector, read_photo(r.path))
+                except UserError:
+                    if r.labelled:
+                        raise
+                    face = None  # an unreadable download: skipped and counted, as a photo without a face
                 if face is None and r.labelled:
                     raise UserError(f"photo {r.path} (labels line {r.line}): no face found by the detector")
                 cache[r.path] = face

@@ -16,8 +16,8 @@ from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
 from monitor.decide import Decider
 from monitor.sources import SourceSpec
-from monitor.ui import Dashboard
 from monitor.timing import StageTimer
+from monitor.ui import Dashboard
 from tests.monitor.fakes import ColourEngine, probs_for
 from tests.videogen import SCENE, SCENE_FRAMES, make_video
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from engines.config import Config
+from tests.conftest import SHARED, one_torch_thread
 from train.cli import main
 from train.data.cache import Cache
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.folds import holdout_people
 from train.data.importer import import_dataset
-from tests.conftest import SHARED, one_torch_thread
 
 REAL = SHARED / "datasets" / "face-mask-real"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")

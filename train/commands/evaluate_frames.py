@@ -1,4 +1,4 @@
-"""`mask-train evaluate-frames --checkpoint MODEL... --list CSV --root DIR [--incorrect CSV --incorrect-root DIR]`:
+"""`mask-train evaluate-frames --checkpoint MODEL... --list CSV --root DIR [--incorrect CSV]`:
 held-out photos pasted into 640x480 frames and run through the monitor's detect-crop-classify path
 (train.evaluation.frames); prints the issue's target numbers per model and the detection cost in frames/s."""
 

@@ -2,8 +2,9 @@
 
 Layouts (found by what the folder holds):
     folders   DIR/with_mask/, DIR/without_mask/ [, DIR/incorrect_mask/ or DIR/mask_weared_incorrect/]
-    csv       DIR/labels.csv (or --labels FILE): file,mask[,gender,age][,group]  (mask: wear|incorrect|not_wear
-              or the folder names above; gender male|female; age whole years; empty = unknown)
+    csv       DIR/labels.csv (or --labels FILE): file,mask[,gender,age][,group]
+              (mask: wear|incorrect|not_wear or the folder names above; gender male|female; age whole
+              years; empty = unknown)
     voc       DIR/annotations/*.xml (PASCAL VOC) + DIR/images/: every with_mask / without_mask /
               mask_weared_incorrect box is a sample
 
@@ -36,7 +37,7 @@ from engines.config import Config, CropConfig
 from engines.errors import UserError
 from engines.faces import Box, FaceDetector, crop_face
 from engines.fileio import atomic_write_json
-from engines.labels import GENDER_NAMES, IMAGE_SUFFIXES, age_group
+from engines.labels import GENDER_NAMES, IMAGE_SUFFIXES
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem

@@ -23,7 +23,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.errors import UserError
-from engines.faces import Box, FaceDetector, crop_face, detect_shrunk
+from engines.faces import Box, crop_face, detect_shrunk
 from engines.labels import MASK_NAMES, marginals
 from train.data.importer import MASK_WORDS, find_box
 from train.data.prepare import read_image

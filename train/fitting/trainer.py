@@ -282,7 +282,7 @@ class Trainer:
         )
 
     def knows(self) -> dict[str, bool]:
-        """Per task: learnt from labels? train.known_tasks when given, else whether any image had the label."""
+        """Per task: learnt from labels? train.known_tasks when given, else: did any image have the label."""
         if self.cfg.train.known_tasks:
             return {t: t in self.cfg.train.known_tasks for t in ("mask", "gender", "age")}
         mask, gender, age = (np.asarray(x) for x in split_targets(np.asarray(self.train_ds.targets)))

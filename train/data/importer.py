@@ -246,7 +246,14 @@ def in_holdout(group_key: str, fraction: float, seed: int) -> bool:
 
 def group_items(items: list[Item], hashed: dict[Path, tuple[int, int]]) -> list[str]:
     """A group key per item: its near-duplicate group (over the distinct source files), joined with any
-    group the data names, as the smallest key of the group's members (stable across reruns)."""
+    group the data names, as the smallest key of the group's members (stable across reruns). Where the data
+    names a group for every item (a flat `synth` set: the source photo), that is the grouping: face crops
+    made with one geometry look alike to a 64-bit dHash and would chain into a few giant groups."""
+    if items and all(it.group for it in items):
+        first_of: dict[str, str] = {}
+        for it in sorted(items, key=lambda i: i.key):
+            first_of.setdefault(it.group, it.key)
+        return [first_of[it.group] if it.src in hashed else "" for it in items]
     files = sorted(hashed)
     hs = [hashed[f] for f in files]
     by_file = dict(zip(files, near_duplicate_groups([a for a, _ in hs], [b for _, b in hs])))

@@ -45,6 +45,9 @@ class Pasted:
     box: Box  # where the face is in the frame
 
 
+Counter3 = np.ndarray  # [3] counts per true mask state
+
+
 @dataclass
 class Tally:
     """Per true mask state: faces, found by the first look, found with the second look, predicted states."""
@@ -56,9 +59,6 @@ class Tally:
     detect_seconds: float = 0.0
     second_seconds: float = 0.0
     frames: int = 0
-
-
-Counter3 = np.ndarray
 
 
 def read_list(path: str | Path, root: str | Path) -> list[Photo]:

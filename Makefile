@@ -11,7 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE = 1
 DEMO_OUT ?= samples/demo_model.onnx
 REAL ?= ../shared/datasets/face-mask-real
 SYNTH_ARGS = --faces samples/faces --variants 40 --seed 0
-FIT_ARGS = --epochs 5 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --seed 42 \
+FIT_ARGS = --epochs 3 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --seed 42 \
 	--head multi --best-metric f1_mask --known-tasks mask --val-fraction 0.15 \
 	--source-weights prepared=0.6 synthreal=1.5
 NICE ?= nice -n 10

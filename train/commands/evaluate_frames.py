@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="face heights and places (default 0)")
     p.add_argument("--threads", dest="engine.threads", type=int, metavar="N", help="classifier CPU threads")
+    g = p.add_argument_group("the detection path to measure (config.toml [monitor], [detector])")
+    g.add_argument("--detect-max-side", dest="monitor.detect_max_side", type=int, metavar="PX")
+    g.add_argument("--min-face-size", dest="detector.min_face_size", type=int, metavar="PX")
+    g.add_argument("--thresholds", dest="detector.thresholds", type=float, nargs=3, metavar=("P", "R", "O"))
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -48,6 +52,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     detector = FaceDetector(cfg.detector)
     frames = prepare_frames(photos, detector, args.seed, True)
     tallies = run_frames(frames, engines, cfg, detector, True)
+    m, d = cfg.monitor, cfg.detector
+    console.print(
+        f"detection path: MTCNN on the frame shrunk to {m.detect_max_side} px, min face {d.min_face_size} px "
+        f"there, thresholds {list(d.thresholds)}; second look {list(m.recheck_thresholds)}"
+    )
     for engine, tally in zip(engines, tallies):
         print_tally(engine.path.name, tally, scores(tally))
     return 0

@@ -140,6 +140,9 @@ class DataConfig:
     persistent_workers: bool = _f(True)
     prefetch_factor: int = _f(2, min=1, max=64)
     weighted_sampler: bool = _f(False)
+    # "NAME=WEIGHT" per source: "prepared" (the folder `prepare` cropped) or an `import --name`; an image of a
+    # source of weight 2 is drawn twice as often as one of weight 1; unlisted sources weigh 1
+    source_weights: tuple[str, ...] = _f(())
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class TrainConfig:
     device: str = _f("auto", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # CPU threads for training; 0 = torch's default (all cores)
     out_dir: str = _f("runs", path=True)
+    best_metric: str = _f("f1", choices=("f1", "f1_mask"))  # what picks best.pt: 18-class or mask macro F1
+    # the tasks the model file says it learnt from real labels; () = each task some training image has a label
+    # for (a synthetic set's gender/age come from a few identities: list only "mask" then)
+    known_tasks: tuple[str, ...] = _f((), choices=("mask", "gender", "age"))
 
 
 # `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,

@@ -46,8 +46,10 @@ _FIELD_TYPES: dict[str, type] = {
     "source_sha256": str,
     "precision": str,
     "extra": dict,
+    "knows": dict,
     "version": int,
 }
+ALL_TASKS = ("mask", "gender", "age")
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -74,6 +76,12 @@ class ModelMeta:
     precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)  # training facts (epoch, val F1, data), for people
     version: int = META_VERSION
+    # per task: was the model trained on real labels for it? Files written before this key claim all three
+    knows: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(ALL_TASKS, True))
+
+    def known_tasks(self) -> tuple[str, ...]:
+        """The tasks whose outputs mean something (mask, gender, age, in that order)."""
+        return tuple(t for t in ALL_TASKS if self.knows.get(t, True))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -134,6 +142,10 @@ class ModelMeta:
             raise ModelFileError(
                 f"{source}: the model has other labels ({len(self.labels)} classes, first "
                 f"{list(self.labels[:2])}) than the {NUM_CLASSES} mask/gender/age classes"
+            )
+        if set(self.knows) - set(ALL_TASKS) or not all(isinstance(v, bool) for v in self.knows.values()):
+            raise ModelFileError(
+                f"{source}: knows = {self.knows!r} is not {{task: true|false}} for {ALL_TASKS}"
             )
         if self.head not in ("single", "multi"):
             raise ModelFileError(f"{source}: unknown head {self.head!r}")

@@ -211,3 +211,23 @@ class FaceDetector:
         if x2 - x1 < 12 or y2 - y1 < 12:
             return []
         return [f.shifted(x1, y1) for f in self.detect(frame[y1:y2, x1:x2], **kw)]
+
+
+def detect_shrunk(detector: FaceDetector, image: np.ndarray, max_side: int, **kw) -> list[Face]:
+    """The monitor's detection round: MTCNN on a copy shrunk to `max_side` (monitor.detect_max_side), boxes
+    and landmarks in the full image's coordinates. `mask-train evaluate-frames` measures through it."""
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return detector.detect(image, **kw)
+    small = cv2.resize(
+        image, (max(int(round(w * s)), 12), max(int(round(h * s)), 12)), interpolation=cv2.INTER_AREA
+    )
+    return [
+        Face(
+            tuple(v / s for v in f.box),
+            f.score,
+            None if f.landmarks is None else f.landmarks / s,
+        )
+        for f in detector.detect(small, **kw)
+    ]

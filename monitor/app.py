@@ -348,6 +348,11 @@ class Monitor:
 
     def run(self) -> RunReport:
         self.streams[0].pipeline.warm_up()
+        unknown = [t for t in ("gender", "age") if t not in self.streams[0].pipeline.decider.known]
+        if unknown:  # said once: the model's file says it never learnt these from real labels
+            self._note(
+                f"the model was not trained on real {' or '.join(unknown)} labels: shown as '-' (null)"
+            )
         outputs = None
         started = []
         # a source that will not open: one UserError, nothing else left running; with several sources a live
@@ -494,6 +499,13 @@ class Monitor:
         for st in self.streams:
             for status in st.capture.status_changes():
                 self._say(st, status)
+
+    def _note(self, message: str) -> None:
+        """A note about the whole run (not one source)."""
+        if self.options.headless:
+            print(f"mask-monitor: {message}", file=self.err, flush=True)
+        else:
+            self.dashboard.note(message)
 
     def _say(self, st: Stream, message: str) -> None:
         if self.publisher is not None:

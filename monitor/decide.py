@@ -25,9 +25,22 @@ class State(Label):
     confidence: float  # averaged probability of the voted mask state
     votes: int  # classifications behind it
     settled: bool
+    known: tuple[str, ...] = ("mask", "gender", "age")  # tasks the model was trained on (ModelMeta.knows)
+
+    @property
+    def gender_name(self) -> str:
+        return super().gender_name if "gender" in self.known else "-"
+
+    @property
+    def age_name(self) -> str:
+        return super().age_name if "age" in self.known else "-"
+
+    def shown(self, task: str) -> str | None:
+        """A task's name for outputs that write null for what the model does not know (--events)."""
+        return getattr(self, f"{task}_name") if task in self.known else None
 
 
-def vote(history: np.ndarray, min_votes: int) -> State:
+def vote(history: np.ndarray, min_votes: int, known: tuple[str, ...] = ("mask", "gender", "age")) -> State:
     """State from a [n, 18] stack of probability rows (n >= 1): the tasks are read from the mean row, and
     the agreement from each row's own mask state (engines.labels.marginals folds the classes)."""
     mean = history.mean(axis=0)
@@ -37,7 +50,7 @@ def vote(history: np.ndarray, min_votes: int) -> State:
     agree = int((hard == mask).sum())
     settled = len(history) >= min_votes and agree * 2 > len(history)
     return State(
-        mask, int(gender_p.argmax()), int(age_p.argmax()), float(mask_p[mask]), len(history), settled
+        mask, int(gender_p.argmax()), int(age_p.argmax()), float(mask_p[mask]), len(history), settled, known
     )
 
 
@@ -47,7 +60,9 @@ class Decider:
         vote_window: int = 7,
         min_votes: int = 3,
         flag_states: tuple[str, ...] = ("incorrect", "not_wear"),
+        known: tuple[str, ...] = ("mask", "gender", "age"),
     ) -> None:
+        self.known = tuple(known)
         self.vote_window = vote_window
         self.min_votes = min_votes
         self.flag_masks = {MASK_NAMES.index(s) for s in flag_states}
@@ -62,7 +77,7 @@ class Decider:
             raise ValueError(f"expected {NUM_CLASSES} finite probabilities, got shape {probs.shape}")
         hist = self._history.setdefault(track_id, deque(maxlen=self.vote_window))
         hist.append(probs)
-        state = vote(np.stack(hist), self.min_votes)
+        state = vote(np.stack(hist), self.min_votes, self.known)
         self._states[track_id] = state
         if state.settled:
             self._settled[track_id] = state

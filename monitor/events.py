@@ -47,8 +47,8 @@ class Event:
             "track_id": int(self.track_id),
             "box": [int(v) for v in self.box],
             "mask": s.mask_name,
-            "gender": s.gender_name,
-            "age": s.age_name,
+            "gender": s.shown("gender"),
+            "age": s.shown("age"),
             "class": s.cls,
             "confidence": round(float(s.confidence), 4),
         }

@@ -105,7 +105,8 @@ class Pipeline:
         self._collected: list[Candidate] = []  # those of the people who left, not yet handed over
         # a new face may be missed once before a second detection confirms it (masked faces are missed often)
         self.tracker = Tracker(m.track_iou, m.track_max_missed, tentative_max_missed=2 * m.detect_every)
-        self.decider = Decider(m.vote_window, m.min_votes, m.flag_states)
+        known = engine.meta.known_tasks() if engine is not None else ("mask", "gender", "age")
+        self.decider = Decider(m.vote_window, m.min_votes, m.flag_states, known)
         self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
         self.seq = -1
         self.size: tuple[int, int] | None = None  # (w, h) of the first good frame

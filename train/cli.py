@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.prepare",
         "crop every face of a competition folder into a cache with a manifest",
     ),
+    "import": (
+        "train.commands.import_data",
+        "crop a downloaded face-mask set (class folders, labels CSV, VOC boxes) into the cache",
+    ),
     "eda": (
         "train.commands.eda",
         "class counts, sizes, duplicates and label checks, as tables and PNG plots",
@@ -35,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (
         "train.commands.evaluate",
         "macro F1, per-task F1, accuracy and confusion matrix of a model",
+    ),
+    "evaluate-frames": (
+        "train.commands.evaluate_frames",
+        "held-out photos pasted into 640x480 frames through the monitor's detect-crop-classify path",
     ),
     "predict": ("train.commands.predict", "ensemble + TTA predictions for eval/ as submission.csv"),
     "bench-loader": (

@@ -77,6 +77,21 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         "--cutmix", dest="augment.cutmix", type=float, metavar="P", help="share of batches CutMixed"
     )
     g.add_argument("--mixup", dest="augment.mixup", type=float, metavar="P", help="share of batches MixUp-ed")
+    g.add_argument(
+        "--source-weights",
+        dest="data.source_weights",
+        nargs="+",
+        metavar="NAME=W",
+        help="drawing weight per source: 'prepared' or an import name (unlisted: 1)",
+    )
+    g.add_argument("--best-metric", dest="train.best_metric", choices=choices_of("train.best_metric"))
+    g.add_argument(
+        "--known-tasks",
+        dest="train.known_tasks",
+        nargs="+",
+        choices=choices_of("train.known_tasks"),
+        help="tasks the model file says it learnt from real labels (default: those with labels)",
+    )
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:

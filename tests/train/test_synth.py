@@ -3,11 +3,13 @@ entrance video."""
 
 from __future__ import annotations
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import MASKS, REPO
+from tests.conftest import MASKS, REPO, one_torch_thread
 from train.synth.mask_render import MaskStyle, draw_mask, face_frame, mask_layer
 
 SAMPLES = REPO / "samples"
@@ -521,3 +523,39 @@ def test_sample_video_is_what_the_script_makes(truth, shared):
         box = next(b[1:] for b in people[pid]["face_boxes"] if b[0] == i)
         found = detector.detect(mv.render_frame(plan, i))
         assert any(mv._iou(f.box, box) > 0.5 for f in found), (pid, i)
+
+
+def test_a_folder_of_bare_faces_without_labels_is_written_flat_for_import(tmp_path, capsys, shared):
+    """Any folder of bare faces: every image an identity of unknown gender and age; no face or an unreadable
+    file is skipped and counted; the flat labels.csv imports with the photo as the group."""
+    from train.data.cache import Cache
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    shutil.copy(SAMPLES / "faces" / "astronaut.png", faces / "a.png")
+    real = shared / "datasets" / "face-mask-real" / "without_mask"
+    for p in sorted(real.glob("*.jpg"))[:2]:
+        shutil.copy(p, faces / p.name)
+    cv2.imwrite(str(faces / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
+    (faces / "broken.jpg").write_bytes(b"not a jpeg")
+    code, err = _synth(capsys, "--faces", str(faces), "--out", str(tmp_path / "o"))
+    err = " ".join(err.split())  # rich wraps the summary line
+    assert code == 0 and "2 photos without a face skipped" in err and "flat layout" in err
+    rows = (tmp_path / "o" / "labels.csv").read_text().splitlines()
+    assert rows[0] == "file,mask,gender,age,group,split"
+    people = {line.split(",")[4] for line in rows[1:]}
+    assert len(rows) - 1 == 7 * len(people) and 1 <= len(people) <= 3
+    assert {line.split(",")[1] for line in rows[1:]} == {"wear", "incorrect", "not_wear"}
+    assert all(",,," in line for line in rows[1:])  # gender and age unknown
+    code, err = _synth(capsys, "--faces", str(faces), "--out", str(tmp_path / "o"))  # a rerun keeps it
+    assert code == 0 and "already there" in err
+    from train.cli import _main
+
+    with one_torch_thread():
+        assert (
+            _main(["import", "--data", str(tmp_path / "o"), "--out", str(tmp_path / "c"), "--name", "s"]) == 0
+        )
+    samples = Cache(tmp_path / "c").samples()
+    incorrect = [s for s in samples if s.mask == 1]
+    assert len(incorrect) == len(people) and all(s.gender == -1 for s in samples)
+    assert len({s.person for s in samples}) <= len(people)  # a person's 7 images stay in one group

@@ -9,7 +9,7 @@ from pathlib import Path
 from engines.config import Config
 from engines.errors import UserError
 from train.progress import err_console
-from train.synth.build import build, read_labels, texture_files
+from train.synth.build import build, photos_in, read_labels, texture_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--labels",
-        required=True,
         metavar="CSV",
-        help="file,gender,age[,race][,variants][,split] per photo ('#' lines are comments)",
+        help="file[,gender,age][,race][,variants][,split] per photo ('#' lines are comments); without it "
+        "every image under --faces is an identity of unknown gender and age",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="where the competition layout is written")
     parser.add_argument(
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.variants < 1:
         raise UserError(f"--variants must be >= 1, got {args.variants}")
-    rows = read_labels(args.labels, args.faces)
+    rows = read_labels(args.labels, args.faces) if args.labels else photos_in(args.faces)
     textures = texture_files(args.textures)
     summary = build(
         rows,
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     err_console.print(
         f"synth: {summary['people']} people ({summary['train']} train, {summary['eval']} eval), "
-        f"{summary['made']} made, {summary['kept']} already there -> {args.out}"
+        f"{summary['made']} made, {summary['kept']} already there, {summary['no_face']} photos without a "
+        f"face skipped -> {args.out} ({summary['layout']} layout)"
     )
     return 0

@@ -5,6 +5,8 @@
     CACHE/eval_manifest.csv   one row per eval image (ImageID): crop file, box, score
     CACHE/report.json         counts and every problem found (corrupt images, bad names, no face)
     CACHE/crops/train/<folder>/<file>.jpg, CACHE/crops/eval/<ImageID>.jpg
+    CACHE/imports/<name>/manifest.csv, report.json, holdout.csv   what `mask-train import --name` added
+    CACHE/crops/import/<name>/...
 
 The crops are face images: they exist because the user asked for them by running `prepare`.
 """
@@ -22,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from engines.config import Config, CropConfig
 from engines.errors import UserError
 from engines.fileio import atomic_write_json, atomic_write_text
-from engines.labels import age_group, encode
+from engines.labels import age_group
 from train.data.layout import COMPETITION_AGE_THRESHOLD
+from train.data.targets import encode_target
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 CACHE_VERSION = 1
 COMMON_FIELDS = ["key", "crop", "found", "score", "x1", "y1", "x2", "y2", "size", "mtime_ns"]
 TRAIN_FIELDS = COMMON_FIELDS + ["folder", "person", "gender", "race", "age", "mask"]
+IMPORT_FIELDS = TRAIN_FIELDS + ["source", "how"]
+PREPARED = "prepared"  # the source name of the rows `prepare` wrote
 EVAL_FIELDS = COMMON_FIELDS
 
 
@@ -58,7 +63,8 @@ def read_crop(path: str | os.PathLike[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Sample:
-    """One prepared training image, as the Dataset and the split see it."""
+    """One prepared training image, as the Dataset and the split see it. gender / age_years are -1 where the
+    source does not say (imported photos); `person` is the split's group (a near-duplicate group there)."""
 
     key: str
     crop: Path
@@ -68,9 +74,12 @@ class Sample:
     age_years: int
     mask: int
     found: bool
+    source: str = PREPARED
 
     def cls(self, old_threshold: int = COMPETITION_AGE_THRESHOLD) -> int:
-        return encode(self.mask, self.gender, age_group(self.age_years, old_threshold))
+        """The class 0..17, or a partial-label code (train.data.targets) when gender or age is unknown."""
+        age = age_group(self.age_years, old_threshold) if self.age_years >= 0 else -1
+        return encode_target(self.mask, self.gender, age)
 
 
 class Cache:
@@ -81,6 +90,7 @@ class Cache:
         self.eval_manifest_path = self.root / "eval_manifest.csv"
         self.report_path = self.root / "report.json"
         self.crops = self.root / "crops"
+        self.imports = self.root / "imports"
 
     # --- cache.json ---------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any] | None:
@@ -130,26 +140,35 @@ class Cache:
         writer.writerows(rows)
         atomic_write_text(path, buf.getvalue())
 
+    def import_names(self) -> list[str]:
+        return sorted(p.parent.name for p in self.imports.glob("*/manifest.csv"))
+
     def samples(self) -> list[Sample]:
-        """The prepared training images; one clear error when there are none."""
-        rows = self.read_rows(self.manifest_path)
+        """The prepared and imported training images; one clear error when there are none."""
+        rows = list(self.read_rows(self.manifest_path).values())
+        for name in self.import_names():
+            rows += self.read_rows(self.imports / name / "manifest.csv").values()
         if not rows:
             raise UserError(
                 f"cache {self.root} holds no prepared training images: run `mask-train prepare --data DIR "
-                f"--out {self.root}`"
+                f"--out {self.root}` (or `mask-train import`)"
             )
-        out = []
-        for r in rows.values():
-            out.append(
-                Sample(
-                    r["key"],
-                    self.root / r["crop"],
-                    r["folder"],
-                    r["person"],
-                    int(r["gender"]),
-                    int(r["age"]),
-                    int(r["mask"]),
-                    r["found"] == "1",
-                )
+        out = [
+            Sample(
+                r["key"],
+                self.root / r["crop"],
+                r["folder"],
+                r["person"],
+                _int_or_missing(r["gender"]),
+                _int_or_missing(r["age"]),
+                int(r["mask"]),
+                r["found"] == "1",
+                r.get("source") or PREPARED,
             )
+            for r in rows
+        ]
         return sorted(out, key=lambda s: s.key)
+
+
+def _int_or_missing(text: str | None) -> int:
+    return int(text) if text not in (None, "", "-1") else -1

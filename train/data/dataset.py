@@ -81,9 +81,38 @@ class EpochSampler(Sampler[int]):
 
 def class_weights(targets: Sequence[int], num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Per-sample weights 1/count(class): every class drawn equally often (the >=60 group is scarce)."""
-    t = np.asarray(targets, dtype=np.int64)
+    t = np.asarray(targets, dtype=np.int64)  # partial-label codes (>= 18) count as their own classes
     counts = np.bincount(t, minlength=num_classes).astype(np.float64)
     return 1.0 / counts[t]
+
+
+def source_weights(spec: Sequence[str]) -> dict[str, float]:
+    """config data.source_weights ("NAME=WEIGHT", ...) -> {name: weight}; a malformed entry is a UserError."""
+    out = {}
+    for item in spec:
+        name, sep, value = str(item).partition("=")
+        try:
+            weight = float(value) if sep and name.strip() else -1.0
+        except ValueError:
+            weight = -1.0
+        if weight < 0:
+            raise UserError(f"data.source_weights: {item!r} is not NAME=WEIGHT with a weight >= 0")
+        out[name.strip()] = weight
+    return out
+
+
+def sample_weights(samples: Sequence, targets: Sequence[int], cfg: DataConfig) -> np.ndarray | None:
+    """Drawing weight per training image: its source's weight (data.source_weights), times 1/class count
+    with data.weighted_sampler. None (a plain shuffle) when neither applies."""
+    per_source = source_weights(cfg.source_weights)
+    if not cfg.weighted_sampler and all(per_source.get(s.source, 1.0) == 1.0 for s in samples):
+        return None
+    w = np.array([per_source.get(s.source, 1.0) for s in samples], np.float64)
+    if cfg.weighted_sampler:
+        w = w * class_weights(targets)
+    if not np.any(w > 0):
+        raise UserError("data.source_weights: every training image has weight 0")
+    return w
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -15,17 +15,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from engines.errors import UserError
-from engines.labels import NUM_CLASSES
 from train.data.cache import Sample
+from train.data.targets import NUM_STRATA, strata
 
 
 def person_counts(samples: Sequence[Sample]) -> tuple[list[str], np.ndarray]:
-    """(person ids, class counts [P, 18]) in a stable order."""
-    per: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(NUM_CLASSES, np.int64))
+    """(person ids, counts per stratum [P, 21]) in a stable order: the 18 classes, then the mask state of
+    samples without gender or age (imported photos; their `person` is a near-duplicate group)."""
+    per: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(NUM_STRATA, np.int64))
     for s in samples:
-        per[s.person][s.cls()] += 1
+        per[s.person][int(strata(np.array([s.cls()]))[0])] += 1
     people = sorted(per)
-    return people, np.stack([per[p] for p in people]) if people else np.zeros((0, NUM_CLASSES), np.int64)
+    return people, np.stack([per[p] for p in people]) if people else np.zeros((0, NUM_STRATA), np.int64)
 
 
 def _spread(fold_counts: np.ndarray, total: np.ndarray, weights: np.ndarray) -> float:

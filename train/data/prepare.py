@@ -300,6 +300,12 @@ def cache_mode(cache: Cache, data_dir: Path, settings: dict, force: bool, hint: 
     info = cache.info()
     if info is None or force:
         return "redo"
+    if not info.get("data_dir"):  # made by `import` alone: prepare may join it with the same settings
+        if (info.get("settings") or {}) != settings:
+            raise UserError(
+                f"cache {cache.root} was imported into with other crop or detector settings: {hint}"
+            )
+        return "reuse"
     if not cache.made_from(data_dir):
         raise UserError(f"cache {cache.root} holds crops of {info.get('data_dir')}, not {data_dir}: {hint}")
     old = info.get("settings") or {}
@@ -411,9 +417,9 @@ def ensure_prepared(cfg: Config, data_given: bool = True, show: bool = True):
     and used as it is when that folder is gone (the data may have been moved away after `prepare`)."""
     cache = Cache(cfg.resolve(cfg.data.cache_dir))
     data_dir = cfg.resolve(cfg.data.data_dir)
-    if not data_given and cache.manifest_path.is_file():
-        data_dir = cache.source() or data_dir
-        if not data_dir.exists():
+    if not data_given and (cache.manifest_path.is_file() or cache.import_names()):
+        data_dir = cache.source() or Path("/nonexistent/imported-only")
+        if not data_dir.exists():  # moved away after prepare, or a cache of imports only
             return cache, cache.samples()
     hint = (
         f"choose another --cache, or rebuild it with `mask-train prepare --force --data {data_dir} "

@@ -2,6 +2,9 @@
 
 Macro F1 averages over the classes present in the truth or the predictions (scikit-learn's
 f1_score(average='macro') without `labels`): a class absent from both says nothing about the model.
+
+With partial labels (train.data.targets) each task is scored on the samples that have it, and the 18-class
+figures (acc, f1, confusion) on the samples that have all three; `n_task` says how many each saw.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from engines.labels import NUM_CLASSES, TASK_OF, TASKS
+from train.data.targets import PARTIAL_BASE, split_targets
 
 
 def confusion(targets: np.ndarray, preds: np.ndarray, n: int = NUM_CLASSES) -> np.ndarray:
@@ -46,13 +50,18 @@ def task_confusion(cm: np.ndarray, task: str) -> np.ndarray:
 def summarize(probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro F1 (18 classes and each task), per-class F1 and the confusion matrix."""
     preds = np.asarray(probs).argmax(axis=1)
-    cm = confusion(targets, preds)
+    targets = np.asarray(targets, np.int64)
+    full = targets < PARTIAL_BASE
+    cm = confusion(targets[full], preds[full])
     n = max(int(cm.sum()), 1)
     out: dict[str, Any] = {"n": int(cm.sum()), "acc": float(np.trace(cm)) / n, "f1": macro_f1(cm)}
-    for task in TASKS:
-        tcm = task_confusion(cm, task)
-        out[f"f1_{task}"] = macro_f1(tcm)
-        out[f"acc_{task}"] = float(np.trace(tcm)) / n
+    for task, truth in zip(TASKS, split_targets(targets)):
+        known = truth >= 0
+        k = len(TASKS[task])
+        tcm = confusion(truth[known], TASK_OF[task][preds[known]], k)
+        out[f"n_{task}"] = int(known.sum())
+        out[f"f1_{task}"] = macro_f1(tcm) if known.any() else 0.0
+        out[f"acc_{task}"] = float(np.trace(tcm)) / max(int(known.sum()), 1)
     out["per_class_f1"] = [None if np.isnan(v) else round(float(v), 4) for v in per_class_f1(cm)]
     out["confusion"] = cm.tolist()
     return out

@@ -22,8 +22,9 @@ from engines.labels import class_names
 from engines.models import create_model
 from train.data.augment import EvalTransform, TrainTransform
 from train.data.cache import Cache, Sample
-from train.data.dataset import CropDataset, EpochSampler, class_weights, make_loader
+from train.data.dataset import CropDataset, EpochSampler, make_loader, sample_weights
 from train.data.layout import COMPETITION_AGE_THRESHOLD
+from train.data.targets import is_full, split_targets
 from train.evaluation.plots import confusion_image, save_png
 from train.fitting import checkpoint as ckpt_io
 from train.fitting.distributed import Dist
@@ -100,7 +101,7 @@ class Trainer:
             "epoch": 0,
             "score": None,
             "loss": None,
-            "metric": "val_f1" if self.val_samples else "-train_loss",
+            "metric": f"val_{cfg.train.best_metric}" if self.val_samples else "-train_loss",
         }
 
     # --- building ---------------------------------------------------------------------------------------
@@ -108,12 +109,17 @@ class Trainer:
         m, d = self.cfg.model, self.cfg.data
         size = (m.input_height, m.input_width)
         targets = [s.cls(d.age_old_threshold) for s in self.train_samples]
+        if m.head == "single" and not all(is_full(np.array(targets))):
+            raise UserError(
+                "some training images lack gender or age (imported photos): they need model.head = 'multi' "
+                "(its loss skips a missing task); an 18-way head cannot learn from them"
+            )
         self.train_ds = CropDataset(
             [s.crop for s in self.train_samples],
             targets,
             TrainTransform(size, m.mean, m.std, self.cfg.augment),
         )
-        weights = class_weights(targets) if d.weighted_sampler else None
+        weights = sample_weights(self.train_samples, targets, d)
         self.sampler = EpochSampler(
             len(self.train_ds),
             weights=weights,
@@ -292,7 +298,19 @@ class Trainer:
             crop=self.cache.crop_config(),
             age_old_threshold=self.cfg.data.age_old_threshold,
             extra=info,
+            knows=self.knows(),
         )
+
+    def knows(self) -> dict[str, bool]:
+        """Per task: learnt from labels? train.known_tasks when given, else: did any image have the label."""
+        if self.cfg.train.known_tasks:
+            return {t: t in self.cfg.train.known_tasks for t in ("mask", "gender", "age")}
+        mask, gender, age = (np.asarray(x) for x in split_targets(np.asarray(self.train_ds.targets)))
+        return {
+            "mask": bool((mask >= 0).any()),
+            "gender": bool((gender >= 0).any()),
+            "age": bool((age >= 0).any()),
+        }
 
     def ddp_info(self) -> dict[str, Any] | None:
         """How the model was trained across processes (None: one process, no DistributedDataParallel)."""
@@ -389,9 +407,9 @@ class Trainer:
         val = self._validate()
         row = self._record(epoch, train_loss, seconds, n, val)
         row["val_seconds"] = round(time.perf_counter() - start, 2)
-        score = row.get("val_f1", -train_loss)
+        score = row.get(f"val_{self.cfg.train.best_metric}", -train_loss)
         loss = row.get("val_loss", train_loss)
-        step_scheduler(self.scheduler, row.get("val_f1"))
+        step_scheduler(self.scheduler, row.get(f"val_{self.cfg.train.best_metric}"))
         improved = self._improves(score, loss)
         best = {**self.best, "score": score, "loss": loss, "epoch": epoch + 1} if improved else self.best
         if self.dist.main:

@@ -16,6 +16,13 @@ file: relative to --faces (or absolute); gender: male | female; age: whole years
 digits, '-' (default 'unknown'); variants: people made from this photo (default --variants); split: train
 (default) or eval. Eval people go to eval/images/<ImageID>.jpg with eval/info.csv (ans = 0, as in the
 competition) and eval/truth.csv (the true classes, for `mask-train evaluate`-style checks).
+
+Gender and age are optional: without --labels every image under --faces is an identity, and a labels CSV
+may leave gender and age empty (extra columns mask, group, box, as `mask-train import` writes them in
+holdout.csv, are read: a row whose mask is not `not_wear` is skipped). A set with any such identity is
+written flat, for `mask-train import`: OUT/images/<id>/<stem>.jpg + OUT/labels.csv
+(file,mask,gender,age,group,split; group = the source photo), and a photo in which MTCNN finds no face is
+skipped and counted instead of stopping the run (a folder of downloads holds some).
 """
 
 from __future__ import annotations
@@ -72,8 +79,9 @@ __all__ = [
 ]
 
 STEMS = tuple(STEM_TO_MASK)  # the competition's 7 file stems per person, in its order
-REQUIRED = ("file", "gender", "age")
-OPTIONAL = ("race", "variants", "split")
+REQUIRED = ("file",)
+OPTIONAL = ("gender", "age", "race", "variants", "split", "mask", "group", "box")
+BARE = ("", "not_wear", "without_mask", "no_mask")
 MANIFEST = "synth.json"
 SUFFIX = ".jpg"
 _RACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -85,12 +93,25 @@ _RACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 @dataclass(frozen=True)
 class PhotoRow:
     path: Path
-    gender: str
-    age: int
+    gender: str  # "" = unknown
+    age: int  # -1 = unknown
     race: str = "unknown"
     variants: int | None = None
     split: str = "train"
     line: int = 0
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.gender) and self.age >= 0
+
+
+def photos_in(faces_dir: str | Path) -> list[PhotoRow]:
+    """Every image under a folder, as identities without gender or age (synth without --labels)."""
+    faces_dir = require_dir(faces_dir, "faces folder")
+    files = sorted(p for p in faces_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"faces folder {faces_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [PhotoRow(p, "", -1, line=i) for i, p in enumerate(files, 1)]
 
 
 def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
@@ -122,12 +143,15 @@ def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
                 f"{csv_path}: missing column '{col}' (header must be "
                 f"{','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(header)})"
             )
+    for a, b in (("gender", "age"), ("age", "gender")):
+        if a in header and b not in header:  # both or neither: a half-labelled header is a typo
+            raise UserError(f"{csv_path}: missing column '{b}' (give gender and age, or neither)")
     unknown = [h for h in header if h not in REQUIRED + OPTIONAL]
     if unknown:
         raise UserError(
             f"{csv_path}: unknown column '{unknown[0]}' (known: {', '.join(REQUIRED + OPTIONAL)})"
         )
-    rows = [
+    parsed = [
         _parse_row(
             dict(zip(header, (c.strip() for c in cells))),
             len(cells),
@@ -138,6 +162,7 @@ def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
         )
         for (lineno, _), cells in zip(numbered[1:], reader)
     ]
+    rows = [r for r in parsed if r is not None]
     if not rows:
         raise UserError(f"labels file {csv_path} lists no photos")
     return rows
@@ -145,18 +170,21 @@ def read_labels(csv_path: str | Path, faces_dir: str | Path) -> list[PhotoRow]:
 
 def _parse_row(
     rec: dict[str, str], n: int, want: int, lineno: int, csv_path: Path, faces_dir: Path
-) -> PhotoRow:
+) -> PhotoRow | None:
     where = f"{csv_path} line {lineno}"
     if n != want:
         raise UserError(f"{where}: {n} values for {want} columns")
+    if (rec.get("mask") or "").lower() not in BARE:
+        return None  # a masked photo cannot be an identity to draw masks on
     path = Path(rec["file"])
     path = path if path.is_absolute() else faces_dir / path
     if not rec["file"] or not path.is_file():
         raise UserError(f"{where}: photo {path} does not exist")
-    gender = rec["gender"].lower()
-    if gender not in GENDER_NAMES:
+    gender = (rec.get("gender") or "").lower()
+    if gender and gender not in GENDER_NAMES:
         raise UserError(f"{where}: gender must be 'male' or 'female', got {rec['gender']!r}")
-    if not re.fullmatch(r"\d{1,3}", rec["age"]) or int(rec["age"]) > 120:
+    age = rec.get("age") or ""
+    if age and (not re.fullmatch(r"\d{1,3}", age) or int(age) > 120):
         raise UserError(f"{where}: age must be whole years 0..120, got {rec['age']!r}")
     race = rec.get("race") or "unknown"
     if not _RACE_RE.match(race):
@@ -169,7 +197,7 @@ def _parse_row(
     split = (rec.get("split") or "train").lower()
     if split not in ("train", "eval"):
         raise UserError(f"{where}: split must be 'train' or 'eval', got {rec['split']!r}")
-    return PhotoRow(path, gender, int(rec["age"]), race, variants, split, lineno)
+    return PhotoRow(path, gender, int(age) if age else -1, race, variants, split, lineno)
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -356,15 +384,21 @@ def plan_people(rows: list[PhotoRow], variants: int) -> list[PlannedPerson]:
     return people
 
 
-def detect_faces(rows: list[PhotoRow], cfg: Config, show: bool = False) -> list[Face]:
-    """The face of each photo (the largest, most confident one); a photo without a face is an error."""
+def detect_faces(rows: list[PhotoRow], cfg: Config, show: bool = False) -> list[Face | None]:
+    """The face of each photo (the largest, most confident one); a labelled photo without a face is an
+    error, an unlabelled one (a folder of downloads) gets None and is skipped."""
 
     detector, faces, cache = FaceDetector(cfg.detector), [], {}
     with task("finding faces", len(rows), show) as bar:
         for r in rows:
             if r.path not in cache:
-                face = find_face(detector, read_photo(r.path))
-                if face is None:
+                try:
+                    face = find_face(detector, read_photo(r.path))
+                except UserError:
+                    if r.labelled:
+                        raise
+                    face = None  # an unreadable download: skipped and counted, as a photo without a face
+                if face is None and r.labelled:
                     raise UserError(f"photo {r.path} (labels line {r.line}): no face found by the detector")
                 cache[r.path] = face
             faces.append(cache[r.path])
@@ -520,7 +554,7 @@ def _check_out(out: Path, fingerprint: dict, force: bool) -> str:
 
 def _start_out(out: Path, fingerprint: dict, action: str) -> None:
     if action == "rebuild":
-        for sub in ("train", "eval"):
+        for sub in ("train", "eval", "images"):
             shutil.rmtree(out / sub, ignore_errors=True)
     if action != "resume":
         atomic_write_json(out / MANIFEST, {"settings": fingerprint, "complete": False})
@@ -548,6 +582,11 @@ def build(
     fingerprint = _fingerprint(rows, variants, seed, cfg.crop, texture_paths)
     action = _check_out(out, fingerprint, force)
     faces = detect_faces(rows, cfg, show)  # every photo checked before anything is written
+    flat = not all(r.labelled for r in rows)
+    skipped = sum(f is None for f in faces)
+    rows, faces = [r for r, f in zip(rows, faces) if f is not None], [f for f in faces if f is not None]
+    if not rows:
+        raise UserError("no face found by the detector in any of the photos")
     _start_out(out, fingerprint, action)
     people = plan_people(rows, variants)
     photos: dict[Path, np.ndarray] = {}
@@ -555,7 +594,7 @@ def build(
     with task("people", len(people), show) as bar:
         for p in people:
             r = rows[p.row]
-            targets = _targets(out, p, r, seed)
+            targets = _targets(out, p, r, seed, flat)
             shots = person_recipe(p, seed, len(texture_imgs))
             if not all(t.is_file() for t in targets.values()):
                 photo = photos.get(r.path)
@@ -582,7 +621,10 @@ def build(
                 }
             )
             bar.advance()
-    _write_tables(out, people, rows, seed)
+    if flat:
+        _write_flat_labels(out, people, rows)
+    else:
+        _write_tables(out, people, rows, seed)
     atomic_write_json(out / MANIFEST, {"settings": fingerprint, "complete": True, "people": records})
     return {
         "people": len(people),
@@ -590,10 +632,14 @@ def build(
         "kept": kept,
         "train": sum(p.split == "train" for p in people),
         "eval": sum(p.split == "eval" for p in people),
+        "no_face": skipped,
+        "layout": "flat" if flat else "competition",
     }
 
 
-def _targets(out: Path, p: PlannedPerson, r: PhotoRow, seed: int) -> dict[str, Path]:
+def _targets(out: Path, p: PlannedPerson, r: PhotoRow, seed: int, flat: bool = False) -> dict[str, Path]:
+    if flat:
+        return {stem: out / "images" / p.id / f"{stem}{SUFFIX}" for stem in STEMS}
     if p.split == "train":
         folder = out / "train" / "images" / p.folder(r)
         return {stem: folder / f"{stem}{SUFFIX}" for stem in STEMS}
@@ -622,6 +668,19 @@ def _write_tables(out: Path, people: list[PlannedPerson], rows: list[PhotoRow], 
                 truth.append(f"{image_id},{cls}")
         atomic_write_text(out / "eval" / "info.csv", "\n".join(info) + "\n")
         atomic_write_text(out / "eval" / "truth.csv", "\n".join(truth) + "\n")
+
+
+def _write_flat_labels(out: Path, people: list[PlannedPerson], rows: list[PhotoRow]) -> None:
+    """OUT/labels.csv for `mask-train import`: one row per image; group = the source photo (its variants
+    are one person), gender and age empty where unknown."""
+    lines = ["file,mask,gender,age,group,split"]
+    for p in people:
+        r = rows[p.row]
+        for stem in STEMS:
+            mask = MASK_NAMES[STEM_TO_MASK[stem]]
+            age = r.age if r.age >= 0 else ""
+            lines.append(f"images/{p.id}/{stem}{SUFFIX},{mask},{r.gender},{age},photo{p.row:06d},{p.split}")
+    atomic_write_text(out / "labels.csv", "\n".join(lines) + "\n")
 
 
 # --- the command ------------------------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""mask-train evaluate-frames: held-out photos pasted into 640x480 frames, through the monitor's detection
+(engines.faces.detect_shrunk), the model file's crop and the classifier; the numbers are printed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED, one_torch_thread
+from train.cli import _main
+from train.evaluation.frames import FRAME_H, FRAME_W, Photo, Tally, match, paste, scores
+
+REAL = SHARED / "datasets" / "face-mask-real"
+
+
+def test_paste_puts_the_face_in_the_frame_at_the_asked_height():
+    rng = np.random.default_rng(0)
+    img = np.full((300, 200, 3), 200, np.uint8)
+    for height in (60.0, 130.0, 200.0):
+        p = paste(img, (50.0, 60.0, 150.0, 180.0), height, rng)
+        x1, y1, x2, y2 = p.box
+        assert p.frame.shape == (FRAME_H, FRAME_W, 3)
+        assert y2 - y1 == pytest.approx(height, rel=1e-6)
+        assert 0 <= x1 < x2 <= FRAME_W and 0 <= y1 < y2 <= FRAME_H
+        assert (
+            p.frame[int(y1) + 2 : int(y2) - 2, int(x1) + 2 : int(x2) - 2].min() >= 195
+        )  # the photo is there
+
+
+def test_scores_count_a_missed_face_as_not_flagged():
+    t = Tally()
+    t.faces[:] = [4, 2, 4]
+    t.found[:] = [3, 2, 4]
+    t.found_second[:] = [4, 2, 4]
+    t.predicted[0] = [3, 0, 1, 0]  # masked: 3 worn, 1 read as no mask
+    t.predicted[1] = [0, 2, 0, 0]
+    t.predicted[2] = [1, 0, 2, 1]  # bare: 2 flagged, one read as worn, one never found
+    t.frames, t.detect_seconds = 10, 0.5
+    s = scores(t)
+    assert s["masked_found"] == 0.75 and s["masked_found_second_look"] == 1.0
+    assert s["masked_not_flagged"] == 0.75 and s["bare_flagged"] == 0.5 and s["incorrect_recall"] == 1.0
+    assert s["flag_right"] == pytest.approx((3 + 2) / 8) and s["detect_fps"] == 20.0
+
+
+def test_match_takes_the_detection_of_the_pasted_face():
+    class F:
+        def __init__(self, box):
+            self.box = box
+            self.center = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+    far, near = F((0, 0, 20, 20)), F((105, 105, 190, 200))
+    assert match([far, near], (100, 100, 200, 200)) is near
+    assert match([far], (100, 100, 200, 200)) is None
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
+def test_the_command_compares_models_on_the_same_frames(tmp_path, capsys, tiny_checkpoint):
+    rows = ["file,mask,gender,age,group,box"]
+    for kind, mask in (("with_mask", "wear"), ("without_mask", "not_wear")):
+        rows += [f"{kind}/{p.name},{mask},,,," for p in sorted((REAL / kind).glob("*.jpg"))[60:63]]
+    (tmp_path / "holdout.csv").write_text("\n".join(rows) + "\n")
+    with one_torch_thread():
+        code = _main(
+            [
+                "evaluate-frames",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                str(tiny_checkpoint),
+                "--list",
+                str(tmp_path / "holdout.csv"),
+                "--root",
+                str(REAL),
+                "--threads",
+                "1",
+            ]
+        )
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and out.count("tiny.pt: faces pasted into 640x480 frames") == 2
+    assert out.count("masked faces found (first look)") == 2 and "flag-or-not right" in out
+    assert "frames/s (first look)" in out
+    first, second = out.split("flag-or-not right")[1:3]
+    assert first.split()[1] == second.split()[1]  # the same model on the same frames: the same numbers
+    assert Photo(REAL, 0).mask == 0

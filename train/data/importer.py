@@ -1,0 +1,440 @@
+"""The work of `mask-train import`: public face-mask data sets into the crop cache that `prepare` fills.
+
+Layouts (found by what the folder holds):
+    folders   DIR/with_mask/, DIR/without_mask/ [, DIR/incorrect_mask/ or DIR/mask_weared_incorrect/]
+    csv       DIR/labels.csv (or --labels FILE): file,mask[,gender,age][,group]
+              (mask: wear|incorrect|not_wear or the folder names above; gender male|female; age whole
+              years; empty = unknown)
+    voc       DIR/annotations/*.xml (PASCAL VOC) + DIR/images/: every with_mask / without_mask /
+              mask_weared_incorrect box is a sample
+
+A folder/CSV image shows one face, from a tight crop to head and shoulders. Its face box is MTCNN's largest
+face; where MTCNN finds none (tight crops: too little context), the image is padded into a frame, as a
+camera would see that face, and searched again; failing that, the whole image is the face box. The crop is
+engines.faces.crop_face with the cache's geometry, exactly as `prepare` and the monitor cut. Near-duplicates
+(train.data.dhash, mirror images included) form groups that act as the split's "person". Corrupt images and
+malformed XML are counted and listed in the report, never a crash. A `--holdout` share of the groups is
+kept out of the manifest entirely and listed in holdout.csv, for `mask-train evaluate-frames`; kept.csv
+lists the others (both are labels files `mask-train synth` reads: its bare faces become identities).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.config import Config, CropConfig
+from engines.errors import UserError
+from engines.faces import Box, FaceDetector, crop_face
+from engines.fileio import atomic_write_json
+from engines.labels import GENDER_NAMES, IMAGE_SUFFIXES
+from train.data.cache import IMPORT_FIELDS, Cache, settings_of
+from train.data.dhash import hashes, near_duplicate_groups
+from train.data.layout import Problem
+from train.data.prepare import cache_settings, pick_face, read_image, write_crop
+from train.progress import task
+
+# class names people download -> mask state (0 wear, 1 incorrect, 2 not wear)
+MASK_WORDS = {
+    "wear": 0,
+    "with_mask": 0,
+    "mask": 0,
+    "incorrect": 1,
+    "incorrect_mask": 1,
+    "mask_weared_incorrect": 1,
+    "not_wear": 2,
+    "without_mask": 2,
+    "no_mask": 2,
+}
+CLASS_FOLDERS = ("with_mask", "without_mask", "incorrect_mask", "mask_weared_incorrect")
+PAD_FACTOR = 2.5  # a padded tight crop fills 1/2.5 of the frame's height, as a face at an entrance does
+HOW = ("mtcnn", "padded", "whole_image", "voc_box")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample to crop: a file, a mask state, gender / age (-1 unknown), an optional face box (VOC)."""
+
+    src: Path
+    key: str  # unique within the import: relative path, '#<n>' for the n-th box of an annotation
+    mask: int
+    gender: int = -1
+    age: int = -1
+    box: Box | None = None
+    group: str = ""  # a group given by the data (a CSV column); joined with the near-duplicate groups
+
+
+@dataclass
+class ImportReport:
+    name: str
+    layout: str
+    counts: Counter = field(default_factory=Counter)
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self, data_dir: Path) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "data_dir": str(data_dir),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "counts": dict(self.counts),
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+# --- layouts -------------------------------------------------------------------------------------------
+
+
+def detect_layout(data_dir: Path, labels: Path | None) -> str:
+    if labels is not None or (data_dir / "labels.csv").is_file():
+        return "csv"
+    if (data_dir / "annotations").is_dir():
+        return "voc"
+    if any((data_dir / name).is_dir() for name in CLASS_FOLDERS):
+        return "folders"
+    raise UserError(
+        f"{data_dir}: no layout found to import: expected class folders ({', '.join(CLASS_FOLDERS)}), "
+        f"a labels.csv, or annotations/*.xml + images/ (PASCAL VOC)"
+    )
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def folder_items(data_dir: Path, report: ImportReport) -> list[Item]:
+    items = []
+    for name in CLASS_FOLDERS:
+        folder = data_dir / name
+        if folder.is_dir():
+            files = sorted(p for p in folder.rglob("*") if _is_image(p))
+            items += [Item(p, p.relative_to(data_dir).as_posix(), MASK_WORDS[name]) for p in files]
+    return items
+
+
+def _optional_int(text: str, where: str, what: str, parse) -> int:
+    if not text.strip():
+        return -1
+    try:
+        return parse(text.strip())
+    except (ValueError, UserError):
+        raise UserError(f"{where}: {what} {text!r} is not valid") from None
+
+
+def _gender(text: str) -> int:
+    return GENDER_NAMES.index(text.lower())
+
+
+def _age(text: str) -> int:
+    if not re.fullmatch(r"\d{1,3}", text) or int(text) > 120:
+        raise ValueError(text)
+    return int(text)
+
+
+def csv_items(data_dir: Path, labels: Path, report: ImportReport) -> list[Item]:
+    """Rows of file,mask[,gender,age][,group]; a bad label stops with one line naming file and line."""
+    try:
+        with labels.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"labels file {labels}: cannot read it ({exc})") from None
+    if not rows or not {"file", "mask"} <= set(rows[0]):
+        raise UserError(f"labels file {labels}: needs the columns file,mask[,gender,age][,group]")
+    items = []
+    for line, r in enumerate(rows, 2):
+        where = f"{labels} line {line}"
+        mask = MASK_WORDS.get((r.get("mask") or "").strip().lower())
+        if mask is None:
+            raise UserError(f"{where}: mask {r.get('mask')!r} is not one of {', '.join(MASK_WORDS)}")
+        path = data_dir / (r.get("file") or "").strip()
+        if not path.is_file():
+            report.problems.append(Problem("missing_image", r.get("file") or "", f"{where}: no such file"))
+            continue
+        gender = _optional_int(r.get("gender") or "", where, "gender", _gender)
+        age = _optional_int(r.get("age") or "", where, "age", _age)
+        items.append(Item(path, r["file"].strip(), mask, gender, age, group=(r.get("group") or "").strip()))
+    return items
+
+
+def voc_items(data_dir: Path, report: ImportReport) -> list[Item]:
+    """Every object box of every annotation; a malformed XML file or a missing image is a problem."""
+    items = []
+    for xml in sorted((data_dir / "annotations").glob("*.xml")):
+        rel = xml.relative_to(data_dir).as_posix()
+        try:
+            root = ET.parse(xml).getroot()
+            filename = (root.findtext("filename") or f"{xml.stem}.png").strip()
+            objects = [_voc_object(o) for o in root.iter("object")]
+        except (ET.ParseError, ValueError, TypeError) as exc:
+            report.problems.append(Problem("malformed_xml", rel, str(exc)[:200]))
+            continue
+        image = data_dir / "images" / filename
+        if not image.is_file():
+            report.problems.append(Problem("missing_image", rel, f"images/{filename} does not exist"))
+            continue
+        for n, (name, box) in enumerate(objects):
+            if name not in MASK_WORDS:
+                report.problems.append(Problem("unknown_class", f"{rel}#{n}", f"object name {name!r}"))
+                continue
+            items.append(Item(image, f"{rel}#{n}", MASK_WORDS[name], box=box))
+    return items
+
+
+def _voc_object(obj: ET.Element) -> tuple[str, Box]:
+    name = (obj.findtext("name") or "").strip().lower()
+    bb = obj.find("bndbox")
+    if bb is None:
+        raise ValueError("an object without <bndbox>")
+    x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"empty box {x1, y1, x2, y2}")
+    return name, (x1, y1, x2, y2)
+
+
+# --- faces -----------------------------------------------------------------------------------------------
+
+
+def find_box(img: np.ndarray, detector) -> tuple[Box, float, str]:
+    """(face box, score, how): MTCNN; else MTCNN on the image padded into a frame; else the whole image."""
+    import cv2
+
+    face = pick_face(detector.detect(img))
+    if face is not None:
+        return face.box, face.score, "mtcnn"
+    h, w = img.shape[:2]
+    py, px = int(h * (PAD_FACTOR - 1) / 2), int(w * (PAD_FACTOR - 1) / 2)
+    framed = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_CONSTANT, value=(118, 118, 118))
+    face = pick_face(detector.detect(framed))
+    if face is not None:
+        x1, y1, x2, y2 = face.box
+        return (x1 - px, y1 - py, x2 - px, y2 - py), face.score, "padded"
+    return (0.0, 0.0, float(w), float(h)), 0.0, "whole_image"
+
+
+def crop_item(item: Item, img: np.ndarray, detector, geom: CropConfig) -> tuple[np.ndarray, Box, float, str]:
+    if item.box is not None:
+        return crop_face(img, item.box, geom), item.box, 1.0, "voc_box"
+    box, score, how = find_box(img, detector)
+    return crop_face(img, box, geom), box, score, how
+
+
+# --- the import ------------------------------------------------------------------------------------------
+
+
+def _safe(key: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key)
+    return stem if stem.lower().endswith(".jpg") else f"{stem}.jpg"
+
+
+def in_holdout(group_key: str, fraction: float, seed: int) -> bool:
+    """Whether a group is held out: a stable function of its key, so a rerun holds out the same groups."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha1(f"{seed}/{group_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def group_items(items: list[Item], hashed: dict[Path, tuple[int, int]]) -> list[str]:
+    """A group key per item: its near-duplicate group (over the distinct source files), joined with any
+    group the data names, as the smallest key of the group's members (stable across reruns). Where the data
+    names a group for every item (a flat `synth` set: the source photo), that is the grouping: face crops
+    made with one geometry look alike to a 64-bit dHash and would chain into a few giant groups."""
+    if items and all(it.group for it in items):
+        first_of: dict[str, str] = {}
+        for it in sorted(items, key=lambda i: i.key):
+            first_of.setdefault(it.group, it.key)
+        return [first_of[it.group] if it.src in hashed else "" for it in items]
+    files = sorted(hashed)
+    hs = [hashed[f] for f in files]
+    by_file = dict(zip(files, near_duplicate_groups([a for a, _ in hs], [b for _, b in hs])))
+    n = max(by_file.values(), default=-1) + 1
+    given: dict[str, int] = {}
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i] = parent[parent[i]]
+        return i
+
+    for it in items:
+        if it.group and it.src in by_file:
+            g = by_file[it.src]
+            other = given.setdefault(it.group, g)
+            a, b = find(g), find(other)
+            parent[max(a, b)] = min(a, b)
+    first: dict[int, str] = {}
+    for it in sorted(items, key=lambda i: i.key):
+        if it.src in by_file:
+            first.setdefault(find(by_file[it.src]), it.key)
+    return [first[find(by_file[it.src])] if it.src in by_file else "" for it in items]
+
+
+def _row(name: str, item: Item, crop_rel: str, box: Box, score: float, how: str, group: str) -> dict:
+    st = item.src.stat()
+    x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+    return {
+        "key": f"{name}/{item.key}",
+        "crop": crop_rel,
+        "found": int(how in ("mtcnn", "padded", "voc_box")),
+        "score": round(float(score), 4),
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "folder": f"import/{name}",
+        "person": f"{name}:{hashlib.sha1(group.encode()).hexdigest()[:10]}",
+        "gender": item.gender,
+        "race": "unknown",
+        "age": item.age,
+        "mask": item.mask,
+        "source": name,
+        "how": how,
+    }
+
+
+def check_cache(cache: Cache, cfg: Config, force: bool) -> Config:
+    """cfg with the cache's crop and detector settings; a new cache records cfg's."""
+    info = cache.info()
+    if info is None or force and not cache.manifest_path.is_file():
+        cache.root.mkdir(parents=True, exist_ok=True)
+        cache.write_info({"data_dir": (info or {}).get("data_dir"), "settings": settings_of(cfg)})
+        return cfg
+    return cache_settings(cfg, cache)
+
+
+def hash_files(items: list[Item], report: ImportReport, show: bool) -> dict[Path, tuple[int, int]]:
+    """dHash of every readable source file; unreadable ones become 'corrupt' problems."""
+    out: dict[Path, tuple[int, int]] = {}
+    bad: set[Path] = set()
+    files = sorted({it.src for it in items})
+    with task("hashing", len(files), show) as bar:
+        for f in files:
+            img = read_image(f)
+            if img is None:
+                bad.add(f)
+            else:
+                out[f] = hashes(img)
+            bar.advance()
+    for it in items:
+        if it.src in bad:
+            report.problems.append(Problem("corrupt", it.key, "cannot be decoded"))
+    return out
+
+
+def import_dataset(
+    data_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    cfg: Config,
+    *,
+    name: str,
+    labels: str | os.PathLike[str] | None = None,
+    holdout: float = 0.0,
+    seed: int = 0,
+    force: bool = False,
+    show: bool = True,
+) -> ImportReport:
+    """Crop every sample of `data_dir` into CACHE/imports/NAME (a rerun reuses unchanged crops)."""
+    data_dir = Path(data_dir).resolve()
+    if not data_dir.is_dir():
+        raise UserError(f"data folder {data_dir} does not exist")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name == "prepared":
+        raise UserError(f"--name {name!r}: use letters, digits, '-' or '_' (not 'prepared')")
+    labels_path = Path(labels) if labels else None
+    layout = detect_layout(data_dir, labels_path)
+    report = ImportReport(name, layout)
+    if layout == "csv":
+        items = csv_items(data_dir, labels_path or data_dir / "labels.csv", report)
+    elif layout == "voc":
+        items = voc_items(data_dir, report)
+    else:
+        items = folder_items(data_dir, report)
+    cache = Cache(cache_dir)
+    cfg = check_cache(cache, cfg, force)
+    hashed = hash_files(items, report, show)
+    groups = group_items(items, hashed)
+    keep, held = [], []
+    for it, g in zip(items, groups):
+        if it.src in hashed:
+            (held if in_holdout(g, holdout, seed) else keep).append((it, g))
+    rows = crop_all(cache, name, keep, cfg, report, force, show)
+    folder = cache.imports / name
+    Cache.write_rows(folder / "manifest.csv", rows, IMPORT_FIELDS)
+    write_holdout(folder / "holdout.csv", data_dir, held)
+    write_holdout(folder / "kept.csv", data_dir, keep)
+    report.counts.update(
+        samples=len(rows),
+        groups=len({g for _, g in keep}),
+        held_out=len(held),
+        held_out_groups=len({g for _, g in held}),
+        **{kind: n for kind, n in Counter(p.kind for p in report.problems).items()},
+    )
+    atomic_write_json(folder / "report.json", report.to_dict(data_dir))
+    return report
+
+
+def write_holdout(path: Path, data_dir: Path, held: list[tuple[Item, str]]) -> None:
+    """The held-out samples (never cropped into the cache): file,mask,gender,age,group,box for evaluation."""
+    rows = [
+        {
+            "file": str(it.src.relative_to(data_dir)) if it.src.is_relative_to(data_dir) else str(it.src),
+            "mask": ("wear", "incorrect", "not_wear")[it.mask],
+            "gender": GENDER_NAMES[it.gender] if it.gender >= 0 else "",
+            "age": it.age if it.age >= 0 else "",
+            "group": g,
+            "box": " ".join(f"{v:.1f}" for v in it.box) if it.box else "",
+        }
+        for it, g in held
+    ]
+    Cache.write_rows(path, rows, ["file", "mask", "gender", "age", "group", "box"])
+
+
+def crop_all(
+    cache: Cache,
+    name: str,
+    todo: list[tuple[Item, str]],
+    cfg: Config,
+    report: ImportReport,
+    force: bool,
+    show: bool,
+) -> list[dict]:
+    """Crop each sample (reusing an unchanged one's crop); counts how each face box was found."""
+    old = {} if force else Cache.read_rows(cache.imports / name / "manifest.csv")
+    detector = FaceDetector(cfg.detector)
+    rows, images = [], {}
+    with task(f"import {name}", len(todo), show) as bar:
+        for it, g in todo:
+            key, crop_rel = f"{name}/{it.key}", f"crops/import/{name}/{_safe(it.key)}"
+            prev = old.get(key)
+            st = it.src.stat()
+            if (
+                prev
+                and prev.get("size") == str(st.st_size)
+                and prev.get("mtime_ns") == str(st.st_mtime_ns)
+                and (cache.root / crop_rel).is_file()
+            ):
+                box = tuple(float(prev[k]) for k in ("x1", "y1", "x2", "y2"))
+                rows.append(_row(name, it, crop_rel, box, float(prev["score"]), prev["how"], g))
+                report.counts["reused"] += 1
+            else:
+                img = images.get(it.src) if it.box is not None else None
+                img = img if img is not None else read_image(it.src)
+                if it.box is not None:
+                    images = {it.src: img}  # the boxes of one annotation follow each other
+                crop, box, score, how = crop_item(it, img, detector, cfg.crop)
+                write_crop(cache.root / crop_rel, crop)
+                rows.append(_row(name, it, crop_rel, box, score, how, g))
+            report.counts[rows[-1]["how"]] += 1
+            bar.advance(1, info=" ".join(f"{h} {report.counts[h]}" for h in HOW if report.counts[h]))
+    return rows

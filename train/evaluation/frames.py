@@ -1,0 +1,187 @@
+"""`mask-train evaluate-frames`: held-out photos as the monitor would meet them.
+
+Each photo's face (MTCNN, padded retry, or the whole image, as `import` finds it) is scaled to a face
+height drawn from 60-200 px and pasted at a random place of a 640x480 frame with a plain, noisy
+background. The frame then goes through the monitor's own path: MTCNN on the copy shrunk to
+monitor.detect_max_side with [detector] settings (engines.faces.detect_shrunk), the detection that overlaps
+the pasted face, the model file's own crop geometry (engines.faces.crop_face with meta.crop), the
+classifier, and the mask state read from the 18 probabilities (engines.labels.marginals). Where the
+detector misses, a second, permissive look (monitor.recheck_thresholds, as the monitor's tracker takes around
+a known person) is reported separately. Nothing is written; the numbers are printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.config import Config
+from engines.errors import UserError
+from engines.faces import Box, crop_face, detect_shrunk
+from engines.labels import MASK_NAMES, marginals
+from train.data.importer import MASK_WORDS, find_box
+from train.data.prepare import read_image
+from train.progress import task
+
+FRAME_W, FRAME_H = 640, 480
+FACE_HEIGHTS = (60, 200)
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    mask: int  # 0 wear / 1 incorrect / 2 not wear
+
+
+@dataclass(frozen=True)
+class Pasted:
+    frame: np.ndarray
+    box: Box  # where the face is in the frame
+
+
+Counter3 = np.ndarray  # [3] counts per true mask state
+
+
+@dataclass
+class Tally:
+    """Per true mask state: faces, found by the first look, found with the second look, predicted states."""
+
+    faces: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
+    found: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
+    found_second: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
+    predicted: np.ndarray = field(default_factory=lambda: np.zeros((3, 4), np.int64))  # col 3: not found
+    detect_seconds: float = 0.0
+    second_seconds: float = 0.0
+    frames: int = 0
+
+
+def read_list(path: str | Path, root: str | Path) -> list[Photo]:
+    """A labels CSV (file,mask,... as import's holdout.csv or synth's labels.csv); paths relative to root."""
+    path, root = Path(path), Path(root)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc})") from None
+    photos = []
+    for line, r in enumerate(rows, 2):
+        mask = MASK_WORDS.get((r.get("mask") or "").strip().lower())
+        if mask is None or not r.get("file"):
+            raise UserError(f"{path} line {line}: needs file and mask (wear|incorrect|not_wear)")
+        photos.append(Photo(root / r["file"], mask))
+    if not photos:
+        raise UserError(f"{path} lists no photos")
+    return photos
+
+
+def paste(img: np.ndarray, box: Box, height: float, rng: np.random.Generator) -> Pasted:
+    """The image scaled so its face is `height` px tall, pasted into a 640x480 frame with the face inside."""
+    s = height / max(box[3] - box[1], 1.0)
+    small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    fx1, fy1, fx2, fy2 = (v * s for v in box)
+    base = rng.integers(40, 200, size=3)
+    frame = np.clip(base + rng.normal(0, 12, (FRAME_H, FRAME_W, 3)), 0, 255).astype(np.uint8)
+    frame = cv2.GaussianBlur(frame, (5, 5), 0)
+    fw, fh = fx2 - fx1, fy2 - fy1
+    ox = rng.uniform(-fx1, FRAME_W - fw - fx1) if FRAME_W > fw else -fx1
+    oy = rng.uniform(-fy1, FRAME_H - fh - fy1) if FRAME_H > fh else -fy1
+    ox, oy = int(round(ox)), int(round(oy))
+    h, w = small.shape[:2]
+    x1, y1, x2, y2 = max(ox, 0), max(oy, 0), min(ox + w, FRAME_W), min(oy + h, FRAME_H)
+    if x2 > x1 and y2 > y1:
+        frame[y1:y2, x1:x2] = small[y1 - oy : y2 - oy, x1 - ox : x2 - ox]
+    return Pasted(frame, (fx1 + ox, fy1 + oy, fx2 + ox, fy2 + oy))
+
+
+def _overlap(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(faces: Sequence, truth: Box):
+    """The detection of the pasted face: its centre inside the face's box, the most overlapping one."""
+    inside = [f for f in faces if truth[0] <= f.center[0] <= truth[2] and truth[1] <= f.center[1] <= truth[3]]
+    return max(inside, key=lambda f: _overlap(f.box, truth), default=None)
+
+
+def prepare_frames(photos: Sequence[Photo], detector, seed: int, show: bool) -> list[tuple[Photo, Pasted]]:
+    """Every readable photo pasted once into a frame (the same frames for every model compared)."""
+    out = []
+    with task("pasting", len(photos), show) as bar:
+        for i, ph in enumerate(photos):
+            img = read_image(ph.path)
+            bar.advance()
+            if img is None:
+                continue
+            box, _, _ = find_box(img, detector)
+            rng = np.random.default_rng([seed, i])
+            out.append((ph, paste(img, box, rng.uniform(*FACE_HEIGHTS), rng)))
+    return out
+
+
+def run_frames(
+    frames: Sequence[tuple[Photo, Pasted]], engines: Sequence, cfg: Config, detector, show: bool
+) -> list[Tally]:
+    """One tally per model: detection is shared (it does not depend on the model), classification not."""
+    tallies = [Tally() for _ in engines]
+    m = cfg.monitor
+    with task("frames", len(frames), show) as bar:
+        for ph, pasted in frames:
+            t0 = time.perf_counter()
+            face = match(detect_shrunk(detector, pasted.frame, m.detect_max_side), pasted.box)
+            t1 = time.perf_counter()
+            second = face
+            if (
+                face is None
+            ):  # the monitor's second look, over the whole frame here (no track to search around)
+                second = match(
+                    detect_shrunk(detector, pasted.frame, m.detect_max_side, thresholds=m.recheck_thresholds),
+                    pasted.box,
+                )
+            t2 = time.perf_counter()
+            for tally, engine in zip(tallies, engines):
+                tally.frames += 1
+                tally.detect_seconds += t1 - t0
+                tally.second_seconds += t2 - t1
+                tally.faces[ph.mask] += 1
+                tally.found[ph.mask] += face is not None
+                tally.found_second[ph.mask] += second is not None
+                if second is None:
+                    tally.predicted[ph.mask, 3] += 1
+                    continue
+                crop = crop_face(pasted.frame, second.box, engine.meta.crop)
+                probs = engine.classify([crop], 1)
+                tally.predicted[ph.mask, int(marginals(np.asarray(probs)[0])[0].argmax())] += 1
+            bar.advance()
+    return tallies
+
+
+def scores(t: Tally) -> dict[str, float]:
+    """The issue's target numbers from one tally (a face never found is not flagged)."""
+    n = np.maximum(t.faces, 1)
+    flagged = t.predicted[:, 1] + t.predicted[:, 2]
+    out = {
+        "masked_found": float(t.found[0] / n[0]),
+        "masked_found_second_look": float(t.found_second[0] / n[0]),
+        "bare_found": float(t.found[2] / n[2]),
+        "masked_not_flagged": float((t.faces[0] - flagged[0]) / n[0]),
+        "bare_flagged": float(flagged[2] / n[2]),
+        "incorrect_recall": float(t.predicted[1, 1] / n[1]),
+        "detect_fps": t.frames / max(t.detect_seconds, 1e-9),
+        "detect_fps_with_second_look": t.frames / max(t.detect_seconds + t.second_seconds, 1e-9),
+    }
+    real = t.faces[0] + t.faces[2]
+    out["flag_right"] = float((t.faces[0] - flagged[0] + flagged[2]) / max(real, 1))
+    return out
+
+
+MASK_COLUMNS = (*MASK_NAMES, "not found")

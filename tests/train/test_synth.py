@@ -284,7 +284,15 @@ def test_synth_writes_the_competition_layout(synth_set):
     from engines.labels import parse_mask_stem, parse_person_dir
 
     out, _, summary = synth_set
-    assert summary == {"people": 5, "made": 5, "kept": 0, "train": 4, "eval": 1}
+    assert summary == {
+        "people": 5,
+        "made": 5,
+        "kept": 0,
+        "train": 4,
+        "eval": 1,
+        "no_face": 0,
+        "layout": "competition",
+    }
     rows = (out / "train" / "train.csv").read_text().splitlines()
     assert rows[0] == "id,gender,race,age,path" and len(rows) == 5
     folders = sorted(p.name for p in (out / "train" / "images").iterdir())

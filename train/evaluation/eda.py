@@ -32,11 +32,11 @@ from engines.labels import (
     TASK_OF,
     class_names,
     marginals,
-    split_classes,
 )
 from train.data.cache import Cache
 from train.data.layout import COMPETITION_AGE_THRESHOLD, TrainImage, scan_train
 from train.data.prepare import ensure_prepared
+from train.data.targets import split_targets
 from train.evaluation.inference import load_models
 from train.evaluation.plots import bar_chart, save_png
 from train.evaluation.scoring import score_samples
@@ -237,8 +237,10 @@ def model_conflicts(cfg: Config, checkpoint: str, min_prob: float = 0.9) -> list
         s = samples[idx[0]]
         for kind, names, truth in (
             ("gender", GENDER_NAMES, s.gender),
-            ("age", AGE_NAMES, split_classes(s.cls(COMPETITION_AGE_THRESHOLD))[2]),
+            ("age", AGE_NAMES, int(split_targets(np.asarray(s.cls(COMPETITION_AGE_THRESHOLD)))[2])),
         ):
+            if truth < 0:  # an imported photo without this label: nothing to disagree with
+                continue
             votes = Counter(int(TASK_OF[kind][probs[i].argmax()]) for i in idx)
             guess, n = votes.most_common(1)[0]
             if guess != truth and n > len(idx) / 2:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from engines.labels import NUM_CLASSES, encode
+from engines.labels import NUM_CLASSES, encode, split_classes
 
 PARTIAL_BASE = NUM_CLASSES
 MISSING = -1
@@ -35,9 +35,10 @@ def split_targets(codes: _T) -> tuple[_T, _T, _T]:
     """Codes -> (mask, gender, age) with -1 for a missing task; works on arrays and tensors alike."""
     full = codes < PARTIAL_BASE
     u = codes - PARTIAL_BASE
-    mask = (codes // 6) * full + (u // 12) * ~full
-    gender = ((codes // 3) % 2) * full + ((u % 12) // 4 - 1) * ~full
-    age = (codes % 3) * full + (u % 4 - 1) * ~full
+    m, g, a = split_classes(codes)  # the complete ones: the class schema's own arithmetic
+    mask = m * full + (u // 12) * ~full
+    gender = g * full + ((u % 12) // 4 - 1) * ~full
+    age = a * full + (u % 4 - 1) * ~full
     return mask, gender, age
 
 

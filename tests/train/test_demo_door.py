@@ -88,6 +88,9 @@ def test_demo_door_numbers_are_a_separate_evaluate_compare(door):
         assert separate[side] == report["comparison"][side]
         assert separate[side]["n"] == report["held_faces"]
         assert 0.0 <= separate[side]["acc_flag"] <= 1.0
+        # mask-only labels (the door's) are scored: every face counts in a mask state's support
+        supports = [separate[side][f"support_{m}"] for m in ("wear", "incorrect", "not_wear")]
+        assert sum(supports) == report["held_faces"] and separate[side]["acc_mask"] is not None
 
 
 def test_a_photo_group_is_never_on_both_sides_and_the_camera_is_the_doors():

@@ -5,6 +5,7 @@ door's flag-or-not accuracy before / after on held-out faces (train.evaluation.d
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from engines.config import Config
@@ -47,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="fine-tuning batch size (16)")
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (3e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (0)")
+    p.add_argument("--nice", type=int, default=10, help="lower this process's CPU priority by N (10; 0: no)")
     add_threads_argument(p)
 
 
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         lr=args.lr,
         seed=args.seed,
     )
+    if args.nice > 0:
+        os.nice(args.nice)  # a demonstration on a shared machine: the others' work comes first
     set_torch_threads(cfg.train.threads)
     r = run_door(cfg, settings, show=True)
     atomic_write_json(settings.out / "door.json", r.to_dict())

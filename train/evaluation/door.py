@@ -178,15 +178,16 @@ def split_door(faces: Sequence[DoorFace], share: float, seed: int) -> tuple[list
     return tune, held
 
 
-def _record(face: DoorFace, n: int, probs: np.ndarray, unsure_below: float, sha: str) -> dict:
-    """One line of collected.jsonl as the monitor writes it (a photo is a 'track' of its own)."""
+def _record(face: DoorFace, n: int, track: int, probs: np.ndarray, unsure_below: float, sha: str) -> dict:
+    """One line of collected.jsonl as the monitor writes it; a photo group is one person, one track (import
+    keeps a track on one side of fit's split)."""
     m, g, a = (p.tolist() for p in marginals(probs[None]))
     return {
         "file": f"door_{n:06d}.jpg",
         "source": "door",
         "time": float(n),
         "frame": n,
-        "track": n + 1,
+        "track": track,
         "predicted": {t: TASKS[t][int(np.argmax(p))] for t, p in zip(TASKS, (m[0], g[0], a[0]))},
         "probs": {"mask": m[0], "gender": g[0], "age": a[0]},
         "reason": "uncertain" if float(np.max(m[0])) < unsure_below else "confident",
@@ -201,11 +202,13 @@ def collect(
     returns (file name, face) of each. `reason` is the monitor's, at collect.max_confidence."""
     folder.mkdir(parents=True, exist_ok=True)
     kept, lines = [], []
+    tracks: dict[str, int] = {}
     mask_probs = marginals(probs)[0]
     for n, (face, p, mp) in enumerate(zip(faces, probs, mask_probs)):
         if float(mp.max()) >= max_confidence:
             continue
-        rec = _record(face, n, p, cfg.collect.max_confidence, sha)
+        track = tracks.setdefault(face.group, len(tracks) + 1)
+        rec = _record(face, n, track, p, cfg.collect.max_confidence, sha)
         ok, buf = cv2.imencode(".jpg", face.crop, [cv2.IMWRITE_JPEG_QUALITY, cfg.collect.jpeg_quality])
         if not ok:
             raise UserError(f"{folder}: cannot encode crop {rec['file']}")

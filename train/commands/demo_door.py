@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs (4)")
     p.add_argument("--batch-size", type=int, default=16, help="fine-tuning batch size (16)")
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (3e-4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice and of the fine-tune (0)")
     p.add_argument("--nice", type=int, default=10, help="lower this process's CPU priority by N (10; 0: no)")
     add_threads_argument(p)
 

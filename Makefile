@@ -18,7 +18,7 @@ NICE ?= nice -n 10
 # the earlier demo's recipe (synthetic data only), kept for demo-holdout
 HOLDOUT_FIT_ARGS = --epochs 6 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --weighted-sampler --seed 42
 
-.PHONY: install test demo-model demo-data demo-eval demo-holdout sample-video bench clean-demo
+.PHONY: install test demo-model demo-data demo-eval demo-holdout demo-door sample-video bench clean-demo
 
 install:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
@@ -74,3 +74,8 @@ bench:
 
 clean-demo:
 	rm -rf $(BUILD)
+
+## The demonstration of adapting to a door (README 'The demonstration'): needs demo-model's build/demo first.
+demo-door:
+	$(PY) -m train demo-door --base $(BUILD)/run/best.pt --photos $(BUILD)/cache/imports/real/holdout.csv \
+		--incorrect $(BUILD)/synth-holdout/labels.csv --root $(REAL) --out build/door --threads 2

@@ -67,6 +67,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build a competition-layout data set with synthetic masks from real photos",
     ),
     "label": ("train.commands.label", "label collected crops in a local web page (keys 1/2/3, g, a, x, u)"),
+    "demo-door": (
+        "train.commands.demo_door",
+        "demonstration: collect a door's faces, label, fine-tune, and its accuracy before / after",
+    ),
 }
 
 

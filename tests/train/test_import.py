@@ -191,3 +191,43 @@ def test_a_folder_with_no_known_layout_is_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "no layout found to import" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_labelled_collect_folder_imports_as_the_label_page_left_it(tmp_path, capsys):
+    from engines.labels import age_group
+    from tests.train.collectdir import make_collect_dir
+    from train.label.store import LabelStore
+
+    folder = tmp_path / "collect"
+    names = make_collect_dir(folder, 6)
+    store = LabelStore(folder)  # the label page's own store writes labels.csv and discarded.csv
+    for name, mask in zip(names[:4], ("wear", "incorrect", "not_wear", "wear")):
+        store.set(name, "mask", mask)
+    store.set(names[0], "gender", "female")
+    store.set(names[0], "age", ">=60")
+    store.set(names[4], "gender", "male")  # a gender but no mask yet: not labelled, skipped
+    store.set(names[5], "mask", "wear")
+    store.set(names[5], "discard", "")
+    with one_torch_thread():
+        report = import_dataset(folder, tmp_path / "cache", Config(), name="door", show=False)
+    assert report.layout == "collect"
+    assert report.counts["samples"] == 4 and report.counts["collected_crop"] == 4
+    assert report.counts["unlabelled"] == 1 and report.counts["discarded"] == 1
+    samples = sorted(Cache(tmp_path / "cache").samples(), key=lambda s: s.key)
+    assert [s.mask for s in samples] == [0, 1, 2, 0]
+    assert samples[0].gender == 1 and age_group(samples[0].age_years, 58) == 2
+    assert all(s.gender == -1 and s.age_years == -1 for s in samples[1:])
+    assert len({s.person for s in samples}) == 4  # one track each (collected.jsonl), not one dHash blob
+    # used as they are: the crop is the collected JPEG resized to the cache's 384x512, no detection
+    crop = cv2.imread(str(tmp_path / "cache" / samples[0].crop))
+    src = cv2.resize(cv2.imread(str(folder / names[0])), (384, 512), interpolation=cv2.INTER_LINEAR)
+    assert crop.shape == (512, 384, 3) and np.abs(crop.astype(int) - src).mean() < 4
+    (folder / "labels.csv").write_text(f"file,mask,gender,age\n{names[1]},wear,,\n{names[2]},maybe,,\n")
+    code = main_code(["import", "--data", str(folder), "--out", str(tmp_path / "c2"), "--name", "door"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "labels.csv line 3" in err and names[2] in err and "'maybe'" in err
+    (folder / "labels.csv").write_text(f"file,mask,gender,age\n{names[1]},wear,,60+\n")
+    code = main_code(["import", "--data", str(folder), "--out", str(tmp_path / "c3"), "--name", "door"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "line 2: age '60+' is not valid" in err

@@ -7,6 +7,9 @@ Layouts (found by what the folder holds):
               years; empty = unknown)
     voc       DIR/annotations/*.xml (PASCAL VOC) + DIR/images/: every with_mask / without_mask /
               mask_weared_incorrect box is a sample
+    collect   DIR/collected.jsonl + DIR/labels.csv: a `mask-monitor --collect` folder labelled by `mask-train
+              label` (age also as a group name <30 | 30-59 | >=60; rows with an empty mask and the files of
+              DIR/discarded.csv skipped, counted); its JPEGs are already crop_face output, used as they are
 
 A folder/CSV image shows one face, from a tight crop to head and shoulders. Its face box is MTCNN's largest
 face; where MTCNN finds none (tight crops: too little context), the image is padded into a frame, as a
@@ -35,13 +38,14 @@ import numpy as np
 
 from engines.config import Config, CropConfig
 from engines.errors import UserError
-from engines.faces import Box, FaceDetector, crop_face
+from engines.faces import Box, FaceDetector, crop_face, crop_region
 from engines.fileio import atomic_write_json
-from engines.labels import GENDER_NAMES, IMAGE_SUFFIXES
+from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem
 from train.data.prepare import cache_settings, pick_face, read_image, write_crop
+from train.label.store import COLLECTED_JSONL, DISCARDED_CSV, read_discarded, read_records
 from train.progress import task
 
 # class names people download -> mask state (0 wear, 1 incorrect, 2 not wear)
@@ -58,7 +62,10 @@ MASK_WORDS = {
 }
 CLASS_FOLDERS = ("with_mask", "without_mask", "incorrect_mask", "mask_weared_incorrect")
 PAD_FACTOR = 2.5  # a padded tight crop fills 1/2.5 of the frame's height, as a face at an entrance does
-HOW = ("mtcnn", "padded", "whole_image", "voc_box")
+HOW = ("mtcnn", "padded", "whole_image", "voc_box", "collected_crop")
+# an age group name (the label page's vocabulary) -> whole years inside that group for every age_old_threshold
+# the config allows near 60 (57-60), so age_group() gives the group back
+AGE_GROUP_YEARS = {name: years for name, years in zip(AGE_NAMES, (20, 45, 75))}
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,9 @@ class Item:
     age: int = -1
     box: Box | None = None
     group: str = ""  # a group given by the data (a CSV column); joined with the near-duplicate groups
+    as_is: bool = (
+        False  # already a face crop (a collect folder): resized to the cache's size, never re-detected
+    )
 
 
 @dataclass
@@ -96,6 +106,8 @@ class ImportReport:
 
 
 def detect_layout(data_dir: Path, labels: Path | None) -> str:
+    if (data_dir / COLLECTED_JSONL).is_file() and (labels is not None or (data_dir / "labels.csv").is_file()):
+        return "collect"
     if labels is not None or (data_dir / "labels.csv").is_file():
         return "csv"
     if (data_dir / "annotations").is_dir():
@@ -136,13 +148,19 @@ def _gender(text: str) -> int:
 
 
 def _age(text: str) -> int:
+    if text in AGE_GROUP_YEARS:
+        return AGE_GROUP_YEARS[text]
     if not re.fullmatch(r"\d{1,3}", text) or int(text) > 120:
         raise ValueError(text)
     return int(text)
 
 
-def csv_items(data_dir: Path, labels: Path, report: ImportReport) -> list[Item]:
-    """Rows of file,mask[,gender,age][,group]; a bad label stops with one line naming file and line."""
+def csv_items(data_dir: Path, labels: Path, report: ImportReport, collected: bool = False) -> list[Item]:
+    """Rows of file,mask[,gender,age][,group]; a bad label stops with one line naming file and line.
+    A collect folder's (`collected`): rows without a mask (not labelled yet) and discarded files are
+    skipped and counted, and its crops are used as they are."""
+    discarded = read_discarded(data_dir / DISCARDED_CSV) if collected else set()
+    records = read_records(data_dir / COLLECTED_JSONL) if collected else {}
     try:
         with labels.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
@@ -151,19 +169,39 @@ def csv_items(data_dir: Path, labels: Path, report: ImportReport) -> list[Item]:
     if not rows or not {"file", "mask"} <= set(rows[0]):
         raise UserError(f"labels file {labels}: needs the columns file,mask[,gender,age][,group]")
     items = []
+    if discarded:
+        report.counts["discarded"] = len(discarded)
     for line, r in enumerate(rows, 2):
         where = f"{labels} line {line}"
+        if collected and (r.get("file") or "").strip() in discarded:
+            continue  # counted below, with the discarded crops that have no row
+        if collected and not (r.get("mask") or "").strip():
+            report.counts["unlabelled"] += 1
+            continue
         mask = MASK_WORDS.get((r.get("mask") or "").strip().lower())
         if mask is None:
-            raise UserError(f"{where}: mask {r.get('mask')!r} is not one of {', '.join(MASK_WORDS)}")
+            raise UserError(
+                f"{where}: mask {r.get('mask')!r} (file {r.get('file')}) "
+                f"is not one of {', '.join(MASK_WORDS)}"
+            )
         path = data_dir / (r.get("file") or "").strip()
         if not path.is_file():
             report.problems.append(Problem("missing_image", r.get("file") or "", f"{where}: no such file"))
             continue
         gender = _optional_int(r.get("gender") or "", where, "gender", _gender)
         age = _optional_int(r.get("age") or "", where, "age", _age)
-        items.append(Item(path, r["file"].strip(), mask, gender, age, group=(r.get("group") or "").strip()))
+        group = (r.get("group") or "").strip() or (_person(r["file"].strip(), records) if collected else "")
+        items.append(Item(path, r["file"].strip(), mask, gender, age, group=group, as_is=collected))
     return items
+
+
+def _person(file: str, records: dict[str, dict]) -> str:
+    """A collected crop's person: run + source + track (one person's crops never straddle a split);
+    the file itself without a record. Crops of one geometry chain into giant dHash groups, so not those."""
+    rec = records.get(file) or {}
+    if rec.get("track") is None:
+        return file
+    return f"{file.rsplit('_', 1)[0]}/{rec.get('source', '')}/{rec['track']}"
 
 
 def voc_items(data_dir: Path, report: ImportReport) -> list[Item]:
@@ -222,6 +260,14 @@ def find_box(img: np.ndarray, detector) -> tuple[Box, float, str]:
 
 
 def crop_item(item: Item, img: np.ndarray, detector, geom: CropConfig) -> tuple[np.ndarray, Box, float, str]:
+    if item.as_is:  # the monitor's crop_face output: the whole image is the crop region
+        h, w = img.shape[:2]
+        return (
+            crop_region(img, (0.0, 0.0, float(w), float(h)), geom),
+            (0.0, 0.0, float(w), float(h)),
+            1.0,
+            ("collected_crop"),
+        )
     if item.box is not None:
         return crop_face(img, item.box, geom), item.box, 1.0, "voc_box"
     box, score, how = find_box(img, detector)
@@ -285,7 +331,7 @@ def _row(name: str, item: Item, crop_rel: str, box: Box, score: float, how: str,
     return {
         "key": f"{name}/{item.key}",
         "crop": crop_rel,
-        "found": int(how in ("mtcnn", "padded", "voc_box")),
+        "found": int(how in ("mtcnn", "padded", "voc_box", "collected_crop")),
         "score": round(float(score), 4),
         "x1": x1,
         "y1": y1,
@@ -354,8 +400,8 @@ def import_dataset(
     labels_path = Path(labels) if labels else None
     layout = detect_layout(data_dir, labels_path)
     report = ImportReport(name, layout)
-    if layout == "csv":
-        items = csv_items(data_dir, labels_path or data_dir / "labels.csv", report)
+    if layout in ("csv", "collect"):
+        items = csv_items(data_dir, labels_path or data_dir / "labels.csv", report, layout == "collect")
     elif layout == "voc":
         items = voc_items(data_dir, report)
     else:

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from engines.config import Config
-from engines.labels import MASK_NAMES, marginals, split_classes
+from engines.labels import MASK_NAMES, marginals
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.prepare import ensure_prepared
+from train.data.targets import is_full, split_targets
 from train.evaluation.inference import load_models
 from train.evaluation.scoring import score_samples, select
 from train.fitting.metrics import summarize
@@ -23,7 +24,8 @@ from train.fitting.metrics import summarize
 def door_metrics(probs: np.ndarray, targets: np.ndarray, flag_states: Sequence[str]) -> dict[str, Any]:
     """Mask recall per state (None where the truth has none), mask and flag-or-not accuracy, macro F1."""
     pred = marginals(probs)[0].argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
-    truth = split_classes(np.asarray(targets, np.int64))[0]
+    targets = np.asarray(targets, np.int64)
+    truth = split_targets(targets)[0]  # partial labels (a door's mask-only labels) carry the mask too
     flagged = np.array([MASK_NAMES.index(s) for s in flag_states], np.int64)
     n = max(len(truth), 1)
     out: dict[str, Any] = {"n": int(len(truth))}
@@ -33,7 +35,8 @@ def door_metrics(probs: np.ndarray, targets: np.ndarray, flag_states: Sequence[s
         out[f"support_{name}"] = support
     out["acc_mask"] = float((pred == truth).sum()) / n
     out["acc_flag"] = float((np.isin(pred, flagged) == np.isin(truth, flagged)).sum()) / n
-    out["f1"] = summarize(probs, targets)["f1"] if len(probs) else float("nan")
+    full = is_full(targets)  # the 18-class F1 needs gender and age: over the samples that have them
+    out["f1"] = summarize(probs[full], targets[full])["f1"] if full.any() else None
     return out
 
 

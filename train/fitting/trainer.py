@@ -266,7 +266,7 @@ class Trainer:
     # --- files ------------------------------------------------------------------------------------------
     def meta(self, epoch: int, row: dict[str, Any] | None = None, **extra: Any) -> ModelMeta:
         m = self.cfg.model
-        data = Path((self.cache.info() or {}).get("data_dir", "")).name
+        data = Path((self.cache.info() or {}).get("data_dir") or "").name  # None: a cache of imports only
         info = {
             "epoch": epoch,
             "run": self.run_dir.name,

@@ -75,6 +75,11 @@ def read_crops(folder: Path) -> tuple[list[Crop], list[str]]:
     return crops, warnings
 
 
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    """collected.jsonl's records by file name (bad lines skipped): what `mask-train import` reads."""
+    return _read_jsonl(path, [])
+
+
 def _read_jsonl(path: Path, warnings: list[str]) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     if not path.is_file():

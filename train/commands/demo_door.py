@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     incorrect = args.incorrect or (DEFAULT_INCORRECT if Path(DEFAULT_INCORRECT).is_file() else "none")
     if incorrect != "none":
         require_file(incorrect, "--incorrect labels file")
-    base = require_file(args.base, "--base checkpoint (`make demo-model` writes build/demo/run/best.pt)")
+    base = require_file(args.base, "--base checkpoint", "`make demo-model` writes build/demo/run/best.pt")
     settings = DoorSettings(
         base=Path(base),
         photos=Path(args.photos),

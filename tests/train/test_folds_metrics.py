@@ -142,3 +142,26 @@ def test_task_metrics_fold_the_18_classes():
     assert m["acc_gender"] == pytest.approx(1.0)
     assert m["f1_gender"] == pytest.approx(1.0)
     assert m["n"] == 5 and len(m["per_class_f1"]) == 18 and m["per_class_f1"][2] is None
+
+
+def test_the_epoch_line_shows_a_dash_for_a_task_no_validation_sample_has():
+    from train.fitting.trainer import epoch_line
+
+    row = dict(
+        epoch=1,
+        train_loss=0.5,
+        val_loss=0.2,
+        val_acc=0.0,
+        val_f1=0.0,
+        val_f1_mask=0.95,
+        val_f1_gender=0.0,
+        val_f1_age=0.0,
+        seconds=1.0,
+        images_per_s=3.0,
+        val_seconds=0.1,
+        lr=1e-3,
+    )
+    partial = epoch_line(row | {"val_support": {"all": 0, "mask": 10, "gender": 0, "age": 0}}, 4, False)
+    assert "acc -  F1 - (mask 0.950 gender - age -)" in partial
+    full = epoch_line(row | {"val_support": {"all": 10, "mask": 10, "gender": 10, "age": 10}}, 4, False)
+    assert "acc 0.000  F1 0.000 (mask 0.950 gender 0.000 age 0.000)" in full

@@ -256,9 +256,12 @@ class Trainer:
         }
         if val is not None:
             probs, val_loss = val
+            scores = summarize(probs, self.val_targets)
             row.update(
                 val_loss=round(val_loss, 5),
-                **{f"val_{k}": v for k, v in headline(summarize(probs, self.val_targets)).items()},
+                **{f"val_{k}": v for k, v in headline(scores).items()},
+                # validation samples behind each score (partial labels: a task may have none)
+                val_support={"all": scores["n"], **{t: scores[f"n_{t}"] for t in ("mask", "gender", "age")}},
             )
         self.history.append(row)
         return row
@@ -432,12 +435,18 @@ class Trainer:
         return score == best and best_loss is not None and loss < best_loss
 
 
+def _score(row: dict[str, Any], key: str, support: str) -> str:
+    """A validation score, or '-' where no validation sample has that label (partial labels)."""
+    return "-" if row.get("val_support", {}).get(support) == 0 else f"{row[key]:.3f}"
+
+
 def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     text = f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}"
     if "val_f1" in row:
         text += (
-            f"  val loss {row['val_loss']:.4f}  acc {row['val_acc']:.3f}  F1 {row['val_f1']:.3f} "
-            f"(mask {row['val_f1_mask']:.3f} gender {row['val_f1_gender']:.3f} age {row['val_f1_age']:.3f})"
+            f"  val loss {row['val_loss']:.4f}  acc {_score(row, 'val_acc', 'all')}"
+            f"  F1 {_score(row, 'val_f1', 'all')} (mask {_score(row, 'val_f1_mask', 'mask')}"
+            f" gender {_score(row, 'val_f1_gender', 'gender')} age {_score(row, 'val_f1_age', 'age')})"
         )
     text += (
         f"  {row['seconds']:.1f} s/epoch ({row['images_per_s']:.0f} img/s, "

@@ -8,6 +8,8 @@ Every `import` statement counts, also the ones inside functions (a lazy import s
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,28 @@ def test_layering(package, forbidden):
         if dep.split(".")[0] in forbidden
     )
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_mask_train_command_imports_another():
+    graph = import_graph()
+    wrong = sorted(
+        f"{mod} imports {dep}"
+        for mod, deps in graph.items()
+        if mod.startswith("train.commands.")
+        for dep in deps
+        if dep.startswith("train.commands.") and dep != "train.commands"
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("cli", ["train.cli", "monitor.cli"])
+def test_building_a_clis_parser_loads_no_heavy_runtime(cli):
+    """`--help` and a bad flag answer at once: the parser is built without torch, optuna and friends."""
+    code = (
+        f"import sys, {cli} as c; c.build_parser(); "
+        "print(sorted(m for m in ('torch', 'optuna', 'albumentations', 'onnxruntime', 'facenet_pytorch', "
+        "'paho') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

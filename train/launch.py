@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 
-from engines.errors import UserError
+from engines.errors import UserError, run_cli
 from train.cli import COMMANDS
 
 
@@ -53,8 +53,6 @@ def launch(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engines.errors import run_cli
-
     run_cli(lambda: launch(argv if argv is not None else sys.argv[1:]), "mask-train")
 
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from engines.config import Config
 from engines.device import set_torch_threads
-from engines.fileio import atomic_write_json
+from engines.errors import UserError
+from engines.fileio import atomic_write_json, require_file
+from train.evaluation.compare import comparison_table
+from train.evaluation.door import DoorSettings, run_door
 from train.options import add_threads_argument
 from train.progress import console
 
@@ -53,11 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from engines.errors import UserError
-    from engines.fileio import require_file
-    from train.commands.evaluate import print_comparison
-    from train.evaluation.door import DoorSettings, run_door
-
     if not 0.0 < args.held_out < 1.0:
         raise UserError(f"--held-out must be in (0, 1), got {args.held_out}")
     if args.per_state < 1 or args.epochs < 1 or args.batch_size < 1:
@@ -89,7 +87,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         f"door: {r.faces} faces; fine-tuning part {r.tune_faces} (collected and labelled {r.collected}), "
         f"held out {r.held_faces} (no group on both sides)"
     )
-    print_comparison(r.comparison)
+    console.print(comparison_table(r.comparison))
     console.print(f"base {settings.base} sha256 {r.base_sha256}")
     console.print(f"new  {r.new_model}: parent_sha256 {r.parent_sha256}")
     console.print(f"report: {settings.out / 'door.json'}")

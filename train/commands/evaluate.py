@@ -16,6 +16,7 @@ from engines.device import set_torch_threads
 from engines.fileio import atomic_write_json
 from engines.labels import class_names
 from train.evaluation import scoring
+from train.evaluation.compare import compare, comparison_table, default_report_dir
 from train.evaluation.scoring import write_report
 from train.options import (
     add_data_arguments,
@@ -83,24 +84,7 @@ def print_result(result: dict[str, Any]) -> None:
     console.print(per)
 
 
-def print_comparison(cmp: Any) -> None:
-    t = Table(title=f"{Path(cmp.old).name} -> {Path(cmp.new).name} on {cmp.images}: {cmp.after['n']} images")
-    t.add_column("metric")
-    for col in ("before", "after", "change"):
-        t.add_column(col, justify="right")
-    for label, before, after in cmp.rows():
-        change = "-" if before is None or after is None else f"{after - before:+.4f}"
-        t.add_row(label, _num(before), _num(after), change)
-    console.print(t)
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
 def run_compare(args: argparse.Namespace, cfg: Config) -> int:
-    from train.evaluation.compare import compare, default_report_dir
-
     old, new = args.compare
     report_dir = check_output_dir(args.report or default_report_dir(old, new), "--report")
     set_torch_threads(cfg.train.threads)
@@ -108,7 +92,7 @@ def run_compare(args: argparse.Namespace, cfg: Config) -> int:
         cfg, old, new, split=args.split, tta=args.tta, data_given=getattr(args, "data.data_dir") is not None
     )
     atomic_write_json(report_dir / "comparison.json", cmp.to_dict())
-    print_comparison(cmp)
+    console.print(comparison_table(cmp))
     console.print(f"report: {report_dir / 'comparison.json'}")
     return 0
 

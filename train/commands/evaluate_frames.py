@@ -5,10 +5,15 @@ held-out photos pasted into 640x480 frames and run through the monitor's detect-
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.table import Table
 
 from engines.config import Config
+from engines.device import set_torch_threads
+from engines.faces import FaceDetector
+from train.evaluation.frames import prepare_frames, read_list, run_frames, scores
+from train.evaluation.inference import load_models
 from train.progress import console
 
 
@@ -34,13 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from pathlib import Path
-
-    from engines.device import set_torch_threads
-    from engines.faces import FaceDetector
-    from train.evaluation.frames import prepare_frames, read_list, run_frames, scores
-    from train.evaluation.inference import load_models
-
     set_torch_threads(max(cfg.monitor.torch_threads, 1))
     engines = load_models(args.checkpoint, cfg.engine.device, cfg.engine.threads)
     photos = read_list(args.list, args.root)

@@ -9,6 +9,8 @@ from rich.table import Table
 
 from engines.config import Config
 from engines.device import set_torch_threads
+from engines.errors import UserError
+from train.data.importer import import_dataset
 from train.options import add_threads_argument
 from train.progress import console
 from train.runfiles import check_output_dir
@@ -32,9 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from engines.errors import UserError
-    from train.data.importer import import_dataset
-
     if not 0.0 <= args.holdout < 1.0:
         raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
     cache_dir = check_output_dir(cfg.resolve(cfg.data.cache_dir), "--out")

@@ -15,6 +15,8 @@ from pathlib import Path
 from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import require_dir
+from train.label.server import LabelApp, make_server, new_token
+from train.label.store import LabelStore, read_crops
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,8 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from train.label.server import make_server
-
     folder = require_dir(args.dir, "folder")
     app, warnings = build_app(folder, cfg, exposed=args.host is not None)
     for line in warnings:
@@ -50,9 +50,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def build_app(folder: Path, cfg: Config, exposed: bool):
     """(LabelApp, warning lines); a folder without crops or a bad labels.csv is a UserError."""
-    from train.label.server import LabelApp, new_token
-    from train.label.store import LabelStore, read_crops
-
     crops, warnings = read_crops(folder)
     if not crops:
         raise UserError(f"{folder}: no images (.jpg, .png, ...) to label")

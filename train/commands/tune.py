@@ -16,8 +16,10 @@ import os
 from engines.config import Config, with_overrides
 from engines.device import set_torch_threads
 from engines.errors import UserError
+from train.data.prepare import ensure_prepared
 from train.options import add_training_arguments
 from train.progress import console
+from train.tuning.space import parse_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,8 +46,6 @@ def refuse_torchrun() -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     refuse_torchrun()
-    from train.tuning.space import parse_space
-
     params = parse_space(cfg)  # bad entries are one line before anything is written or run
     if cfg.data.val_fraction <= 0:
         raise UserError("data.val_fraction = 0: tune scores trials on validation people; set it above 0")
@@ -53,8 +53,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     out = cfg.resolve(cfg.tune.out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder")
-    # imports optuna and torch: here, so that `mask-train --help` answers at once
-    from train.data.prepare import ensure_prepared
+    # these import optuna: here, so that `mask-train --help` answers at once
     from train.tuning.report import write_outputs
     from train.tuning.study import TuneSetup, open_study, storage_url
     from train.tuning.view import run_study

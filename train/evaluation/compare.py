@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from engines.config import Config
 from engines.labels import MASK_NAMES, marginals
@@ -90,3 +91,19 @@ def compare(
 
 def default_report_dir(old: str, new: str) -> Path:
     return Path(new).parent / f"compare-{Path(old).stem}-vs-{Path(new).stem}"
+
+
+def comparison_table(cmp: Any) -> Table:
+    """Before / after / change, one row per metric: what evaluate --compare and demo-door print."""
+    t = Table(title=f"{Path(cmp.old).name} -> {Path(cmp.new).name} on {cmp.images}: {cmp.after['n']} images")
+    t.add_column("metric")
+    for col in ("before", "after", "change"):
+        t.add_column(col, justify="right")
+    for label, before, after in cmp.rows():
+        change = "-" if before is None or after is None else f"{after - before:+.4f}"
+        t.add_row(label, _num(before), _num(after), change)
+    return t
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"

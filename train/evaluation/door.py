@@ -29,7 +29,7 @@ from engines.config import Config
 from engines.errors import UserError
 from engines.faces import FaceDetector, crop_face
 from engines.fileio import sha256_file
-from engines.formats import read_meta
+from engines.formats import load_engine, read_meta
 from engines.labels import MASK_NAMES, TASKS, marginals
 from train.data.importer import MASK_WORDS, find_box, import_dataset, in_holdout
 from train.data.prepare import read_image
@@ -275,7 +275,7 @@ def labelled_folder(folder: Path, faces, probs, max_confidence: float, sha: str,
 
 def run_door(cfg: Config, s: DoorSettings, show: bool = True) -> DoorResult:
     """Door -> collect -> label -> import -> fine-tune -> before / after on the held-out faces."""
-    from engines.formats import load_engine
+    # torch comes with it: not at the top, since `mask-train --help` imports this module
     from train.fitting import session
 
     for sub in ("collect", "heldout", "cache", "heldout-cache", "run"):

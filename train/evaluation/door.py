@@ -13,7 +13,6 @@ both models are scored on it by `evaluate --compare`'s code: the printed numbers
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -31,9 +30,10 @@ from engines.faces import FaceDetector, crop_face
 from engines.fileio import sha256_file
 from engines.formats import load_engine, read_meta
 from engines.labels import MASK_NAMES, TASKS, marginals
-from train.data.importer import MASK_WORDS, find_box, import_dataset, in_holdout
+from train.data.importer import find_box, import_dataset, in_holdout
 from train.data.prepare import read_image
 from train.evaluation.compare import Comparison, compare
+from train.evaluation.frames import ListRow, list_rows
 from train.label.store import COLLECTED_JSONL, LabelStore
 from train.progress import task
 
@@ -103,26 +103,12 @@ def door_camera(img: np.ndarray, seed: int) -> np.ndarray:
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-def read_door_list(path: Path, root: Path) -> list[tuple[Path, str, int, str]]:
+def read_door_list(path: Path, root: Path) -> list[ListRow]:
     """(image, its name in the list, mask state, group) per row of a labels CSV."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc}); `make demo-data` writes it") from None
-    out = []
-    for line, r in enumerate(rows, 2):
-        mask = MASK_WORDS.get((r.get("mask") or "").strip().lower())
-        name = (r.get("file") or "").strip()
-        if mask is None or not name:
-            raise UserError(f"{path} line {line}: needs file and mask (wear|incorrect|not_wear)")
-        out.append((root / name, name, mask, (r.get("group") or "").strip() or name))
-    return out
+    return list_rows(path, root, "; `make demo-data` writes it")
 
 
-def incorrect_rows(
-    path: Path, real: Sequence[tuple[Path, str, int, str]]
-) -> list[tuple[Path, str, int, str]]:
+def incorrect_rows(path: Path, real: Sequence[ListRow]) -> list[ListRow]:
     """The incorrect masks of a flat `synth` set drawn over the list's bare photos, each in the group of the
     photo it was drawn on (synth.json names it), so a person never straddles the split."""
     photos = []
@@ -141,7 +127,7 @@ def incorrect_rows(
     return out
 
 
-def pick(rows: Sequence[tuple[Path, str, int, str]], per_state: int) -> list[tuple[Path, str, int, str]]:
+def pick(rows: Sequence[ListRow], per_state: int) -> list[ListRow]:
     """At most per_state rows of each mask state, in a stable order that mixes the list."""
     key = sorted(rows, key=lambda r: hashlib.sha1(r[1].encode()).hexdigest())
     seen: Counter = Counter()
@@ -153,7 +139,7 @@ def pick(rows: Sequence[tuple[Path, str, int, str]], per_state: int) -> list[tup
     return chosen
 
 
-def door_faces(rows: Sequence[tuple[Path, str, int, str]], cfg: Config, show: bool) -> list[DoorFace]:
+def door_faces(rows: Sequence[ListRow], cfg: Config, show: bool) -> list[DoorFace]:
     """Each photo through the door's camera, cut with crop_face around the face import finds in the photo
     (the demonstration is about the classifier at this door; finding faces is evaluate-frames' business)."""
     detector = FaceDetector(cfg.detector)

@@ -61,20 +61,32 @@ class Tally:
     frames: int = 0
 
 
-def read_list(path: str | Path, root: str | Path) -> list[Photo]:
-    """A labels CSV (file,mask,... as import's holdout.csv or synth's labels.csv); paths relative to root."""
+ListRow = tuple[Path, str, int, str]  # (image, its name in the list, mask state, group)
+
+
+def list_rows(path: str | Path, root: str | Path, hint: str = "") -> list[ListRow]:
+    """The rows of a labels CSV (file,mask[,group],... as import's holdout.csv or synth's labels.csv), image
+    paths relative to root; a row without a group is a group of its own. One reader for evaluate-frames and
+    demo-door."""
     path, root = Path(path), Path(root)
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc})") from None
-    photos = []
+        raise UserError(f"{path}: cannot read it ({exc}){hint}") from None
+    out = []
     for line, r in enumerate(rows, 2):
         mask = MASK_WORDS.get((r.get("mask") or "").strip().lower())
-        if mask is None or not r.get("file"):
+        name = (r.get("file") or "").strip()
+        if mask is None or not name:
             raise UserError(f"{path} line {line}: needs file and mask (wear|incorrect|not_wear)")
-        photos.append(Photo(root / r["file"], mask))
+        out.append((root / name, name, mask, (r.get("group") or "").strip() or name))
+    return out
+
+
+def read_list(path: str | Path, root: str | Path) -> list[Photo]:
+    """The photos of a labels CSV, for evaluate-frames."""
+    photos = [Photo(image, mask) for image, _, mask, _ in list_rows(path, root)]
     if not photos:
         raise UserError(f"{path} lists no photos")
     return photos

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import UserError
+from engines.labels import TASK_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
@@ -188,7 +189,7 @@ class TrainConfig:
     best_metric: str = _f("f1", choices=("f1", "f1_mask"))  # what picks best.pt: 18-class or mask macro F1
     # the tasks the model file says it learnt from real labels; () = each task some training image has a label
     # for (a synthetic set's gender/age come from a few identities: list only "mask" then)
-    known_tasks: tuple[str, ...] = _f((), choices=("mask", "gender", "age"))
+    known_tasks: tuple[str, ...] = _f((), choices=TASK_NAMES)
 
 
 # `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,

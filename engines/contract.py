@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from engines.config import ConfigError, CropConfig, section_from_dict
 from engines.errors import UserError
-from engines.labels import NUM_CLASSES, class_names
+from engines.labels import NUM_CLASSES, TASK_NAMES, class_names
 
 META_KEY = "mask_monitor_meta"  # key of the metadata JSON in an ONNX file's metadata_props
 CKPT_META = "meta"  # a .pt checkpoint is a dict: its metadata (ModelMeta.to_dict()) ...
@@ -49,7 +49,6 @@ _FIELD_TYPES: dict[str, type] = {
     "knows": dict,
     "version": int,
 }
-ALL_TASKS = ("mask", "gender", "age")
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -77,11 +76,11 @@ class ModelMeta:
     extra: dict[str, Any] = field(default_factory=dict)  # training facts (epoch, val F1, data), for people
     version: int = META_VERSION
     # per task: was the model trained on real labels for it? Files written before this key claim all three
-    knows: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(ALL_TASKS, True))
+    knows: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(TASK_NAMES, True))
 
     def known_tasks(self) -> tuple[str, ...]:
         """The tasks whose outputs mean something (mask, gender, age, in that order)."""
-        return tuple(t for t in ALL_TASKS if self.knows.get(t, True))
+        return tuple(t for t in TASK_NAMES if self.knows.get(t, True))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -143,9 +142,9 @@ class ModelMeta:
                 f"{source}: the model has other labels ({len(self.labels)} classes, first "
                 f"{list(self.labels[:2])}) than the {NUM_CLASSES} mask/gender/age classes"
             )
-        if set(self.knows) - set(ALL_TASKS) or not all(isinstance(v, bool) for v in self.knows.values()):
+        if set(self.knows) - set(TASK_NAMES) or not all(isinstance(v, bool) for v in self.knows.values()):
             raise ModelFileError(
-                f"{source}: knows = {self.knows!r} is not {{task: true|false}} for {ALL_TASKS}"
+                f"{source}: knows = {self.knows!r} is not {{task: true|false}} for {TASK_NAMES}"
             )
         if self.head not in ("single", "multi"):
             raise ModelFileError(f"{source}: unknown head {self.head!r}")

@@ -19,6 +19,7 @@ MASK_NAMES = ("wear", "incorrect", "not_wear")
 GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 TASKS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+TASK_NAMES = tuple(TASKS)  # ("mask", "gender", "age"): the tasks, in the order of the class arithmetic
 TASK_SIZES = {name: len(names) for name, names in TASKS.items()}  # mask 3, gender 2, age 3
 NUM_CLASSES = 18  # = 3 * 2 * 3, the product of TASK_SIZES (checked below)
 assert NUM_CLASSES == int(np.prod(list(TASK_SIZES.values())))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.labels import MASK_NAMES, NUM_CLASSES, Label, marginals
+from engines.labels import MASK_NAMES, NUM_CLASSES, TASK_NAMES, Label, marginals
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class State(Label):
     confidence: float  # averaged probability of the voted mask state
     votes: int  # classifications behind it
     settled: bool
-    known: tuple[str, ...] = ("mask", "gender", "age")  # tasks the model was trained on (ModelMeta.knows)
+    known: tuple[str, ...] = TASK_NAMES  # tasks the model was trained on (ModelMeta.knows)
 
     @property
     def gender_name(self) -> str:
@@ -40,7 +40,7 @@ class State(Label):
         return getattr(self, f"{task}_name") if task in self.known else None
 
 
-def vote(history: np.ndarray, min_votes: int, known: tuple[str, ...] = ("mask", "gender", "age")) -> State:
+def vote(history: np.ndarray, min_votes: int, known: tuple[str, ...] = TASK_NAMES) -> State:
     """State from a [n, 18] stack of probability rows (n >= 1): the tasks are read from the mean row, and
     the agreement from each row's own mask state (engines.labels.marginals folds the classes)."""
     mean = history.mean(axis=0)
@@ -60,7 +60,7 @@ class Decider:
         vote_window: int = 7,
         min_votes: int = 3,
         flag_states: tuple[str, ...] = ("incorrect", "not_wear"),
-        known: tuple[str, ...] = ("mask", "gender", "age"),
+        known: tuple[str, ...] = TASK_NAMES,
     ) -> None:
         self.known = tuple(known)
         self.vote_window = vote_window

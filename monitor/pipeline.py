@@ -20,7 +20,7 @@ import numpy as np
 from engines.backends.base import Engine
 from engines.config import Config
 from engines.faces import Box, Face, FaceDetector, crop_face
-from engines.labels import NUM_CLASSES
+from engines.labels import NUM_CLASSES, TASK_NAMES
 from monitor.capture import Frame
 from monitor.collect import Candidate, candidate
 from monitor.decide import Decider, State
@@ -105,7 +105,7 @@ class Pipeline:
         self._collected: list[Candidate] = []  # those of the people who left, not yet handed over
         # a new face may be missed once before a second detection confirms it (masked faces are missed often)
         self.tracker = Tracker(m.track_iou, m.track_max_missed, tentative_max_missed=2 * m.detect_every)
-        known = engine.meta.known_tasks() if engine is not None else ("mask", "gender", "age")
+        known = engine.meta.known_tasks() if engine is not None else TASK_NAMES
         self.decider = Decider(m.vote_window, m.min_votes, m.flag_states, known)
         self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
         self.seq = -1

@@ -220,7 +220,7 @@ def fit_config(cfg: Config, s: DoorSettings, cache: Path) -> Config:
             f"--base {s.base}: a {meta.head}-head model; the door's labels are mask-only (partial) and need "
             f"a multi-head model such as `make demo-model`'s build/demo/run/best.pt"
         )
-    known = tuple(t for t in ("mask", "gender", "age") if (meta.knows or {}).get(t, True))
+    known = meta.known_tasks()
     return replace(
         cfg,
         crop=meta.crop,

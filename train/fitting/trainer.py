@@ -18,7 +18,7 @@ from engines.config import Config
 from engines.contract import CKPT_META, ModelMeta
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
-from engines.labels import class_names
+from engines.labels import TASK_NAMES, class_names
 from engines.models import create_model
 from train.data.augment import EvalTransform, TrainTransform
 from train.data.cache import Cache, Sample
@@ -261,7 +261,7 @@ class Trainer:
                 val_loss=round(val_loss, 5),
                 **{f"val_{k}": v for k, v in headline(scores).items()},
                 # validation samples behind each score (partial labels: a task may have none)
-                val_support={"all": scores["n"], **{t: scores[f"n_{t}"] for t in ("mask", "gender", "age")}},
+                val_support={"all": scores["n"], **{t: scores[f"n_{t}"] for t in TASK_NAMES}},
             )
         self.history.append(row)
         return row
@@ -307,7 +307,7 @@ class Trainer:
     def knows(self) -> dict[str, bool]:
         """Per task: learnt from labels? train.known_tasks when given, else: did any image have the label."""
         if self.cfg.train.known_tasks:
-            return {t: t in self.cfg.train.known_tasks for t in ("mask", "gender", "age")}
+            return {t: t in self.cfg.train.known_tasks for t in TASK_NAMES}
         mask, gender, age = (np.asarray(x) for x in split_targets(np.asarray(self.train_ds.targets)))
         return {
             "mask": bool((mask >= 0).any()),

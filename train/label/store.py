@@ -25,13 +25,13 @@ from typing import Any
 
 from engines.errors import UserError
 from engines.fileio import atomic_write_text
-from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES, MASK_NAMES
+from engines.labels import IMAGE_SUFFIXES, TASK_NAMES, TASKS
 
 LABELS_CSV = "labels.csv"
 DISCARDED_CSV = "discarded.csv"
 COLLECTED_JSONL = "collected.jsonl"
-FIELDS = ("mask", "gender", "age")
-VOCAB = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+FIELDS = TASK_NAMES
+VOCAB = TASKS  # the values labels.csv may hold, per column
 
 
 @dataclass

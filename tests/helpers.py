@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# What a finished `fit` run folder holds (a single process and DDP alike)
+RUN_FILES = (
+    "best.pt",
+    "last.pt",
+    "config.toml",
+    "metrics.jsonl",
+    "split.json",
+    "confusion.png",
+    "val_metrics.json",
+    "val_predictions.npz",
+)
+
 
 def randomize_(model, seed: int = 0, input_size: tuple[int, int] = (128, 96)) -> None:
     """Make a fresh network's output depend on its input, so numerical comparisons mean something.

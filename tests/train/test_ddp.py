@@ -14,6 +14,7 @@ from engines.backends.torch_backend import load_checkpoint
 from engines.config import load_config
 from engines.formats import load_engine
 from tests.conftest import REPO, one_torch_thread
+from tests.helpers import RUN_FILES
 from train.evaluation.scoring import evaluate
 
 
@@ -87,16 +88,7 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(prepared, tmp_path)
     }  # really wrapped in DistributedDataParallel
     assert not any(k.startswith("module.") for k in state["model"])  # the bare model, not the DDP wrapper
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [
-            "best.pt",
-            "last.pt",
-            "config.toml",
-            "metrics.jsonl",
-            "split.json",
-            "confusion.png",
-            "val_metrics.json",
-            "val_predictions.npz",
-        ]
+        RUN_FILES
     )  # no stray or temp files from rank 1
     assert load_engine(run_dir / "best.pt", device="cpu").meta.input_size == (64, 48)
     # validation, scored half by each rank, is put back in order: the saved predictions are best.pt's, key by

@@ -17,6 +17,7 @@ from engines.config import CropConfig, load_config, with_overrides
 from engines.errors import UserError
 from engines.formats import load_engine
 from tests.conftest import REPO, one_torch_thread
+from tests.helpers import RUN_FILES
 from train.cli import _main as cli
 from train.data.cache import Cache, read_crop
 from train.evaluation.scoring import evaluate
@@ -69,16 +70,7 @@ def test_fit_lowers_the_loss_and_writes_the_run_folder(run):
     cfg, run_dir, result = run
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 2 and losses[1] < losses[0]
-    for name in (
-        "best.pt",
-        "last.pt",
-        "config.toml",
-        "metrics.jsonl",
-        "split.json",
-        "confusion.png",
-        "val_metrics.json",
-        "val_predictions.npz",
-    ):
+    for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp files left
     saved = load_config(run_dir / "config.toml")  # the resolved config, re-readable

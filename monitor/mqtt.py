@@ -217,7 +217,11 @@ class SiteFeed:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a, **k: self.subscribed.set()
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = lambda *a, **k: self._link(
+            f"broker {self.url.host}:{self.url.port} unreachable: retrying"
+        )
         self.client.on_message = self._on_message
+        self._last_link = ""
 
     def start(self) -> SiteFeed:
         try:
@@ -231,17 +235,23 @@ class SiteFeed:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def _link(self, text: str) -> None:
+        """Report a change of the broker link once (paho retries every few seconds while it is away)."""
+        if text != self._last_link:
+            self._last_link = text
+            self.on_link(text)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if getattr(reason_code, "is_failure", False):
-            self.on_link(f"broker refused: {reason_code}")
+            self._link(f"broker refused: {reason_code}")
             return
-        self.on_link(f"connected to {self.url.host}:{self.url.port}")
+        self._link(f"connected to {self.url.host}:{self.url.port}")
         client.subscribe([(self.url.topic("+", "events"), 1), (self.url.topic("+", "status"), 1)])
         client.subscribe(self.url.topic("_machines/+", "status"), 1)
 
     def _on_disconnect(self, *args, **kwargs) -> None:
         self.subscribed.clear()
-        self.on_link(f"broker {self.url.host}:{self.url.port} unreachable: reconnecting")
+        self._link(f"broker {self.url.host}:{self.url.port} unreachable: reconnecting")
 
     def _on_message(self, client, userdata, msg) -> None:
         try:

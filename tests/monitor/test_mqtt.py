@@ -289,3 +289,20 @@ def test_site_command_headless_prints_flags_and_writes_the_merged_file(broker, t
     assert "mask-monitor site: 1 sources, 1 events, 1 flags" in text
     rows = [json.loads(x) for x in (tmp_path / "site.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["source"] == "door1" and rows[0]["frame"] == 7
+
+
+def test_the_site_view_says_once_that_the_broker_cannot_be_reached():
+    with socket.socket() as s:  # a free port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    links: list[str] = []
+    feed = SiteFeed(parse_url(f"mqtt://127.0.0.1:{port}/p"), lambda e: None, lambda s, d: None, links.append)
+    feed.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not links and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.5)  # paho retries meanwhile: the line is not repeated
+    finally:
+        feed.stop()
+    assert links == [f"broker 127.0.0.1:{port} unreachable: retrying"]

@@ -7,13 +7,15 @@ export NO_ALBUMENTATIONS_UPDATE = 1
 
 # The demo model's recipe (see samples/MODEL_CARD.md): the real masked and bare photos of ../shared (a share of
 # their near-duplicate groups held out for `make demo-eval`), synthetic incorrect (and worn) masks drawn over 300
-# of the real bare faces, and the 200 synthetic people made from the 5 bundled photos.
+# of the real bare faces, incorrect masks alone over 600 more of them, and the 200 synthetic people made from
+# the 5 bundled photos. MTCNN in the photos is pinned at the settings the demo model's data was made with.
 DEMO_OUT ?= samples/demo_model.onnx
 REAL ?= ../shared/datasets/face-mask-real
 SYNTH_ARGS = --faces samples/faces --variants 40 --seed 0
-FIT_ARGS = --epochs 3 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --seed 42 \
+PHOTO_MTCNN = --thresholds 0.5 0.6 0.6 --min-face-size 40
+FIT_ARGS = --epochs 8 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --seed 42 \
 	--head multi --best-metric f1_mask --known-tasks mask --val-fraction 0.15 \
-	--source-weights prepared=0.6 synthreal=1.5
+	--source-weights prepared=0.6 synthreal=1.5 synthinc=3 --surroundings 0.5
 NICE ?= nice -n 10
 # the earlier demo's recipe (synthetic data only), kept for demo-holdout
 HOLDOUT_FIT_ARGS = --epochs 6 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --weighted-sampler --seed 42
@@ -28,14 +30,23 @@ test:
 
 ## The demo model's data, all in $(BUILD)/cache (crops only; the photos stay in $(REAL)).
 demo-data:
-	$(NICE) $(PY) -m train import --data $(REAL) --out $(BUILD)/cache --name real --holdout 0.15 --threads 1
-	$(NICE) $(PY) -m train synth $(SYNTH_ARGS) --labels samples/faces/labels.csv --out $(BUILD)/synth
+	$(NICE) $(PY) -m train import --data $(REAL) --out $(BUILD)/cache --name real --holdout 0.15 --threads 1 \
+		$(PHOTO_MTCNN)
+	$(NICE) $(PY) -m train synth $(SYNTH_ARGS) --labels samples/faces/labels.csv --out $(BUILD)/synth $(PHOTO_MTCNN)
 	$(NICE) $(PY) -m train prepare --data $(BUILD)/synth --out $(BUILD)/cache --no-eval --threads 1
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | head -n 301 > $(BUILD)/bare_train.csv
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/holdout.csv | head -n 121 > $(BUILD)/bare_holdout.csv
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_train.csv --out $(BUILD)/synth-real --seed 2
+	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_train.csv --out $(BUILD)/synth-real --seed 2 \
+		$(PHOTO_MTCNN)
 	$(NICE) $(PY) -m train import --data $(BUILD)/synth-real --out $(BUILD)/cache --name synthreal --threads 1
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_holdout.csv --out $(BUILD)/synth-holdout --seed 3
+	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | sed -n '1p;302,901p' > $(BUILD)/bare_inc.csv
+	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_inc.csv --out $(BUILD)/synth-inc --seed 4 \
+		$(PHOTO_MTCNN)
+	grep -E '^file,|,incorrect,' $(BUILD)/synth-inc/labels.csv > $(BUILD)/synth-inc/incorrect.csv
+	$(NICE) $(PY) -m train import --data $(BUILD)/synth-inc --labels $(BUILD)/synth-inc/incorrect.csv \
+		--out $(BUILD)/cache --name synthinc --threads 1
+	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_holdout.csv \
+		--out $(BUILD)/synth-holdout --seed 3 $(PHOTO_MTCNN)
 
 ## Rebuild samples/demo_model.onnx from scratch: data -> fit -> export -> the held-out numbers.
 demo-model: demo-data
@@ -47,7 +58,7 @@ demo-model: demo-data
 ## pasted into 640x480 frames and run through the monitor's detect-crop-classify path.
 demo-eval:
 	$(NICE) $(PY) -m train evaluate-frames --checkpoint $(DEMO_OUT) --list $(BUILD)/cache/imports/real/holdout.csv \
-		--root $(REAL) --incorrect $(BUILD)/synth-holdout/labels.csv --threads 1
+		--root $(REAL) --incorrect $(BUILD)/synth-holdout/labels.csv --threads 1 --baseline-detection
 
 ## The model card's honest check: train without obama3.jpg, evaluate on 40 synthetic people made from it.
 demo-holdout:

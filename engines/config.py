@@ -61,8 +61,8 @@ class EngineConfig:
 class DetectorConfig:
     """MTCNN settings. Masked faces are the hard case for MTCNN, so its thresholds sit below its defaults."""
 
-    thresholds: tuple[float, float, float] = _f((0.5, 0.6, 0.6), min=0.0, max=1.0, length=3)
-    min_face_size: int = _f(40, min=12, max=2000)
+    thresholds: tuple[float, float, float] = _f((0.4, 0.6, 0.4), min=0.0, max=1.0, length=3)
+    min_face_size: int = _f(20, min=12, max=2000)
     scale_factor: float = _f(0.709, min=0.3, max=0.95)
     min_score: float = _f(0.0, min=0.0, max=1.0)
     device: str = _f("cpu", choices=DEVICES)
@@ -95,6 +95,7 @@ class MonitorConfig:
     track_iou: float = _f(0.3, min=0.0, max=1.0)
     track_max_missed: int = _f(15, min=0, max=10000)
     recheck_margin: float = _f(0.5, min=0.0, max=5.0)
+    confirm_score: float = _f(0.9, min=0.0, max=1.0)
     recheck_thresholds: tuple[float, float, float] = _f((0.3, 0.4, 0.4), min=0.0, max=1.0, length=3)
     recheck_min_face: float = _f(0.5, min=0.05, max=1.0)
     detect_max_side: int = _f(320, min=64, max=8192)
@@ -159,6 +160,9 @@ class AugmentConfig:
     noise: float = _f(0.1, min=0.0, max=1.0)
     jpeg: float = _f(0.2, min=0.0, max=1.0)
     dropout: float = _f(0.2, min=0.0, max=1.0)
+    # the face kept inside a random rectangle, the rest a plain noisy background: a tight photo pasted in a
+    # frame, a face before a bare wall (without it, plain surroundings read as a mask)
+    surroundings: float = _f(0.0, min=0.0, max=1.0)
     # batch mixing, applied per batch on the tensors (the loss mixed to match); cutmix + mixup <= 1
     cutmix: float = _f(0.0, min=0.0, max=1.0)
     mixup: float = _f(0.0, min=0.0, max=1.0)

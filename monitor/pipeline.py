@@ -104,7 +104,12 @@ class Pipeline:
         self._latest: dict[int, Candidate] = {}  # track id -> its latest settled classification (collect)
         self._collected: list[Candidate] = []  # those of the people who left, not yet handed over
         # a new face may be missed once before a second detection confirms it (masked faces are missed often)
-        self.tracker = Tracker(m.track_iou, m.track_max_missed, tentative_max_missed=2 * m.detect_every)
+        self.tracker = Tracker(
+            m.track_iou,
+            m.track_max_missed,
+            tentative_max_missed=2 * m.detect_every,
+            confirm_score=m.confirm_score,
+        )
         known = engine.meta.known_tasks() if engine is not None else TASK_NAMES
         self.decider = Decider(m.vote_window, m.min_votes, m.flag_states, known)
         self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
@@ -290,7 +295,7 @@ class Pipeline:
 
     # --- classification and votes -------------------------------------------------------------------------
     def _due(self, track: Track) -> bool:
-        if not track.fresh:
+        if not track.fresh or not track.strong:  # weak detections alone (a tie, a lamp) never become a person
             return False
         state = self.decider.state(track.id)
         if state is None or not state.settled:

@@ -59,14 +59,16 @@ class Track:
     fresh: bool = True  # confirmed by a detection on the current frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
     number: int = 0  # the person number users see, given on confirmation (0 while tentative)
+    strong: bool = False  # one of its detections scored at least the tracker's confirm_score
 
     def missed(self, seq: int) -> int:
         return seq - self.last_seq
 
     @property
     def confirmed(self) -> bool:
-        """Seen by two detections: a one-off false detection never becomes a person."""
-        return self.hits >= 2
+        """Seen by two detections, one of them confident: a one-off false detection never becomes a person,
+        nor does a tie or a lamp that MTCNN's permissive thresholds keep finding at a low score."""
+        return self.hits >= 2 and self.strong
 
 
 class Tracker:
@@ -76,8 +78,10 @@ class Tracker:
         max_missed: int = 15,
         max_centre_distance: float = 0.8,
         tentative_max_missed: int = 3,
+        confirm_score: float = 0.0,
     ) -> None:
         self.iou_threshold = iou_threshold
+        self.confirm_score = confirm_score
         self.max_missed = max_missed
         self.tentative_max_missed = tentative_max_missed
         self.max_centre_distance = max_centre_distance
@@ -125,6 +129,7 @@ class Tracker:
         track.box = track.detected_box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
         track.last_seq, track.fresh = seq, True
         track.hits += 1
+        track.strong = track.strong or face.score >= self.confirm_score
         if track.confirmed and not track.number:
             track.number = self._next_number
             self._next_number += 1
@@ -135,6 +140,7 @@ class Tracker:
             return None
         box = tuple(float(v) for v in face.box)
         t = Track(self._next_id, box, seq, seq, detected_box=box)  # type: ignore[arg-type]
+        t.strong = face.score >= self.confirm_score
         self._next_id += 1
         self.tracks.append(t)
         return t

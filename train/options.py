@@ -78,6 +78,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--mixup", dest="augment.mixup", type=float, metavar="P", help="share of batches MixUp-ed")
     g.add_argument(
+        "--surroundings",
+        dest="augment.surroundings",
+        type=float,
+        metavar="P",
+        help="share of crops whose surroundings become a plain noisy background",
+    )
+    g.add_argument(
         "--source-weights",
         dest="data.source_weights",
         nargs="+",
@@ -108,6 +115,12 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="torch CPU threads (0 = all cores; 1 is often faster on a busy machine)",
     )
+
+
+def add_detector_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """config.toml [detector]'s MTCNN settings as flags (evaluate-frames measures them, import pins them)."""
+    p.add_argument("--min-face-size", dest="detector.min_face_size", type=int, metavar="PX")
+    p.add_argument("--thresholds", dest="detector.thresholds", type=float, nargs=3, metavar=("P", "R", "O"))
 
 
 def add_engine_device_argument(p: argparse.ArgumentParser) -> None:

@@ -111,17 +111,32 @@ class OneFace:
 
 
 class OnceThenNothing:
-    """A false detection on the first frame only."""
+    """A false detection (a confident one) on the first frame only."""
 
     def __init__(self):
         self.calls = 0
 
     def detect(self, frame, **kw):
         self.calls += 1
-        return [Face((40.0, 30.0, 100.0, 105.0), 0.7)] if self.calls == 1 else []
+        return [Face((40.0, 30.0, 100.0, 105.0), 0.95)] if self.calls == 1 else []
 
     def detect_region(self, frame, region, **kw):
         raise AssertionError("no second look for a tentative track")
+
+
+class WeakThenStrong:
+    """The same box in every detection round at a low score (a tie), confident from round `strong_from`."""
+
+    def __init__(self, strong_from: int = 10**9) -> None:
+        self.calls = 0
+        self.strong_from = strong_from
+
+    def detect(self, frame, **kw):
+        self.calls += 1
+        return [Face((40.0, 30.0, 100.0, 105.0), 0.95 if self.calls >= self.strong_from else 0.6)]
+
+    def detect_region(self, frame, region, **kw):
+        return []
 
 
 def read_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ from engines.config import Config, MonitorConfig
 from engines.faces import Face
 from monitor.capture import Frame
 from monitor.pipeline import Pipeline
-from tests.monitor.fakes import NoFaces, OnceThenNothing, OneFace, ScriptedEngine
+from tests.monitor.fakes import NoFaces, OnceThenNothing, OneFace, ScriptedEngine, WeakThenStrong
 
 
 def test_corrupt_frames_and_frames_of_another_size_are_reported_once_and_the_loop_goes_on():
@@ -61,6 +61,23 @@ def test_detection_runs_every_nth_frame_and_settled_tracks_are_reclassified_spar
     assert len(flags) == 1 and flags[0].frame == 6 and flags[0].state.mask_name == "not_wear"
     assert p.finish(results[-1].frame)[0].event == "left"
     assert p.decider._history == {} and p._last_classified == {}  # nothing kept for people gone
+
+
+def test_weak_detections_alone_never_make_a_person_nor_reach_the_classifier():
+    """A tie found in every round at 0.6 (< monitor.confirm_score 0.9) stays tentative and unclassified;
+    the same box found confidently from the 4th round on becomes a person then, and is flagged."""
+    cfg = Config(monitor=MonitorConfig(detect_every=3, min_votes=1, vote_window=1))
+    blank = np.zeros((240, 320, 3), np.uint8)
+    p = Pipeline(cfg, ScriptedEngine([2]), WeakThenStrong())
+    results = [p.process(Frame(i, i / 30, blank)) for i in range(30)]
+    assert all(r.tracks and not r.tracks[0].confirmed for r in results)
+    assert sum(r.classified for r in results) == 0 and all(not r.events for r in results)
+    p = Pipeline(cfg, ScriptedEngine([2]), WeakThenStrong(strong_from=4))
+    results = [p.process(Frame(i, i / 30, blank)) for i in range(30)]
+    assert [r.seq for r in results if r.classified][0] == 9  # the 4th detection round
+    assert results[9].tracks[0].confirmed and results[9].tracks[0].number == 1
+    flags = [e for r in results for e in r.events if e.event == "flag"]
+    assert len(flags) == 1 and flags[0].frame == 9
 
 
 def test_a_one_off_detection_never_becomes_a_person():

@@ -8,8 +8,8 @@ from engines.faces import Face
 from monitor.tracker import Tracker, iou
 
 
-def face(x, y, s=100.0) -> Face:
-    return Face((x, y, x + s, y + s * 1.25), 0.99)
+def face(x, y, s=100.0, score=0.99) -> Face:
+    return Face((x, y, x + s, y + s * 1.25), score)
 
 
 def test_tracker_keeps_ids_through_motion_and_misses():
@@ -48,3 +48,24 @@ def test_tracker_refuses_duplicate_tracks_and_far_faces():
     pairs, left_t, left_f = tr.match([face(400, 100), face(100, 100, s=30)])  # far away; much smaller
     assert pairs == [] and left_t == [t] and len(left_f) == 2
     assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+
+
+def test_only_a_confident_detection_makes_a_track_a_person():
+    """A tie found again and again at a low score stays tentative; a masked face scoring low at first
+    becomes a person with its first confident detection, and keeps its track through low scores after."""
+    tr = Tracker(confirm_score=0.9)
+    tie = tr.start(face(300, 300, 50, score=0.6), 0)
+    masked = tr.start(face(0, 50, score=0.5), 0)
+    for seq, masked_score in ((3, 0.7), (6, 0.95), (9, 0.45)):
+        tr.predict(seq)
+        pairs, _, _ = tr.match([face(300, 300, 50, score=0.8), face(0, 50, score=masked_score)])
+        for t, f in pairs:
+            tr.confirm(t, f, seq)
+        assert not tie.confirmed and tie.number == 0
+        assert masked.confirmed == (seq >= 6)
+    assert masked.number == 1 and masked.hits == 4
+    # without a confirm_score, two detections make a person
+    plain = Tracker()
+    t = plain.start(face(0, 0, score=0.4), 0)
+    plain.confirm(t, face(0, 0, score=0.4), 3)
+    assert t.confirmed and t.number == 1

@@ -5,9 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from engines.config import AugmentConfig, DataConfig
+from engines.config import AugmentConfig, CropConfig, DataConfig
+from engines.faces import crop_box
 from engines.preprocess import preprocess
-from train.data.augment import EvalTransform, TrainTransform, normalize_rgb
+from train.data.augment import (
+    EvalTransform,
+    TrainTransform,
+    face_in_crop,
+    normalize_rgb,
+    replace_surroundings,
+)
 from train.data.cache import Cache
 from train.data.dataset import CropDataset, EpochSampler, class_weights, make_loader
 
@@ -35,6 +42,47 @@ def test_train_transform_without_augmentation_equals_inference(crop):
         preprocess([crop], (512, 384), MEAN, STD)[0],
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("geom", [CropConfig(), CropConfig(margin=0.3, shift_y=0.0)])
+def test_face_in_crop_is_where_crop_face_puts_a_face_box(geom):
+    box = (100.0, 50.0, 200.0, 170.0)  # 1.2 times as tall as wide, as an MTCNN box
+    x1, y1, x2, y2 = crop_box(box, geom)
+    fx1, fy1, fx2, fy2 = face_in_crop(geom)
+    np.testing.assert_allclose(
+        (fx1 * (x2 - x1) + x1, fy1 * (y2 - y1) + y1, fx2 * (x2 - x1) + x1, fy2 * (y2 - y1) + y1), box
+    )
+
+
+def test_replace_surroundings_keeps_mouth_and_chin_and_paints_the_rest():
+    img = np.full((128, 96, 3), 77, np.uint8)
+    face = face_in_crop()
+    fx1, fy1, fx2, fy2 = face
+    fw, fh = fx2 - fx1, fy2 - fy1
+    # the region no draw may touch: the face less 5% of each side and 20% of the forehead, plus 10% below
+    keep = (
+        slice(int(np.ceil(128 * (fy1 + 0.2 * fh))), int(128 * (fy2 + 0.1 * fh))),
+        slice(int(np.ceil(96 * (fx1 + 0.05 * fw))), int(96 * (fx2 - 0.05 * fw))),
+    )
+    rng = np.random.default_rng(0)
+    corners_changed = 0
+    for _ in range(50):
+        out = replace_surroundings(img, face, rng)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert (out[keep] == 77).all()
+        corners_changed += any(not np.array_equal(out[y, x], img[y, x]) for y in (0, -1) for x in (0, -1))
+    assert corners_changed >= 45  # a corner is kept only when the drawn rectangle reaches it
+
+
+def test_surroundings_share_is_its_probability(crop):
+    none = AugmentConfig(hflip=0, shift_scale_rotate=0, color=0, blur=0, noise=0, jpeg=0, dropout=0)
+    plain = EvalTransform(SIZE, MEAN, STD)(crop)
+    off = TrainTransform(SIZE, MEAN, STD, none)
+    assert all(np.allclose(off(crop), plain, atol=1e-5) for _ in range(5))
+    half = TrainTransform(SIZE, MEAN, STD, AugmentConfig(**{**none.__dict__, "surroundings": 0.5}))
+    half.set_seed(3)
+    changed = sum(not np.allclose(half(crop), plain, atol=1e-5) for _ in range(200))
+    assert 70 <= changed <= 130
 
 
 @pytest.mark.parametrize("order", ["resize_first", "augment_first"])

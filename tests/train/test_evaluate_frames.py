@@ -32,12 +32,14 @@ def test_scores_count_a_missed_face_as_not_flagged():
     t.faces[:] = [4, 2, 4]
     t.found[:] = [3, 2, 4]
     t.found_second[:] = [4, 2, 4]
+    t.confident[:] = [2, 2, 4]
     t.predicted[0] = [3, 0, 1, 0]  # masked: 3 worn, 1 read as no mask
     t.predicted[1] = [0, 2, 0, 0]
     t.predicted[2] = [1, 0, 2, 1]  # bare: 2 flagged, one read as worn, one never found
     t.frames, t.detect_seconds = 10, 0.5
     s = scores(t)
     assert s["masked_found"] == 0.75 and s["masked_found_second_look"] == 1.0
+    assert s["masked_found_confident"] == 0.5
     assert s["masked_not_flagged"] == 0.75 and s["bare_flagged"] == 0.5 and s["incorrect_recall"] == 1.0
     assert s["flag_right"] == pytest.approx((3 + 2) / 8) and s["detect_fps"] == 20.0
 
@@ -72,12 +74,15 @@ def test_the_command_compares_models_on_the_same_frames(tmp_path, capsys, tiny_c
                 str(REAL),
                 "--threads",
                 "1",
+                "--baseline-detection",
             ]
         )
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0 and out.count("tiny.pt: faces pasted into 640x480 frames") == 2
     assert out.count("masked faces found (first look)") == 2 and "flag-or-not right" in out
     assert "frames/s (first look)" in out
+    # the first demo's detection path on the same frames, its yield and cost beside this one's
+    assert "baseline detection (MTCNN [0.5, 0.6, 0.6], min face 40 px" in out and "x the baseline" in out
     first, second = out.split("flag-or-not right")[1:3]
     assert first.split()[1] == second.split()[1]  # the same model on the same frames: the same numbers
     assert Photo(REAL, 0).mask == 0

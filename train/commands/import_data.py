@@ -11,7 +11,7 @@ from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from train.data.importer import import_dataset
-from train.options import add_threads_argument
+from train.options import add_detector_arguments, add_threads_argument
 from train.progress import console
 from train.runfiles import check_output_dir
 
@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default 0)")
     p.add_argument("--force", action="store_true", help="crop everything again")
     add_threads_argument(p)
+    g = p.add_argument_group(
+        "MTCNN in the photos (config.toml [detector]; a cache keeps the settings it was made with)"
+    )
+    add_detector_arguments(g)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

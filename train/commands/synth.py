@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engines.config import Config
 from engines.errors import UserError
+from train.options import add_detector_arguments
 from train.progress import err_console
 from train.synth.build import build, photos_in, read_labels, texture_files
 
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="optional folder of mask fabric images, used for about 30%% of the masks",
     )
     parser.add_argument("--force", action="store_true", help="rebuild OUT made earlier with other settings")
+    add_detector_arguments(parser.add_argument_group("MTCNN in the photos (config.toml [detector])"))
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

@@ -1,6 +1,7 @@
 """`mask-train evaluate-frames`: held-out photos as the monitor would meet them.
 
-Each photo's face (MTCNN, padded retry, or the whole image, as `import` finds it) is scaled to a face
+Each photo's face (MTCNN, padded retry, or the whole image, as `import` finds it, with the fixed
+REFERENCE_DETECTOR settings so that every detection path is scored on the same frames) is scaled to a face
 height drawn from 60-200 px and pasted at a random place of a 640x480 frame with a plain, noisy
 background. The frame then goes through the monitor's own path: MTCNN on the copy shrunk to
 monitor.detect_max_side with [detector] settings (engines.faces.detect_shrunk), the detection that overlaps
@@ -21,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import Config
+from engines.config import Config, DetectorConfig
 from engines.errors import UserError
 from engines.faces import Box, crop_face, detect_shrunk
 from engines.labels import MASK_NAMES, marginals
@@ -31,6 +32,10 @@ from train.progress import task
 
 FRAME_W, FRAME_H = 640, 480
 FACE_HEIGHTS = (60, 200)
+# where each source photo's face is: fixed (MTCNN's settings of the first demo), whatever detector is
+# measured; with the first demo's monitor.detect_max_side, also the baseline path (--baseline-detection)
+REFERENCE_DETECTOR = DetectorConfig(thresholds=(0.5, 0.6, 0.6), min_face_size=40, scale_factor=0.709)
+BASELINE_MAX_SIDE = 320
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Tally:
     faces: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
     found: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
     found_second: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
+    confident: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))  # first look >= confirm_score
     predicted: np.ndarray = field(default_factory=lambda: np.zeros((3, 4), np.int64))  # col 3: not found
     detect_seconds: float = 0.0
     second_seconds: float = 0.0
@@ -166,6 +172,7 @@ def run_frames(
                 tally.second_seconds += t2 - t1
                 tally.faces[ph.mask] += 1
                 tally.found[ph.mask] += face is not None
+                tally.confident[ph.mask] += face is not None and face.score >= m.confirm_score
                 tally.found_second[ph.mask] += second is not None
                 if second is None:
                     tally.predicted[ph.mask, 3] += 1
@@ -184,6 +191,7 @@ def scores(t: Tally) -> dict[str, float]:
     out = {
         "masked_found": float(t.found[0] / n[0]),
         "masked_found_second_look": float(t.found_second[0] / n[0]),
+        "masked_found_confident": float(t.confident[0] / n[0]),
         "bare_found": float(t.found[2] / n[2]),
         "masked_not_flagged": float((t.faces[0] - flagged[0]) / n[0]),
         "bare_flagged": float(flagged[2] / n[2]),
@@ -197,3 +205,20 @@ def scores(t: Tally) -> dict[str, float]:
 
 
 MASK_COLUMNS = (*MASK_NAMES, "not found")
+
+
+def detection_only(
+    frames: Sequence[tuple[Photo, Pasted]], detector, max_side: int, show: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(faces found per true mask state, faces per state, frames/s) of one detection path: another
+    path's cost and yield on the same frames, in the same run."""
+    found, faces, seconds = np.zeros(3, np.int64), np.zeros(3, np.int64), 0.0
+    with task("baseline detection", len(frames), show) as bar:
+        for ph, pasted in frames:
+            t0 = time.perf_counter()
+            face = match(detect_shrunk(detector, pasted.frame, max_side), pasted.box)
+            seconds += time.perf_counter() - t0
+            faces[ph.mask] += 1
+            found[ph.mask] += face is not None
+            bar.advance()
+    return found, faces, len(frames) / max(seconds, 1e-9)

@@ -117,7 +117,7 @@ class Trainer:
         self.train_ds = CropDataset(
             [s.crop for s in self.train_samples],
             targets,
-            TrainTransform(size, m.mean, m.std, self.cfg.augment),
+            TrainTransform(size, m.mean, m.std, self.cfg.augment, crop=self.cfg.crop),
         )
         weights = sample_weights(self.train_samples, targets, d)
         self.sampler = EpochSampler(

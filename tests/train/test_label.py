@@ -72,7 +72,7 @@ def served(tmp_path, shared):
 class LabelProcess:
     """`python -m train label ...` as a user runs it; the start line read from its stdout."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, sigint_ignored: bool = False) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "train", "label", *args],
@@ -81,6 +81,8 @@ class LabelProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as a shell script's `&` starts it: SIGINT ignored, inherited through exec
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
         )
 
     def start_line(self, timeout: float = 60) -> str:
@@ -129,6 +131,15 @@ def test_loopback_by_default_and_other_host_names_refused(tmp_path, shared):
                 socket.create_connection((other, port), timeout=2).close()
     finally:
         p.stop()
+
+
+def test_a_server_started_with_sigint_ignored_still_stops_on_sigint(tmp_path, shared):
+    folder = tmp_path / "collect"
+    make_collect_dir(folder, n=2)
+    p = LabelProcess(str(folder), "--port", "0", sigint_ignored=True)
+    assert "labelling 2 crops" in p.start_line()
+    p.stop()  # raises TimeoutExpired if the SIGINT is ignored
+    assert p.proc.returncode == 0
 
 
 def test_explicit_host_requires_the_printed_token(tmp_path, shared):

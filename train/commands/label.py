@@ -8,6 +8,7 @@ Binds 127.0.0.1 unless --host is given; with --host every request needs the toke
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     host = args.host or "127.0.0.1"
     server = make_server(app, host, cfg.label.port)
     print(start_line(app, host, server.server_address[1]), flush=True)
+    # a server started from a script or `&` inherits an ignored SIGINT: `kill -INT` must still stop it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:  # the usual way to stop it: everything is already saved

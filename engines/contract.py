@@ -12,12 +12,12 @@ from __future__ import annotations
 import io
 import json
 import struct
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from engines.config import ConfigError, CropConfig, section_from_dict
+from engines.config import ConfigError, CropConfig, ModelConfig, section_from_dict
 from engines.errors import UserError
 from engines.labels import NUM_CLASSES, TASK_NAMES, class_names
 
@@ -59,6 +59,10 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+# the keys config.toml [model] and a model file's metadata share: the network and its input
+MODEL_FIELDS = ("arch", "head", "input_height", "input_width", "mean", "std")
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     arch: str
@@ -77,6 +81,17 @@ class ModelMeta:
     version: int = META_VERSION
     # per task: was the model trained on real labels for it? Files written before this key claim all three
     knows: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(TASK_NAMES, True))
+
+    @classmethod
+    def for_model(cls, model: ModelConfig, crop: CropConfig, **kw: Any) -> ModelMeta:
+        """The metadata of a network built from config [model] and cut with `crop`; `kw`: the other fields."""
+        shared = {k: getattr(model, k) for k in MODEL_FIELDS}
+        shared["mean"], shared["std"] = tuple(model.mean), tuple(model.std)
+        return cls(**shared, crop=crop, **kw)
+
+    def model_config(self, base: ModelConfig) -> ModelConfig:
+        """config [model] for this file's network: base with the keys they share taken from the file."""
+        return replace(base, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
     def known_tasks(self) -> tuple[str, ...]:
         """The tasks whose outputs mean something (mask, gender, age, in that order)."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engines import FORMATS, ModelFileError, ModelMeta, load_engine, read_meta
+from engines.config import CropConfig, ModelConfig
 from engines.contract import TRT_MAGIC, pack_engine, unpack_engine
 from engines.labels import class_names
 from engines.models import probabilities
@@ -149,3 +150,15 @@ def test_engine_file_with_other_labels_is_refused(tmp_path):
     p.write_bytes(TRT_MAGIC + struct.pack("<I", len(blob)) + blob + b"plan")
     with pytest.raises(ModelFileError, match="other labels"):
         read_meta(p)
+
+
+def test_model_config_and_file_metadata_map_both_ways():
+    model = ModelConfig(arch="resnet18", head="multi", input_height=64, input_width=48, mean=(0.5,) * 3)
+    crop = CropConfig(margin=0.3)
+    meta = ModelMeta.for_model(model, crop, age_old_threshold=58)
+    assert (meta.arch, meta.head, meta.input_size, meta.mean) == ("resnet18", "multi", (64, 48), (0.5,) * 3)
+    assert meta.crop == crop and meta.age_old_threshold == 58
+    back = meta.model_config(ModelConfig(dropout=0.5))
+    assert back == ModelConfig(
+        arch="resnet18", head="multi", input_height=64, input_width=48, mean=(0.5,) * 3, dropout=0.5
+    )

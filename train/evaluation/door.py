@@ -224,16 +224,7 @@ def fit_config(cfg: Config, s: DoorSettings, cache: Path) -> Config:
     return replace(
         cfg,
         crop=meta.crop,
-        model=replace(
-            cfg.model,
-            arch=meta.arch,
-            head=meta.head,
-            input_height=meta.input_height,
-            input_width=meta.input_width,
-            mean=meta.mean,
-            std=meta.std,
-            pretrained=False,
-        ),
+        model=replace(meta.model_config(cfg.model), pretrained=False),
         data=replace(
             cfg.data, cache_dir=str(cache), num_workers=0, batch_size=s.batch_size, source_weights=()
         ),

@@ -53,16 +53,7 @@ def _source(checkpoint: Path | None, cfg: Config):
     m = cfg.model
     model = create_model(m.arch, m.head, pretrained=False)
     _realistic_batchnorm(model, (m.input_height, m.input_width))
-    meta = ModelMeta(
-        arch=m.arch,
-        head=m.head,
-        input_height=m.input_height,
-        input_width=m.input_width,
-        mean=m.mean,
-        std=m.std,
-        crop=cfg.crop,
-        extra={"note": "random weights (bench-engines)"},
-    )
+    meta = ModelMeta.for_model(m, cfg.crop, extra={"note": "random weights (bench-engines)"})
     return meta, model.state_dict()
 
 

@@ -291,14 +291,9 @@ class Trainer:
                     if k in row
                 }
             )
-        return ModelMeta(
-            arch=m.arch,
-            head=m.head,
-            input_height=m.input_height,
-            input_width=m.input_width,
-            mean=tuple(m.mean),
-            std=tuple(m.std),
-            crop=self.cache.crop_config(),
+        return ModelMeta.for_model(
+            m,
+            self.cache.crop_config(),
             age_old_threshold=self.cfg.data.age_old_threshold,
             extra=info,
             knows=self.knows(),

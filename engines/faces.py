@@ -51,6 +51,15 @@ class Face:
         return Face((x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.score, lm)
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (0 for boxes that do not meet)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 # --- the crop -----------------------------------------------------------------------------------------------
 
 

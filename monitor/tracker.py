@@ -15,17 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.faces import Box, Face
+from engines.faces import Box, Face, iou
 
 _MAX_EXTRAPOLATE = 10  # frames of velocity extrapolation at most; beyond it the box stays put
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _size(box: Box) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 
 from engines.config import Config, DetectorConfig
 from engines.errors import UserError
-from engines.faces import Box, crop_face, detect_shrunk
+from engines.faces import Box, crop_face, detect_shrunk, iou
 from engines.labels import MASK_NAMES, marginals
 from train.data.importer import MASK_WORDS, find_box
 from train.data.prepare import read_image
@@ -117,18 +117,10 @@ def paste(img: np.ndarray, box: Box, height: float, rng: np.random.Generator) ->
     return Pasted(frame, (fx1 + ox, fy1 + oy, fx2 + ox, fy2 + oy))
 
 
-def _overlap(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(faces: Sequence, truth: Box):
     """The detection of the pasted face: its centre inside the face's box, the most overlapping one."""
     inside = [f for f in faces if truth[0] <= f.center[0] <= truth[2] and truth[1] <= f.center[1] <= truth[3]]
-    return max(inside, key=lambda f: _overlap(f.box, truth), default=None)
+    return max(inside, key=lambda f: iou(f.box, truth), default=None)
 
 
 def prepare_frames(photos: Sequence[Photo], detector, seed: int, show: bool) -> list[tuple[Photo, Pasted]]:

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,3 +63,13 @@ def spinner(message: str) -> Iterator[Callable[[str], None]]:
     `with spinner("Exporting") as status: status("step 2")`."""
     with err_console.status(message, spinner="dots") as st:
         yield lambda msg: st.update(msg)
+
+
+def print_counts(title: str, counts: dict[str, int]) -> None:
+    """A job's counts as a two-column table ("what", "count"), keys sorted, underscores as spaces."""
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in sorted(counts):
+        table.add_row(key.replace("_", " "), str(counts[key]))
+    console.print(table)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from rich.table import Table
-
 from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from train.data.importer import import_dataset
 from train.options import add_detector_arguments, add_threads_argument
-from train.progress import console
+from train.progress import console, print_counts
 from train.runfiles import check_output_dir
 
 
@@ -52,12 +50,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         seed=args.seed,
         force=args.force,
     )
-    table = Table(title=f"import {report.name} ({report.layout}) -> {cache_dir}/imports/{report.name}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for key in sorted(report.counts):
-        table.add_row(key.replace("_", " "), str(report.counts[key]))
-    console.print(table)
+    print_counts(
+        f"import {report.name} ({report.layout}) -> {cache_dir}/imports/{report.name}", report.counts
+    )
     for p in report.problems[:15]:
         console.print(f"  {p.kind}: {p.path} ({p.detail})")
     if len(report.problems) > 15:

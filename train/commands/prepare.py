@@ -12,7 +12,7 @@ from engines.device import set_torch_threads
 from train.data import prepare as preparing
 from train.data.prepare import PrepareReport
 from train.options import add_threads_argument
-from train.progress import console
+from train.progress import console, print_counts
 from train.runfiles import check_output_dir
 
 
@@ -39,12 +39,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def print_report(report: PrepareReport, limit: int = 15) -> None:
-    table = Table(title=f"prepare: {report.cache}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for key in sorted(report.counts):
-        table.add_row(key.replace("_", " "), str(report.counts[key]))
-    console.print(table)
+    print_counts(f"prepare: {report.cache}", report.counts)
     if report.problems:
         problems = Table(title=f"problems ({len(report.problems)}; all in {report.cache / 'report.json'})")
         for col in ("kind", "path", "detail"):

@@ -117,7 +117,7 @@ class Trainer:
         self.train_ds = CropDataset(
             [s.crop for s in self.train_samples],
             targets,
-            TrainTransform(size, m.mean, m.std, self.cfg.augment, crop=self.cfg.crop),
+            TrainTransform(size, m.mean, m.std, self.cfg.augment, crop=self.cache.crop_config()),
         )
         weights = sample_weights(self.train_samples, targets, d)
         self.sampler = EpochSampler(

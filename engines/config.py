@@ -66,6 +66,7 @@ class DetectorConfig:
     scale_factor: float = _f(0.709, min=0.3, max=0.95)
     min_score: float = _f(0.0, min=0.0, max=1.0)
     device: str = _f("cpu", choices=DEVICES)
+    threads: int = _f(0, min=0, max=256)  # CPU threads detecting the frames of a batch side by side; 0 = auto
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from engines.errors import UserError
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resolve_device(pref: str, setting: str) -> str:

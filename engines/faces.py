@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from engines.config import CropConfig, DetectorConfig
-from engines.device import resolve_device
+from engines.device import cpu_cores, resolve_device
 from engines.errors import UserError
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
@@ -129,9 +130,16 @@ class FaceDetector:
     def __init__(self, cfg: DetectorConfig = DetectorConfig()) -> None:
         self.cfg = cfg
         self._nets = None
+        # guards the lazy load only: the nets keep no state, so frames may be detected on several threads
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = 1
 
     def _load(self):
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self):
         if self._nets is None:
             try:
                 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
@@ -147,7 +155,24 @@ class FaceDetector:
                 net().to(device).eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet)
             )
             self._nets = (nets, device)
+            self._workers = self._worker_count(device, torch.get_num_threads())
         return self._nets
+
+    def _worker_count(self, device: str, torch_threads: int) -> int:
+        """Threads that detect the frames of one batch side by side on the CPU. Batching buys little on a CPU
+        (MTCNN's work is per pyramid level and per candidate box, much of it in Python); frames on separate
+        threads, each running PyTorch on the thread itself, fill the cores without OpenMP's spin-waiting."""
+        if device != "cpu":
+            return 1  # a GPU gains from one large batch instead
+        if self.cfg.threads > 0:
+            return self.cfg.threads
+        return max(1, cpu_cores() // max(torch_threads, 1))
+
+    def close(self) -> None:
+        """Stops the detection threads (a later call starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def detect(
         self,
@@ -194,8 +219,24 @@ class FaceDetector:
         rgb = np.stack(
             [cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_BGR2RGB) for f in frames]
         )
-        with self._lock, torch.inference_mode():
-            boxes, points = detect_face(rgb, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
+
+        def run(part: np.ndarray) -> tuple[list, list]:
+            with torch.inference_mode():
+                b, p = detect_face(part, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
+            return list(b), list(p)
+
+        if self._workers > 1 and len(rgb) > 1:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mtcnn")
+                pool = self._pool
+            parts = np.array_split(rgb, min(self._workers, len(rgb)))
+            boxes, points = [], []
+            for b, p in pool.map(run, parts):
+                boxes += b
+                points += p
+        else:
+            boxes, points = run(rgb)
         out: list[list[Face]] = []
         H, W = rgb.shape[1:3]
         for b, p in zip(boxes, points):

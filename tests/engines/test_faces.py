@@ -63,6 +63,42 @@ def test_several_faces_and_a_batch(shared, detector):
     assert [len(f) for f in detector.detect_batch([canvas, a])] == [2, 1]
 
 
+def test_a_batch_split_over_threads_keeps_each_frame_its_own_faces(shared):
+    """detector.threads 3 on 5 frames: 3 parts on 3 threads; each frame still gets its own faces, in order."""
+    a = cv2.resize(_img("astronaut.png"), (240, 240))
+    frames = []
+    for k in range(5):  # the face in a different place in each frame, none in the third
+        canvas = np.full((300, 400, 3), 90 + 20 * k, np.uint8)
+        if k != 2:
+            canvas[30:270, 20 + 30 * k : 260 + 30 * k] = a
+        frames.append(canvas)
+    alone = [FaceDetector(DetectorConfig(threads=1)).detect(f) for f in frames]
+    threaded = FaceDetector(DetectorConfig(threads=3))
+    try:
+        batch = threaded.detect_batch(frames)
+        assert threaded._pool is not None and threaded._workers == 3
+    finally:
+        threaded.close()
+    assert [len(f) for f in batch] == [1, 1, 0, 1, 1]
+    for got, want in zip(batch, alone):
+        assert len(got) == len(want)
+        for fg, fw in zip(got, want):
+            assert np.allclose(fg.box, fw.box, atol=0.5) and fg.score == pytest.approx(fw.score, abs=1e-4)
+    assert [f[0].box[0] for f in batch if f] == sorted(f[0].box[0] for f in batch if f)
+
+
+def test_detection_threads_follow_cores_and_torch_threads(monkeypatch):
+    import engines.faces as faces
+
+    monkeypatch.setattr(faces, "cpu_cores", lambda: 8)
+    auto = FaceDetector(DetectorConfig(threads=0))
+    assert auto._worker_count("cpu", 1) == 8  # one PyTorch thread each: one per core
+    assert auto._worker_count("cpu", 2) == 4
+    assert auto._worker_count("cpu", 16) == 1
+    assert auto._worker_count("cuda", 1) == 1  # a GPU takes the whole batch at once
+    assert FaceDetector(DetectorConfig(threads=3))._worker_count("cpu", 1) == 3
+
+
 def test_detect_region_returns_frame_coordinates(shared, detector):
     img = _img("astronaut.png")
     full = detector.detect(img)[0]

@@ -503,6 +503,13 @@ def test_bench_streams_runs_one_monitor_against_separate_processes(capsys, tmp_p
     assert data["ratio"] == pytest.approx(
         data["one"]["fps_aggregate"] / data["separate"]["fps_aggregate"], rel=0.01
     )
+    # one measure for both sides: all frames over the span from the first start to the last end; the span
+    # holds every process's own run, so it never beats the sum of their own frames/s
+    for side in ("one", "separate"):
+        assert data[side]["fps_aggregate"] == pytest.approx(12 / data[side]["wall_s"], rel=0.02)
+    sep = data["separate"]
+    assert sep["wall_s"] >= max(f / v for f, v in zip(sep["frames"], sep["fps_per_source"])) * 0.98
+    assert sep["fps_aggregate"] <= sep["fps_sum_of_own_runs"] * 1.02
 
 
 class FlakyDetector:

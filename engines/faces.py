@@ -209,7 +209,8 @@ class FaceDetector:
                 self.detect_batch([f], thresholds=thresholds, min_face_size=min_face_size)[0] for f in frames
             ]
         import torch
-        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        from engines.mtcnn import detect_faces
 
         th = list(thresholds if thresholds is not None else self.cfg.thresholds)
         minsize = int(min_face_size if min_face_size is not None else self.cfg.min_face_size)
@@ -222,8 +223,7 @@ class FaceDetector:
 
         def run(part: np.ndarray) -> tuple[list, list]:
             with torch.inference_mode():
-                b, p = detect_face(part, minsize, pnet, rnet, onet, th, self.cfg.scale_factor, device)
-            return list(b), list(p)
+                return detect_faces(part, minsize, (pnet, rnet, onet), th, self.cfg.scale_factor, device)
 
         if self._workers > 1 and len(rgb) > 1:
             with self._lock:

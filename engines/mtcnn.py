@@ -94,9 +94,12 @@ def detect_faces(
     thresholds: Sequence[float],
     factor: float,
     device,
+    torch_pyramid: bool | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Boxes (k x 5: x1, y1, x2, y2, score) and landmarks (k x 5 x 2) for each of N equal-size RGB images
-    (N x H x W x 3 uint8). Call under torch.inference_mode()."""
+    (N x H x W x 3 uint8). Call under torch.inference_mode(). `torch_pyramid`: shrink the pyramid levels with
+    torch on `device` (the same values) instead of from the integral image; None = on a GPU only, where the
+    frames are better sent once than every level."""
     import torch
     from facenet_pytorch.models.utils.detect_face import (
         batched_nms_numpy,
@@ -104,6 +107,7 @@ def detect_faces(
         generateBoundingBox,
         rerec,
     )
+    from torch.nn.functional import interpolate
     from torchvision.ops.boxes import batched_nms
 
     pnet, rnet, onet = nets
@@ -111,14 +115,21 @@ def detect_faces(
     # one integral image per frame (float64: the sums of a frame exceed float32's exact integers) serves the
     # whole pyramid and every box crop of both later stages
     integral = np.stack([cv2.integral(im, sdepth=cv2.CV_64F) for im in rgb])
+    if torch_pyramid is None:
+        torch_pyramid = str(device) != "cpu"
+    frames = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() if torch_pyramid else None
 
     # stage 1: P-Net over the pyramid; NMS within each scale and image, then within each image
     boxes, image_inds, picks, offset = [], [], [], 0
     for scale in pyramid_scales(h, w, min_face, factor):
         hs, ws = int(h * scale + 1), int(w * scale + 1)
-        rows = _windows(np.zeros(n, int), np.full(n, h), hs)
-        cols = _windows(np.zeros(n, int), np.full(n, w), ws)
-        reg, probs = pnet(_net_input(_area(integral, np.arange(n), rows, cols), device))
+        if frames is not None:
+            level = (interpolate(frames, size=(hs, ws), mode="area") - 127.5) * 0.0078125
+        else:
+            rows = _windows(np.zeros(n, int), np.full(n, h), hs)
+            cols = _windows(np.zeros(n, int), np.full(n, w), ws)
+            level = _net_input(_area(integral, np.arange(n), rows, cols), device)
+        reg, probs = pnet(level)
         found, inds = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
         boxes.append(found)
         image_inds.append(inds)

@@ -61,7 +61,11 @@ def test_same_faces_as_facenet_pytorch(shared, nets):
     with torch.inference_mode():
         want_b, want_p = detect_face(batch, 20, pnet, rnet, onet, th, 0.709, device)
         got_b, got_p = detect_faces(batch, 20, (pnet, rnet, onet), th, 0.709, device)
+        # the GPU's way (pyramid levels shrunk by torch on the device), tried here on the CPU
+        dev_b, dev_p = detect_faces(batch, 20, (pnet, rnet, onet), th, 0.709, device, torch_pyramid=True)
     assert [len(b) for b in got_b] == [2, 2]
+    for gb, db, gp, dp in zip(got_b, dev_b, got_p, dev_p):
+        assert np.allclose(gb, db, atol=1e-2) and np.allclose(gp, dp, atol=1e-2)
     for gb, gp, wb, wp in zip(got_b, got_p, want_b, want_p):
         wb, wp = np.asarray(wb, np.float32), np.asarray(wp, np.float32)  # facenet-pytorch: object arrays
         order_g, order_w = np.argsort(gb[:, 0]), np.argsort(wb[:, 0])

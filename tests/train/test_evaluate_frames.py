@@ -33,15 +33,34 @@ def test_scores_count_a_missed_face_as_not_flagged():
     t.found[:] = [3, 2, 4]
     t.found_second[:] = [4, 2, 4]
     t.confident[:] = [2, 2, 4]
+    t.faces_box_known[:] = [2, 2, 4]  # two masked photos pasted whole (no face found in them), both missed
+    t.found_box_known[:] = [2, 2, 4]
     t.predicted[0] = [3, 0, 1, 0]  # masked: 3 worn, 1 read as no mask
     t.predicted[1] = [0, 2, 0, 0]
     t.predicted[2] = [1, 0, 2, 1]  # bare: 2 flagged, one read as worn, one never found
     t.frames, t.detect_seconds = 10, 0.5
     s = scores(t)
     assert s["masked_found"] == 0.75 and s["masked_found_second_look"] == 1.0
-    assert s["masked_found_confident"] == 0.5
+    assert s["masked_found_confident"] == 0.5 and s["masked_found_box_known"] == 1.0
     assert s["masked_not_flagged"] == 0.75 and s["bare_flagged"] == 0.5 and s["incorrect_recall"] == 1.0
     assert s["flag_right"] == pytest.approx((3 + 2) / 8) and s["detect_fps"] == 20.0
+
+
+def test_a_photo_without_a_face_found_is_pasted_whole_and_marked(tmp_path, shared):
+    import cv2
+
+    from engines.faces import FaceDetector
+    from tests.conftest import FACES
+    from train.evaluation.frames import REFERENCE_DETECTOR, prepare_frames
+
+    face, blank = tmp_path / "face.png", tmp_path / "blank.png"
+    cv2.imwrite(str(face), cv2.imread(str(FACES / "astronaut.png")))
+    cv2.imwrite(str(blank), np.full((256, 200, 3), 90, np.uint8))
+    frames = prepare_frames(
+        [Photo(face, 2), Photo(blank, 0)], FaceDetector(REFERENCE_DETECTOR), seed=0, show=False
+    )
+    (_, with_face), (_, whole) = frames
+    assert with_face.box_known and not whole.box_known
 
 
 def test_match_takes_the_detection_of_the_pasted_face():
@@ -80,6 +99,7 @@ def test_the_command_compares_models_on_the_same_frames(tmp_path, capsys, tiny_c
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0 and out.count("tiny.pt: faces pasted into 640x480 frames") == 2
     assert out.count("masked faces found (first look)") == 2 and "flag-or-not right" in out
+    assert "photos whose face MTCNN found (" in out  # found among the photos pasted at their face height
     assert "frames/s (first look)" in out
     # the first demo's detection path on the same frames, its yield and cost beside this one's
     assert "baseline detection (MTCNN [0.5, 0.6, 0.6], min face 40 px" in out and "x the baseline" in out

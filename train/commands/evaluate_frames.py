@@ -110,6 +110,11 @@ def print_tally(name: str, tally, s: dict[str, float]) -> None:
         ("masked faces found (first look)", s["masked_found"], 0.95),
         ("masked faces found (with the second look)", s["masked_found_second_look"], None),
         ("  found confidently (starts a person)", s["masked_found_confident"], None),
+        (
+            f"  photos whose face MTCNN found ({int(tally.faces_box_known[0])} of {int(tally.faces[0])})",
+            s["masked_found_box_known"],
+            None,
+        ),
         ("bare faces found", s["bare_found"], None),
         ("flag-or-not right (masked + bare)", s["flag_right"], 0.95),
         ("  masked not flagged", s["masked_not_flagged"], 0.95),

@@ -48,6 +48,10 @@ class Photo:
 class Pasted:
     frame: np.ndarray
     box: Box  # where the face is in the frame
+    # the face box was found in the photo (MTCNN, or MTCNN on the photo padded into a frame); False: the
+    # whole photo was taken as the face (a close-up, a mannequin, or a scene whose faces are too small), so
+    # the face in the frame is not at the 60-200 px drawn for it
+    box_known: bool = True
 
 
 Counter3 = np.ndarray  # [3] counts per true mask state
@@ -61,6 +65,8 @@ class Tally:
     found: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
     found_second: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
     confident: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))  # first look >= confirm_score
+    faces_box_known: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))  # Pasted.box_known
+    found_box_known: Counter3 = field(default_factory=lambda: np.zeros(3, np.int64))
     predicted: np.ndarray = field(default_factory=lambda: np.zeros((3, 4), np.int64))  # col 3: not found
     detect_seconds: float = 0.0
     second_seconds: float = 0.0
@@ -98,7 +104,9 @@ def read_list(path: str | Path, root: str | Path) -> list[Photo]:
     return photos
 
 
-def paste(img: np.ndarray, box: Box, height: float, rng: np.random.Generator) -> Pasted:
+def paste(
+    img: np.ndarray, box: Box, height: float, rng: np.random.Generator, box_known: bool = True
+) -> Pasted:
     """The image scaled so its face is `height` px tall, pasted into a 640x480 frame with the face inside."""
     s = height / max(box[3] - box[1], 1.0)
     small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
@@ -114,7 +122,7 @@ def paste(img: np.ndarray, box: Box, height: float, rng: np.random.Generator) ->
     x1, y1, x2, y2 = max(ox, 0), max(oy, 0), min(ox + w, FRAME_W), min(oy + h, FRAME_H)
     if x2 > x1 and y2 > y1:
         frame[y1:y2, x1:x2] = small[y1 - oy : y2 - oy, x1 - ox : x2 - ox]
-    return Pasted(frame, (fx1 + ox, fy1 + oy, fx2 + ox, fy2 + oy))
+    return Pasted(frame, (fx1 + ox, fy1 + oy, fx2 + ox, fy2 + oy), box_known)
 
 
 def match(faces: Sequence, truth: Box):
@@ -132,9 +140,9 @@ def prepare_frames(photos: Sequence[Photo], detector, seed: int, show: bool) -> 
             bar.advance()
             if img is None:
                 continue
-            box, _, _ = find_box(img, detector)
+            box, _, how = find_box(img, detector)
             rng = np.random.default_rng([seed, i])
-            out.append((ph, paste(img, box, rng.uniform(*FACE_HEIGHTS), rng)))
+            out.append((ph, paste(img, box, rng.uniform(*FACE_HEIGHTS), rng, how != "whole_image")))
     return out
 
 
@@ -165,6 +173,8 @@ def run_frames(
                 tally.faces[ph.mask] += 1
                 tally.found[ph.mask] += face is not None
                 tally.confident[ph.mask] += face is not None and face.score >= m.confirm_score
+                tally.faces_box_known[ph.mask] += pasted.box_known
+                tally.found_box_known[ph.mask] += pasted.box_known and face is not None
                 tally.found_second[ph.mask] += second is not None
                 if second is None:
                     tally.predicted[ph.mask, 3] += 1
@@ -184,6 +194,7 @@ def scores(t: Tally) -> dict[str, float]:
         "masked_found": float(t.found[0] / n[0]),
         "masked_found_second_look": float(t.found_second[0] / n[0]),
         "masked_found_confident": float(t.confident[0] / n[0]),
+        "masked_found_box_known": float(t.found_box_known[0] / max(t.faces_box_known[0], 1)),
         "bare_found": float(t.found[2] / n[2]),
         "masked_not_flagged": float((t.faces[0] - flagged[0]) / n[0]),
         "bare_flagged": float(flagged[2] / n[2]),

@@ -24,6 +24,19 @@ from tests.helpers import make_checkpoint
 make_checkpoint(Path(sys.argv[1]))  # mobilenet_v2, the demo model's 96x128 input
 PYEOF
 fi
+# MTCNN on CUDA (pyramid on the device, box crops from the integral images) finds what it finds on the CPU
+"$PY" - <<'PYEOF'
+import cv2, numpy as np
+from engines.config import DetectorConfig
+from engines.faces import FaceDetector
+cap = cv2.VideoCapture("samples/entrance.mp4")
+frames = [cap.read()[1] for _ in range(90)][::6]
+frames = [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in frames]
+cpu = FaceDetector(DetectorConfig(device="cpu")).detect_batch(frames)
+gpu = FaceDetector(DetectorConfig(device="cuda")).detect_batch(frames)
+same = all(len(a) == len(b) and all(np.allclose(x.box, y.box, atol=1.0) for x, y in zip(a, b)) for a, b in zip(cpu, gpu))
+print(f"MTCNN on CUDA vs CPU, {len(frames)} frames, {sum(map(len, cpu))} faces: {'the same' if same else 'DIFFERENT'}")
+PYEOF
 cat > "$OUT/gpu.toml" <<TOML
 [engine]
 device = "cuda"

@@ -13,7 +13,7 @@ DEMO_OUT ?= samples/demo_model.onnx
 REAL ?= ../shared/datasets/face-mask-real
 SYNTH_ARGS = --faces samples/faces --variants 40 --seed 0
 PHOTO_MTCNN = --thresholds 0.5 0.6 0.6 --min-face-size 40
-FIT_ARGS = --epochs 8 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --seed 42 \
+FIT_ARGS = --epochs 8 --input-height 160 --input-width 120 --batch-size 32 --num-workers 0 --seed 42 \
 	--head multi --best-metric f1_mask --known-tasks mask --val-fraction 0.15 \
 	--source-weights prepared=0.6 synthreal=1.5 synthinc=3 --surroundings 0.5
 NICE ?= nice -n 10

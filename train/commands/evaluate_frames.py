@@ -48,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--baseline-detection",
         action="store_true",
-        help="also run the first demo's detection path (MTCNN [0.5, 0.6, 0.6], min face 40 px, frame shrunk "
-        "to 320 px) on the same frames: its yield and frames/s beside this one's",
+        help=f"also run the first demo's detection path (MTCNN {list(REFERENCE_DETECTOR.thresholds)}, "
+        f"min face {REFERENCE_DETECTOR.min_face_size} px, frame shrunk to {BASELINE_MAX_SIDE} px) on the "
+        "same frames: its yield and frames/s beside this one's",
     )
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import Config, DetectorConfig
+from engines.config import Config
 from engines.errors import UserError
-from engines.faces import Box, crop_face, detect_shrunk, iou
+from engines.faces import FIRST_DEMO_DETECTOR, Box, crop_face, detect_shrunk, iou
 from engines.labels import MASK_NAMES, marginals
 from train.data.importer import MASK_WORDS, find_box
 from train.data.prepare import read_image
@@ -34,7 +34,7 @@ FRAME_W, FRAME_H = 640, 480
 FACE_HEIGHTS = (60, 200)
 # where each source photo's face is: fixed (MTCNN's settings of the first demo), whatever detector is
 # measured; with the first demo's monitor.detect_max_side, also the baseline path (--baseline-detection)
-REFERENCE_DETECTOR = DetectorConfig(thresholds=(0.5, 0.6, 0.6), min_face_size=40, scale_factor=0.709)
+REFERENCE_DETECTOR = FIRST_DEMO_DETECTOR
 BASELINE_MAX_SIDE = 320
 
 

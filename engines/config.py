@@ -67,6 +67,8 @@ class DetectorConfig:
     min_score: float = _f(0.0, min=0.0, max=1.0)
     device: str = _f("cpu", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # CPU threads detecting the frames of a batch side by side; 0 = auto
+    # MTCNN's nets: "" = facenet-pytorch's own (learned on bare faces), else a `mask-train fit-detector` file
+    weights: str = _f("samples/detector_masked.pt", path=True)
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,15 @@ class Config:
         """A path from the config, made absolute against the config file's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def locate(self, path: str | os.PathLike[str]) -> Path:
+        """A file the config names: against the config file's folder, or, where no such file is there, the
+        project's own (a config file elsewhere that leaves a key at its default still finds the bundled
+        samples/ file)."""
+        p = self.resolve(path)
+        if not p.exists() and not Path(path).expanduser().is_absolute() and (REPO_ROOT / path).exists():
+            return REPO_ROOT / path
+        return p
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (TOML/JSON-ready), e.g. to save the resolved config beside a run."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from engines.config import CropConfig, DetectorConfig
+from engines.config import REPO_ROOT, Config, CropConfig, DetectorConfig
 from engines.device import cpu_cores, resolve_device
 from engines.errors import UserError
 
@@ -23,8 +24,11 @@ Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 
 # MTCNN as the first demo ran it, before [detector] was tuned for masked faces: the sample video's masks were
 # placed and the demo data's photos cut with these settings, and evaluate-frames finds each held-out photo's
-# face with them, so tuning config.toml's [detector] moves none of them (the Makefile pins the same values)
-FIRST_DEMO_DETECTOR = DetectorConfig(thresholds=(0.5, 0.6, 0.6), min_face_size=40, scale_factor=0.709)
+# face with them, so tuning config.toml's [detector] moves none of them (the Makefile pins the same values);
+# with facenet-pytorch's own nets
+FIRST_DEMO_DETECTOR = DetectorConfig(
+    thresholds=(0.5, 0.6, 0.6), min_face_size=40, scale_factor=0.709, weights=""
+)
 
 _BORDERS = {
     "constant": cv2.BORDER_CONSTANT,
@@ -155,10 +159,12 @@ class FaceDetector:
             import torch
 
             device = resolve_device(self.cfg.device, "detector.device")
+            nets = [PNet(), RNet(), ONet()]
+            if self.cfg.weights:
+                for net, state in zip(nets, load_detector_weights(self.cfg.weights)):
+                    net.load_state_dict(state)
             # channels_last: PyTorch's CPU max-pooling is several times faster in it (MTCNN 1.4-1.7x overall)
-            nets = tuple(
-                net().to(device).eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet)
-            )
+            nets = tuple(net.to(device).eval().to(memory_format=torch.channels_last) for net in nets)
             self._nets = (nets, device)
             self._workers = self._worker_count(device, torch.get_num_threads())
         return self._nets
@@ -266,6 +272,47 @@ class FaceDetector:
         if x2 - x1 < 12 or y2 - y1 < 12:
             return []
         return [f.shifted(x1, y1) for f in self.detect(frame[y1:y2, x1:x2], **kw)]
+
+
+DETECTOR_FORMAT = "mask-monitor mtcnn"
+NET_NAMES = ("pnet", "rnet", "onet")
+
+
+def load_detector_weights(path: str | Path) -> tuple[dict, dict, dict]:
+    """The three nets' state dicts from a `mask-train fit-detector` file (weights_only: tensors and plain
+    values only); a file of any other kind is one clear error naming it."""
+    import torch
+
+    p = Path(path).expanduser()
+    if not p.is_absolute():  # as Config() resolves it (create_detector resolves against the config's folder)
+        p = REPO_ROOT / p
+    if not p.is_file():
+        raise UserError(f'detector.weights: {p} does not exist ("" = facenet-pytorch\'s own nets)')
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: name it, whatever torch says
+        raise UserError(f"detector.weights: {p} is not a detector file ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != DETECTOR_FORMAT:
+        raise UserError(f"detector.weights: {p} is not a `mask-train fit-detector` file")
+    return tuple(state[k] for k in NET_NAMES)
+
+
+def detector_meta(path: str | Path) -> dict:
+    """What a detector file says of itself: its data, options and validation numbers (fit_detector)."""
+    import torch
+
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return dict(state.get("meta", {}))
+
+
+def create_detector(cfg: Config) -> FaceDetector:
+    """The [detector] of a loaded config, its weights file resolved against the config file's folder, or,
+    where no such file is there, against the project's (a config file of one's own elsewhere that leaves
+    weights at its default still runs the bundled samples/detector_masked.pt)."""
+    d = cfg.detector
+    if d.weights:
+        d = replace(d, weights=str(cfg.locate(d.weights)))
+    return FaceDetector(d)
 
 
 def detect_shrunk(detector: FaceDetector, image: np.ndarray, max_side: int, **kw) -> list[Face]:

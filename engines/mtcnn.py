@@ -64,7 +64,7 @@ def _net_input(batch: np.ndarray, device):
     return (torch.from_numpy(batch).to(device).permute(0, 3, 1, 2) - 127.5) * 0.0078125
 
 
-def _box_crops(integral: np.ndarray, inds, boxes, size: int, device):
+def box_crops(integral: np.ndarray, inds, boxes, size: int, device):
     """Each candidate box cut from its image (clipped to the image, as facenet-pytorch does) and averaged down
     or up to the next net's `size` x `size` input, all boxes at once; boxes wholly outside the image are
     dropped (facenet-pytorch would fail on them). Returns the boxes, their image indices and the net input,
@@ -87,39 +87,34 @@ def _box_crops(integral: np.ndarray, inds, boxes, size: int, device):
     return boxes, inds, _net_input(crops, device)
 
 
-def detect_faces(
+def integral_images(rgb: np.ndarray) -> np.ndarray:
+    """One integral image per frame (float64: the sums of a frame exceed float32's exact integers); it serves
+    the whole pyramid and every box crop of both later stages."""
+    return np.stack([cv2.integral(im, sdepth=cv2.CV_64F) for im in rgb])
+
+
+def propose(
     rgb: np.ndarray,
+    integral: np.ndarray,
     min_face: float,
-    nets: Sequence,
-    thresholds: Sequence[float],
+    pnet,
+    threshold: float,
     factor: float,
     device,
     torch_pyramid: bool | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Boxes (k x 5: x1, y1, x2, y2, score) and landmarks (k x 5 x 2) for each of N equal-size RGB images
-    (N x H x W x 3 uint8). Call under torch.inference_mode(). `torch_pyramid`: shrink the pyramid levels with
-    torch on `device` (the same values) instead of from the integral image; None = on a GPU only, where the
-    frames are better sent once than every level."""
+):
+    """Stage 1: P-Net over the pyramid; NMS within each scale and image, then within each image; the boxes
+    regressed and made square. Returns (k x 5 boxes with P-Net's score, their image indices) as tensors, or
+    None where the pyramid is empty."""
     import torch
-    from facenet_pytorch.models.utils.detect_face import (
-        batched_nms_numpy,
-        bbreg,
-        generateBoundingBox,
-        rerec,
-    )
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox, rerec
     from torch.nn.functional import interpolate
     from torchvision.ops.boxes import batched_nms
 
-    pnet, rnet, onet = nets
     n, h, w = rgb.shape[:3]
-    # one integral image per frame (float64: the sums of a frame exceed float32's exact integers) serves the
-    # whole pyramid and every box crop of both later stages
-    integral = np.stack([cv2.integral(im, sdepth=cv2.CV_64F) for im in rgb])
     if torch_pyramid is None:
         torch_pyramid = str(device) != "cpu"
     frames = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() if torch_pyramid else None
-
-    # stage 1: P-Net over the pyramid; NMS within each scale and image, then within each image
     boxes, image_inds, picks, offset = [], [], [], 0
     for scale in pyramid_scales(h, w, min_face, factor):
         hs, ws = int(h * scale + 1), int(w * scale + 1)
@@ -130,13 +125,13 @@ def detect_faces(
             cols = _windows(np.zeros(n, int), np.full(n, w), ws)
             level = _net_input(_area(integral, np.arange(n), rows, cols), device)
         reg, probs = pnet(level)
-        found, inds = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
+        found, inds = generateBoundingBox(reg, probs[:, 1], scale, threshold)
         boxes.append(found)
         image_inds.append(inds)
         picks.append(batched_nms(found[:, :4], found[:, 4], inds, 0.5) + offset)
         offset += found.shape[0]
     if not boxes:
-        return [np.zeros((0, 5), np.float32)] * n, [np.zeros((0, 5, 2), np.float32)] * n
+        return None
     pick = torch.cat(picks)
     boxes, image_inds = torch.cat(boxes)[pick], torch.cat(image_inds)[pick]
     pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
@@ -153,38 +148,71 @@ def detect_faces(
         ],
         dim=1,
     )
-    boxes = rerec(boxes)
+    return rerec(boxes), image_inds
 
-    # stage 2: R-Net on 24x24 crops of the candidates
-    boxes, image_inds, crops = _box_crops(integral, image_inds, boxes, 24, device)
-    if crops is not None:
-        reg, probs = rnet(crops)
-        score = probs[:, 1]
-        keep = score > thresholds[1]
-        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
-        image_inds, reg = image_inds[keep], reg[keep]
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-        boxes = rerec(bbreg(boxes[pick], reg[pick]))
-        image_inds = image_inds[pick]
 
-    # stage 3: O-Net on 48x48 crops: final score, box and the five landmarks
+def refine(integral: np.ndarray, boxes, image_inds, rnet, threshold: float, device):
+    """Stage 2: R-Net on 24x24 crops of the candidates; those above `threshold`, NMS, regressed, square."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import bbreg, rerec
+    from torchvision.ops.boxes import batched_nms
+
+    boxes, image_inds, crops = box_crops(integral, image_inds, boxes, 24, device)
+    if crops is None:
+        return boxes, image_inds
+    reg, probs = rnet(crops)
+    score = probs[:, 1]
+    keep = score > threshold
+    boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+    image_inds, reg = image_inds[keep], reg[keep]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    return rerec(bbreg(boxes[pick], reg[pick])), image_inds[pick]
+
+
+def output(integral: np.ndarray, boxes, image_inds, onet, threshold: float, device):
+    """Stage 3: O-Net on 48x48 crops: final score, box and the five landmarks. Returns (boxes, image indices,
+    landmarks k x 5 x 2)."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg
+
     points = torch.zeros(0, 5, 2)
-    boxes, image_inds, crops = _box_crops(integral, image_inds, boxes, 48, device)
-    if crops is not None:
-        reg, marks, probs = onet(crops)
-        score = probs[:, 1]
-        keep = score > thresholds[2]
-        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
-        image_inds, reg, marks = image_inds[keep], reg[keep], marks[keep]
-        bw = (boxes[:, 2] - boxes[:, 0] + 1).unsqueeze(1)
-        bh = (boxes[:, 3] - boxes[:, 1] + 1).unsqueeze(1)
-        points = torch.stack(
-            (bw * marks[:, :5] + boxes[:, :1] - 1, bh * marks[:, 5:] + boxes[:, 1:2] - 1), dim=2
-        )
-        boxes = bbreg(boxes, reg)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
-        boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+    boxes, image_inds, crops = box_crops(integral, image_inds, boxes, 48, device)
+    if crops is None:
+        return boxes, image_inds, points
+    reg, marks, probs = onet(crops)
+    score = probs[:, 1]
+    keep = score > threshold
+    boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+    image_inds, reg, marks = image_inds[keep], reg[keep], marks[keep]
+    bw = (boxes[:, 2] - boxes[:, 0] + 1).unsqueeze(1)
+    bh = (boxes[:, 3] - boxes[:, 1] + 1).unsqueeze(1)
+    points = torch.stack((bw * marks[:, :5] + boxes[:, :1] - 1, bh * marks[:, 5:] + boxes[:, 1:2] - 1), dim=2)
+    boxes = bbreg(boxes, reg)
+    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    return boxes[pick], image_inds[pick], points[pick]
 
+
+def detect_faces(
+    rgb: np.ndarray,
+    min_face: float,
+    nets: Sequence,
+    thresholds: Sequence[float],
+    factor: float,
+    device,
+    torch_pyramid: bool | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Boxes (k x 5: x1, y1, x2, y2, score) and landmarks (k x 5 x 2) for each of N equal-size RGB images
+    (N x H x W x 3 uint8). Call under torch.inference_mode(). `torch_pyramid`: shrink the pyramid levels with
+    torch on `device` (the same values) instead of from the integral image; None = on a GPU only, where the
+    frames are better sent once than every level."""
+    pnet, rnet, onet = nets
+    n = rgb.shape[0]
+    integral = integral_images(rgb)
+    proposed = propose(rgb, integral, min_face, pnet, thresholds[0], factor, device, torch_pyramid)
+    if proposed is None:
+        return [np.zeros((0, 5), np.float32)] * n, [np.zeros((0, 5, 2), np.float32)] * n
+    boxes, image_inds = refine(integral, *proposed, rnet, thresholds[1], device)
+    boxes, image_inds, points = output(integral, boxes, image_inds, onet, thresholds[2], device)
     boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
     return (
         [boxes[image_inds == i] for i in range(n)],

@@ -21,7 +21,7 @@ from rich.table import Table
 from engines.backends.base import Engine
 from engines.config import Config
 from engines.device import set_torch_threads
-from engines.faces import FaceDetector, crop_face
+from engines.faces import FaceDetector, create_detector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
 from monitor.capture import Capture
@@ -278,7 +278,7 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> int:
     # monitor.cli): the baseline runs with the same PyTorch threads, a fair, conservative ratio
     set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(args, cfg)
-    detector = FaceDetector(cfg.detector)
+    detector = create_detector(cfg)
     spec = SourceSpec("video", str(video))
     limit = args.max_frames or 10**9
     warm_up(engine, detector, spec)

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from engines.config import Config
 from engines.device import set_torch_threads
-from engines.faces import FaceDetector
+from engines.faces import create_detector
 from engines.fileio import atomic_write_json, require_file
 from monitor.app import Monitor, Options
 from monitor.classifier import engine_path, load_classifier
@@ -78,9 +78,7 @@ def one_process(cfg: Config, args: argparse.Namespace, video: Path, n: int) -> S
     engine = load_classifier(args, cfg)
     sources = [Source(f"s{i + 1}", SourceSpec("video", str(video))) for i in range(n)]
     opts = Options(headless=True, max_frames=args.max_frames)
-    mon = Monitor(
-        cfg, sources, engine, FaceDetector(cfg.detector), opts, out=io.StringIO(), err=io.StringIO()
-    )
+    mon = Monitor(cfg, sources, engine, create_detector(cfg), opts, out=io.StringIO(), err=io.StringIO())
     report = mon.run()
     frames = [report.tallies[s.name].frames for s in sources]
     stats = {k: v.to_dict() for k, v in mon.timer.stats().items()}

@@ -14,7 +14,7 @@ from engines.cliargs import positive_float, positive_int
 from engines.config import Config, add_config_argument, choices_of, config_from_args
 from engines.device import set_torch_threads
 from engines.errors import UserError, run_cli
-from engines.faces import FaceDetector
+from engines.faces import create_detector
 from engines.fileio import require_file
 from monitor.app import Monitor, Options
 from monitor.bench import run_bench
@@ -230,7 +230,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(args, cfg)
     publisher = connect_publisher(args.mqtt, [s.name for s in sources]) if args.mqtt else None
-    monitor = Monitor(cfg, sources, engine, FaceDetector(cfg.detector), options, publisher=publisher)
+    monitor = Monitor(cfg, sources, engine, create_detector(cfg), options, publisher=publisher)
     if args.headless:
         what = (
             sources[0].spec.describe()

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from engines.config import load_config  # noqa: E402
-from engines.faces import FIRST_DEMO_DETECTOR, Face, FaceDetector  # noqa: E402
+from engines.faces import FIRST_DEMO_DETECTOR, Face, FaceDetector, create_detector  # noqa: E402
 from engines.fileio import atomic_path, atomic_write_text  # noqa: E402
 from engines.labels import AGE_NAMES, age_group  # noqa: E402
 from train.synth.build import find_face  # noqa: E402
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(doc['people'])} people"
     )
     if args.check:
-        detector = FaceDetector(load_config().detector)
+        detector = create_detector(load_config())
         for r in detection_rates(args.out, doc, detector):
             print(
                 f"person {r['id']:2d} {r['mask']:9s} {str(r['placement'] or ''):10s} {r['source']:20s} "

@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "fit": ("train.commands.fit", "train a classifier (DDP under torchrun), keeping best.pt and last.pt"),
     "kfold": ("train.commands.kfold", "person-grouped, class-stratified K-fold training with out-of-fold F1"),
+    "fit-detector": (
+        "train.commands.fit_detector",
+        "teach MTCNN's R-Net and O-Net the faces of imported photos (masked faces above all)",
+    ),
     "evaluate": (
         "train.commands.evaluate",
         "macro F1, per-task F1, accuracy and confusion matrix of a model",

@@ -121,6 +121,12 @@ def add_detector_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup)
     """config.toml [detector]'s MTCNN settings as flags (evaluate-frames measures them, import pins them)."""
     p.add_argument("--min-face-size", dest="detector.min_face_size", type=int, metavar="PX")
     p.add_argument("--thresholds", dest="detector.thresholds", type=float, nargs=3, metavar=("P", "R", "O"))
+    p.add_argument(
+        "--detector-weights",
+        dest="detector.weights",
+        metavar="FILE",
+        help='MTCNN nets from `mask-train fit-detector` ("" = facenet-pytorch\'s own)',
+    )
 
 
 def add_engine_device_argument(p: argparse.ArgumentParser) -> None:

@@ -27,15 +27,16 @@ def _toml_value(v: Any) -> str:
 
 
 def config_toml(cfg: Config) -> str:
-    """The whole config with path keys made absolute, so the file works from any folder."""
+    """The whole config with path keys made absolute, so the file works from any folder ("" stays "":
+    the default it means, not the config's folder)."""
     lines = ["# resolved config of this run: `mask-train fit --config <this file>` repeats it"]
     for name in SECTIONS:
         section = getattr(cfg, name)
         lines.append(f"\n[{name}]")
         for f in fields(section):
             v = getattr(section, f.name)
-            if f.metadata.get("path"):
-                v = str(cfg.resolve(v))
+            if f.metadata.get("path") and v:
+                v = str(cfg.locate(v))
             lines.append(f"{f.name} = {_toml_value(v)}")
     return "\n".join(lines) + "\n"
 

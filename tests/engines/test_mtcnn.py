@@ -6,7 +6,7 @@ from torch.nn.functional import interpolate
 
 from engines.config import DetectorConfig
 from engines.faces import FaceDetector
-from engines.mtcnn import _area, _box_crops, _windows, detect_faces, pyramid_scales
+from engines.mtcnn import _area, _windows, box_crops, detect_faces, pyramid_scales
 from tests.conftest import FACES
 
 
@@ -82,5 +82,5 @@ def test_no_scale_fits_and_boxes_outside_the_image(nets):
     # a candidate wholly right of the image is dropped instead of failing, the other one is kept
     integral = cv2.integral(np.zeros((40, 40, 3), np.uint8), sdepth=cv2.CV_64F)[None]
     cands = torch.tensor([[5.0, 5.0, 25.0, 25.0, 0.9], [60.0, 5.0, 80.0, 25.0, 0.9]])
-    kept, inds, crops = _box_crops(integral, torch.zeros(2, dtype=torch.long), cands, 24, device)
+    kept, inds, crops = box_crops(integral, torch.zeros(2, dtype=torch.long), cands, 24, device)
     assert kept[:, :4].tolist() == [[5.0, 5.0, 25.0, 25.0]] and crops.shape == (1, 3, 24, 24)

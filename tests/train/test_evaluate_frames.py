@@ -106,3 +106,27 @@ def test_the_command_compares_models_on_the_same_frames(tmp_path, capsys, tiny_c
     first, second = out.split("flag-or-not right")[1:3]
     assert first.split()[1] == second.split()[1]  # the same model on the same frames: the same numbers
     assert Photo(REAL, 0).mask == 0
+
+
+def test_a_scene_whose_face_is_small_is_pasted_at_a_face_height(tmp_path, shared):
+    """The import's MTCNN settings find no face under 40 px: such a scene's face is found down to 12 px, so
+    that it lands in the frame 60-200 px tall like every other face, not as a few pixels of a whole photo."""
+    import cv2
+
+    from engines.faces import FaceDetector
+    from tests.conftest import FACES
+    from train.data.importer import find_box
+    from train.evaluation.frames import REFERENCE_DETECTOR, prepare_frames
+
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    reference = FaceDetector(REFERENCE_DETECTOR)
+    x1, y1, x2, y2 = reference.detect(img)[0].box
+    s = 16 / (y2 - y1)  # the face 16 px tall in a 256 x 256 scene
+    scene = np.full((256, 256, 3), 170, np.uint8)
+    small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)[:200, :200]
+    scene[20 : 20 + small.shape[0], 30 : 30 + small.shape[1]] = small
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), scene)
+    assert find_box(scene, reference)[2] == "whole_image"
+    ((_, pasted),) = prepare_frames([Photo(path, 0)], reference, seed=0, show=False)
+    assert pasted.box_known and 60 <= pasted.box[3] - pasted.box[1] <= 200

@@ -43,14 +43,17 @@ def test_prepare_counts_manifest_report_and_crops(prepared):
     assert c["people"] == len(PEOPLE) and c["images"] == N_GOOD and c["cropped"] == N_GOOD
     assert c["corrupt"] == 1 and c["bad_folder"] == 1 and c["age_out_of_range"] == 1
     assert c["faces"] + c["centred"] == N_GOOD
-    assert c["centred"] >= 7  # the drawn person has no detectable face
+    # the drawn person (7 images, a cartoon head) falls back to the centred crop; the masked-face nets
+    # (samples/detector_masked.pt) take two of its masked images for faces
+    assert c["centred"] >= 5
     assert c["faces"] >= N_GOOD - 14  # the photo people are found (masked ones too)
     assert c["eval_images"] == EVAL_COUNT
     rows = _manifest(cache)
     assert len(rows) == N_GOOD and len({r["key"] for r in rows}) == N_GOOD
     assert f"{CORRUPT[0]}/{CORRUPT[1]}" not in {r["key"] for r in rows}
     drawn = [r for r in rows if r["person"] == "000012"]
-    assert len(drawn) == 7 and all(r["found"] == "0" and float(r["score"]) == 0.0 for r in drawn)
+    missed = [r for r in drawn if r["found"] == "0"]
+    assert len(drawn) == 7 and len(missed) >= 5 and all(float(r["score"]) == 0.0 for r in missed)
     for r in rows:
         crop = cv2.imread(str(cache / r["crop"]))
         assert crop.shape == (512, 384, 3)
@@ -259,3 +262,21 @@ def test_an_interrupted_prepare_keeps_its_progress_and_never_mixes_settings(prep
     again = prepare(data, copy, other, include_eval=False, show=False)
     assert again.counts["skipped"] == 16 and again.counts["cropped"] == N_GOOD - 16
     assert len(_manifest(copy)) == N_GOOD and again.counts["faces"] < prepared[2].counts["faces"]
+
+
+def test_a_cache_made_with_facenet_nets_keeps_them_under_the_masked_face_default(tmp_path):
+    """Caches recorded no detector weights before that key existed: they were facenet-pytorch's nets, and a
+    cache made with them is reused as it is, not cropped again with config.toml's masked-face nets."""
+    from engines.config import DetectorConfig
+    from train.data.cache import Cache, settings_of
+    from train.data.prepare import cache_settings
+
+    made = settings_of(Config(detector=DetectorConfig(weights="")))
+    assert "weights" not in made["detector"]
+    cache = Cache(tmp_path / "cache")
+    cache.root.mkdir()
+    cache.write_info({"data_dir": None, "settings": made})
+    cfg = cache_settings(Config(), cache)
+    assert Config().detector.weights and cfg.detector.weights == ""
+    assert settings_of(cfg) == made
+    assert settings_of(Config())["detector"]["weights"] == "samples/detector_masked.pt"

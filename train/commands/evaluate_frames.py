@@ -12,7 +12,7 @@ from rich.table import Table
 
 from engines.config import Config
 from engines.device import set_torch_threads
-from engines.faces import FaceDetector
+from engines.faces import FaceDetector, create_detector
 from train.evaluation.frames import (
     BASELINE_MAX_SIDE,
     REFERENCE_DETECTOR,
@@ -63,14 +63,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         photos += [p for p in read_list(args.incorrect, root) if p.mask == 1]
     if args.limit:
         photos = _limit(photos, args.limit)
-    detector = FaceDetector(cfg.detector)
+    detector = create_detector(cfg)
     reference = FaceDetector(dataclasses.replace(REFERENCE_DETECTOR, device=cfg.detector.device))
     frames = prepare_frames(photos, reference, args.seed, True)
     tallies = run_frames(frames, engines, cfg, detector, True)
     m, d = cfg.monitor, cfg.detector
     console.print(
         f"detection path: MTCNN on the frame shrunk to {m.detect_max_side} px, min face {d.min_face_size} px "
-        f"there, thresholds {list(d.thresholds)}; second look {list(m.recheck_thresholds)}"
+        f"there, thresholds {list(d.thresholds)}; second look {list(m.recheck_thresholds)}; nets: "
+        f"{cfg.resolve(d.weights) if d.weights else 'facenet-pytorch'}"
     )
     for engine, tally in zip(engines, tallies):
         print_tally(engine.path.name, tally, scores(tally))

@@ -40,10 +40,12 @@ EVAL_FIELDS = COMMON_FIELDS
 
 
 def settings_of(cfg: Config) -> dict[str, Any]:
-    """What the crops depend on: change any of it and every crop is made again."""
-    return json.loads(
-        json.dumps({"version": CACHE_VERSION, "crop": asdict(cfg.crop), "detector": asdict(cfg.detector)})
-    )
+    """What the crops depend on: change any of it and every crop is made again. facenet-pytorch's own nets
+    (detector.weights "") are recorded as no weights at all, as caches made before that key recorded them."""
+    detector = asdict(cfg.detector)
+    if not detector["weights"]:
+        del detector["weights"]
+    return json.loads(json.dumps({"version": CACHE_VERSION, "crop": asdict(cfg.crop), "detector": detector}))
 
 
 def crop_name(filename: str) -> str:

@@ -38,7 +38,7 @@ import numpy as np
 
 from engines.config import Config, CropConfig
 from engines.errors import UserError
-from engines.faces import Box, FaceDetector, crop_face, crop_region
+from engines.faces import Box, create_detector, crop_face, crop_region
 from engines.fileio import atomic_write_json
 from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
@@ -242,21 +242,39 @@ def _voc_object(obj: ET.Element) -> tuple[str, Box]:
 # --- faces -----------------------------------------------------------------------------------------------
 
 
-def find_box(img: np.ndarray, detector) -> tuple[Box, float, str]:
-    """(face box, score, how): MTCNN; else MTCNN on the image padded into a frame; else the whole image."""
+def pad_into_frame(img: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """A tight crop padded with grey into a frame, as a camera would show that face; (frame, x, y offset)."""
     import cv2
 
+    h, w = img.shape[:2]
+    py, px = int(h * (PAD_FACTOR - 1) / 2), int(w * (PAD_FACTOR - 1) / 2)
+    return cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_CONSTANT, value=(118, 118, 118)), px, py
+
+
+def find_box(img: np.ndarray, detector) -> tuple[Box, float, str]:
+    """(face box, score, how): MTCNN; else MTCNN on the image padded into a frame; else the whole image."""
     face = pick_face(detector.detect(img))
     if face is not None:
         return face.box, face.score, "mtcnn"
     h, w = img.shape[:2]
-    py, px = int(h * (PAD_FACTOR - 1) / 2), int(w * (PAD_FACTOR - 1) / 2)
-    framed = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_CONSTANT, value=(118, 118, 118))
+    framed, px, py = pad_into_frame(img)
     face = pick_face(detector.detect(framed))
     if face is not None:
         x1, y1, x2, y2 = face.box
         return (x1 - px, y1 - py, x2 - px, y2 - py), face.score, "padded"
     return (0.0, 0.0, float(w), float(h)), 0.0, "whole_image"
+
+
+SMALL_FACE_PX, SMALL_FACE_SCORE = 12, 0.9
+
+
+def find_small_face(img: np.ndarray, detector) -> Box | None:
+    """The largest confident face down to 12 px: a scene's face, where find_box took the whole image (the
+    photo as a whole is no face box). `import` does not use it (its crops stay as the demo data was cut);
+    evaluate-frames and fit-detector do, to place such a face at a face height of its own."""
+    faces = [f for f in detector.detect(img, min_face_size=SMALL_FACE_PX) if f.score >= SMALL_FACE_SCORE]
+    face = pick_face(faces)
+    return None if face is None else face.box
 
 
 def crop_item(item: Item, img: np.ndarray, detector, geom: CropConfig) -> tuple[np.ndarray, Box, float, str]:
@@ -457,7 +475,7 @@ def crop_all(
 ) -> list[dict]:
     """Crop each sample (reusing an unchanged one's crop); counts how each face box was found."""
     old = {} if force else Cache.read_rows(cache.imports / name / "manifest.csv")
-    detector = FaceDetector(cfg.detector)
+    detector = create_detector(cfg)
     rows, images = [], {}
     with task(f"import {name}", len(todo), show) as bar:
         for it, g in todo:

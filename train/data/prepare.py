@@ -23,7 +23,7 @@ import numpy as np
 
 from engines.config import Config, CropConfig, DetectorConfig, section_from_dict
 from engines.errors import UserError
-from engines.faces import FaceDetector, center_box, crop_face, crop_region
+from engines.faces import center_box, create_detector, crop_face, crop_region
 from engines.fileio import atomic_write_json
 from train.data.cache import EVAL_FIELDS, TRAIN_FIELDS, Cache, crop_name, settings_of
 from train.data.layout import Problem, scan_eval, scan_train
@@ -345,7 +345,7 @@ def prepare(
     report = PrepareReport(cache.root)
     report.problems += scan.problems
     report.counts.update(people=scan.people, hidden_files=scan.hidden)
-    detector = FaceDetector(cfg.detector)
+    detector = create_detector(cfg)
     SplitCropper(
         "train",
         train_jobs(scan),
@@ -404,7 +404,9 @@ def cache_settings(cfg: Config, cache: Cache) -> Config:
     settings = (cache.info() or {}).get("settings") or {}
     try:
         crop = section_from_dict(CropConfig, settings["crop"], f"{cache.info_path}: crop")
-        detector = section_from_dict(DetectorConfig, settings["detector"], f"{cache.info_path}: detector")
+        # no weights recorded: facenet-pytorch's own nets (settings_of)
+        stored = {"weights": "", **settings["detector"]}
+        detector = section_from_dict(DetectorConfig, stored, f"{cache.info_path}: detector")
     except (KeyError, TypeError, UserError):  # no cache yet, or one from another version: prepare redoes it
         return cfg
     return replace(cfg, crop=crop, detector=detector)

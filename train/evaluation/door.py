@@ -26,7 +26,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.errors import UserError
-from engines.faces import FaceDetector, crop_face
+from engines.faces import create_detector, crop_face
 from engines.fileio import sha256_file
 from engines.formats import load_engine, read_meta
 from engines.labels import MASK_NAMES, TASKS, marginals
@@ -142,7 +142,7 @@ def pick(rows: Sequence[ListRow], per_state: int) -> list[ListRow]:
 def door_faces(rows: Sequence[ListRow], cfg: Config, show: bool) -> list[DoorFace]:
     """Each photo through the door's camera, cut with crop_face around the face import finds in the photo
     (the demonstration is about the classifier at this door; finding faces is evaluate-frames' business)."""
-    detector = FaceDetector(cfg.detector)
+    detector = create_detector(cfg)
     faces = []
     with task("door faces", len(rows), show) as bar:
         for path, name, mask, group in rows:

@@ -1,9 +1,10 @@
 """`mask-train evaluate-frames`: held-out photos as the monitor would meet them.
 
 Each photo's face (MTCNN, padded retry, or the whole image, as `import` finds it, with the fixed
-REFERENCE_DETECTOR settings so that every detection path is scored on the same frames) is scaled to a face
-height drawn from 60-200 px and pasted at a random place of a 640x480 frame with a plain, noisy
-background. The frame then goes through the monitor's own path: MTCNN on the copy shrunk to
+REFERENCE_DETECTOR settings so that every detection path is scored on the same frames; where that takes the
+whole image, a confident face down to 12 px, so that a scene's small face is placed at a face height too) is
+scaled to a face height drawn from 60-200 px and pasted at a random place of a 640x480 frame with a plain,
+noisy background. The frame then goes through the monitor's own path: MTCNN on the copy shrunk to
 monitor.detect_max_side with [detector] settings (engines.faces.detect_shrunk), the detection that overlaps
 the pasted face, the model file's own crop geometry (engines.faces.crop_face with meta.crop), the
 classifier, and the mask state read from the 18 probabilities (engines.labels.marginals). Where the
@@ -26,7 +27,7 @@ from engines.config import Config
 from engines.errors import UserError
 from engines.faces import FIRST_DEMO_DETECTOR, Box, crop_face, detect_shrunk, iou
 from engines.labels import MASK_NAMES, marginals
-from train.data.importer import MASK_WORDS, find_box
+from train.data.importer import MASK_WORDS, find_box, find_small_face
 from train.data.prepare import read_image
 from train.progress import task
 
@@ -49,8 +50,8 @@ class Pasted:
     frame: np.ndarray
     box: Box  # where the face is in the frame
     # the face box was found in the photo (MTCNN, or MTCNN on the photo padded into a frame); False: the
-    # whole photo was taken as the face (a close-up, a mannequin, or a scene whose faces are too small), so
-    # the face in the frame is not at the 60-200 px drawn for it
+    # whole photo was taken as the face (a close-up, a mannequin, or a scene where no face was found even down
+    # to 12 px), so the face in the frame is not at the 60-200 px drawn for it
     box_known: bool = True
 
 
@@ -105,15 +106,24 @@ def read_list(path: str | Path, root: str | Path) -> list[Photo]:
 
 
 def paste(
-    img: np.ndarray, box: Box, height: float, rng: np.random.Generator, box_known: bool = True
+    img: np.ndarray,
+    box: Box,
+    height: float,
+    rng: np.random.Generator,
+    box_known: bool = True,
+    background: np.ndarray | None = None,
 ) -> Pasted:
-    """The image scaled so its face is `height` px tall, pasted into a 640x480 frame with the face inside."""
+    """The image scaled so its face is `height` px tall, pasted into a 640x480 frame with the face inside:
+    a plain, noisy one, or a copy of `background` (640x480)."""
     s = height / max(box[3] - box[1], 1.0)
     small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     fx1, fy1, fx2, fy2 = (v * s for v in box)
-    base = rng.integers(40, 200, size=3)
-    frame = np.clip(base + rng.normal(0, 12, (FRAME_H, FRAME_W, 3)), 0, 255).astype(np.uint8)
-    frame = cv2.GaussianBlur(frame, (5, 5), 0)
+    if background is None:
+        base = rng.integers(40, 200, size=3)
+        frame = np.clip(base + rng.normal(0, 12, (FRAME_H, FRAME_W, 3)), 0, 255).astype(np.uint8)
+        frame = cv2.GaussianBlur(frame, (5, 5), 0)
+    else:
+        frame = background.copy()
     fw, fh = fx2 - fx1, fy2 - fy1
     ox = rng.uniform(-fx1, FRAME_W - fw - fx1) if FRAME_W > fw else -fx1
     oy = rng.uniform(-fy1, FRAME_H - fh - fy1) if FRAME_H > fh else -fy1
@@ -141,6 +151,8 @@ def prepare_frames(photos: Sequence[Photo], detector, seed: int, show: bool) -> 
             if img is None:
                 continue
             box, _, how = find_box(img, detector)
+            if how == "whole_image" and (small := find_small_face(img, detector)) is not None:
+                box, how = small, "small_face"
             rng = np.random.default_rng([seed, i])
             out.append((ph, paste(img, box, rng.uniform(*FACE_HEIGHTS), rng, how != "whole_image")))
     return out

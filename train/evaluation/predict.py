@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engines.config import Config
-from engines.faces import FaceDetector
+from engines.faces import create_detector
 from engines.labels import NUM_CLASSES
 from train.data.cache import Cache
 from train.data.layout import scan_eval
@@ -50,8 +50,7 @@ class Cropper:
     """Eval image -> one crop per model geometry; the face box from the cache when still valid."""
 
     def __init__(self, cfg: Config, boxes: dict) -> None:
-
-        self.boxes, self.detector, self.detected = boxes, FaceDetector(cfg.detector), 0
+        self.boxes, self.detector, self.detected = boxes, create_detector(cfg), 0
 
     def box(self, image_id: str, path: Path, img: np.ndarray) -> tuple[tuple[float, ...], bool]:
         st, hit = path.stat(), self.boxes.get(image_id)

@@ -23,7 +23,7 @@ import numpy as np
 from engines.config import Config
 from engines.contract import CKPT_META, CKPT_MODEL, ModelMeta
 from engines.errors import UserError
-from engines.faces import FaceDetector
+from engines.faces import create_detector
 from engines.fileio import require_file
 from train.export.onnx import export_onnx
 from train.progress import task
@@ -187,7 +187,7 @@ def run_benchmark(cfg: Config, checkpoint: Path | None = None, repeats: int = 20
                 progress.describe(f"classifier {w}x{h}, batch {batch}")
                 rows.append(bench_classifier(pt, ort, batch, repeats, rng))
                 progress.advance()
-        detector = FaceDetector(cfg.detector)
+        detector = create_detector(cfg)
         frames = []
         for w, h in FRAMES:
             progress.describe(f"MTCNN {w}x{h}")

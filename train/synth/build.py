@@ -42,7 +42,7 @@ import numpy as np
 
 from engines.config import Config, CropConfig
 from engines.errors import UserError
-from engines.faces import Face, FaceDetector, crop_box, crop_region
+from engines.faces import Face, create_detector, crop_box, crop_region
 from engines.fileio import (
     atomic_path,
     atomic_write_json,
@@ -388,7 +388,7 @@ def detect_faces(rows: list[PhotoRow], cfg: Config, show: bool = False) -> list[
     """The face of each photo (the largest, most confident one); a labelled photo without a face is an
     error, an unlabelled one (a folder of downloads) gets None and is skipped."""
 
-    detector, faces, cache = FaceDetector(cfg.detector), [], {}
+    detector, faces, cache = create_detector(cfg), [], {}
     with task("finding faces", len(rows), show) as bar:
         for r in rows:
             if r.path not in cache:

@@ -1,0 +1,214 @@
+"""mask-train fit-detector: MTCNN's R-Net and O-Net taught imported faces; the labels of its samples, the
+loss, the file it writes and the detector that loads it (engines.faces, [detector] weights)."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.config import Config, DetectorConfig
+from engines.errors import UserError
+from engines.faces import FaceDetector, create_detector, load_detector_weights
+from tests.conftest import FACES, SHARED, one_torch_thread
+from train.cli import _main
+from train.detector.data import (
+    Samples,
+    frame_samples,
+    iou_matrix,
+    label_boxes,
+    paste_face,
+    shrink,
+)
+from train.detector.fit import close_up_box, split_groups, stage_loss
+
+REAL = SHARED / "datasets" / "face-mask-real"
+ORIGINAL = DetectorConfig(weights="")  # facenet-pytorch's own nets
+
+
+def test_candidates_are_labelled_by_their_overlap_and_never_negative_over_another_face():
+    face = (100.0, 100.0, 200.0, 200.0)
+    other = (300.0, 100.0, 400.0, 200.0)
+    cands = np.array(
+        [
+            [100, 100, 200, 200],  # the face: positive
+            [110, 110, 210, 210],  # IoU 0.68: positive
+            [130, 130, 230, 230],  # IoU 0.32: dropped (between negative and part)
+            [120, 100, 220, 200],  # IoU 0.67: positive
+            [140, 100, 240, 200],  # IoU 0.43: part
+            [0, 0, 50, 50],  # nothing: negative
+            [300, 100, 400, 200],  # another face: dropped, not negative
+        ],
+        float,
+    )
+    assert label_boxes(cands, face, [other]).tolist() == [1, 1, -2, 1, -1, 0, -2]
+    assert iou_matrix(cands[:2], np.array([face]))[:, 0] == pytest.approx([1.0, 8100 / 11900])
+
+
+def test_a_pasted_face_gives_positives_parts_and_negatives_with_the_nets_inputs(shared):
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    face = FaceDetector(ORIGINAL).detect(img)[0].box
+    rng = np.random.default_rng(1)
+    frame, box, others = paste_face(img, face, (), 120.0, rng)
+    assert box[3] - box[1] == pytest.approx(120.0)
+    small, (sbox,) = shrink(frame, [box], 320)
+    assert small.shape[:2] == (240, 320) and sbox[3] - sbox[1] == pytest.approx(60.0)
+    nets = tuple(n().eval() for n in (PNet, RNet, ONet))
+    with one_torch_thread():
+        r = frame_samples(cv2.cvtColor(small, cv2.COLOR_BGR2RGB), sbox, [], nets, "rnet", rng)
+        o = frame_samples(cv2.cvtColor(small, cv2.COLOR_BGR2RGB), sbox, [], nets, "onet", rng)
+    assert r.inputs.shape[1:] == (3, 24, 24) and o.inputs.shape[1:] == (3, 48, 48)
+    for s in (r, o):
+        assert {0, 1} <= set(s.labels.tolist()) and len(s.regs) == len(s.labels)
+        assert -1.01 <= s.inputs.min() and s.inputs.max() <= 1.01  # normalised as MTCNN feeds them
+    assert r.marks is None and o.marks.shape == (len(o), 10)
+    # box and landmark targets are the original nets' own outputs on the same crops (boxes stay facenet's)
+    with torch.inference_mode():
+        reg, marks, _ = nets[2](torch.from_numpy(o.inputs).float())
+    assert o.regs == pytest.approx(reg.numpy(), abs=2e-3)
+    assert o.marks == pytest.approx(marks.numpy(), abs=2e-3)
+    # the original O-Net scores its positives as faces: the crops are the faces, not somewhere else
+    with torch.inference_mode():
+        probs = nets[2](torch.from_numpy(o.inputs[o.labels == 1]).float())[-1][:, 1]
+    assert float(probs.median()) > 0.9
+
+
+def test_the_loss_ignores_parts_for_faceness_and_negatives_for_boxes():
+    from facenet_pytorch.models.mtcnn import RNet
+
+    net = RNet().eval()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(-1, 1, (4, 3, 24, 24)).astype(np.float32))
+    labels = torch.tensor([1, 0, -1, 0])
+    regs = torch.zeros(4, 4)
+
+    def loss(r):
+        with torch.no_grad():
+            return float(stage_loss(net, "rnet", x, labels, r, None))
+
+    base = loss(regs)
+    regs2 = regs.clone()
+    regs2[1] = 5.0  # a negative's box target: no part of the loss
+    assert loss(regs2) == pytest.approx(base)
+    regs3 = regs.clone()
+    regs3[2] = 5.0  # a part's box target counts
+    assert loss(regs3) > base + 1
+    # by hand: the hardest 70% (2 of 3) of the faceness terms, plus half the mean squared box error
+    with torch.no_grad():
+        reg, probs = net(x)
+        ce = -torch.log(probs[[0, 1, 3], labels[[0, 1, 3]]])
+        manual = ce.topk(2).values.mean() + 0.5 * (reg[[0, 2]] ** 2).sum(1).mean()
+    assert base == pytest.approx(float(manual), rel=1e-5)
+
+
+def test_a_close_up_takes_its_width_as_the_face_and_a_blank_photo_nothing(shared):
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    face = FaceDetector(ORIGINAL).detect(img)[0].box
+    x1, y1, x2, y2 = (int(v) for v in face)
+    close = img[y1 + (y2 - y1) // 5 : y2, x1:x2]  # from the eyes down, as the masked close-ups are cut
+    detector = FaceDetector(ORIGINAL)
+    box = close_up_box(close, detector)
+    h, w = close.shape[:2]
+    assert (
+        box is not None and box[0] == 0 and box[2] == w and box[3] - box[1] == pytest.approx(min(h, 1.2 * w))
+    )
+    assert close_up_box(np.full((200, 160, 3), 90, np.uint8), detector) is None
+
+
+def test_validation_groups_are_whole():
+    groups = [f"g{i // 3}" for i in range(60)]
+    val = split_groups(groups, 0.2, 0)
+    for g in set(groups):
+        assert len({bool(v) for v, gg in zip(val, groups) if gg == g}) == 1
+    assert 0.1 < val.mean() < 0.3
+
+
+def test_samples_concat_keeps_landmarks_only_when_all_have_them():
+    a = Samples(np.zeros((2, 3, 4, 4), np.float16), np.array([1, 0]), np.zeros((2, 4), np.float32))
+    b = Samples(np.ones((1, 3, 4, 4), np.float16), np.array([-1]), np.ones((1, 4), np.float32))
+    c = Samples.concat([a, b])
+    assert len(c) == 3 and c.labels.tolist() == [1, 0, -1] and c.marks is None
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
+def test_fit_detector_writes_nets_the_detector_loads(tmp_path, shared, capsys):
+    from facenet_pytorch.models.mtcnn import PNet, RNet
+
+    data = tmp_path / "set"
+    for kind in ("with_mask", "without_mask"):
+        (data / kind).mkdir(parents=True)
+        for p in sorted((REAL / kind).glob("*.jpg"))[:5]:
+            shutil.copy(p, data / kind / p.name)
+    cache, out = tmp_path / "cache", tmp_path / "nets" / "mtcnn.pt"
+    with one_torch_thread():
+        assert _main(["import", "--data", str(data), "--out", str(cache), "--name", "real"]) == 0
+        code = _main(
+            [
+                "fit-detector",
+                "--cache",
+                str(cache),
+                "--import",
+                "real",
+                "--out",
+                str(out),
+                "--frames",
+                "1",
+                "--epochs",
+                "1",
+                "1",
+            ]
+        )
+    assert code == 0 and out.is_file() and not list(out.parent.glob(".*"))  # written whole, no temp left
+    assert "rnet on validation samples" in capsys.readouterr().out
+    pnet, rnet, _ = load_detector_weights(out)
+    assert all(torch.equal(v, PNet().state_dict()[k]) for k, v in pnet.items())  # P-Net kept
+    assert any(not torch.equal(v, RNet().state_dict()[k]) for k, v in rnet.items())  # R-Net taught
+    cfg = Config(detector=DetectorConfig(weights="nets/mtcnn.pt"), base_dir=str(tmp_path))
+    faces = create_detector(cfg).detect(cv2.imread(str(FACES / "obama.jpg")))
+    assert faces and faces[0].score > 0.5
+
+
+def test_a_detector_file_that_is_missing_or_foreign_is_one_error_naming_it(tmp_path):
+    with pytest.raises(UserError, match="nope.pt does not exist"):
+        FaceDetector(DetectorConfig(weights=str(tmp_path / "nope.pt"))).detect(
+            np.zeros((64, 64, 3), np.uint8)
+        )
+    torch.save({"state_dict": {}}, tmp_path / "model.pt")
+    with pytest.raises(UserError, match="model.pt is not a `mask-train fit-detector` file"):
+        load_detector_weights(tmp_path / "model.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="junk.pt is not a detector file"):
+        load_detector_weights(tmp_path / "junk.pt")
+
+
+def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
+    from engines.config import load_config
+    from engines.faces import detector_meta
+    from tests.conftest import REPO
+
+    cfg = load_config()
+    path = cfg.resolve(cfg.detector.weights)
+    assert path == REPO / "samples" / "detector_masked.pt"
+    _, rnet, _ = load_detector_weights(path)
+    from facenet_pytorch.models.mtcnn import RNet
+
+    assert any(not torch.equal(v, RNet().state_dict()[k]) for k, v in rnet.items())
+    meta = detector_meta(path)
+    assert meta["sources"] == ["real"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
+
+
+def test_a_config_elsewhere_that_leaves_weights_alone_runs_the_bundled_detector(tmp_path):
+    from engines.config import load_config
+    from tests.conftest import REPO
+
+    (tmp_path / "config.toml").write_text('[engine]\npath = "model.onnx"\n')
+    d = create_detector(load_config(tmp_path / "config.toml"))
+    assert d.cfg.weights == str(REPO / "samples" / "detector_masked.pt")
+    (tmp_path / "config.toml").write_text('[detector]\nweights = "mine.pt"\n')
+    d = create_detector(load_config(tmp_path / "config.toml"))  # a file of its own: named where it is
+    assert d.cfg.weights == str(tmp_path / "mine.pt")

@@ -1,0 +1,71 @@
+"""`mask-train fit-detector --cache CACHE --import NAME... --out FILE`: MTCNN's R-Net and O-Net taught the
+faces of `mask-train import` runs (masked faces above all), written as one file that [detector] weights
+names (train.detector.fit)."""
+
+from __future__ import annotations
+
+import argparse
+
+from engines.config import Config
+from engines.device import set_torch_threads
+from engines.errors import UserError
+from train.detector.fit import FitDetectorOptions, fit_detector, import_photos, read_backgrounds
+from train.options import add_threads_argument
+from train.progress import console
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", dest="data.cache_dir", metavar="CACHE", help="crop cache the imports are in")
+    p.add_argument(
+        "--import", dest="imports", nargs="+", required=True, metavar="NAME", help="imports to learn from"
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="detector file to write (.pt)")
+    p.add_argument("--frames", type=int, default=2, metavar="N", help="frames made of each photo (default 2)")
+    p.add_argument(
+        "--close-up-repeat",
+        type=int,
+        default=4,
+        metavar="K",
+        help="a close-up (no face box found in the photo) makes K times the frames (default 4)",
+    )
+    p.add_argument(
+        "--epochs", type=int, nargs=2, default=(4, 2), metavar=("R", "O"), help="R-Net, O-Net (default 4 2)"
+    )
+    p.add_argument(
+        "--backgrounds",
+        metavar="VIDEO|DIR",
+        help="scenes without faces to paste the photos over (every 10th frame of a video, at most 40); "
+        "default: plain colours. Words and shapes are drawn over either",
+    )
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default 1e-4)")
+    p.add_argument("--seed", type=int, default=0)
+    add_threads_argument(p)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.frames < 1 or args.close_up_repeat < 1 or min(args.epochs) < 0 or not args.lr > 0:
+        raise UserError("--frames and --close-up-repeat must be >= 1, --epochs >= 0 and --lr > 0")
+    set_torch_threads(cfg.train.threads)
+    cache = cfg.resolve(cfg.data.cache_dir)
+    rows = [row for name in args.imports for row in import_photos(cache, name)]
+    opts = FitDetectorOptions(
+        frames_per_photo=args.frames,
+        close_up_repeat=args.close_up_repeat,
+        epochs=tuple(args.epochs),
+        lr=args.lr,
+        seed=args.seed,
+        max_side=cfg.monitor.detect_max_side,
+        min_face=cfg.detector.min_face_size,
+    )
+    backgrounds = read_backgrounds(args.backgrounds) if args.backgrounds else []
+    meta = fit_detector(rows, args.out, opts, sources=args.imports, backgrounds=backgrounds)
+    console.print(f"photos: {meta['photos']} ({meta['train_photos']} train, {meta['val_photos']} validation)")
+    for stage, s in meta["stages"].items():
+        b, a = s["before"], s["after"]
+        if b:
+            console.print(
+                f"{stage} on validation samples: faces kept {b['faces_kept']:.1%} -> {a['faces_kept']:.1%}, "
+                f"non-faces dropped {b['non_faces_dropped']:.1%} -> {a['non_faces_dropped']:.1%}"
+            )
+    console.print(f'wrote {args.out}: [detector] weights = "{args.out}" runs it', markup=False)
+    return 0

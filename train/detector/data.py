@@ -1,0 +1,238 @@
+"""Training samples for MTCNN's R-Net and O-Net, from photos of one face as the monitor meets them.
+
+MTCNN learned on bare faces: on masked ones P-Net still proposes a window (38 of the 41 held-out masked
+photos that facenet-pytorch's MTCNN misses outright get a P-Net candidate over the face), but R-Net and
+O-Net score it low. So the later two stages are taught again, the way MTCNN was trained in the first place:
+each photo is pasted into a 640x480 frame at a face height drawn from a range, shrunk as the monitor shrinks
+it (monitor.detect_max_side), and P-Net's own candidates there (plus jittered copies of the true box) are
+labelled by their overlap with the face: positive (IoU >= 0.65), part (0.4-0.65, box regression only) or
+negative (< 0.3, and clear of the photo's other faces). Each sample is the net input exactly as
+engines.mtcnn cuts it.
+The box regression and O-Net's landmark targets are the original net's own outputs on the same crop: the
+nets learn which windows are faces, while a face's box stays where facenet-pytorch draws it (the classifier
+learnt from crops cut around those boxes; nothing labels landmarks here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engines.faces import Box
+
+POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
+NET_SIZE = {"rnet": 24, "onet": 48}
+FRAME_W, FRAME_H = 640, 480
+
+
+@dataclass(frozen=True)
+class DetPhoto:
+    """A photo of one face: where the face is, and where other faces are (never taught as negatives)."""
+
+    path: str
+    box: Box
+    others: tuple[Box, ...] = ()
+    mask: int = -1  # 0 wear / 1 incorrect / 2 not wear, -1 unknown: only to report recall per state
+    close_up: bool = False  # the face fills the photo (no face box was found in it): taught more often
+
+
+@dataclass
+class Samples:
+    """Net inputs (N x 3 x S x S float16, already normalised as engines.mtcnn feeds them), labels (1 face,
+    0 not, -1 part: box only), box regression targets (N x 4, facenet-pytorch's bbreg convention: the
+    original net's own) and, for O-Net, landmark targets (N x 10)."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    regs: np.ndarray
+    marks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def concat(parts: Sequence[Samples]) -> Samples:
+        marks = [p.marks for p in parts if p.marks is not None]
+        return Samples(
+            np.concatenate([p.inputs for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.regs for p in parts]),
+            np.concatenate(marks) if marks else None,
+        )
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of a (N x 4) with every box of b (M x 4)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def label_boxes(cands: np.ndarray, face: Box, others: Sequence[Box] = ()) -> np.ndarray:
+    """1 positive, -1 part, 0 negative, -2 dropped (between part and negative, or over another face)."""
+    overlap = iou_matrix(cands, np.asarray(face)[None])[:, 0]
+    labels = np.full(len(cands), -2, np.int64)
+    labels[overlap >= POS_IOU] = 1
+    labels[(overlap >= PART_IOU) & (overlap < POS_IOU)] = -1
+    neg = overlap < NEG_IOU
+    if len(others):
+        neg &= iou_matrix(cands, np.asarray(others)).max(axis=1) < NEG_IOU
+    labels[neg] = 0
+    return labels
+
+
+def jittered(face: Box, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n square boxes around the face (as P-Net's regressed squares are): its side times 0.8-1.25, the centre
+    moved by up to a fifth of the side; half of them overlap it as positives, the rest as parts or less."""
+    x1, y1, x2, y2 = face
+    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    s = side * rng.uniform(0.8, 1.25, n)
+    dx, dy = rng.uniform(-0.2, 0.2, (2, n)) * side
+    return np.stack([cx + dx - s / 2, cy + dy - s / 2, cx + dx + s / 2, cy + dy + s / 2], axis=1)
+
+
+WORDS = ("ENTRANCE", "EXIT", "masks please", "OPEN", "PUSH", "Pull", "STAFF ONLY", "No entry", "24h", "SALE")
+FONTS = (0, 1, 2, 3, 4, 6, 7)  # cv2.FONT_HERSHEY_*
+
+
+def clutter_background(rng: np.random.Generator, backgrounds: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """A 640x480 frame to paste a face into: a plain noisy colour (as evaluate-frames' frames) or a scene
+    without faces, with signs' words and plain shapes drawn over it: what a door camera sees beside faces,
+    and what a net taught only faces and plain backgrounds would start to call a face (letters above all)."""
+    if backgrounds and rng.random() < 0.5:
+        bg = backgrounds[rng.integers(len(backgrounds))]
+        frame = cv2.resize(bg, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            frame = frame[:, ::-1].copy()
+    else:
+        base = rng.integers(40, 220, size=3)
+        frame = np.clip(base + rng.normal(0, 12, (FRAME_H, FRAME_W, 3)), 0, 255).astype(np.uint8)
+        frame = cv2.GaussianBlur(frame, (5, 5), 0)
+    for _ in range(rng.integers(0, 4)):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        p1 = rng.integers(0, (FRAME_W, FRAME_H))
+        p2 = p1 + rng.integers(10, 200, 2)
+        if rng.random() < 0.5:
+            cv2.rectangle(frame, tuple(int(v) for v in p1), tuple(int(v) for v in p2), colour, -1)
+        else:
+            cv2.circle(frame, tuple(int(v) for v in p1), int(rng.integers(5, 60)), colour, -1)
+    for _ in range(rng.integers(0, 4)):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        org = (int(rng.integers(-50, FRAME_W - 50)), int(rng.integers(20, FRAME_H)))
+        scale, thick = float(rng.uniform(0.5, 3.0)), int(rng.integers(1, 6))
+        word, font = str(rng.choice(WORDS)), int(rng.choice(FONTS))
+        cv2.putText(frame, word, org, font, scale, colour, thick, cv2.LINE_AA)
+    return frame
+
+
+def paste_face(
+    img: np.ndarray,
+    face: Box,
+    others: Sequence[Box],
+    height: float,
+    rng: np.random.Generator,
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, Box, list[Box]]:
+    """The photo scaled so its face is `height` px tall, at a random place of a 640x480 frame (`background`,
+    or a plain noisy one as evaluate-frames makes), the face inside; its box and the other faces' there."""
+    from train.evaluation.frames import paste
+
+    pasted = paste(img, face, height, rng, background=background)
+    s = height / max(face[3] - face[1], 1.0)
+    ox, oy = pasted.box[0] - face[0] * s, pasted.box[1] - face[1] * s
+    moved = [(b[0] * s + ox, b[1] * s + oy, b[2] * s + ox, b[3] * s + oy) for b in others]
+    return pasted.frame, pasted.box, moved
+
+
+def shrink(frame: np.ndarray, boxes: Sequence[Box], max_side: int) -> tuple[np.ndarray, list[Box]]:
+    """The copy MTCNN sees in the monitor (engines.faces.detect_shrunk) and the boxes in it."""
+    h, w = frame.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return frame, list(boxes)
+    small = cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return small, [tuple(v * s for v in b) for b in boxes]
+
+
+def frame_samples(
+    rgb: np.ndarray,
+    face: Box,
+    others: Sequence[Box],
+    nets: Sequence,
+    stage: str,
+    rng: np.random.Generator,
+    *,
+    min_face: float = 20,
+    thresholds: Sequence[float] = (0.3, 0.1),
+    factor: float = 0.709,
+    jitter: int = 6,
+    max_negatives: int = 8,
+) -> Samples | None:
+    """The samples one frame (RGB, the size MTCNN sees) gives `stage` ('rnet' or 'onet'): candidates from the
+    stages before it with the given (P-Net, R-Net) thresholds, plus jittered boxes around the face; at most
+    `max_negatives` negatives (the highest scored first, then at random: the ones the stage gets wrong).
+    `nets`: the original (P-Net, R-Net, O-Net); O-Net's landmarks on each crop are the landmark targets."""
+    import torch
+
+    from engines.mtcnn import box_crops, integral_images, propose, refine
+
+    pnet, rnet, onet = nets
+    integral = integral_images(rgb[None])
+    with torch.inference_mode():
+        proposed = propose(rgb[None], integral, min_face, pnet, thresholds[0], factor, "cpu")
+        if proposed is not None and stage == "onet":
+            proposed = refine(integral, *proposed, rnet, thresholds[1], "cpu")
+    cands, scores = np.zeros((0, 4), np.float64), np.zeros(0)
+    if proposed is not None:
+        cands, scores = proposed[0][:, :4].numpy().astype(np.float64), proposed[0][:, 4].numpy()
+    labels = label_boxes(cands, face, others)
+    neg = np.flatnonzero(labels == 0)
+    if len(neg) > max_negatives:  # half the hardest (the highest scored so far), half at random
+        hard = neg[np.argsort(-scores[neg])[: max_negatives // 2]]
+        rest = rng.choice(np.setdiff1d(neg, hard), max_negatives - len(hard), replace=False)
+        neg = np.concatenate([hard, rest])
+    keep = np.concatenate([np.flatnonzero((labels == 1) | (labels == -1)), neg])
+    extra = jittered(face, jitter, rng)
+    extra_labels = label_boxes(extra, face, ())
+    extra, extra_labels = extra[extra_labels != -2], extra_labels[extra_labels != -2]
+    boxes = np.concatenate([cands[keep], extra])
+    labels = np.concatenate([labels[keep], extra_labels])
+    if len(boxes) == 0:
+        return None
+    size = NET_SIZE[stage]
+    t = torch.from_numpy(boxes.astype(np.float32))
+    kept, inds, crops = box_crops(integral, torch.zeros(len(t), dtype=torch.long), t, size, "cpu")
+    if crops is None:
+        return None
+    # box_crops drops boxes wholly outside the frame: keep the labels of the ones left
+    left = np.isin(np.arange(len(boxes)), _kept_rows(boxes, kept.numpy()))
+    boxes, labels = boxes[left], labels[left]
+    crops = crops.contiguous()
+    # the box and landmark targets are the original net's own: what is taught is which windows are faces;
+    # where a face's box lies stays as facenet-pytorch draws it, the box the classifier's crops are cut from
+    with torch.inference_mode():
+        out = (rnet if stage == "rnet" else onet)(crops)
+    marks = out[1].numpy().astype(np.float32) if stage == "onet" else None
+    return Samples(crops.numpy().astype(np.float16), labels, out[0].numpy().astype(np.float32), marks)
+
+
+def _kept_rows(boxes: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Rows of `boxes` that box_crops kept (it keeps their order and values)."""
+    if len(kept) == len(boxes):
+        return np.arange(len(boxes))
+    rows, j = [], 0
+    for i, b in enumerate(boxes):
+        if j < len(kept) and np.allclose(b, kept[j][:4], atol=1e-3):
+            rows.append(i)
+            j += 1
+    return np.asarray(rows, np.int64)

@@ -1,0 +1,308 @@
+"""The work of `mask-train fit-detector`: MTCNN's R-Net and O-Net taught masked faces (train.detector.data).
+
+Photos come from `mask-train import` runs (their manifest: each photo's face box and how it was found).
+Photos where even the import found no face (how = whole_image) are close-ups from the eyebrows down,
+mannequins, or scenes whose faces are too small for the import's MTCNN settings: a close-up is taken (the
+photo's width as its face box) where the original MTCNN's most likely box over the photo padded into a frame
+covers the photo (IoU >= 0.4), a scene by its largest confident face down to 12 px; others are left out (a
+whole scene is no face box). P-Net stays as it is.
+
+Both nets start from facenet-pytorch's weights and learn at a low rate for a few epochs, with as many bare
+faces and non-faces as masked faces, so that what they knew stays: the saved file holds all three nets'
+weights (engines.faces.FaceDetector loads it with weights_only=True, from [detector] weights).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import UserError
+from engines.faces import Box, iou
+from train.detector.data import DetPhoto, Samples, clutter_background, frame_samples, paste_face, shrink
+from train.progress import task
+
+CLOSE_UP_IOU = 0.4
+
+
+@dataclass(frozen=True)
+class FitDetectorOptions:
+    frames_per_photo: int = 2
+    close_up_repeat: int = 4  # close-ups are few (3% of the photos) and what MTCNN misses most
+    face_heights: tuple[float, float] = (50.0, 220.0)  # px in the 640x480 frame (evaluate-frames: 60-200)
+    max_side: int = 320  # monitor.detect_max_side
+    min_face: int = 20  # detector.min_face_size
+    epochs: tuple[int, int] = (4, 2)  # R-Net, O-Net
+    lr: float = 1e-4
+    batch_size: int = 256
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str, int, str]]:
+    """(photo path, face box, how, mask state, group) of every sample of the import `name` in a crop cache."""
+    root = Path(cache_dir) / "imports" / name
+    try:
+        report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+        with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{root}: not a `mask-train import` of that name ({exc})") from None
+    data = Path(report["data_dir"])
+    out = []
+    for r in rows:
+        key = r["key"].split("/", 1)[1]
+        if "#" in key:  # a VOC box: the file is the annotation's image, found again by the importer
+            continue
+        box = tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2"))
+        out.append((str(data / key), box, r.get("how", ""), int(r["mask"]), r["person"]))
+    if not out:
+        raise UserError(f"{root}: its manifest.csv lists no samples")
+    return out
+
+
+def close_up_box(img: np.ndarray, detector) -> Box | None:
+    """A close-up's face box where the original MTCNN, at its most permissive, sees the face filling the
+    photo (padded into a frame); None for scenes and anything else. The box is the photo's width and at most
+    1.2 widths tall, centred (MTCNN's boxes are about that shape: the whole of a tall photo would make every
+    square candidate over the face a mere part)."""
+    from train.data.importer import pad_into_frame
+
+    h, w = img.shape[:2]
+    framed, px, py = pad_into_frame(img)
+    faces = detector.detect(framed, thresholds=(0.3, 0.0, 0.0))
+    whole = (float(px), float(py), float(px + w), float(py + h))
+    if not faces or iou(faces[0].box, whole) < CLOSE_UP_IOU:
+        return None
+    side = min(float(h), 1.2 * w)
+    top = (h - side) / 2
+    return (0.0, top, float(w), top + side)
+
+
+def det_photos(
+    rows: Sequence[tuple[str, Box, str, int, str]], detector, show: bool = True
+) -> tuple[list[DetPhoto], list[str], dict[str, int]]:
+    """DetPhotos (face box, other faces) of the import's rows, their groups, and counts of what was kept:
+    the import's face; else a close-up's; else a scene's small face (train.data.importer.find_small_face);
+    else the photo is left out."""
+    from train.data.importer import find_small_face
+    from train.data.prepare import read_image
+
+    photos, groups = [], []
+    counts = {"face": 0, "close_up": 0, "small_face": 0, "left_out": 0, "unreadable": 0}
+    with task("finding faces", len(rows), show) as bar:
+        for path, box, how, mask, group in rows:
+            bar.advance()
+            img = read_image(path)
+            if img is None:
+                counts["unreadable"] += 1
+                continue
+            kind = "face"
+            if how == "whole_image":
+                box, kind = close_up_box(img, detector), "close_up"
+                if box is None:
+                    box, kind = find_small_face(img, detector), "small_face"
+                if box is None:
+                    counts["left_out"] += 1
+                    continue
+            counts[kind] += 1
+            others = tuple(f.box for f in detector.detect(img, min_face_size=12) if iou(f.box, box) < 0.3)
+            photos.append(DetPhoto(path, box, others, mask, kind == "close_up"))
+            groups.append(group)
+    return photos, groups, counts
+
+
+def make_samples(
+    photos: Sequence[DetPhoto],
+    nets: Sequence,
+    stage: str,
+    opts: FitDetectorOptions,
+    seed: int,
+    show: bool,
+    backgrounds: Sequence[np.ndarray] = (),
+) -> Samples:
+    """Every photo pasted `frames_per_photo` times (over train.detector.data.clutter_background), each
+    frame's samples for `stage`."""
+    import cv2
+
+    from train.data.prepare import read_image
+
+    parts = []
+    with task(f"{stage} samples", len(photos), show) as bar:
+        for i, ph in enumerate(photos):
+            bar.advance()
+            img = read_image(ph.path)
+            if img is None:
+                continue
+            for k in range(opts.frames_per_photo * (opts.close_up_repeat if ph.close_up else 1)):
+                rng = np.random.default_rng([seed, i, k])
+                bg = clutter_background(rng, backgrounds)
+                height = rng.uniform(*opts.face_heights)
+                frame, face, others = paste_face(img, ph.box, ph.others, height, rng, background=bg)
+                small, boxes = shrink(frame, [face, *others], opts.max_side)
+                rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+                s = frame_samples(rgb, boxes[0], boxes[1:], nets, stage, rng, min_face=opts.min_face)
+                if s is not None:
+                    parts.append(s)
+    if not parts:
+        raise UserError("no training samples: no photo gave a face candidate")
+    return Samples.concat(parts)
+
+
+def stage_loss(net, stage: str, inputs, labels, regs, marks):
+    """MTCNN's multi-task loss: cross-entropy on faces and non-faces (the hardest 70% of each batch, as
+    MTCNN's online hard example mining), box regression on faces and parts, landmarks (O-Net) on faces and
+    parts against the original net's."""
+    import torch
+
+    out = net(inputs)
+    reg, probs = out[0], out[-1]
+    cls = labels >= 0
+    loss = inputs.new_zeros(())
+    if cls.any():
+        ce = -torch.log(probs[cls].gather(1, labels[cls, None]).clamp_min(1e-7))[:, 0]
+        k = max(1, int(0.7 * len(ce)))
+        loss = loss + ce.topk(k).values.mean()
+    boxy = labels != 0
+    if boxy.any():
+        loss = loss + 0.5 * ((reg[boxy] - regs[boxy]) ** 2).sum(1).mean()
+        if stage == "onet" and marks is not None:
+            loss = loss + 0.5 * ((out[1][boxy] - marks[boxy]) ** 2).sum(1).mean()
+    return loss
+
+
+def train_stage(net, stage: str, data: Samples, opts: FitDetectorOptions, show: bool) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(opts.seed)
+    inputs = torch.from_numpy(data.inputs)
+    labels = torch.from_numpy(data.labels)
+    regs = torch.from_numpy(data.regs)
+    marks = torch.from_numpy(data.marks) if data.marks is not None else None
+    opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
+    net.train()
+    steps = (len(labels) + opts.batch_size - 1) // opts.batch_size
+    epochs = opts.epochs[0 if stage == "rnet" else 1]
+    with task(f"training {stage}", epochs * steps, show) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(labels), generator=g)
+            for b in range(steps):
+                idx = order[b * opts.batch_size : (b + 1) * opts.batch_size]
+                x = inputs[idx].float().contiguous(memory_format=torch.channels_last)
+                mk = None if marks is None else marks[idx]
+                loss = stage_loss(net, stage, x, labels[idx], regs[idx], mk)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.advance(info=f"loss {loss.item():.3f}")
+    net.eval()
+
+
+def stage_scores(net, data: Samples) -> dict[str, float]:
+    """Faces scored over 0.5 / non-faces under 0.5 by a stage on its samples (its own threshold aside)."""
+    import torch
+
+    with torch.inference_mode():
+        chunks = [torch.from_numpy(data.inputs[i : i + 1024]).float() for i in range(0, len(data), 1024)]
+        probs = torch.cat([net(x)[-1][:, 1] for x in chunks]).numpy()
+    pos, neg = data.labels == 1, data.labels == 0
+    return {
+        "faces_kept": float((probs[pos] > 0.5).mean()) if pos.any() else float("nan"),
+        "non_faces_dropped": float((probs[neg] <= 0.5).mean()) if neg.any() else float("nan"),
+    }
+
+
+def split_groups(groups: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """A validation mask over the photos: a `fraction` of the groups (near-duplicates stay on one side)."""
+    names = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    val = set(rng.choice(names, int(round(fraction * len(names))), replace=False).tolist()) if names else ()
+    return np.array([g in val for g in groups], bool)
+
+
+def fit_detector(
+    rows: Sequence[tuple[str, Box, str, int, str]],
+    out: str | Path,
+    opts: FitDetectorOptions,
+    show: bool = True,
+    sources: Sequence[str] = (),
+    backgrounds: Sequence[np.ndarray] = (),
+) -> dict:
+    """Teach R-Net and O-Net the photos' faces; write the three nets (atomically) to `out`; return the meta
+    it carries: counts, and each stage's faces kept / non-faces dropped on the validation photos, before
+    and after."""
+    import copy
+    from datetime import UTC, datetime
+
+    import torch
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from engines.config import DetectorConfig
+    from engines.faces import DETECTOR_FORMAT, FaceDetector
+    from engines.fileio import atomic_path
+
+    finder = FaceDetector(DetectorConfig(thresholds=(0.5, 0.6, 0.6), min_face_size=20, weights=""))
+    photos, groups, counts = det_photos(rows, finder, show)
+    finder.close()
+    is_val = split_groups(groups, opts.val_fraction, opts.seed)
+    train = [p for p, v in zip(photos, is_val) if not v]
+    val = [p for p, v in zip(photos, is_val) if v]
+    if not train:
+        raise UserError("no photo left to train on")
+    original = tuple(net().eval() for net in (PNet, RNet, ONet))
+    nets = {"pnet": original[0], "rnet": copy.deepcopy(original[1]), "onet": copy.deepcopy(original[2])}
+    scores: dict[str, dict] = {}
+    for i, stage in ((1, "rnet"), (2, "onet")):
+        data = make_samples(train, original, stage, opts, opts.seed, show, backgrounds)
+        held = make_samples(val, original, stage, opts, opts.seed + 1, show, backgrounds) if val else None
+        before = stage_scores(original[i], held) if held is not None else {}
+        train_stage(nets[stage], stage, data, opts, show)
+        after = stage_scores(nets[stage], held) if held is not None else {}
+        n_val = 0 if held is None else len(held)
+        scores[stage] = {"samples": len(data), "val_samples": n_val, "before": before, "after": after}
+    meta = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sources": list(sources),
+        "backgrounds": len(backgrounds),
+        "photos": counts,
+        "train_photos": len(train),
+        "val_photos": len(val),
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.__dict__.items()},
+        "stages": scores,
+    }
+    state = {"format": DETECTOR_FORMAT, "meta": meta, **{k: v.state_dict() for k, v in nets.items()}}
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+    return meta
+
+
+def read_backgrounds(path: str | Path, every: int = 10, limit: int = 40) -> list[np.ndarray]:
+    """Frames without faces to paste photos over: every `every`-th frame of a video, up to `limit`, or the
+    images of a folder."""
+    import cv2
+
+    p = Path(path)
+    if p.is_dir():
+        from train.data.prepare import read_image
+
+        images = [read_image(f) for f in sorted(p.iterdir()) if f.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        out = [im for im in images if im is not None][:limit]
+    else:
+        cap = cv2.VideoCapture(str(p))
+        out, i = [], 0
+        while len(out) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                out.append(frame)
+            i += 1
+        cap.release()
+    if not out:
+        raise UserError(f"--backgrounds {p}: no frames or images could be read")
+    return out

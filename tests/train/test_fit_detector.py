@@ -4,6 +4,7 @@ loss, the file it writes and the detector that loads it (engines.faces, [detecto
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -212,3 +213,27 @@ def test_a_config_elsewhere_that_leaves_weights_alone_runs_the_bundled_detector(
     (tmp_path / "config.toml").write_text('[detector]\nweights = "mine.pt"\n')
     d = create_detector(load_config(tmp_path / "config.toml"))  # a file of its own: named where it is
     assert d.cfg.weights == str(tmp_path / "mine.pt")
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
+def test_a_voc_import_gives_each_annotated_box_with_its_image(tmp_path):
+    from tests.train.test_import import _voc
+    from train.detector.fit import import_photos
+
+    root = tmp_path / "voc"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    scene = np.full((300, 400, 3), 90, np.uint8)
+    for x, kind in ((20, "with_mask"), (240, "without_mask")):
+        photo = sorted((REAL / kind).glob("*.jpg"))[30]
+        scene[50:200, x : x + 120] = cv2.resize(cv2.imread(str(photo)), (120, 150))
+    cv2.imwrite(str(root / "images" / "s0.png"), scene)
+    boxes = [("with_mask", (30, 70, 130, 190)), ("without_mask", (250, 80, 350, 200))]
+    (root / "annotations" / "s0.xml").write_text(_voc("s0", "s0.png", boxes))
+    with one_torch_thread():
+        assert _main(["import", "--data", str(root), "--out", str(tmp_path / "cache"), "--name", "voc"]) == 0
+    rows = import_photos(tmp_path / "cache", "voc")
+    assert sorted((Path(p).name, box, how, mask) for p, box, how, mask, _ in rows) == [
+        ("s0.png", (30.0, 70.0, 130.0, 190.0), "voc_box", 0),
+        ("s0.png", (250.0, 80.0, 350.0, 200.0), "voc_box", 2),
+    ]

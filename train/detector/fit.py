@@ -1,6 +1,7 @@
 """The work of `mask-train fit-detector`: MTCNN's R-Net and O-Net taught masked faces (train.detector.data).
 
-Photos come from `mask-train import` runs (their manifest: each photo's face box and how it was found).
+Photos come from `mask-train import` runs (their manifest: each photo's face box and how it was found; a
+PASCAL VOC import gives every annotated box with its image, the image's other faces kept out of negatives).
 Photos where even the import found no face (how = whole_image) are close-ups from the eyebrows down,
 mannequins, or scenes whose faces are too small for the import's MTCNN settings: a close-up is taken (the
 photo's width as its face box) where the original MTCNN's most likely box over the photo padded into a frame
@@ -54,13 +55,17 @@ def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str,
     except (OSError, ValueError) as exc:
         raise UserError(f"{root}: not a `mask-train import` of that name ({exc})") from None
     data = Path(report["data_dir"])
+    images: dict[str, Path] = {}
+    if report.get("layout") == "voc":  # a box's key names its annotation: the image is the one it names
+        from train.data.importer import ImportReport, voc_items
+
+        images = {it.key: it.src for it in voc_items(data, ImportReport(name, "voc"))}
     out = []
     for r in rows:
         key = r["key"].split("/", 1)[1]
-        if "#" in key:  # a VOC box: the file is the annotation's image, found again by the importer
-            continue
+        path = images.get(key, data / key)
         box = tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2"))
-        out.append((str(data / key), box, r.get("how", ""), int(r["mask"]), r["person"]))
+        out.append((str(path), box, r.get("how", ""), int(r["mask"]), r["person"]))
     if not out:
         raise UserError(f"{root}: its manifest.csv lists no samples")
     return out

@@ -181,7 +181,8 @@ def frame_samples(
     """The samples one frame (RGB, the size MTCNN sees) gives `stage` ('rnet' or 'onet'): candidates from the
     stages before it with the given (P-Net, R-Net) thresholds, plus jittered boxes around the face; at most
     `max_negatives` negatives (the highest scored first, then at random: the ones the stage gets wrong).
-    `nets`: the original (P-Net, R-Net, O-Net); O-Net's landmarks on each crop are the landmark targets."""
+    `nets`: the original (P-Net, R-Net, O-Net); the stage's own outputs on each crop are the box (and, for
+    O-Net, landmark) targets."""
     import torch
 
     from engines.mtcnn import box_crops, integral_images, propose, refine
@@ -215,8 +216,7 @@ def frame_samples(
     if crops is None:
         return None
     # box_crops drops boxes wholly outside the frame: keep the labels of the ones left
-    left = np.isin(np.arange(len(boxes)), _kept_rows(boxes, kept.numpy()))
-    boxes, labels = boxes[left], labels[left]
+    labels = labels[_kept_rows(boxes, kept.numpy())]
     crops = crops.contiguous()
     # the box and landmark targets are the original net's own: what is taught is which windows are faces;
     # where a face's box lies stays as facenet-pytorch draws it, the box the classifier's crops are cut from

@@ -37,9 +37,11 @@ def _f(
     choices: tuple[Any, ...] | None = None,
     length: int | None = None,
     path: bool = False,
+    bundled: bool = False,
 ) -> Any:
-    """A field with its default and the bounds that validation enforces."""
-    meta = {"min": min, "max": max, "choices": choices, "length": length, "path": path}
+    """A field with its default and the bounds that validation enforces. `bundled`: a path whose default
+    is a file of the project (Config.locate finds it from a config file elsewhere)."""
+    meta = {"min": min, "max": max, "choices": choices, "length": length, "path": path, "bundled": bundled}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults so the dataclass stays frozen")
     return field(default=default, metadata=meta)
@@ -68,7 +70,7 @@ class DetectorConfig:
     device: str = _f("cpu", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # CPU threads detecting the frames of a batch side by side; 0 = auto
     # MTCNN's nets: "" = facenet-pytorch's own (learned on bare faces), else a `mask-train fit-detector` file
-    weights: str = _f("samples/detector_masked.pt", path=True)
+    weights: str = _f("samples/detector_masked.pt", path=True, bundled=True)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import REPO_ROOT, Config, CropConfig, DetectorConfig
+from engines.config import Config, CropConfig, DetectorConfig
 from engines.device import cpu_cores, resolve_device
 from engines.errors import UserError
 
@@ -283,9 +283,7 @@ def load_detector_weights(path: str | Path) -> tuple[dict, dict, dict]:
     values only); a file of any other kind is one clear error naming it."""
     import torch
 
-    p = Path(path).expanduser()
-    if not p.is_absolute():  # as Config() resolves it (create_detector resolves against the config's folder)
-        p = REPO_ROOT / p
+    p = Config().locate(path)  # relative: as the default config resolves it (create_detector: its config's)
     if not p.is_file():
         raise UserError(f'detector.weights: {p} does not exist ("" = facenet-pytorch\'s own nets)')
     try:
@@ -295,14 +293,6 @@ def load_detector_weights(path: str | Path) -> tuple[dict, dict, dict]:
     if not isinstance(state, dict) or state.get("format") != DETECTOR_FORMAT:
         raise UserError(f"detector.weights: {p} is not a `mask-train fit-detector` file")
     return tuple(state[k] for k in NET_NAMES)
-
-
-def detector_meta(path: str | Path) -> dict:
-    """What a detector file says of itself: its data, options and validation numbers (fit_detector)."""
-    import torch
-
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return dict(state.get("meta", {}))
 
 
 def create_detector(cfg: Config) -> FaceDetector:

@@ -67,8 +67,8 @@ def _net_input(batch: np.ndarray, device):
 def box_crops(integral: np.ndarray, inds, boxes, size: int, device):
     """Each candidate box cut from its image (clipped to the image, as facenet-pytorch does) and averaged down
     or up to the next net's `size` x `size` input, all boxes at once; boxes wholly outside the image are
-    dropped (facenet-pytorch would fail on them). Returns the boxes, their image indices and the net input,
-    or None for the input when no box is left."""
+    dropped (facenet-pytorch would fail on them). Returns the boxes kept, their image indices, the net input
+    (None when no box is left) and which of the given boxes were kept (a bool array)."""
     import torch
     from facenet_pytorch.models.utils.detect_face import pad
 
@@ -80,11 +80,11 @@ def box_crops(integral: np.ndarray, inds, boxes, size: int, device):
         boxes, inds = boxes[keep], inds[keep]
         y, ey, x, ex = y[inside], ey[inside], x[inside], ex[inside]
     if len(y) == 0:
-        return boxes, inds, None
+        return boxes, inds, None, inside
     rows = _windows(y - 1, ey - y + 1, size)
     cols = _windows(x - 1, ex - x + 1, size)
     crops = _area(integral, inds.cpu().numpy(), rows, cols)
-    return boxes, inds, _net_input(crops, device)
+    return boxes, inds, _net_input(crops, device), inside
 
 
 def integral_images(rgb: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ def refine(integral: np.ndarray, boxes, image_inds, rnet, threshold: float, devi
     from facenet_pytorch.models.utils.detect_face import bbreg, rerec
     from torchvision.ops.boxes import batched_nms
 
-    boxes, image_inds, crops = box_crops(integral, image_inds, boxes, 24, device)
+    boxes, image_inds, crops, _ = box_crops(integral, image_inds, boxes, 24, device)
     if crops is None:
         return boxes, image_inds
     reg, probs = rnet(crops)
@@ -176,7 +176,7 @@ def output(integral: np.ndarray, boxes, image_inds, onet, threshold: float, devi
     from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg
 
     points = torch.zeros(0, 5, 2)
-    boxes, image_inds, crops = box_crops(integral, image_inds, boxes, 48, device)
+    boxes, image_inds, crops, _ = box_crops(integral, image_inds, boxes, 48, device)
     if crops is None:
         return boxes, image_inds, points
     reg, marks, probs = onet(crops)

@@ -36,7 +36,7 @@ def config_toml(cfg: Config) -> str:
         for f in fields(section):
             v = getattr(section, f.name)
             if f.metadata.get("path") and v:
-                v = str(cfg.locate(v))
+                v = str(cfg.locate(v) if f.metadata.get("bundled") else cfg.resolve(v))
             lines.append(f"{f.name} = {_toml_value(v)}")
     return "\n".join(lines) + "\n"
 

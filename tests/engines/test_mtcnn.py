@@ -82,5 +82,6 @@ def test_no_scale_fits_and_boxes_outside_the_image(nets):
     # a candidate wholly right of the image is dropped instead of failing, the other one is kept
     integral = cv2.integral(np.zeros((40, 40, 3), np.uint8), sdepth=cv2.CV_64F)[None]
     cands = torch.tensor([[5.0, 5.0, 25.0, 25.0, 0.9], [60.0, 5.0, 80.0, 25.0, 0.9]])
-    kept, inds, crops = box_crops(integral, torch.zeros(2, dtype=torch.long), cands, 24, device)
+    kept, inds, crops, inside = box_crops(integral, torch.zeros(2, dtype=torch.long), cands, 24, device)
     assert kept[:, :4].tolist() == [[5.0, 5.0, 25.0, 25.0]] and crops.shape == (1, 3, 24, 24)
+    assert inside.tolist() == [True, False]

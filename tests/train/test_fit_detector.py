@@ -189,7 +189,6 @@ def test_a_detector_file_that_is_missing_or_foreign_is_one_error_naming_it(tmp_p
 
 def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
     from engines.config import load_config
-    from engines.faces import detector_meta
     from tests.conftest import REPO
 
     cfg = load_config()
@@ -199,7 +198,7 @@ def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
     from facenet_pytorch.models.mtcnn import RNet
 
     assert any(not torch.equal(v, RNet().state_dict()[k]) for k, v in rnet.items())
-    meta = detector_meta(path)
+    meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
     assert meta["sources"] == ["real"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
 
 

@@ -212,11 +212,10 @@ def frame_samples(
         return None
     size = NET_SIZE[stage]
     t = torch.from_numpy(boxes.astype(np.float32))
-    kept, inds, crops = box_crops(integral, torch.zeros(len(t), dtype=torch.long), t, size, "cpu")
+    _, _, crops, inside = box_crops(integral, torch.zeros(len(t), dtype=torch.long), t, size, "cpu")
     if crops is None:
         return None
-    # box_crops drops boxes wholly outside the frame: keep the labels of the ones left
-    labels = labels[_kept_rows(boxes, kept.numpy())]
+    labels = labels[inside]  # box_crops drops boxes wholly outside the frame
     crops = crops.contiguous()
     # the box and landmark targets are the original net's own: what is taught is which windows are faces;
     # where a face's box lies stays as facenet-pytorch draws it, the box the classifier's crops are cut from
@@ -224,15 +223,3 @@ def frame_samples(
         out = (rnet if stage == "rnet" else onet)(crops)
     marks = out[1].numpy().astype(np.float32) if stage == "onet" else None
     return Samples(crops.numpy().astype(np.float16), labels, out[0].numpy().astype(np.float32), marks)
-
-
-def _kept_rows(boxes: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """Rows of `boxes` that box_crops kept (it keeps their order and values)."""
-    if len(kept) == len(boxes):
-        return np.arange(len(boxes))
-    rows, j = [], 0
-    for i, b in enumerate(boxes):
-        if j < len(kept) and np.allclose(b, kept[j][:4], atol=1e-3):
-            rows.append(i)
-            j += 1
-    return np.asarray(rows, np.int64)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -247,11 +247,11 @@ def fit_detector(
     import torch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
-    from engines.config import DetectorConfig
-    from engines.faces import DETECTOR_FORMAT, FaceDetector
+    from engines.faces import DETECTOR_FORMAT, FIRST_DEMO_DETECTOR, FaceDetector
     from engines.fileio import atomic_path
 
-    finder = FaceDetector(DetectorConfig(thresholds=(0.5, 0.6, 0.6), min_face_size=20, weights=""))
+    # the import's MTCNN (facenet-pytorch's nets), down to 20-px faces: other faces in a photo
+    finder = FaceDetector(replace(FIRST_DEMO_DETECTOR, min_face_size=20))
     photos, groups, counts = det_photos(rows, finder, show)
     finder.close()
     is_val = split_groups(groups, opts.val_fraction, opts.seed)

@@ -93,7 +93,7 @@ def integral_images(rgb: np.ndarray) -> np.ndarray:
     return np.stack([cv2.integral(im, sdepth=cv2.CV_64F) for im in rgb])
 
 
-def propose(
+def pnet_windows(
     rgb: np.ndarray,
     integral: np.ndarray,
     min_face: float,
@@ -103,11 +103,11 @@ def propose(
     device,
     torch_pyramid: bool | None = None,
 ):
-    """Stage 1: P-Net over the pyramid; NMS within each scale and image, then within each image; the boxes
-    regressed and made square. Returns (k x 5 boxes with P-Net's score, their image indices) as tensors, or
-    None where the pyramid is empty."""
+    """P-Net over the pyramid: the windows it scores over `threshold` (k x 9: the window's x1, y1, x2, y2 in
+    the image, score, its four box offsets), NMS within each scale and image, then within each image, and
+    their image indices; None where the pyramid is empty. mask-train fit-detector teaches P-Net on them."""
     import torch
-    from facenet_pytorch.models.utils.detect_face import generateBoundingBox, rerec
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox
     from torch.nn.functional import interpolate
     from torchvision.ops.boxes import batched_nms
 
@@ -135,7 +135,28 @@ def propose(
     pick = torch.cat(picks)
     boxes, image_inds = torch.cat(boxes)[pick], torch.cat(image_inds)[pick]
     pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-    boxes, image_inds = boxes[pick], image_inds[pick]
+    return boxes[pick], image_inds[pick]
+
+
+def propose(
+    rgb: np.ndarray,
+    integral: np.ndarray,
+    min_face: float,
+    pnet,
+    threshold: float,
+    factor: float,
+    device,
+    torch_pyramid: bool | None = None,
+):
+    """Stage 1: P-Net's windows (pnet_windows), regressed and made square. Returns (k x 5 boxes with P-Net's
+    score, their image indices) as tensors, or None where the pyramid is empty."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import rerec
+
+    found = pnet_windows(rgb, integral, min_face, pnet, threshold, factor, device, torch_pyramid)
+    if found is None:
+        return None
+    boxes, image_inds = found
     regw = boxes[:, 2] - boxes[:, 0]
     regh = boxes[:, 3] - boxes[:, 1]
     boxes = torch.stack(

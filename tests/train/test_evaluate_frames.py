@@ -130,3 +130,27 @@ def test_a_scene_whose_face_is_small_is_pasted_at_a_face_height(tmp_path, shared
     assert find_box(scene, reference)[2] == "whole_image"
     ((_, pasted),) = prepare_frames([Photo(path, 0)], reference, seed=0, show=False)
     assert pasted.box_known and 60 <= pasted.box[3] - pasted.box[1] <= 200
+
+
+def test_a_thumbnail_scene_is_looked_at_enlarged_and_its_face_given_in_its_own_pixels(shared):
+    """100x100 scenes (common in downloaded sets) hold faces of a few pixels, under MTCNN's 12: the scene
+    is looked at again enlarged, and the face's box comes back in the thumbnail's coordinates."""
+    import cv2
+
+    from engines.faces import FaceDetector, iou
+    from tests.conftest import FACES
+    from train.data.importer import find_small_face
+    from train.evaluation.frames import REFERENCE_DETECTOR
+
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    reference = FaceDetector(REFERENCE_DETECTOR)
+    x1, y1, x2, y2 = reference.detect(img)[0].box
+    s = 7 / (y2 - y1)  # the face 7 px tall in a 100 x 100 scene
+    small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)[:80, :80]
+    scene = np.full((100, 100, 3), 170, np.uint8)
+    scene[10 : 10 + small.shape[0], 15 : 15 + small.shape[1]] = small
+    assert not [f for f in reference.detect(scene, min_face_size=12) if f.score >= 0.9]  # too small as it is
+    box = find_small_face(scene, reference)
+    truth = (x1 * s + 15, y1 * s + 10, x2 * s + 15, y2 * s + 10)
+    assert box is not None and iou(box, truth) > 0.4
+    assert find_small_face(np.full((100, 100, 3), 170, np.uint8), reference) is None

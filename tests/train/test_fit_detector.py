@@ -1,4 +1,4 @@
-"""mask-train fit-detector: MTCNN's R-Net and O-Net taught imported faces; the labels of its samples, the
+"""mask-train fit-detector: MTCNN's three nets taught imported faces; the labels of its samples, the
 loss, the file it writes and the detector that loads it (engines.faces, [detector] weights)."""
 
 from __future__ import annotations
@@ -79,6 +79,48 @@ def test_a_pasted_face_gives_positives_parts_and_negatives_with_the_nets_inputs(
     assert float(probs.median()) > 0.9
 
 
+def test_p_net_samples_are_12_px_windows_with_its_hardest_and_random_negatives(shared):
+    """P-Net scores every window of a frame: its samples are 12x12 crops, faces (jittered) and non-faces
+    (its own highest-scored windows and random squares), box targets the original P-Net's own."""
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    face = FaceDetector(ORIGINAL).detect(img)[0].box
+    rng = np.random.default_rng(2)
+    frame, box, _ = paste_face(img, face, (), 100.0, rng)
+    small, (sbox,) = shrink(frame, [box], 320)
+    nets = tuple(n().eval() for n in (PNet, RNet, ONet))
+    with one_torch_thread():
+        p = frame_samples(
+            cv2.cvtColor(small, cv2.COLOR_BGR2RGB), sbox, [], nets, "pnet", rng, max_negatives=16
+        )
+    assert p.inputs.shape[1:] == (3, 12, 12) and p.marks is None and p.regs.shape == (len(p), 4)
+    assert (p.labels == 0).sum() == 16 and (p.labels == 1).any()
+    with torch.inference_mode():
+        reg, probs = nets[0](torch.from_numpy(p.inputs).float())
+    assert p.regs == pytest.approx(reg.reshape(-1, 4).numpy(), abs=2e-3)
+    faces, others = probs[:, 1, 0, 0][p.labels == 1], probs[:, 1, 0, 0][p.labels == 0]
+    assert float(faces.median()) > float(others.median())  # the windows are where they say
+
+
+def test_p_net_loss_weighs_faces_and_non_faces_alike():
+    from facenet_pytorch.models.mtcnn import PNet
+
+    net = PNet().eval()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(-1, 1, (6, 3, 12, 12)).astype(np.float32))
+    labels = torch.tensor([1, 0, 0, 0, 0, -1])
+    regs = torch.zeros(6, 4)
+    with torch.no_grad():
+        loss = float(stage_loss(net, "pnet", x, labels, regs, None))
+        reg, probs = net(x)
+        reg, probs = reg.reshape(6, 4), probs.reshape(6, 2)
+        ce = -torch.log(probs[torch.arange(6), labels.clamp_min(0)])
+        # one face: its own term; four non-faces: the hardest 70% (2) of theirs; the two halves averaged
+        manual = (ce[0] + ce[1:5].topk(2).values.mean()) / 2 + 0.5 * (reg[[0, 5]] ** 2).sum(1).mean()
+    assert loss == pytest.approx(float(manual), rel=1e-5)
+
+
 def test_the_loss_ignores_parts_for_faceness_and_negatives_for_boxes():
     from facenet_pytorch.models.mtcnn import RNet
 
@@ -138,7 +180,7 @@ def test_samples_concat_keeps_landmarks_only_when_all_have_them():
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
 def test_fit_detector_writes_nets_the_detector_loads(tmp_path, shared, capsys):
-    from facenet_pytorch.models.mtcnn import PNet, RNet
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
     data = tmp_path / "set"
     for kind in ("with_mask", "without_mask"):
@@ -161,14 +203,18 @@ def test_fit_detector_writes_nets_the_detector_loads(tmp_path, shared, capsys):
                 "1",
                 "--epochs",
                 "1",
+                "0",
                 "1",
             ]
         )
     assert code == 0 and out.is_file() and not list(out.parent.glob(".*"))  # written whole, no temp left
-    assert "rnet on validation samples" in capsys.readouterr().out
-    pnet, rnet, _ = load_detector_weights(out)
-    assert all(torch.equal(v, PNet().state_dict()[k]) for k, v in pnet.items())  # P-Net kept
-    assert any(not torch.equal(v, RNet().state_dict()[k]) for k, v in rnet.items())  # R-Net taught
+    printed = capsys.readouterr().out
+    assert "pnet on validation samples" in printed and "onet on validation samples" in printed
+    assert "rnet on validation samples" not in printed
+    pnet, rnet, onet = load_detector_weights(out)
+    assert any(not torch.equal(v, PNet().state_dict()[k]) for k, v in pnet.items())  # P-Net taught
+    assert all(torch.equal(v, RNet().state_dict()[k]) for k, v in rnet.items())  # 0 epochs: R-Net kept
+    assert any(not torch.equal(v, ONet().state_dict()[k]) for k, v in onet.items())  # O-Net taught
     cfg = Config(detector=DetectorConfig(weights="nets/mtcnn.pt"), base_dir=str(tmp_path))
     faces = create_detector(cfg).detect(cv2.imread(str(FACES / "obama.jpg")))
     assert faces and faces[0].score > 0.5
@@ -194,10 +240,10 @@ def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
     cfg = load_config()
     path = cfg.resolve(cfg.detector.weights)
     assert path == REPO / "samples" / "detector_masked.pt"
-    _, rnet, _ = load_detector_weights(path)
-    from facenet_pytorch.models.mtcnn import RNet
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
-    assert any(not torch.equal(v, RNet().state_dict()[k]) for k, v in rnet.items())
+    for net, original in zip(load_detector_weights(path), (PNet, RNet, ONet)):  # all three taught
+        assert any(not torch.equal(v, original().state_dict()[k]) for k, v in net.items())
     meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
     assert meta["sources"] == ["real"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
 
@@ -236,3 +282,13 @@ def test_a_voc_import_gives_each_annotated_box_with_its_image(tmp_path):
         ("s0.png", (30.0, 70.0, 130.0, 190.0), "voc_box", 0),
         ("s0.png", (250.0, 80.0, 350.0, 200.0), "voc_box", 2),
     ]
+
+
+def test_a_finder_that_is_not_a_detector_file_is_one_error_naming_the_flag(tmp_path):
+    (tmp_path / "notes.pt").write_text("not a torch file")
+    for name, says in (("nope.pt", "does not exist"), ("notes.pt", "is not a detector file")):
+        args = ["fit-detector", "--import", "real", "--out", str(tmp_path / "d.pt"), "--finder"]
+        with pytest.raises(UserError) as info:
+            _main([*args, str(tmp_path / name)])
+        assert str(info.value).startswith(f"--finder: {tmp_path / name} {says}")
+    assert not (tmp_path / "d.pt").exists()

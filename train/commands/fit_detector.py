@@ -1,14 +1,16 @@
-"""`mask-train fit-detector --cache CACHE --import NAME... --out FILE`: MTCNN's R-Net and O-Net taught the
-faces of `mask-train import` runs (masked faces above all), written as one file that [detector] weights
-names (train.detector.fit)."""
+"""`mask-train fit-detector --cache CACHE --import NAME... --out FILE`: MTCNN's three nets taught the faces
+of `mask-train import` runs (masked faces above all), written as one file that [detector] weights names
+(train.detector.fit)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
+from engines.faces import load_detector_weights
 from train.detector.fit import FitDetectorOptions, fit_detector, import_photos, read_backgrounds
 from train.options import add_threads_argument
 from train.progress import console
@@ -29,13 +31,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a close-up (no face box found in the photo) makes K times the frames (default 4)",
     )
     p.add_argument(
-        "--epochs", type=int, nargs=2, default=(4, 2), metavar=("R", "O"), help="R-Net, O-Net (default 4 2)"
+        "--epochs",
+        type=int,
+        nargs=3,
+        default=(2, 4, 2),
+        metavar=("P", "R", "O"),
+        help="P-Net, R-Net, O-Net (default 2 4 2; 0 keeps that net as facenet-pytorch's)",
     )
     p.add_argument(
         "--backgrounds",
         metavar="VIDEO|DIR",
         help="scenes without faces to paste the photos over (every 10th frame of a video, at most 40); "
         "default: plain colours. Words and shapes are drawn over either",
+    )
+    p.add_argument(
+        "--finder",
+        metavar="FILE",
+        default="",
+        help="a fit-detector file that places the faces the import found no box for (close-ups, thumbnails' "
+        "scenes): a second round over the first round's file learns from many more of them; default: "
+        "facenet-pytorch's nets",
     )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default 1e-4)")
     p.add_argument("--seed", type=int, default=0)
@@ -45,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.frames < 1 or args.close_up_repeat < 1 or min(args.epochs) < 0 or not args.lr > 0:
         raise UserError("--frames and --close-up-repeat must be >= 1, --epochs >= 0 and --lr > 0")
+    finder = str(Path(args.finder).resolve()) if args.finder else ""  # as given: from here, not the config's
+    if finder:
+        try:
+            load_detector_weights(finder)
+        except UserError as exc:
+            raise UserError(f"--finder: {str(exc).split(': ', 1)[1]}") from None
     set_torch_threads(cfg.train.threads)
     cache = cfg.resolve(cfg.data.cache_dir)
     rows = [row for name in args.imports for row in import_photos(cache, name)]
@@ -58,7 +79,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         min_face=cfg.detector.min_face_size,
     )
     backgrounds = read_backgrounds(args.backgrounds) if args.backgrounds else []
-    meta = fit_detector(rows, args.out, opts, sources=args.imports, backgrounds=backgrounds)
+    meta = fit_detector(
+        rows, args.out, opts, sources=args.imports, backgrounds=backgrounds, finder_weights=finder
+    )
     console.print(f"photos: {meta['photos']} ({meta['train_photos']} train, {meta['val_photos']} validation)")
     for stage, s in meta["stages"].items():
         b, a = s["before"], s["after"]

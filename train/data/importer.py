@@ -266,15 +266,28 @@ def find_box(img: np.ndarray, detector) -> tuple[Box, float, str]:
 
 
 SMALL_FACE_PX, SMALL_FACE_SCORE = 12, 0.9
+SMALL_FACE_SIDE = 640  # a thumbnail's scene is looked at again enlarged to this long side
 
 
 def find_small_face(img: np.ndarray, detector) -> Box | None:
     """The largest confident face down to 12 px: a scene's face, where find_box took the whole image (the
-    photo as a whole is no face box). `import` does not use it (its crops stay as the demo data was cut);
-    evaluate-frames and fit-detector do, to place such a face at a face height of its own."""
+    photo as a whole is no face box). A thumbnail (100x100 scenes are common in downloaded sets) holds
+    faces of a few pixels: where none is found, it is looked at again enlarged to a 640-px side. `import`
+    does not use it (its crops stay as the demo data was cut); evaluate-frames and fit-detector do, to
+    place such a face at a face height of its own."""
+    import cv2
+
     faces = [f for f in detector.detect(img, min_face_size=SMALL_FACE_PX) if f.score >= SMALL_FACE_SCORE]
     face = pick_face(faces)
-    return None if face is None else face.box
+    if face is not None:
+        return face.box
+    s = SMALL_FACE_SIDE / max(img.shape[:2])
+    if s <= 1.5:
+        return None
+    big = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+    faces = [f for f in detector.detect(big, min_face_size=SMALL_FACE_PX) if f.score >= SMALL_FACE_SCORE]
+    face = pick_face(faces)
+    return None if face is None else tuple(v / s for v in face.box)
 
 
 def crop_item(item: Item, img: np.ndarray, detector, geom: CropConfig) -> tuple[np.ndarray, Box, float, str]:

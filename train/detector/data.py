@@ -1,17 +1,16 @@
-"""Training samples for MTCNN's R-Net and O-Net, from photos of one face as the monitor meets them.
+"""Training samples for MTCNN's three nets, from photos of one face as the monitor meets them.
 
-MTCNN learned on bare faces: on masked ones P-Net still proposes a window (38 of the 41 held-out masked
-photos that facenet-pytorch's MTCNN misses outright get a P-Net candidate over the face), but R-Net and
-O-Net score it low. So the later two stages are taught again, the way MTCNN was trained in the first place:
-each photo is pasted into a 640x480 frame at a face height drawn from a range, shrunk as the monitor shrinks
-it (monitor.detect_max_side), and P-Net's own candidates there (plus jittered copies of the true box) are
-labelled by their overlap with the face: positive (IoU >= 0.65), part (0.4-0.65, box regression only) or
-negative (< 0.3, and clear of the photo's other faces). Each sample is the net input exactly as
-engines.mtcnn cuts it.
+MTCNN learned on bare faces: on masked ones R-Net and O-Net score the face low, and P-Net often proposes no
+window of the right size over it (close-ups from the eyebrows down, dark masks). So the three stages are
+taught again, the way MTCNN was trained in the first place: each photo is pasted into a 640x480 frame at a
+face height drawn from a range, shrunk as the monitor shrinks it (monitor.detect_max_side), and the windows
+the stages before see there (P-Net's own windows and random squares for P-Net, P-Net's candidates for
+R-Net, R-Net's for O-Net), plus jittered copies of the true box, are labelled by their overlap with the
+face: positive (IoU >= 0.65), part (0.4-0.65, box regression only) or negative (< 0.3, and clear of the
+photo's other faces). Each sample is the net input exactly as engines.mtcnn cuts it.
 The box regression and O-Net's landmark targets are the original net's own outputs on the same crop: the
 nets learn which windows are faces, while a face's box stays where facenet-pytorch draws it (the classifier
-learnt from crops cut around those boxes; nothing labels landmarks here).
-"""
+learnt from crops cut around those boxes; nothing labels landmarks here)."""
 
 from __future__ import annotations
 
@@ -24,7 +23,8 @@ import numpy as np
 from engines.faces import Box
 
 POS_IOU, PART_IOU, NEG_IOU = 0.65, 0.4, 0.3
-NET_SIZE = {"rnet": 24, "onet": 48}
+NET_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+NET_NAMES = tuple(NET_SIZE)
 FRAME_W, FRAME_H = 640, 480
 
 
@@ -164,6 +164,16 @@ def shrink(frame: np.ndarray, boxes: Sequence[Box], max_side: int) -> tuple[np.n
     return small, [tuple(v * s for v in b) for b in boxes]
 
 
+def random_squares(n: int, width: int, height: int, min_side: float, rng: np.random.Generator) -> np.ndarray:
+    """n squares anywhere in a frame, their sides log-uniform from `min_side` to half the shorter side: the
+    windows P-Net scores across a whole frame, most of them no face."""
+    top = max(min(width, height) / 2, min_side + 1)
+    side = np.exp(rng.uniform(np.log(min_side), np.log(top), n))
+    x = rng.uniform(0, np.maximum(width - side, 1))
+    y = rng.uniform(0, np.maximum(height - side, 1))
+    return np.stack([x, y, x + side, y + side], axis=1)
+
+
 def frame_samples(
     rgb: np.ndarray,
     face: Box,
@@ -172,30 +182,41 @@ def frame_samples(
     stage: str,
     rng: np.random.Generator,
     *,
+    targets: Sequence | None = None,
     min_face: float = 20,
     thresholds: Sequence[float] = (0.3, 0.1),
     factor: float = 0.709,
     jitter: int = 6,
     max_negatives: int = 8,
 ) -> Samples | None:
-    """The samples one frame (RGB, the size MTCNN sees) gives `stage` ('rnet' or 'onet'): candidates from the
-    stages before it with the given (P-Net, R-Net) thresholds, plus jittered boxes around the face; at most
-    `max_negatives` negatives (the highest scored first, then at random: the ones the stage gets wrong).
-    `nets`: the original (P-Net, R-Net, O-Net); the stage's own outputs on each crop are the box (and, for
-    O-Net, landmark) targets."""
+    """The samples one frame (RGB, the size MTCNN sees) gives `stage` ('pnet', 'rnet' or 'onet'): candidates
+    from the stages before it (`nets`: the P-Net, R-Net, O-Net as taught so far) with the given (P-Net,
+    R-Net) thresholds, plus jittered boxes around the face; at most `max_negatives` negatives (the highest
+    scored first, then at random: the ones the stage gets wrong). For P-Net the candidates are its own
+    windows over a tenth of its threshold, with as many random squares of the frame.
+    `targets`: the original (P-Net, R-Net, O-Net), default `nets`; the stage's original outputs on each crop
+    are the box (and, for O-Net, landmark) targets."""
     import torch
 
-    from engines.mtcnn import box_crops, integral_images, propose, refine
+    from engines.mtcnn import box_crops, integral_images, pnet_windows, propose, refine
 
     pnet, rnet, onet = nets
+    targets = nets if targets is None else targets
     integral = integral_images(rgb[None])
     with torch.inference_mode():
-        proposed = propose(rgb[None], integral, min_face, pnet, thresholds[0], factor, "cpu")
+        if stage == "pnet":
+            proposed = pnet_windows(rgb[None], integral, min_face, pnet, thresholds[0] / 10, factor, "cpu")
+        else:
+            proposed = propose(rgb[None], integral, min_face, pnet, thresholds[0], factor, "cpu")
         if proposed is not None and stage == "onet":
             proposed = refine(integral, *proposed, rnet, thresholds[1], "cpu")
     cands, scores = np.zeros((0, 4), np.float64), np.zeros(0)
     if proposed is not None:
         cands, scores = proposed[0][:, :4].numpy().astype(np.float64), proposed[0][:, 4].numpy()
+    if stage == "pnet":
+        h, w = rgb.shape[:2]
+        cands = np.concatenate([cands, random_squares(max_negatives, w, h, min_face, rng)])
+        scores = np.concatenate([scores, np.zeros(max_negatives)])
     labels = label_boxes(cands, face, others)
     neg = np.flatnonzero(labels == 0)
     if len(neg) > max_negatives:  # half the hardest (the highest scored so far), half at random
@@ -220,6 +241,7 @@ def frame_samples(
     # the box and landmark targets are the original net's own: what is taught is which windows are faces;
     # where a face's box lies stays as facenet-pytorch draws it, the box the classifier's crops are cut from
     with torch.inference_mode():
-        out = (rnet if stage == "rnet" else onet)(crops)
+        out = targets[NET_NAMES.index(stage)](crops)
+    regs = out[0].reshape(len(crops), 4).numpy().astype(np.float32)  # P-Net's is a 1x1 map
     marks = out[1].numpy().astype(np.float32) if stage == "onet" else None
-    return Samples(crops.numpy().astype(np.float16), labels, out[0].numpy().astype(np.float32), marks)
+    return Samples(crops.numpy().astype(np.float16), labels, regs, marks)

@@ -1,17 +1,18 @@
-"""The work of `mask-train fit-detector`: MTCNN's R-Net and O-Net taught masked faces (train.detector.data).
+"""The work of `mask-train fit-detector`: MTCNN's three nets taught masked faces (train.detector.data).
 
 Photos come from `mask-train import` runs (their manifest: each photo's face box and how it was found; a
 PASCAL VOC import gives every annotated box with its image, the image's other faces kept out of negatives).
 Photos where even the import found no face (how = whole_image) are close-ups from the eyebrows down,
 mannequins, or scenes whose faces are too small for the import's MTCNN settings: a close-up is taken (the
 photo's width as its face box) where the original MTCNN's most likely box over the photo padded into a frame
-covers the photo (IoU >= 0.4), a scene by its largest confident face down to 12 px; others are left out (a
-whole scene is no face box). P-Net stays as it is.
+covers the photo (IoU >= 0.4), a scene by its largest confident face down to 12 px (a thumbnail looked at
+enlarged); others are left out (a whole scene is no face box).
 
-Both nets start from facenet-pytorch's weights and learn at a low rate for a few epochs, with as many bare
-faces and non-faces as masked faces, so that what they knew stays: the saved file holds all three nets'
-weights (engines.faces.FaceDetector loads it with weights_only=True, from [detector] weights).
-"""
+The nets are taught in turn, as MTCNN was: P-Net on 12x12 windows of the frames, then R-Net on the taught
+P-Net's candidates, then O-Net on what the taught P-Net and R-Net pass. Each starts from facenet-pytorch's
+weights and learns at a low rate for a few epochs, with as many bare faces and non-faces as masked faces, so
+that what it knew stays: the saved file holds all three nets' weights (engines.faces.FaceDetector loads it
+with weights_only=True, from [detector] weights)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,25 @@ import numpy as np
 
 from engines.errors import UserError
 from engines.faces import Box, iou
-from train.detector.data import DetPhoto, Samples, clutter_background, frame_samples, paste_face, shrink
+from train.detector.data import (
+    NET_NAMES,
+    DetPhoto,
+    Samples,
+    clutter_background,
+    frame_samples,
+    paste_face,
+    shrink,
+)
 from train.progress import task
 
 CLOSE_UP_IOU = 0.4
+# P-Net sees a whole frame: more jittered faces, and as many negatives again (its hardest windows, random
+# squares); the later stages see only what passed the one before
+STAGE_SAMPLING = {
+    "pnet": {"jitter": 10, "max_negatives": 16},
+    "rnet": {"jitter": 6, "max_negatives": 8},
+    "onet": {"jitter": 6, "max_negatives": 8},
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class FitDetectorOptions:
     face_heights: tuple[float, float] = (50.0, 220.0)  # px in the 640x480 frame (evaluate-frames: 60-200)
     max_side: int = 320  # monitor.detect_max_side
     min_face: int = 20  # detector.min_face_size
-    epochs: tuple[int, int] = (4, 2)  # R-Net, O-Net
+    epochs: tuple[int, int, int] = (2, 4, 2)  # P-Net, R-Net, O-Net (0: the stage stays facenet-pytorch's)
     lr: float = 1e-4
     batch_size: int = 256
     val_fraction: float = 0.1
@@ -130,9 +146,11 @@ def make_samples(
     seed: int,
     show: bool,
     backgrounds: Sequence[np.ndarray] = (),
+    targets: Sequence | None = None,
 ) -> Samples:
     """Every photo pasted `frames_per_photo` times (over train.detector.data.clutter_background), each
-    frame's samples for `stage`."""
+    frame's samples for `stage`: candidates from `nets` (as taught so far), box targets from `targets` (the
+    original nets)."""
     import cv2
 
     from train.data.prepare import read_image
@@ -151,7 +169,17 @@ def make_samples(
                 frame, face, others = paste_face(img, ph.box, ph.others, height, rng, background=bg)
                 small, boxes = shrink(frame, [face, *others], opts.max_side)
                 rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-                s = frame_samples(rgb, boxes[0], boxes[1:], nets, stage, rng, min_face=opts.min_face)
+                s = frame_samples(
+                    rgb,
+                    boxes[0],
+                    boxes[1:],
+                    nets,
+                    stage,
+                    rng,
+                    targets=targets,
+                    min_face=opts.min_face,
+                    **STAGE_SAMPLING[stage],
+                )
                 if s is not None:
                     parts.append(s)
     if not parts:
@@ -166,13 +194,21 @@ def stage_loss(net, stage: str, inputs, labels, regs, marks):
     import torch
 
     out = net(inputs)
-    reg, probs = out[0], out[-1]
+    n = len(inputs)
+    reg, probs = out[0].reshape(n, 4), out[-1].reshape(n, 2)  # P-Net's are 1x1 maps
     cls = labels >= 0
     loss = inputs.new_zeros(())
     if cls.any():
         ce = -torch.log(probs[cls].gather(1, labels[cls, None]).clamp_min(1e-7))[:, 0]
-        k = max(1, int(0.7 * len(ce)))
-        loss = loss + ce.topk(k).values.mean()
+
+        def hardest(x):
+            return x.topk(max(1, int(0.7 * len(x)))).values.mean()
+
+        if stage == "pnet":  # faces and non-faces weigh alike: P-Net's job is to let every face through
+            parts = [hardest(ce[labels[cls] == c]) for c in (0, 1) if (labels[cls] == c).any()]
+            loss = loss + sum(parts) / len(parts)
+        else:
+            loss = loss + hardest(ce)
     boxy = labels != 0
     if boxy.any():
         loss = loss + 0.5 * ((reg[boxy] - regs[boxy]) ** 2).sum(1).mean()
@@ -192,7 +228,7 @@ def train_stage(net, stage: str, data: Samples, opts: FitDetectorOptions, show: 
     opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
     net.train()
     steps = (len(labels) + opts.batch_size - 1) // opts.batch_size
-    epochs = opts.epochs[0 if stage == "rnet" else 1]
+    epochs = opts.epochs[NET_NAMES.index(stage)]
     with task(f"training {stage}", epochs * steps, show) as bar:
         for _ in range(epochs):
             order = torch.randperm(len(labels), generator=g)
@@ -214,7 +250,7 @@ def stage_scores(net, data: Samples) -> dict[str, float]:
 
     with torch.inference_mode():
         chunks = [torch.from_numpy(data.inputs[i : i + 1024]).float() for i in range(0, len(data), 1024)]
-        probs = torch.cat([net(x)[-1][:, 1] for x in chunks]).numpy()
+        probs = torch.cat([net(x)[-1].reshape(len(x), 2)[:, 1] for x in chunks]).numpy()
     pos, neg = data.labels == 1, data.labels == 0
     return {
         "faces_kept": float((probs[pos] > 0.5).mean()) if pos.any() else float("nan"),
@@ -237,6 +273,7 @@ def fit_detector(
     show: bool = True,
     sources: Sequence[str] = (),
     backgrounds: Sequence[np.ndarray] = (),
+    finder_weights: str | Path = "",
 ) -> dict:
     """Teach R-Net and O-Net the photos' faces; write the three nets (atomically) to `out`; return the meta
     it carries: counts, and each stage's faces kept / non-faces dropped on the validation photos, before
@@ -250,8 +287,9 @@ def fit_detector(
     from engines.faces import DETECTOR_FORMAT, FIRST_DEMO_DETECTOR, FaceDetector
     from engines.fileio import atomic_path
 
-    # the import's MTCNN (facenet-pytorch's nets), down to 20-px faces: other faces in a photo
-    finder = FaceDetector(replace(FIRST_DEMO_DETECTOR, min_face_size=20))
+    # the import's MTCNN settings down to 20-px faces (facenet-pytorch's nets, or a taught file: an earlier
+    # round's places many close-ups and thumbnails' faces that facenet-pytorch's nets cannot)
+    finder = FaceDetector(replace(FIRST_DEMO_DETECTOR, min_face_size=20, weights=str(finder_weights)))
     photos, groups, counts = det_photos(rows, finder, show)
     finder.close()
     is_val = split_groups(groups, opts.val_fraction, opts.seed)
@@ -260,11 +298,18 @@ def fit_detector(
     if not train:
         raise UserError("no photo left to train on")
     original = tuple(net().eval() for net in (PNet, RNet, ONet))
-    nets = {"pnet": original[0], "rnet": copy.deepcopy(original[1]), "onet": copy.deepcopy(original[2])}
+    nets = dict(zip(NET_NAMES, (copy.deepcopy(n) for n in original)))
     scores: dict[str, dict] = {}
-    for i, stage in ((1, "rnet"), (2, "onet")):
-        data = make_samples(train, original, stage, opts, opts.seed, show, backgrounds)
-        held = make_samples(val, original, stage, opts, opts.seed + 1, show, backgrounds) if val else None
+    for i, stage in enumerate(NET_NAMES):  # in turn, as MTCNN was trained: each on the taught ones' windows
+        if not opts.epochs[i]:
+            continue
+        taught = tuple(nets.values())
+        data = make_samples(train, taught, stage, opts, opts.seed, show, backgrounds, original)
+        held = (
+            make_samples(val, taught, stage, opts, opts.seed + 1, show, backgrounds, original)
+            if val
+            else None
+        )
         before = stage_scores(original[i], held) if held is not None else {}
         train_stage(nets[stage], stage, data, opts, show)
         after = stage_scores(nets[stage], held) if held is not None else {}
@@ -274,6 +319,7 @@ def fit_detector(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "sources": list(sources),
         "backgrounds": len(backgrounds),
+        "finder": Path(finder_weights).name if finder_weights else "facenet-pytorch",
         "photos": counts,
         "train_photos": len(train),
         "val_photos": len(val),

@@ -2,7 +2,8 @@
 
 Each photo's face (MTCNN, padded retry, or the whole image, as `import` finds it, with the fixed
 REFERENCE_DETECTOR settings so that every detection path is scored on the same frames; where that takes the
-whole image, a confident face down to 12 px, so that a scene's small face is placed at a face height too) is
+whole image, a confident face down to 12 px, a thumbnail's looked for enlarged, so that a scene's small face
+is placed at a face height too) is
 scaled to a face height drawn from 60-200 px and pasted at a random place of a 640x480 frame with a plain,
 noisy background. The frame then goes through the monitor's own path: MTCNN on the copy shrunk to
 monitor.detect_max_side with [detector] settings (engines.faces.detect_shrunk), the detection that overlaps

@@ -138,25 +138,12 @@ def pnet_windows(
     return boxes[pick], image_inds[pick]
 
 
-def propose(
-    rgb: np.ndarray,
-    integral: np.ndarray,
-    min_face: float,
-    pnet,
-    threshold: float,
-    factor: float,
-    device,
-    torch_pyramid: bool | None = None,
-):
-    """Stage 1: P-Net's windows (pnet_windows), regressed and made square. Returns (k x 5 boxes with P-Net's
-    score, their image indices) as tensors, or None where the pyramid is empty."""
+def propose(boxes, image_inds):
+    """Stage 1's candidates: P-Net's windows (pnet_windows) regressed and made square. Returns (k x 5 boxes
+    with P-Net's score, their image indices) as tensors."""
     import torch
     from facenet_pytorch.models.utils.detect_face import rerec
 
-    found = pnet_windows(rgb, integral, min_face, pnet, threshold, factor, device, torch_pyramid)
-    if found is None:
-        return None
-    boxes, image_inds = found
     regw = boxes[:, 2] - boxes[:, 0]
     regh = boxes[:, 3] - boxes[:, 1]
     boxes = torch.stack(
@@ -229,10 +216,10 @@ def detect_faces(
     pnet, rnet, onet = nets
     n = rgb.shape[0]
     integral = integral_images(rgb)
-    proposed = propose(rgb, integral, min_face, pnet, thresholds[0], factor, device, torch_pyramid)
-    if proposed is None:
+    windows = pnet_windows(rgb, integral, min_face, pnet, thresholds[0], factor, device, torch_pyramid)
+    if windows is None:
         return [np.zeros((0, 5), np.float32)] * n, [np.zeros((0, 5, 2), np.float32)] * n
-    boxes, image_inds = refine(integral, *proposed, rnet, thresholds[1], device)
+    boxes, image_inds = refine(integral, *propose(*windows), rnet, thresholds[1], device)
     boxes, image_inds, points = output(integral, boxes, image_inds, onet, thresholds[2], device)
     boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
     return (

@@ -72,6 +72,11 @@ def test_match_takes_the_detection_of_the_pasted_face():
     far, near = F((0, 0, 20, 20)), F((105, 105, 190, 200))
     assert match([far, near], (100, 100, 200, 200)) is near
     assert match([far], (100, 100, 200, 200)) is None
+    # the reference's box can be one eye of a close-up: the whole face's detection holds its centre
+    eye, face = (100, 160, 160, 230), F((90, 100, 330, 420))
+    assert match([far, face], eye) is face
+    beside = F((170, 100, 330, 420))  # neither centre in the other box: another face
+    assert match([beside], eye) is None
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")

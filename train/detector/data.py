@@ -204,10 +204,10 @@ def frame_samples(
     targets = nets if targets is None else targets
     integral = integral_images(rgb[None])
     with torch.inference_mode():
-        if stage == "pnet":
-            proposed = pnet_windows(rgb[None], integral, min_face, pnet, thresholds[0] / 10, factor, "cpu")
-        else:
-            proposed = propose(rgb[None], integral, min_face, pnet, thresholds[0], factor, "cpu")
+        low = thresholds[0] / 10 if stage == "pnet" else thresholds[0]
+        proposed = pnet_windows(rgb[None], integral, min_face, pnet, low, factor, "cpu")
+        if proposed is not None and stage != "pnet":  # P-Net learns on its windows, the others on its boxes
+            proposed = propose(*proposed)
         if proposed is not None and stage == "onet":
             proposed = refine(integral, *proposed, rnet, thresholds[1], "cpu")
     cands, scores = np.zeros((0, 4), np.float64), np.zeros(0)

@@ -88,10 +88,11 @@ def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str,
 
 
 def close_up_box(img: np.ndarray, detector) -> Box | None:
-    """A close-up's face box where the original MTCNN, at its most permissive, sees the face filling the
-    photo (padded into a frame); None for scenes and anything else. The box is the photo's width and at most
-    1.2 widths tall, centred (MTCNN's boxes are about that shape: the whole of a tall photo would make every
-    square candidate over the face a mere part)."""
+    """A close-up's face box where `detector` (facenet-pytorch's MTCNN, or an earlier fit-detector file's),
+    at its most permissive, sees the face filling the photo (padded into a frame); None for scenes and
+    anything else. The box is the photo's width and at most 1.2 widths tall, centred (MTCNN's boxes are
+    about that shape: the whole of a tall photo would make every square candidate over the face a mere
+    part)."""
     from train.data.importer import pad_into_frame
 
     h, w = img.shape[:2]
@@ -275,7 +276,8 @@ def fit_detector(
     backgrounds: Sequence[np.ndarray] = (),
     finder_weights: str | Path = "",
 ) -> dict:
-    """Teach R-Net and O-Net the photos' faces; write the three nets (atomically) to `out`; return the meta
+    """Teach the three nets the photos' faces (`finder_weights`: the detector file that places the faces the
+    import found no box for; "" = facenet-pytorch's nets); write them (atomically) to `out`; return the meta
     it carries: counts, and each stage's faces kept / non-faces dropped on the validation photos, before
     and after."""
     import copy

@@ -284,11 +284,13 @@ def test_a_voc_import_gives_each_annotated_box_with_its_image(tmp_path):
     ]
 
 
-def test_a_finder_that_is_not_a_detector_file_is_one_error_naming_the_flag(tmp_path):
+def test_a_bad_finder_or_no_epochs_is_one_error_naming_the_flag(tmp_path):
     (tmp_path / "notes.pt").write_text("not a torch file")
     for name, says in (("nope.pt", "does not exist"), ("notes.pt", "is not a detector file")):
         args = ["fit-detector", "--import", "real", "--out", str(tmp_path / "d.pt"), "--finder"]
         with pytest.raises(UserError) as info:
             _main([*args, str(tmp_path / name)])
         assert str(info.value).startswith(f"--finder: {tmp_path / name} {says}")
+    with pytest.raises(UserError, match="--epochs 0 0 0 teaches no net"):
+        _main(["fit-detector", "--import", "real", "--out", str(tmp_path / "d.pt"), "--epochs", *"000"])
     assert not (tmp_path / "d.pt").exists()

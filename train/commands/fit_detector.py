@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.frames < 1 or args.close_up_repeat < 1 or min(args.epochs) < 0 or not args.lr > 0:
         raise UserError("--frames and --close-up-repeat must be >= 1, --epochs >= 0 and --lr > 0")
+    if not any(args.epochs):
+        raise UserError("--epochs 0 0 0 teaches no net: give one of P-Net, R-Net, O-Net at least one epoch")
     finder = str(Path(args.finder).resolve()) if args.finder else ""  # as given: from here, not the config's
     if finder:
         try:

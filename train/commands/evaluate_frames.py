@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     console.print(
         f"detection path: MTCNN on the frame shrunk to {m.detect_max_side} px, min face {d.min_face_size} px "
         f"there, thresholds {list(d.thresholds)}; second look {list(m.recheck_thresholds)}; nets: "
-        f"{cfg.resolve(d.weights) if d.weights else 'facenet-pytorch'}"
+        f"{detector.cfg.weights or 'facenet-pytorch'}"  # the file create_detector located and loads
     )
     for engine, tally in zip(engines, tallies):
         print_tally(engine.path.name, tally, scores(tally))

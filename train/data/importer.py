@@ -277,16 +277,17 @@ def find_small_face(img: np.ndarray, detector) -> Box | None:
     place such a face at a face height of its own."""
     import cv2
 
-    faces = [f for f in detector.detect(img, min_face_size=SMALL_FACE_PX) if f.score >= SMALL_FACE_SCORE]
-    face = pick_face(faces)
+    def largest(image: np.ndarray):
+        faces = detector.detect(image, min_face_size=SMALL_FACE_PX)
+        return pick_face([f for f in faces if f.score >= SMALL_FACE_SCORE])
+
+    face = largest(img)
     if face is not None:
         return face.box
     s = SMALL_FACE_SIDE / max(img.shape[:2])
     if s <= 1.5:
         return None
-    big = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
-    faces = [f for f in detector.detect(big, min_face_size=SMALL_FACE_PX) if f.score >= SMALL_FACE_SCORE]
-    face = pick_face(faces)
+    face = largest(cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC))
     return None if face is None else tuple(v / s for v in face.box)
 
 

@@ -34,20 +34,20 @@ test:
 demo-data:
 	$(NICE) $(PY) -m train import --data $(REAL) --out $(BUILD)/cache --name real --holdout 0.15 --threads 1 \
 		$(PHOTO_MTCNN)
-	$(NICE) $(PY) -m train synth $(SYNTH_ARGS) --labels samples/faces/labels.csv --out $(BUILD)/synth $(PHOTO_MTCNN)
+	$(NICE) $(PY) -m train synth $(SYNTH_ARGS) --labels samples/faces/labels.csv --out $(BUILD)/synth $(PHOTO_MTCNN) --force
 	$(NICE) $(PY) -m train prepare --data $(BUILD)/synth --out $(BUILD)/cache --no-eval --threads 1
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | head -n 301 > $(BUILD)/bare_train.csv
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/holdout.csv | head -n 121 > $(BUILD)/bare_holdout.csv
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_train.csv --out $(BUILD)/synth-real --seed 2 \
+	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_train.csv --out $(BUILD)/synth-real --seed 2 --force \
 		$(PHOTO_MTCNN)
 	$(NICE) $(PY) -m train import --data $(BUILD)/synth-real --out $(BUILD)/cache --name synthreal --threads 1
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | sed -n '1p;302,901p' > $(BUILD)/bare_inc.csv
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_inc.csv --out $(BUILD)/synth-inc --seed 4 \
+	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_inc.csv --out $(BUILD)/synth-inc --seed 4 --force \
 		$(PHOTO_MTCNN)
 	grep -E '^file,|,incorrect,' $(BUILD)/synth-inc/labels.csv > $(BUILD)/synth-inc/incorrect.csv
 	$(NICE) $(PY) -m train import --data $(BUILD)/synth-inc --labels $(BUILD)/synth-inc/incorrect.csv \
 		--out $(BUILD)/cache --name synthinc --threads 1
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_holdout.csv \
+	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_holdout.csv --force \
 		--out $(BUILD)/synth-holdout --seed 3 $(PHOTO_MTCNN)
 
 ## Rebuild samples/demo_model.onnx (and the masked-face MTCNN) from scratch: data -> fit -> export -> the
@@ -59,11 +59,13 @@ demo-model: demo-data
 	$(MAKE) demo-eval
 
 ## samples/detector_masked.pt: MTCNN's three nets taught the imported real photos (not the held-out ones), over
-## frames of the pedestrian clip. (A second round, --finder over this file, learns from 50 more close-ups and
-## thumbnails; its held-out numbers were within the spread of two trainings of one round: see README.)
+## frames of the pedestrian clip, in two rounds: the second places the close-ups and thumbnails whose face the
+## import found no box for with the first round's nets (--finder), and learns from those too.
 demo-detector:
 	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real --backgrounds $(BACKGROUNDS) \
-		--out $(DETECTOR_OUT) --threads 2
+		--out $(BUILD)/detector_round1.pt --threads 2
+	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real --backgrounds $(BACKGROUNDS) \
+		--finder $(BUILD)/detector_round1.pt --out $(DETECTOR_OUT) --threads 2
 
 ## The model card's held-out numbers: held-out real photos and synthetic incorrect masks over held-out people,
 ## pasted into 640x480 frames and run through the monitor's detect-crop-classify path.

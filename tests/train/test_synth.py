@@ -227,6 +227,51 @@ def test_masks_change_the_lower_face_only_under_the_same_jitter(astronaut, astro
     assert _changed(chin, bare, at(mouth + (lm[2] - lm[:2].mean(axis=0)) * 1.4, 0.1)) > 0.9
 
 
+@pytest.mark.parametrize("cut", [(61, 172, 180, 268), (75, 150, 185, 265), (70, 150, 180, 268)])
+def test_a_tight_crop_is_found_padded(astronaut, cut):
+    """On a face the photo's border cuts, MTCNN strays (landmarks 17-27 px off here) or finds nothing;
+    looked for again padded into a frame, the landmarks that place the mask are right."""
+    from engines.config import DetectorConfig
+    from engines.faces import FaceDetector
+    from train.synth.build import find_face
+
+    y1, y2, x1, x2 = cut
+    tight = np.ascontiguousarray(astronaut[y1:y2, x1:x2])
+    with one_torch_thread():
+        face = find_face(FaceDetector(DetectorConfig()), tight)
+    assert face is not None
+    assert np.abs(face.landmarks - (ASTRO_LM - [x1, y1])).max() < 5
+
+
+def test_a_mask_on_a_tight_crop_is_drawn_whole(astronaut, astro_face):
+    """A photo that ends at the chin: the chin mask is drawn past its edge, over the border the crop adds,
+    so the image shows the mask the same face shows with room below it; cut off at the edge, its last row
+    was smeared down the crop's replicated border instead."""
+    from engines.faces import Face
+    from train.synth.build import Jitter, render_sample, room_for_mask
+
+    assert room_for_mask(astronaut, astro_face)[0] is astronaut  # room enough: untouched
+    x1, y1, x2, y2 = (int(v) for v in ASTRO_BOX)
+    tight = np.ascontiguousarray(astronaut[y1:y2, x1:x2])
+    face = Face((0.0, 0.0, float(x2 - x1), float(y2 - y1)), 1.0, ASTRO_LM - [x1, y1])
+    padded, moved = room_for_mask(tight, face)
+    bx1, by1, bx2, by2 = (int(v) for v in moved.box)
+    assert padded.shape[0] > tight.shape[0] and np.array_equal(padded[by1:by2, bx1:bx2], tight)
+
+    def mask_pixels(photo, f) -> np.ndarray:
+        render = lambda state, where=None: render_sample(  # noqa: E731
+            photo, f, state, Jitter(), np.random.default_rng(3), placement=where
+        )
+        diff = np.abs(render("incorrect", "chin").astype(int) - render("not_wear").astype(int))
+        return diff.max(axis=2) > 12
+
+    roomy, cut = mask_pixels(astronaut, astro_face), mask_pixels(tight, face)
+    near = cv2.dilate(roomy.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert roomy.sum() > 1000
+    assert (cut & roomy).sum() > 0.9 * roomy.sum()
+    assert (cut & ~near).sum() < 0.05 * roomy.sum()
+
+
 def test_crop_points_follow_the_jitter(astronaut, astro_face, shared):
     """The mapped eyes are where MTCNN finds them in the rendered (flipped, turned, scaled) image."""
     from engines.config import DetectorConfig

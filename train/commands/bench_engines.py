@@ -58,11 +58,15 @@ def print_tables(result: dict[str, Any]) -> None:
         )
     console.print(t)
     d = Table(title="MTCNN ms per frame (one face, CPU)")
-    for col in ("frame", "median ms", "p95 ms", "faces found"):
+    for col in ("frame", "median ms", "p95 ms", "faces found", "weak (< confirm_score)"):
         d.add_column(col, justify="right")
     for r in result["mtcnn"]:
         d.add_row(
-            f"{r['frame'][0]}x{r['frame'][1]}", f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", str(r["faces"])
+            f"{r['frame'][0]}x{r['frame'][1]}",
+            f"{r['median_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            str(r["faces"]),
+            str(r["weak"]),
         )
     console.print(d)
     mach, tg = result["machine"], result["target"]

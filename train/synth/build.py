@@ -33,7 +33,7 @@ import io
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,6 +58,7 @@ from engines.labels import (
     age_group,
     encode,
 )
+from train.data.importer import pad_into_frame
 from train.progress import task
 from train.synth.mask_render import MaskStyle, draw_mask, random_style  # noqa: F401  (draw_mask is public here too)
 
@@ -78,6 +79,10 @@ __all__ = [
     "texture_files",
 ]
 
+# what drawing and cutting a person's images does, in the manifest's settings: a set made by an older
+# renderer is remade (with --force), not resumed with images of two kinds
+# 2: tight crops' faces found again padded; masks drawn whole past the photo's edge (room_for_mask)
+RENDERER = 2
 STEMS = tuple(STEM_TO_MASK)  # the competition's 7 file stems per person, in its order
 REQUIRED = ("file",)
 OPTIONAL = ("gender", "age", "race", "variants", "split", "mask", "group", "box")
@@ -339,6 +344,29 @@ def _photometric(img: np.ndarray, jit: Jitter, rng: np.random.Generator) -> np.n
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def room_for_mask(photo: np.ndarray, face: Face, geom: CropConfig = CropConfig()) -> tuple[np.ndarray, Face]:
+    """The photo padded (as the crop pads: geom.border) so that what a mask may cover lies inside it (the
+    face box, half its width more on each side and its height more below), and the face moved to match; a
+    photo with that room already comes back as it is.
+
+    Why: a tight crop ends at the chin, and a mask drawn on it was cut off at the photo's edge (a chin mask
+    wholly): the crop then showed a bare face labelled "incorrect". Padded, the mask is drawn whole, over
+    the border the crop would have added anyway, so the image still shows what its label says."""
+    H, W = photo.shape[:2]
+    x1, y1, x2, y2 = face.box
+    w, h = x2 - x1, y2 - y1
+    left, top = max(0, int(np.ceil(w / 2 - x1))), max(0, int(np.ceil(-y1)))
+    right, bottom = max(0, int(np.ceil(x2 + w / 2 - W))), max(0, int(np.ceil(y2 + h - H)))
+    if not (left or top or right or bottom):
+        return photo, face
+    border = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}.get(
+        geom.border, cv2.BORDER_REPLICATE
+    )
+    padded = cv2.copyMakeBorder(photo, top, bottom, left, right, border, value=(0, 0, 0))
+    moved = Face((x1 + left, y1 + top, x2 + left, y2 + top), face.score, face.landmarks + [left, top])
+    return padded, moved
+
+
 def render_sample(
     photo: np.ndarray,
     face: Face,
@@ -354,6 +382,7 @@ def render_sample(
     """One 384x512 training image: mask drawn on the photo (state), then the jittered crop, then the light."""
     if jit.flip:
         photo, face = np.ascontiguousarray(photo[:, ::-1]), flip_face(face, photo.shape[1])
+    photo, face = room_for_mask(photo, face, geom)  # for a bare face too: one border for all 7 images
     mask_rng, noise_rng = rng.spawn(2)  # the noise does not depend on what the mask drew
     masked = draw_mask(
         photo, face.landmarks, face.box, state, mask_rng, texture, style=style, placement=placement
@@ -407,7 +436,28 @@ def detect_faces(rows: list[PhotoRow], cfg: Config, show: bool = False) -> list[
 
 
 def find_face(detector, photo: np.ndarray, max_side: int = 1024) -> Face | None:
-    """The photo's main face (largest x score), or None. Big photos are searched at max_side (speed)."""
+    """The photo's main face (largest x score), or None. Big photos are searched at max_side (speed).
+
+    A face that reaches the photo's edge (a tight crop) is looked for again in the photo padded into a
+    frame, as `import` does where it finds none: on a face cut by the border MTCNN's landmarks stray (a
+    mouth below the photo, eyes on a cheek), and the landmarks place the mask."""
+    face = _main_face(detector, photo, max_side)
+    if face is None or at_edge(face.box, photo.shape):
+        framed, px, py = pad_into_frame(photo)
+        again = _main_face(detector, framed, max_side)
+        if again is not None:
+            x1, y1, x2, y2 = again.box
+            face = Face((x1 - px, y1 - py, x2 - px, y2 - py), again.score, again.landmarks - [px, py])
+    return face
+
+
+def at_edge(box: Sequence[float], shape: Sequence[int], tol: float = 1.0) -> bool:
+    """Whether a face box touches the image's border (MTCNN clips the box of a face the border cuts)."""
+    H, W = shape[:2]
+    return box[0] <= tol or box[1] <= tol or box[2] >= W - tol or box[3] >= H - tol
+
+
+def _main_face(detector, photo: np.ndarray, max_side: int) -> Face | None:
     scale = min(1.0, max_side / max(photo.shape[:2]))
     if scale == 1.0:
         found = detector.detect(photo)
@@ -509,6 +559,7 @@ def _fingerprint(
     rows: list[PhotoRow], variants: int, seed: int, geom: CropConfig, textures: list[Path]
 ) -> dict:
     return {
+        "renderer": RENDERER,
         "seed": seed,
         "variants": variants,
         "crop": asdict(geom),
@@ -541,8 +592,8 @@ def _check_out(out: Path, fingerprint: dict, force: bool) -> str:
             return "resume"
         if not force:
             raise UserError(
-                f"{out} holds a synthetic set made with other settings (seed, photos, labels or "
-                f"variants); pass --force to rebuild it, or choose another --out"
+                f"{out} holds a synthetic set made with other settings (seed, photos, labels, "
+                f"variants or an older mask-train synth); pass --force to rebuild it, or choose another --out"
             )
         return "rebuild"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

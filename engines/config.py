@@ -63,7 +63,7 @@ class EngineConfig:
 class DetectorConfig:
     """MTCNN settings. Masked faces are the hard case for MTCNN, so its thresholds sit below its defaults."""
 
-    thresholds: tuple[float, float, float] = _f((0.4, 0.6, 0.4), min=0.0, max=1.0, length=3)
+    thresholds: tuple[float, float, float] = _f((0.2, 0.6, 0.4), min=0.0, max=1.0, length=3)
     min_face_size: int = _f(20, min=12, max=2000)
     scale_factor: float = _f(0.709, min=0.3, max=0.95)
     min_score: float = _f(0.0, min=0.0, max=1.0)
@@ -101,7 +101,7 @@ class MonitorConfig:
     track_max_missed: int = _f(15, min=0, max=10000)
     recheck_margin: float = _f(0.5, min=0.0, max=5.0)
     confirm_score: float = _f(0.9, min=0.0, max=1.0)
-    recheck_thresholds: tuple[float, float, float] = _f((0.3, 0.4, 0.4), min=0.0, max=1.0, length=3)
+    recheck_thresholds: tuple[float, float, float] = _f((0.2, 0.4, 0.4), min=0.0, max=1.0, length=3)
     recheck_min_face: float = _f(0.5, min=0.05, max=1.0)
     detect_max_side: int = _f(320, min=64, max=8192)
     torch_threads: int = _f(1, min=0, max=256)

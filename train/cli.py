@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kfold": ("train.commands.kfold", "person-grouped, class-stratified K-fold training with out-of-fold F1"),
     "fit-detector": (
         "train.commands.fit_detector",
-        "teach MTCNN's R-Net and O-Net the faces of imported photos (masked faces above all)",
+        "teach MTCNN's three nets the faces of imported photos (masked faces above all)",
     ),
     "evaluate": (
         "train.commands.evaluate",

@@ -79,7 +79,9 @@ def test_a_batch_split_over_threads_keeps_each_frame_its_own_faces(shared):
         assert threaded._pool is not None and threaded._workers == 3
     finally:
         threaded.close()
-    assert [len(f) for f in batch] == [1, 1, 0, 1, 1]
+    # the astronaut's face in each frame but the third (the bundled nets also see a weak 0.5 'face' on her
+    # suit in one frame: a weak detection is compared with the lone run's below, like the faces)
+    assert [sum(x.score >= 0.9 for x in f) for f in batch] == [1, 1, 0, 1, 1]
     for got, want in zip(batch, alone):
         assert len(got) == len(want)
         for fg, fw in zip(got, want):
@@ -103,8 +105,11 @@ def test_detect_region_returns_frame_coordinates(shared, detector):
     img = _img("astronaut.png")
     full = detector.detect(img)[0]
     part = detector.detect_region(img, (120, 20, 330, 230), min_face_size=20)
+    part = [f for f in part if f.score >= 0.9]  # the face; the bundled nets also see a weak 0.45 one below it
     assert len(part) == 1
-    assert np.allclose(part[0].box, full.box, atol=4.0)
+    # the same face in frame coordinates (the region starts 120 px right and 20 down): another pyramid of
+    # the same face moves MTCNN's box by a few pixels (the taught nets up to 7% of its width)
+    assert np.allclose(part[0].box, full.box, atol=0.1 * full.width)
 
 
 def test_crop_box_is_3_by_4_and_contains_the_face():

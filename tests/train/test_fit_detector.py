@@ -25,6 +25,7 @@ from train.detector.data import (
     shrink,
 )
 from train.detector.fit import close_up_box, split_groups, stage_loss
+from train.evaluation.frames import list_rows
 
 REAL = SHARED / "datasets" / "face-mask-real"
 ORIGINAL = DetectorConfig(weights="")  # facenet-pytorch's own nets
@@ -205,6 +206,8 @@ def test_fit_detector_writes_nets_the_detector_loads(tmp_path, shared, capsys):
                 "1",
                 "0",
                 "1",
+                "--val-list",
+                str(tmp_path / "val.csv"),
             ]
         )
     assert code == 0 and out.is_file() and not list(out.parent.glob(".*"))  # written whole, no temp left
@@ -218,6 +221,12 @@ def test_fit_detector_writes_nets_the_detector_loads(tmp_path, shared, capsys):
     cfg = Config(detector=DetectorConfig(weights="nets/mtcnn.pt"), base_dir=str(tmp_path))
     faces = create_detector(cfg).detect(cv2.imread(str(FACES / "obama.jpg")))
     assert faces and faces[0].score > 0.5
+    # the validation photos as an evaluate-frames list: as many as the file says, each a photo of the set
+    rows = list_rows(tmp_path / "val.csv", "/")
+    meta = torch.load(out, weights_only=True)["meta"]
+    assert len(rows) == meta["val_photos"] >= 1
+    assert all(path.parent.parent == data.resolve() and path.is_file() for path, _, _, _ in rows)
+    assert all(m == {"with_mask": 0, "without_mask": 2}[path.parent.name] for path, _, m, _ in rows)
 
 
 def test_a_detector_file_that_is_missing_or_foreign_is_one_error_naming_it(tmp_path):

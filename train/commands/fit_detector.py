@@ -52,6 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "scenes): a second round over the first round's file learns from many more of them; default: "
         "facenet-pytorch's nets",
     )
+    p.add_argument(
+        "--val-list",
+        metavar="CSV",
+        default="",
+        help="also write the validation photos (never taught) as a list for `mask-train evaluate-frames "
+        "--list CSV --root /`: choose the detection settings on them, not on held-out photos",
+    )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     add_threads_argument(p)
@@ -82,7 +89,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     backgrounds = read_backgrounds(args.backgrounds) if args.backgrounds else []
     meta = fit_detector(
-        rows, args.out, opts, sources=args.imports, backgrounds=backgrounds, finder_weights=finder
+        rows,
+        args.out,
+        opts,
+        sources=args.imports,
+        backgrounds=backgrounds,
+        finder_weights=finder,
+        val_list=args.val_list,
     )
     console.print(f"photos: {meta['photos']} ({meta['train_photos']} train, {meta['val_photos']} validation)")
     for stage, s in meta["stages"].items():
@@ -93,4 +106,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 f"non-faces dropped {b['non_faces_dropped']:.1%} -> {a['non_faces_dropped']:.1%}"
             )
     console.print(f'wrote {args.out}: [detector] weights = "{args.out}" runs it', markup=False)
+    if args.val_list:
+        console.print(f"wrote {args.val_list}: its validation photos", markup=False)
     return 0

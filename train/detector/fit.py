@@ -267,6 +267,22 @@ def split_groups(groups: Sequence[str], fraction: float, seed: int) -> np.ndarra
     return np.array([g in val for g in groups], bool)
 
 
+def write_val_list(path: str | Path, photos: Sequence[tuple[DetPhoto, str]]) -> None:
+    """file,mask,group of the validation photos (absolute paths: any --root reads them), atomically."""
+    import io
+
+    from engines.fileio import atomic_write_text
+    from engines.labels import MASK_NAMES
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "mask", "group"])
+    for ph, group in photos:
+        if 0 <= ph.mask < len(MASK_NAMES):
+            w.writerow([str(Path(ph.path).resolve()), MASK_NAMES[ph.mask], group])
+    atomic_write_text(path, buf.getvalue())
+
+
 def fit_detector(
     rows: Sequence[tuple[str, Box, str, int, str]],
     out: str | Path,
@@ -275,11 +291,13 @@ def fit_detector(
     sources: Sequence[str] = (),
     backgrounds: Sequence[np.ndarray] = (),
     finder_weights: str | Path = "",
+    val_list: str | Path = "",
 ) -> dict:
     """Teach the three nets the photos' faces (`finder_weights`: the detector file that places the faces the
     import found no box for; "" = facenet-pytorch's nets); write them (atomically) to `out`; return the meta
     it carries: counts, and each stage's faces kept / non-faces dropped on the validation photos, before
-    and after."""
+    and after. `val_list`: also write the validation photos as an evaluate-frames list, so that the
+    detection path's settings can be chosen on photos no net was taught (not on the held-out ones)."""
     import copy
     from datetime import UTC, datetime
 
@@ -299,6 +317,8 @@ def fit_detector(
     val = [p for p, v in zip(photos, is_val) if v]
     if not train:
         raise UserError("no photo left to train on")
+    if val_list:
+        write_val_list(val_list, [(p, g) for p, g, v in zip(photos, groups, is_val) if v])
     original = tuple(net().eval() for net in (PNet, RNet, ONet))
     nets = dict(zip(NET_NAMES, (copy.deepcopy(n) for n in original)))
     scores: dict[str, dict] = {}

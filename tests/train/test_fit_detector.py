@@ -293,6 +293,23 @@ def test_a_voc_import_gives_each_annotated_box_with_its_image(tmp_path):
     ]
 
 
+def test_the_validation_list_names_each_image_once_with_a_known_state(tmp_path):
+    from train.detector.data import DetPhoto
+    from train.detector.fit import write_val_list
+
+    box = (0.0, 0.0, 10.0, 10.0)
+    scene, bare, unknown = tmp_path / "s0.png", tmp_path / "b.jpg", tmp_path / "u.jpg"
+    photos = [  # a VOC image's two faces, a bare face, a face of no known state
+        (DetPhoto(str(scene), box, mask=2), "s0"),
+        (DetPhoto(str(scene), box, mask=0), "s0"),
+        (DetPhoto(str(bare), box, mask=2), "b"),
+        (DetPhoto(str(unknown), box, mask=-1), "u"),
+    ]
+    write_val_list(tmp_path / "v.csv", photos)
+    rows = list_rows(tmp_path / "v.csv", "/elsewhere")  # absolute paths: the root does not matter
+    assert [(path, m, g) for path, _, m, g in rows] == [(scene, 2, "s0"), (bare, 2, "b")]
+
+
 def test_a_bad_finder_or_no_epochs_is_one_error_naming_the_flag(tmp_path):
     (tmp_path / "notes.pt").write_text("not a torch file")
     for name, says in (("nope.pt", "does not exist"), ("notes.pt", "is not a detector file")):

@@ -268,7 +268,9 @@ def split_groups(groups: Sequence[str], fraction: float, seed: int) -> np.ndarra
 
 
 def write_val_list(path: str | Path, photos: Sequence[tuple[DetPhoto, str]]) -> None:
-    """file,mask,group of the validation photos (absolute paths: any --root reads them), atomically."""
+    """file,mask,group of the validation photos (absolute paths: any --root reads them), atomically. An image
+    with several annotated faces (PASCAL VOC) is listed once, with its first face's state: evaluate-frames
+    pastes one face of each image."""
     import io
 
     from engines.fileio import atomic_write_text
@@ -277,9 +279,12 @@ def write_val_list(path: str | Path, photos: Sequence[tuple[DetPhoto, str]]) -> 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "mask", "group"])
+    seen: set[str] = set()
     for ph, group in photos:
-        if 0 <= ph.mask < len(MASK_NAMES):
-            w.writerow([str(Path(ph.path).resolve()), MASK_NAMES[ph.mask], group])
+        file = str(Path(ph.path).resolve())
+        if 0 <= ph.mask < len(MASK_NAMES) and file not in seen:
+            seen.add(file)
+            w.writerow([file, MASK_NAMES[ph.mask], group])
     atomic_write_text(path, buf.getvalue())
 
 

@@ -93,8 +93,8 @@ def separate_processes(
     args: argparse.Namespace, cfg: Config, video: Path, n: int, flags: list[str]
 ) -> StreamsResult:
     """N `mask-monitor --video FILE --headless` processes at once (with the bench's own config and engine
-    flags). Each reports its frames and run time (after its start-up); its end is seen here, so its start is
-    the end less that time, and the span runs from the first start to the last end."""
+    flags). Each reports its frames and frames/s (after its start-up); its end is seen here, so its start is
+    the end less its run time, and the span runs from the first start to the last end."""
     cmd = [sys.executable, "-m", "monitor", "--video", str(video), "--headless"]
     cmd += ["--engine", str(engine_path(args, cfg)), *flags]
     procs = [
@@ -121,7 +121,9 @@ def separate_processes(
             raise RuntimeError(f"a separate mask-monitor failed ({p.returncode}): {err.strip()[-300:]}")
         frames.append(int(m.group(1)))
         fps.append(float(m.group(3)))
-        starts.append(end - float(m.group(2)))
+        # its run time: frames / frames/s where it can (the summary rounds seconds to 0.1 s, a quarter of a
+        # short run; frames/s to 0.1 of some tens)
+        starts.append(end - (frames[-1] / fps[-1] if fps[-1] > 0 else float(m.group(2))))
     return StreamsResult(f"{n} processes", n, frames, fps, max(ends) - min(starts), {})
 
 

@@ -40,7 +40,7 @@ from engines.config import Config, CropConfig
 from engines.errors import UserError
 from engines.faces import Box, create_detector, crop_face, crop_region
 from engines.fileio import atomic_write_json
-from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES
+from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES, MASK_NAMES
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem
@@ -467,7 +467,7 @@ def write_holdout(path: Path, data_dir: Path, held: list[tuple[Item, str]]) -> N
     rows = [
         {
             "file": str(it.src.relative_to(data_dir)) if it.src.is_relative_to(data_dir) else str(it.src),
-            "mask": ("wear", "incorrect", "not_wear")[it.mask],
+            "mask": MASK_NAMES[it.mask],
             "gender": GENDER_NAMES[it.gender] if it.gender >= 0 else "",
             "age": it.age if it.age >= 0 else "",
             "group": g,

@@ -271,21 +271,15 @@ def write_val_list(path: str | Path, photos: Sequence[tuple[DetPhoto, str]]) -> 
     """file,mask,group of the validation photos (absolute paths: any --root reads them), atomically. An image
     with several annotated faces (PASCAL VOC) is listed once, with its first face's state: evaluate-frames
     pastes one face of each image."""
-    import io
-
-    from engines.fileio import atomic_write_text
     from engines.labels import MASK_NAMES
+    from train.data.cache import Cache
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "mask", "group"])
-    seen: set[str] = set()
+    rows: dict[str, dict[str, str]] = {}
     for ph, group in photos:
         file = str(Path(ph.path).resolve())
-        if 0 <= ph.mask < len(MASK_NAMES) and file not in seen:
-            seen.add(file)
-            w.writerow([file, MASK_NAMES[ph.mask], group])
-    atomic_write_text(path, buf.getvalue())
+        if 0 <= ph.mask < len(MASK_NAMES) and file not in rows:
+            rows[file] = {"file": file, "mask": MASK_NAMES[ph.mask], "group": group}
+    Cache.write_rows(Path(path), list(rows.values()), ["file", "mask", "group"])
 
 
 def fit_detector(

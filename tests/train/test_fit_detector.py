@@ -320,3 +320,12 @@ def test_a_bad_finder_or_no_epochs_is_one_error_naming_the_flag(tmp_path):
     with pytest.raises(UserError, match="--epochs 0 0 0 teaches no net"):
         _main(["fit-detector", "--import", "real", "--out", str(tmp_path / "d.pt"), "--epochs", *"000"])
     assert not (tmp_path / "d.pt").exists()
+    # an output under a file is refused before any work (it failed with a traceback after the training)
+    blocked = str(tmp_path / "notes.pt" / "x")
+    for extra, flag in (
+        (["--out", blocked], "--out"),
+        (["--out", str(tmp_path / "d.pt"), "--val-list", blocked], "--val-list"),
+    ):
+        with pytest.raises(UserError) as info:
+            _main(["fit-detector", "--cache", str(tmp_path / "no-cache"), "--import", "real", *extra])
+        assert str(info.value).startswith(f"{flag} {blocked}")

@@ -14,6 +14,7 @@ from engines.faces import load_detector_weights
 from train.detector.fit import FitDetectorOptions, fit_detector, import_photos, read_backgrounds
 from train.options import add_threads_argument
 from train.progress import console
+from train.runfiles import check_output_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError("--frames and --close-up-repeat must be >= 1, --epochs >= 0 and --lr > 0")
     if not any(args.epochs):
         raise UserError("--epochs 0 0 0 teaches no net: give one of P-Net, R-Net, O-Net at least one epoch")
+    check_output_file(args.out, "--out")  # before minutes of work, as predict does
+    if args.val_list:
+        check_output_file(args.val_list, "--val-list")
     finder = str(Path(args.finder).resolve()) if args.finder else ""  # as given: from here, not the config's
     if finder:
         try:

@@ -22,10 +22,16 @@ NICE ?= nice -n 10
 # the earlier demo's recipe (synthetic data only), kept for demo-holdout
 HOLDOUT_FIT_ARGS = --epochs 6 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --weighted-sampler --seed 42
 
-.PHONY: install test demo-model demo-detector demo-data demo-eval demo-holdout demo-door sample-video bench clean-demo
+.PHONY: install lock test demo-model demo-detector demo-data demo-eval demo-holdout demo-door sample-video bench clean-demo
 
 install:
-	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
+	python3 -m venv .venv && .venv/bin/pip install --require-hashes -r requirements.lock \
+		&& .venv/bin/pip install --no-deps --no-build-isolation -e .
+
+## requirements.lock from pyproject.toml (runtime + [dev], hashes); UPGRADE=--upgrade takes new releases too
+UPGRADE ?=
+lock:
+	$(dir $(PY))uv pip compile pyproject.toml --extra dev --generate-hashes --universal --python-version 3.11 -o requirements.lock $(UPGRADE)
 
 test:
 	$(PY) -m pytest

@@ -8,6 +8,8 @@ Every `import` statement counts, also the ones inside functions (a lazy import s
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +50,22 @@ def imported_modules(path: Path, known: set[str], root: Path = REPO) -> set[str]
     return found
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
+    """The project's import graph, scanned once in a child process of its own. CPython 3.11's AST
+    constructor keeps its recursion depth in per-interpreter state, so `ast.parse` can fail spuriously with
+    "SystemError: AST constructor recursion depth mismatch" while other threads run (gh-106905; the test
+    session has broker, server and capture threads of earlier tests): the child runs nothing else."""
+    code = (
+        "import json, tests.test_architecture as a; "
+        "print(json.dumps({k: sorted(v) for k, v in a.scan().items()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return {k: set(v) for k, v in json.loads(out.stdout).items()}
+
+
+def scan() -> dict[str, set[str]]:
     mods = project_modules()
     known = set(mods)
     graph = {}

@@ -552,6 +552,15 @@ def test_sample_video_and_truth_agree(truth):
         assert (SAMPLES / p["source"]).is_file()
 
 
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b) ** 2).mean())
+    return 10 * np.log10(255**2 / max(mse, 1e-9))
+
+
+def _block_means(img: np.ndarray, k: int = 8) -> np.ndarray:
+    return cv2.resize(img, (img.shape[1] // k, img.shape[0] // k), interpolation=cv2.INTER_AREA)
+
+
 def test_sample_video_is_what_the_script_makes(truth, shared):
     """Re-render a few frames (two people, fresh plan) twice: identical; and equal to the committed video
     up to its mp4v compression."""
@@ -565,8 +574,12 @@ def test_sample_video_is_what_the_script_makes(truth, shared):
     for i in frames:
         a, b = mv.render_frame(plan, i), mv.render_frame(plan, i)
         assert np.array_equal(a, b)
-        mse = float(((a.astype(np.float64) - decoded[i]) ** 2).mean())
-        assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 30, i  # PSNR in dB
+        # mp4v codes 8x8 DCT blocks: it drops much of the frame's rendered sensor noise (full-frame PSNR
+        # 29.6-36 dB, and it moved by 0.5 dB between two OpenCV releases' decoders), but keeps each block's
+        # mean (the DC coefficient, finely quantised): 38-40 dB on 8x8 block means, where a frame 5 frames
+        # off (a person moved) gives 15-19 dB. Both margins are wide against a codec or decoder change.
+        assert _psnr(a, decoded[i]) > 26, i
+        assert _psnr(_block_means(a), _block_means(decoded[i])) > 33, i
     # the truth boxes are where the faces are drawn: MTCNN finds them in the re-rendered frames
     from engines.config import DetectorConfig
     from engines.faces import FaceDetector

@@ -4,7 +4,9 @@ file that one writes the other can read.
 
 A row names its three parts as "module:attribute" strings, imported only when a file of that format is
 used: a CPU machine never imports tensorrt, and `engines` never imports `train` (the exporters live there).
-Adding a format is one backend module (an Engine subclass and a `read_meta(path)`), one exporter, one row.
+Adding a format is one backend module (an Engine subclass and a `read_meta(path)`), one exporter, one row:
+the row also says what the format is exported from and which [export] settings its exporter reads, and
+`mask-train export` builds its flags from that, so a new format needs no new command.
 """
 
 from __future__ import annotations
@@ -13,14 +15,39 @@ import importlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from engines.backends.base import Engine
+from engines.config import ExportConfig
 from engines.contract import ModelFileError, ModelMeta
 
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_EXPORT_KEYS = {f.name: f.type for f in fields(ExportConfig)}
+
+
+@dataclass(frozen=True)
+class ExportOption:
+    """One [export] setting an exporter reads, and the `mask-train export` flag that sets it for one run."""
+
+    flag: str  # e.g. "--opset"
+    key: str  # the ExportConfig field it sets
+    help: str
+    metavar: str = ""
+
+    def __post_init__(self) -> None:
+        if self.key not in _EXPORT_KEYS or not self.flag.startswith("--"):
+            raise ValueError(f"export option {self.flag!r}: {self.key!r} is not an [export] key")
+
+    @property
+    def kind(self) -> str:
+        """ "bool", "int" or "str": the field's type, as the CLI parses it."""
+        return str(_EXPORT_KEYS[self.key])
+
+
+FP16 = ExportOption("--fp16", "fp16", "half precision")
+OPSET = ExportOption("--opset", "opset", "ONNX opset", "N")
 
 
 @dataclass(frozen=True)
@@ -33,8 +60,10 @@ class ModelFormat:
     runtime: str  # what the user reads
     backend: str  # "module:Class", an engines.backends.base.Engine subclass
     read_meta: str  # "module:function", path -> ModelMeta without loading the runtime
-    exporter: str  # "module:function", (checkpoint, out, ExportConfig) -> ModelMeta
+    exporter: str  # "module:function", (source, out, ExportConfig, status=callable(str)) -> ModelMeta
     needs_gpu: bool = False
+    sources: tuple[str, ...] = (".pt",)  # the suffixes it is exported from
+    options: tuple[ExportOption, ...] = ()  # the [export] settings its exporter reads
 
     def __post_init__(self) -> None:
         if not self.name or not self.suffix.startswith("."):
@@ -72,6 +101,7 @@ FORMATS: dict[str, ModelFormat] = _table(
         "engines.backends.onnx_backend:OnnxEngine",
         "engines.backends.onnx_backend:read_meta",
         "train.export.onnx:to_onnx",
+        options=(FP16, OPSET),
     ),
     ModelFormat(
         "tensorrt",
@@ -81,6 +111,21 @@ FORMATS: dict[str, ModelFormat] = _table(
         "engines.backends.tensorrt_backend:read_meta",
         "train.export.tensorrt:to_tensorrt",
         needs_gpu=True,
+        sources=(".pt", ".onnx"),
+        options=(
+            FP16,
+            OPSET,
+            ExportOption("--min-batch", "min_batch", "optimisation profile: smallest batch", "N"),
+            ExportOption("--opt-batch", "opt_batch", "optimisation profile: the batch tuned for", "N"),
+            ExportOption("--max-batch", "max_batch", "optimisation profile: largest batch", "N"),
+            ExportOption("--workspace-mb", "workspace_mb", "builder workspace", "MB"),
+            ExportOption(
+                "--timing-cache",
+                "timing_cache",
+                "TensorRT timing cache, read and updated (unset: timing.cache beside the engine)",
+                "FILE",
+            ),
+        ),
     ),
 )
 

@@ -53,6 +53,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.bench_loader",
         "images/s of the data pipeline per num_workers and resize order",
     ),
+    "export": (
+        "train.commands.export",
+        "write a model file from a checkpoint: .pt, .onnx or .engine, as the suffix of --out says",
+    ),
     "export-onnx": (
         "train.commands.export_onnx",
         "export a checkpoint to ONNX (dynamic batch, metadata inside)",

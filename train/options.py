@@ -134,23 +134,34 @@ def add_engine_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", dest="engine.device", choices=choices_of("engine.device"))
 
 
-def add_precision_flags(p: argparse.ArgumentParser) -> None:
-    """--fp16 / --opset of export-onnx and export-trt."""
-    p.add_argument(
-        "--fp16",
-        dest="export.fp16",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="half precision (default: [export] fp16)",
-    )
-    p.add_argument(
-        "--opset",
-        dest="export.opset",
-        type=int,
-        default=None,
-        metavar="N",
-        help="ONNX opset (default: [export] opset)",
-    )
+def add_export_flags(p: argparse.ArgumentParser, formats) -> None:
+    """The flags of the [export] settings that these engines.formats rows' exporters read (each once), with
+    the suffixes that read it in its help. Each sets `export.KEY` for this run."""
+    seen: dict[str, list[str]] = {}
+    options = {}
+    for fmt in formats:
+        for opt in fmt.options:
+            options.setdefault(opt.flag, opt)
+            seen.setdefault(opt.flag, []).append(fmt.suffix)
+    for flag, opt in options.items():
+        where = "" if len(formats) == 1 else f"; {' '.join(seen[flag])} only"
+        common = dict(
+            dest=f"export.{opt.key}", default=None, help=f"{opt.help} (default: [export] {opt.key}{where})"
+        )
+        if opt.kind == "bool":
+            p.add_argument(flag, action=_BOOL, **common)
+        else:
+            p.add_argument(flag, type=int if opt.kind == "int" else str, metavar=opt.metavar or "X", **common)
+
+
+def export_flags_given(args: argparse.Namespace, formats) -> dict[str, str]:
+    """{flag: dest} of the export flags given on this command line, among these rows' options."""
+    return {
+        opt.flag: f"export.{opt.key}"
+        for fmt in formats
+        for opt in fmt.options
+        if getattr(args, f"export.{opt.key}", None) is not None
+    }
 
 
 def expect_suffix(out: Path, suffix: str, other: str) -> None:

@@ -203,7 +203,7 @@ def test_cli_bad_checkpoint_or_out_is_one_line_exit_2(case, tmp_path, tiny_check
     r = _train("export-onnx", "--checkpoint", ckpt, "--out", out)
     assert r.returncode == 2
     line = _one_error_line(r, "mask-train: error:")
-    assert (str(ckpt) if case != "suffix" else "export-trt") in line
+    assert (str(ckpt) if case != "suffix" else "`mask-train export` (.pt, .onnx, .engine)") in line
     if case == "corrupt":
         assert "not a PyTorch checkpoint" in line and "unpickle" not in line
     assert not out.exists()
@@ -400,21 +400,84 @@ def test_bench_engines_writes_positive_numbers(tiny_checkpoint, tmp_path):
     out = tmp_path / "bench.json"
     r = _train("bench-engines", "--checkpoint", tiny_checkpoint, "--repeats", 1, "--json", out, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "ORT / PyTorch" in r.stdout and "MTCNN" in r.stdout
+    assert "ONNX Runtime / PyTorch" in r.stdout and "MTCNN" in r.stdout
     res = json.loads(out.read_text())
     assert set(res) >= {"machine", "model", "classifier", "mtcnn", "target"} and res["machine"]["cpus"] >= 1
+    assert res["formats"] == {"pytorch": "PyTorch", "onnx": "ONNX Runtime"}  # every CPU row, baseline first
     cases = {(tuple(c["input"]), c["batch"]) for c in res["classifier"]}
     assert cases == {(s, b) for s in ((128, 96), (512, 384)) for b in (1, 8)}
     for c in res["classifier"]:
-        assert c["pytorch_crops_per_s"] > 0 and c["onnxruntime_crops_per_s"] > 0
+        rates = c["crops_per_s"]
+        assert rates["pytorch"] > 0 and rates["onnx"] > 0 and c["ratio"]["pytorch"] == 1.0
         # the rates are rounded to 2 decimals and the ratio comes from the unrounded ones: on a loaded
         # machine PyTorch may manage well under 1 crop/s, where that rounding alone moves the ratio
-        pt = c["pytorch_crops_per_s"]
-        rel = 0.01 + 0.005 / pt + 0.005 / c["onnxruntime_crops_per_s"]
-        assert c["ratio"] == pytest.approx(c["onnxruntime_crops_per_s"] / pt, rel=rel)
+        rel = 0.01 + 0.005 / rates["pytorch"] + 0.005 / rates["onnx"]
+        assert c["ratio"]["onnx"] == pytest.approx(rates["onnx"] / rates["pytorch"], rel=rel)
     assert [m["frame"] for m in res["mtcnn"]] == [[640, 480], [1280, 720]]
     for m in res["mtcnn"]:
         assert 0 < m["median_ms"] <= m["p95_ms"] and m["faces"] == 1 and m["weak"] >= 0
     assert res["target"]["ratio"] == next(
-        c["ratio"] for c in res["classifier"] if c["input"] == [128, 96] and c["batch"] == 8
+        c["ratio"]["onnx"] for c in res["classifier"] if c["input"] == [128, 96] and c["batch"] == 8
     )
+
+
+def test_one_export_command_writes_each_format_its_out_suffix_names(tiny_checkpoint, tmp_path):
+    """`mask-train export` reaches every exporter through the table: the .pt row's slim checkpoint too."""
+    for suffix in (".onnx", ".pt"):
+        out = tmp_path / f"m{suffix}"
+        r = _train("export", "--checkpoint", tiny_checkpoint, "--out", out)
+        assert r.returncode == 0, r.stderr
+        assert f"wrote {out}" in r.stdout and read_meta(out).source_sha256 == sha256_file(tiny_checkpoint)
+    assert (
+        "opset 18" in _train("export", "--checkpoint", tiny_checkpoint, "--out", tmp_path / "o.onnx").stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--out", "m.onnx", "--min-batch", "4"], "--min-batch: not a setting of .onnx files"),
+        (["--out", "m.pt", "--fp16"], "--fp16: not a setting of .pt files"),
+        (["--out", "m.pth"], "unknown suffix '.pth'"),
+    ],
+)
+def test_export_refuses_a_flag_or_suffix_its_format_does_not_take(args, needle, tiny_checkpoint, tmp_path):
+    args = [str(tmp_path / a) if a.startswith("m.") else a for a in args]
+    r = _train("export", "--checkpoint", tiny_checkpoint, *args)
+    assert r.returncode == 2
+    _one_error_line(r, needle)
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_names_what_a_format_is_exported_from(single_onnx, tmp_path):
+    r = _train("export", "--checkpoint", single_onnx, "--out", tmp_path / "again.onnx")
+    _one_error_line(r, "a .onnx file is exported from .pt, not .onnx")
+    assert not (tmp_path / "again.onnx").exists()
+
+
+def test_a_new_formats_row_brings_its_flags_with_it():
+    """Adding a format is one row: its [export] settings become flags of `mask-train export`."""
+    import argparse
+
+    from engines.formats import ExportOption, ModelFormat
+    from train.options import add_export_flags, export_flags_given
+
+    row = ModelFormat(
+        "other",
+        ".other",
+        "Other Runtime",
+        "m:Engine",
+        "m:read_meta",
+        "m:to_other",
+        options=(ExportOption("--workspace-mb", "workspace_mb", "scratch memory", "MB"),),
+    )
+    p = argparse.ArgumentParser()
+    add_export_flags(p, [FORMATS[".onnx"], row])
+    args = p.parse_args(["--workspace-mb", "64", "--no-fp16"])
+    assert getattr(args, "export.workspace_mb") == 64 and getattr(args, "export.fp16") is False
+    assert export_flags_given(args, [FORMATS[".onnx"], row]) == {
+        "--fp16": "export.fp16",
+        "--workspace-mb": "export.workspace_mb",
+    }
+    with pytest.raises(ValueError, match="not an \\[export\\] key"):
+        ExportOption("--speed", "speed", "no such key")

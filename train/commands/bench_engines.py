@@ -45,16 +45,19 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def print_tables(result: dict[str, Any]) -> None:
     m = result["model"]
     t = Table(title=f"classifier crops/s ({m['arch']}, {m['head']} head, {m['weights']} weights, CPU)")
-    for col in ("input (WxH)", "batch", "PyTorch eager", "ONNX Runtime", "ORT / PyTorch"):
+    names = list(result["formats"])  # the baseline first
+    runtimes = result["formats"]
+    for col in ("input (WxH)", "batch", *(runtimes[n] for n in names)):
         t.add_column(col, justify="right")
+    for n in names[1:]:
+        t.add_column(f"{runtimes[n]} / {runtimes[names[0]]}", justify="right")
     for r in result["classifier"]:
         h, w = r["input"]
         t.add_row(
             f"{w}x{h}",
             str(r["batch"]),
-            f"{r['pytorch_crops_per_s']:.1f}",
-            f"{r['onnxruntime_crops_per_s']:.1f}",
-            f"{r['ratio']:.2f}x",
+            *(f"{r['crops_per_s'][n]:.1f}" for n in names),
+            *(f"{r['ratio'][n]:.2f}x" for n in names[1:]),
         )
     console.print(t)
     d = Table(title="MTCNN ms per frame (one face, CPU)")

@@ -76,6 +76,7 @@ def export_onnx(
     return meta
 
 
-def to_onnx(checkpoint: Path, out: Path, cfg: ExportConfig) -> ModelMeta:
-    """The exporter engines.formats names for .onnx files: export.opset and export.fp16 from the config."""
+def to_onnx(checkpoint: Path, out: Path, cfg: ExportConfig, status=lambda _msg: None) -> ModelMeta:
+    """The exporter engines.formats names for .onnx files: export.opset and export.fp16 from the config
+    (`status` hears each step: the CLI's spinner)."""
     return export_onnx(checkpoint, out, opset=cfg.opset, fp16=cfg.fp16)

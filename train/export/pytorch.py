@@ -47,6 +47,6 @@ def export_pytorch(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     return meta
 
 
-def to_pytorch(checkpoint: Path, out: Path, cfg: ExportConfig) -> ModelMeta:
-    """The exporter engines.formats names for .pt files."""
+def to_pytorch(checkpoint: Path, out: Path, cfg: ExportConfig, status=lambda _msg: None) -> ModelMeta:
+    """The exporter engines.formats names for .pt files (`status` hears each step: the CLI's spinner)."""
     return export_pytorch(checkpoint, out)

@@ -597,7 +597,11 @@ def crop_scenes(
                     found.append((it, g, None, 0.0))
                 continue
             face = detect_near(detector, read(it.src), it.box, live.scenes)
-            found.append((it, g, None, 0.0) if face is None else (it, g, face.box, face.score))
+            if face is None:
+                found.append((it, g, None, 0.0))
+            else:  # as the manifest keeps it, so that a rerun fits the same mapping from the rows
+                box = tuple(round(float(v), 1) for v in face.box)
+                found.append((it, g, box, round(float(face.score), 4)))
             bar.advance(0, info=f"found {sum(f[2] is not None for f in found)} of {len(found)}")
     mapping = fit_mapping([(it.box, box) for it, _, box, _ in found if box is not None])
     report.extra = {"redetect": settings, "voc_mapping": mapping.to_dict()}

@@ -227,3 +227,21 @@ def test_evaluate_scenes_refuses_a_list_without_boxes(voc, tmp_path):
         from train.cli import _main
 
         _main([*args, "--list", str(tmp_path / "l.csv")])
+
+
+SCENES = REPO.parent / "shared" / "datasets" / "face-mask-scenes" / "images"
+
+
+@pytest.mark.skipif(not SCENES.is_dir(), reason=f"{SCENES} is missing")
+def test_a_crop_of_a_scene_at_another_window_is_the_same_photo(tmp_path):
+    from train.data.prepare import read_image
+    from train.data.scenes import same_photo_groups
+
+    photo = cv2.imread(str(SCENES / "maksssksksss222.jpg"))
+    h, w = photo.shape[:2]
+    crop = cv2.resize(photo[int(h * 0.2) :, : int(w * 0.7)], None, fx=0.8, fy=0.8)  # a dHash misses it
+    files = [tmp_path / "a.png", tmp_path / "crop.png", *(SCENES / f"maksssksksss{i}.jpg" for i in (1, 10))]
+    cv2.imwrite(str(files[0]), photo)
+    cv2.imwrite(str(files[1]), crop)
+    groups = same_photo_groups(files, read_image)
+    assert groups == {files[0]: str(files[0]), files[1]: str(files[0])}

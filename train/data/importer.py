@@ -49,7 +49,7 @@ from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem
 from train.data.prepare import cache_settings, pick_face, read_image, write_crop
-from train.data.scenes import BoxMapping, detect_near, fit_mapping
+from train.data.scenes import BoxMapping, detect_near, fit_mapping, same_photo_groups
 from train.label.store import COLLECTED_JSONL, DISCARDED_CSV, read_discarded, read_records
 from train.progress import task
 
@@ -448,6 +448,10 @@ def import_dataset(
     live = cfg  # the monitor's detector ([detector] and flags), not the cache's: a VOC import cuts as it does
     cfg = check_cache(cache, cfg, force)
     hashed = hash_files(items, report, show)
+    if layout == "voc":  # crops of one photo at other windows: the same group (a dHash misses them)
+        linked = same_photo_groups(sorted(hashed), read_image)
+        items = [dataclasses.replace(it, group=linked.get(it.src, "")) for it in items]
+        report.counts["scenes_linked_as_one_photo"] = len(linked)
     groups = group_items(items, hashed)
     keep, held = [], []
     for it, g in zip(items, groups):

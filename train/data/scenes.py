@@ -139,3 +139,69 @@ def detect_near(detector, image: np.ndarray, box: Box, cfg: ScenesConfig) -> Fac
         for f in detector.detect(region)
     ]
     return match(faces, box, cfg.match_iou)
+
+
+NEIGHBOURS = 8  # scenes compared with each one: the closest by colour histogram
+MIN_INLIERS = 40  # ORB matches one similarity transform explains: a crop or copy of the same photo
+ORB_SIDE = 400
+
+
+def same_photo_groups(files: Sequence, read) -> dict:
+    """Scenes cut from one photo (crops at other windows and scales, which a dHash of the whole image misses):
+    each scene is compared with its NEIGHBOURS closest by colour histogram, and a pair whose ORB keypoints
+    agree on one similarity transform (RANSAC, at least MIN_INLIERS matches) is the same photo. A group name
+    (its first file) per file linked to another; files linked to none are left out."""
+    import cv2
+
+    orb = cv2.ORB_create(500)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    files = list(files)
+    feats, hists = [], []
+    for f in files:
+        img = read(f)
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        s = ORB_SIDE / max(grey.shape)
+        grey = cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else grey
+        feats.append(orb.detectAndCompute(grey, None))
+        h = cv2.calcHist([img], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).flatten()
+        hists.append(h / max(h.sum(), 1))
+    if len(files) < 2:
+        return {}
+    hs = np.array(hists)
+    parent = list(range(len(files)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i] = parent[parent[i]]
+        return i
+
+    checked: set[tuple[int, int]] = set()
+    for i in range(len(files)):
+        sim = np.minimum(hs[i][None], hs).sum(axis=1)
+        sim[i] = -1
+        for j in np.argsort(-sim)[:NEIGHBOURS]:
+            a, b = min(i, int(j)), max(i, int(j))
+            if (a, b) in checked or find(a) == find(b):
+                continue
+            checked.add((a, b))
+            if _same_photo(feats[a], feats[b], matcher):
+                parent[max(find(a), find(b))] = min(find(a), find(b))
+    members: dict[int, list[int]] = {}
+    for i in range(len(files)):
+        members.setdefault(find(i), []).append(i)
+    return {files[i]: str(files[m[0]]) for m in members.values() if len(m) > 1 for i in m}
+
+
+def _same_photo(fa, fb, matcher) -> bool:
+    import cv2
+
+    (ka, da), (kb, db) = fa, fb
+    if da is None or db is None or len(ka) < MIN_INLIERS or len(kb) < MIN_INLIERS:
+        return False
+    m = matcher.match(da, db)
+    if len(m) < MIN_INLIERS:
+        return False
+    pa = np.float32([ka[x.queryIdx].pt for x in m])
+    pb = np.float32([kb[x.trainIdx].pt for x in m])
+    transform, inliers = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=4.0)
+    return transform is not None and int(inliers.sum()) >= MIN_INLIERS

@@ -289,6 +289,18 @@ class CollectConfig:
 
 
 @dataclass(frozen=True)
+class ScenesConfig:
+    """Street and crowd scenes with boxed faces (PASCAL VOC): `mask-train import` cuts each face where the
+    monitor's detector puts it, `mask-train evaluate-scenes` runs them through the monitor's path."""
+
+    min_face_height: int = _f(24, min=1, max=10000)  # import: shorter faces (px in the scene) are skipped
+    search_grow: float = _f(2.5, min=1.2, max=10.0)  # import: the detector looks at the box grown this much
+    search_face_px: int = _f(64, min=24, max=1000)  # ... scaled so the annotated face is this many px tall
+    match_iou: float = _f(0.3, min=0.0, max=1.0)  # a detection is an annotated face's from this IoU on
+    frame_width: int = _f(640, min=64, max=8192)  # evaluate-scenes: each scene scaled to this width
+
+
+@dataclass(frozen=True)
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -305,6 +317,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 

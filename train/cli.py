@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.evaluate_frames",
         "held-out photos pasted into 640x480 frames through the monitor's detect-crop-classify path",
     ),
+    "evaluate-scenes": (
+        "train.commands.evaluate_scenes",
+        "street and crowd scenes (PASCAL VOC) as 640-px frames through the monitor's detect-crop-classify",
+    ),
     "predict": ("train.commands.predict", "ensemble + TTA predictions for eval/ as submission.csv"),
     "bench-loader": (
         "train.commands.bench_loader",

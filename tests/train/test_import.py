@@ -164,10 +164,10 @@ def test_voc_boxes_every_box_a_sample_malformed_xml_listed(tmp_path, capsys):
     with one_torch_thread():
         code = main_code(["import", "--data", str(root), "--out", str(cache), "--name", "voc"])
     out = capsys.readouterr().out
-    assert code == 0 and "voc box" in out and "malformed_xml: annotations/bad.xml" in out
+    assert code == 0 and "voc detected" in out and "malformed_xml: annotations/bad.xml" in out
     rep = json.loads((cache / "imports" / "voc" / "report.json").read_text())
     assert (
-        rep["counts"]["voc_box"] == 3
+        rep["counts"]["voc_detected"] + rep["counts"].get("voc_mapped", 0) == 3
         and rep["counts"]["malformed_xml"] == 1
         and rep["counts"]["corrupt"] == 1
     )

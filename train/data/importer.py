@@ -6,7 +6,9 @@ Layouts (found by what the folder holds):
               (mask: wear|incorrect|not_wear or the folder names above; gender male|female; age whole
               years; empty = unknown)
     voc       DIR/annotations/*.xml (PASCAL VOC) + DIR/images/: every with_mask / without_mask /
-              mask_weared_incorrect box is a sample
+              mask_weared_incorrect box at least [scenes] min_face_height tall is a sample, cut where the
+              monitor's detector finds that face (train.data.scenes: `voc_detected`), else around the box
+              mapped as the detector's boxes sit relative to the annotations (`voc_mapped`)
     collect   DIR/collected.jsonl + DIR/labels.csv: a `mask-monitor --collect` folder labelled by `mask-train
               label` (age also as a group name <30 | 30-59 | >=60; rows with an empty mask and the files of
               DIR/discarded.csv skipped, counted); its JPEGs are already crop_face output, used as they are
@@ -24,7 +26,9 @@ lists the others (both are labels files `mask-train synth` reads: its bare faces
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -45,6 +49,7 @@ from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem
 from train.data.prepare import cache_settings, pick_face, read_image, write_crop
+from train.data.scenes import BoxMapping, detect_near, fit_mapping, same_photo_groups
 from train.label.store import COLLECTED_JSONL, DISCARDED_CSV, read_discarded, read_records
 from train.progress import task
 
@@ -62,7 +67,8 @@ MASK_WORDS = {
 }
 CLASS_FOLDERS = ("with_mask", "without_mask", "incorrect_mask", "mask_weared_incorrect")
 PAD_FACTOR = 2.5  # a padded tight crop fills 1/2.5 of the frame's height, as a face at an entrance does
-HOW = ("mtcnn", "padded", "whole_image", "voc_box", "collected_crop")
+HOW = ("mtcnn", "padded", "whole_image", "voc_detected", "voc_mapped", "collected_crop")
+FOUND_HOW = ("mtcnn", "padded", "voc_detected", "voc_mapped", "collected_crop")
 # an age group name (the label page's vocabulary) -> whole years inside that group for every age_old_threshold
 # the config allows near 60 (57-60), so age_group() gives the group back
 AGE_GROUP_YEARS = {name: years for name, years in zip(AGE_NAMES, (20, 45, 75))}
@@ -90,6 +96,7 @@ class ImportReport:
     layout: str
     counts: Counter = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # a VOC import: the detector and the box mapping
 
     def to_dict(self, data_dir: Path) -> dict[str, Any]:
         return {
@@ -99,6 +106,7 @@ class ImportReport:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "counts": dict(self.counts),
             "problems": [p.to_dict() for p in self.problems],
+            **self.extra,
         }
 
 
@@ -300,8 +308,6 @@ def crop_item(item: Item, img: np.ndarray, detector, geom: CropConfig) -> tuple[
             1.0,
             ("collected_crop"),
         )
-    if item.box is not None:
-        return crop_face(img, item.box, geom), item.box, 1.0, "voc_box"
     box, score, how = find_box(img, detector)
     return crop_face(img, box, geom), box, score, how
 
@@ -363,7 +369,7 @@ def _row(name: str, item: Item, crop_rel: str, box: Box, score: float, how: str,
     return {
         "key": f"{name}/{item.key}",
         "crop": crop_rel,
-        "found": int(how in ("mtcnn", "padded", "voc_box", "collected_crop")),
+        "found": int(how in FOUND_HOW),
         "score": round(float(score), 4),
         "x1": x1,
         "y1": y1,
@@ -439,14 +445,22 @@ def import_dataset(
     else:
         items = folder_items(data_dir, report)
     cache = Cache(cache_dir)
+    live = cfg  # the monitor's detector ([detector] and flags), not the cache's: a VOC import cuts as it does
     cfg = check_cache(cache, cfg, force)
     hashed = hash_files(items, report, show)
+    if layout == "voc":  # crops of one photo at other windows: the same group (a dHash misses them)
+        linked = same_photo_groups(sorted(hashed), read_image)
+        items = [dataclasses.replace(it, group=linked.get(it.src, "")) for it in items]
+        report.counts["scenes_linked_as_one_photo"] = len(linked)
     groups = group_items(items, hashed)
     keep, held = [], []
     for it, g in zip(items, groups):
         if it.src in hashed:
             (held if in_holdout(g, holdout, seed) else keep).append((it, g))
-    rows = crop_all(cache, name, keep, cfg, report, force, show)
+    if layout == "voc":
+        rows = crop_scenes(cache, name, keep, cfg, live, report, force, show)
+    else:
+        rows = crop_all(cache, name, keep, cfg, report, force, show)
     folder = cache.imports / name
     Cache.write_rows(folder / "manifest.csv", rows, IMPORT_FIELDS)
     write_holdout(folder / "holdout.csv", data_dir, held)
@@ -490,7 +504,7 @@ def crop_all(
     """Crop each sample (reusing an unchanged one's crop); counts how each face box was found."""
     old = {} if force else Cache.read_rows(cache.imports / name / "manifest.csv")
     detector = create_detector(cfg)
-    rows, images = [], {}
+    rows = []
     with task(f"import {name}", len(todo), show) as bar:
         for it, g in todo:
             key, crop_rel = f"{name}/{it.key}", f"crops/import/{name}/{_safe(it.key)}"
@@ -506,13 +520,120 @@ def crop_all(
                 rows.append(_row(name, it, crop_rel, box, float(prev["score"]), prev["how"], g))
                 report.counts["reused"] += 1
             else:
-                img = images.get(it.src) if it.box is not None else None
-                img = img if img is not None else read_image(it.src)
-                if it.box is not None:
-                    images = {it.src: img}  # the boxes of one annotation follow each other
-                crop, box, score, how = crop_item(it, img, detector, cfg.crop)
+                crop, box, score, how = crop_item(it, read_image(it.src), detector, cfg.crop)
                 write_crop(cache.root / crop_rel, crop)
                 rows.append(_row(name, it, crop_rel, box, score, how, g))
             report.counts[rows[-1]["how"]] += 1
             bar.advance(1, info=" ".join(f"{h} {report.counts[h]}" for h in HOW if report.counts[h]))
     return rows
+
+
+def _redetect_settings(live: Config) -> dict[str, Any]:
+    """What a VOC import's detections depend on: the detector's settings (its weights file resolved, with the
+    file's size and time) and [scenes]' search; a rerun with other settings detects again."""
+    det = create_detector(live).cfg
+    weights = Path(det.weights) if det.weights else None
+    st = weights.stat() if weights is not None and weights.is_file() else None
+    return json.loads(
+        json.dumps(
+            {
+                "detector": dataclasses.asdict(det),
+                "weights_file": [st.st_size, st.st_mtime_ns] if st else None,
+                "scenes": {k: v for k, v in dataclasses.asdict(live.scenes).items() if k != "frame_width"},
+            }
+        )
+    )
+
+
+def crop_scenes(
+    cache: Cache,
+    name: str,
+    todo: list[tuple[Item, str]],
+    cfg: Config,
+    live: Config,
+    report: ImportReport,
+    force: bool,
+    show: bool,
+) -> list[dict]:
+    """A VOC import: every face at least [scenes] min_face_height tall (the others are counted, `too_small`)
+    is looked for with the monitor's detector (`live`'s [detector]) around its annotated box; found, it is cut
+    around the detector's box (`voc_detected`), else around the annotated box mapped as the found ones' boxes
+    sit relative to theirs (`voc_mapped`; the mapping, a median over the faces found, is in report.json).
+    The crop geometry is the cache's. A rerun with the same detector reuses the detections and crops."""
+    folder = cache.imports / name
+    old = {} if force else Cache.read_rows(folder / "manifest.csv")
+    try:
+        old_settings = json.loads((folder / "report.json").read_text(encoding="utf-8")).get("redetect")
+    except (OSError, ValueError):
+        old_settings = None
+    settings = _redetect_settings(live)
+    same = old_settings == settings
+    detector = create_detector(live)
+    min_h = live.scenes.min_face_height
+    found: list[tuple[Item, str, Box | None, float]] = []
+    image: tuple[Path | None, np.ndarray | None] = (None, None)
+
+    def read(src: Path) -> np.ndarray:
+        nonlocal image
+        if image[0] != src:
+            image = (src, read_image(src))
+        return image[1]
+
+    with task(f"detecting {name}", len(todo), show) as bar:
+        for it, g in todo:
+            bar.advance()
+            if it.box[3] - it.box[1] < min_h:
+                report.counts["too_small"] += 1
+                continue
+            prev = old.get(f"{name}/{it.key}")
+            st = it.src.stat()
+            if (
+                same
+                and prev
+                and prev.get("how") in ("voc_detected", "voc_mapped")
+                and prev.get("size") == str(st.st_size)
+                and prev.get("mtime_ns") == str(st.st_mtime_ns)
+            ):
+                if prev["how"] == "voc_detected":
+                    box = tuple(float(prev[k]) for k in ("x1", "y1", "x2", "y2"))
+                    found.append((it, g, box, float(prev["score"])))
+                else:
+                    found.append((it, g, None, 0.0))
+                continue
+            face = detect_near(detector, read(it.src), it.box, live.scenes)
+            if face is None:
+                found.append((it, g, None, 0.0))
+            else:  # as the manifest keeps it, so that a rerun fits the same mapping from the rows
+                box = tuple(round(float(v), 1) for v in face.box)
+                found.append((it, g, box, round(float(face.score), 4)))
+            bar.advance(0, info=f"found {sum(f[2] is not None for f in found)} of {len(found)}")
+    mapping = fit_mapping([(it.box, box) for it, _, box, _ in found if box is not None])
+    report.extra = {"redetect": settings, "voc_mapping": mapping.to_dict()}
+    rows = []
+    with task(f"import {name}", len(found), show) as bar:
+        for it, g, det, score in found:
+            box, how = (det, "voc_detected") if det is not None else (mapping.apply(it.box), "voc_mapped")
+            key, crop_rel = f"{name}/{it.key}", f"crops/import/{name}/{_safe(it.key)}"
+            row = _row(name, it, crop_rel, box, score, how, g)
+            prev = old.get(key)
+            if (
+                prev
+                and all(prev.get(k) == str(row[k]) for k in ("x1", "y1", "x2", "y2", "size", "mtime_ns"))
+                and (cache.root / crop_rel).is_file()
+            ):
+                report.counts["reused"] += 1
+            else:
+                write_crop(cache.root / crop_rel, crop_face(read(it.src), box, cfg.crop))
+            rows.append(row)
+            report.counts[how] += 1
+            bar.advance(1, info=" ".join(f"{h} {report.counts[h]}" for h in HOW if report.counts[h]))
+    return rows
+
+
+def read_mapping(report_json: Path) -> BoxMapping | None:
+    """The box mapping a VOC import fitted (its report.json), or None where there is none."""
+    try:
+        d = json.loads(report_json.read_text(encoding="utf-8")).get("voc_mapping")
+    except (OSError, ValueError):
+        return None
+    return BoxMapping.from_dict(d) if isinstance(d, dict) else None

@@ -274,7 +274,14 @@ def test_site_command_headless_prints_flags_and_writes_the_merged_file(broker, t
     pub = MqttPublisher(parse_url(url), ["door1"], status_every_s=0.2, err=io.StringIO())
     pub.attach(lambda: [PanelInfo("door1", 25.0, 1, (0, 0, 1), "live")])
     out = io.StringIO()
-    args = argparse.Namespace(mqtt=url, events=str(tmp_path / "site.jsonl"), headless=True, duration=4.0)
+    args = argparse.Namespace(
+        mqtt=url,
+        mqtt_password_file=None,
+        mqtt_ca=None,
+        events=str(tmp_path / "site.jsonl"),
+        headless=True,
+        duration=4.0,
+    )
     th = threading.Thread(target=run_site, args=(args,), kwargs={"out": out}, daemon=True)
     try:
         assert pub.connected.wait(10)

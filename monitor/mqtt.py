@@ -358,10 +358,12 @@ class SiteFeed:
         self.client.on_message = self._on_message
         self._last_link = ""
         self.login = _Login()
+        self._started = False
 
     def start(self) -> SiteFeed:
         """Connect (a login the broker refuses is one UserError with its reason)."""
         self.login.check(self.url, _connect(self.client, self.url), self.stop)
+        self._started = True
         return self
 
     def stop(self) -> None:
@@ -376,7 +378,8 @@ class SiteFeed:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if not self.login.answer(reason_code):
-            self._link(f"broker {self.url.host}:{self.url.port} refused the login: {reason_code}")
+            if self._started:  # at start it is start()'s error
+                self._link(f"broker {self.url.host}:{self.url.port} refused the login: {reason_code}")
             return
         self._link(f"connected to {self.url.host}:{self.url.port}")
         client.subscribe([(self.url.topic("+", "events"), 1), (self.url.topic("+", "status"), 1)])

@@ -30,8 +30,10 @@ def _free_port() -> int:
 class BrokerThread:
     """An amqtt broker on its own event loop in a thread; start() and stop() may be called again."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, listener: dict | None = None, plugins: dict | None = None) -> None:
+        """`listener`: more settings of the listener (TLS); `plugins`: instead of anonymous access."""
         self.port = port
+        self.listener, self.plugins = listener or {}, plugins
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -44,9 +46,10 @@ class BrokerThread:
         from amqtt.broker import Broker
 
         async def go():
+            anonymous = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
             config = {
-                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}", **self.listener}},
+                "plugins": self.plugins or anonymous,
             }
             self.broker = Broker(config, loop=self.loop)
             await self.broker.start()

@@ -87,3 +87,19 @@ def require_dir(path: str | os.PathLike[str], what: str) -> Path:
     if not p.is_dir():
         raise UserError(f"{what} {p} does not exist")
     return p
+
+
+def read_password_file(path: str | Path, what: str) -> str:
+    """The first line of a password file (its line break is not part of the password)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise UserError(f"{what} {path} is empty (the password is its first line)")
+    return lines[0]

@@ -26,6 +26,7 @@ from engines.backends.base import Engine
 from engines.config import Config, with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
+from engines.secrets import redact_url
 from monitor.capture import Capture, Frame
 from monitor.collect import Collector, model_sha256
 from monitor.events import EventLog, FaceSaver, Recorder, annotate
@@ -508,6 +509,7 @@ class Monitor:
             self.dashboard.note(message)
 
     def _say(self, st: Stream, message: str) -> None:
+        message = redact_url(message)
         if self.publisher is not None:
             self.publisher.note(st.name, message)
         if self.options.headless:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.errors import UserError
+from engines.secrets import redact_url
 from monitor.sources import Device, Opener, SourceSpec, open_cv, open_error
 from monitor.timing import StageTimer
 
@@ -88,6 +89,7 @@ class Capture:
 
     @status.setter
     def status(self, text: str) -> None:
+        text = redact_url(text)  # shown on the screen, in headless lines and in the MQTT status
         if text != self._status:
             self._status = text
             self._status_log.append(text)

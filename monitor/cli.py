@@ -21,7 +21,7 @@ from monitor.bench import run_bench
 from monitor.bench_streams import run_streams_bench
 from monitor.classifier import load_classifier
 from monitor.events import check_outputs, check_record_dir
-from monitor.mqtt import parse_url
+from monitor.mqtt import add_broker_arguments, broker_from_args
 from monitor.publish import connect_publisher
 from monitor.site import add_site_arguments, run_site
 from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
@@ -135,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.mp4|DIR",
         help="write the annotated video (several sources: a folder, one NAME.mp4 per source)",
     )
-    p.add_argument(
-        "--mqtt",
-        metavar="URL",
-        help="publish events and status to mqtt://host[:port]/prefix (topics PREFIX/SOURCE/events, /status)",
+    add_broker_arguments(
+        p,
+        "publish events and status to mqtt[s]://[user@]host[:port]/prefix (topics PREFIX/SOURCE/events, "
+        "/status)",
     )
     p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     return p
@@ -218,8 +218,8 @@ def _options(args: argparse.Namespace, cfg: Config, multi: bool) -> Options:
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     sources = _sources(args, cfg)
-    if args.mqtt:
-        parse_url(args.mqtt)  # a bad URL is one line before the model loads
+    # a bad broker address, password file or CA file is one line before the model loads
+    broker = broker_from_args(args.mqtt, args.mqtt_password_file, args.mqtt_ca) if args.mqtt else None
     for s in sources:
         if s.spec.kind == "video":
             require_file(s.spec.target, "video file")
@@ -229,7 +229,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     # one thread count per process, so that setting wins for MTCNN too). `mask-monitor bench` does the same.
     set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(args, cfg)
-    publisher = connect_publisher(args.mqtt, [s.name for s in sources]) if args.mqtt else None
+    publisher = connect_publisher(broker, [s.name for s in sources]) if broker is not None else None
     monitor = Monitor(cfg, sources, engine, create_detector(cfg), options, publisher=publisher)
     if args.headless:
         what = (

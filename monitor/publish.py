@@ -4,10 +4,13 @@ over MQTT), kept apart so that the app does not import paho-mqtt unless --mqtt i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from monitor.events import Event
 from monitor.ui import PanelInfo
+
+if TYPE_CHECKING:
+    from monitor.mqtt import MqttUrl
 
 
 class Publisher(Protocol):
@@ -24,8 +27,9 @@ class Publisher(Protocol):
         """Say every source is down, deliver what is queued (bounded wait), disconnect."""
 
 
-def connect_publisher(url: str, sources: list[str]) -> Publisher:
-    """--mqtt URL -> a connected publisher (paho-mqtt is imported only here)."""
-    from monitor.mqtt import MqttPublisher, parse_url
+def connect_publisher(broker: MqttUrl, sources: list[str]) -> Publisher:
+    """The broker of --mqtt (monitor.mqtt.broker_from_args) -> a connected publisher (paho-mqtt is imported
+    only here); a login the broker refuses is one UserError."""
+    from monitor.mqtt import MqttPublisher
 
-    return MqttPublisher(parse_url(url), sources)
+    return MqttPublisher(broker, sources)

@@ -24,7 +24,7 @@ from engines.cliargs import positive_float
 from engines.errors import UserError
 from engines.fileio import require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
-from monitor.mqtt import SiteFeed, parse_url
+from monitor.mqtt import SiteFeed, add_broker_arguments, broker_from_args
 from monitor.ui import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
 
 
@@ -125,9 +125,7 @@ class SiteView:
 
 
 def add_site_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--mqtt", metavar="URL", required=True, help="mqtt://host[:port][/prefix] the monitors publish to"
-    )
+    add_broker_arguments(p, "mqtt[s]://[user@]host[:port][/prefix] the monitors publish to", required=True)
     p.add_argument("--events", metavar="FILE.jsonl", help="append every event of every source to this file")
     p.add_argument(
         "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
@@ -136,7 +134,7 @@ def add_site_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_site(args: argparse.Namespace, console: Console | None = None, out: IO[str] | None = None) -> int:
-    url = parse_url(args.mqtt)
+    url = broker_from_args(args.mqtt, args.mqtt_password_file, args.mqtt_ca)
     events = Path(args.events) if args.events else None
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from engines.errors import UserError
 from engines.fileio import require_file
+from engines.secrets import STREAM_PASSWORD_ENV, redact_address, with_password
 
 STREAM_TIMEOUT_MS = 5000
 
@@ -51,6 +52,8 @@ def open_file(path: int | str) -> Device:
 
 
 def open_stream(url: int | str) -> Device:
+    """A stream; its password from MASK_MONITOR_STREAM_PASSWORD where the URL names a user and no password
+    (read at every reconnect, and never kept in the source's target)."""
     cv2 = _quiet_cv2()
     # a stream that stalls without an error must still end read(), so that the reconnect logic runs
     timeouts = [
@@ -59,7 +62,8 @@ def open_stream(url: int | str) -> Device:
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         STREAM_TIMEOUT_MS,
     ]
-    return cv2.VideoCapture(str(url), cv2.CAP_FFMPEG, timeouts)
+    address = with_password(str(url), os.environ.get(STREAM_PASSWORD_ENV))
+    return cv2.VideoCapture(address, cv2.CAP_FFMPEG, timeouts)
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class SourceKind:
     help: str
     parse: Callable[[str], int | str]  # the flag's text -> target
     live: bool  # newest frame only, reconnect with back-off
-    title: str  # "{target}" -> what the user reads
+    title: str  # "{target}" -> what the user reads (the target with its user, password and query as ***)
     unreadable: str  # the one line when it will not open or gives no frame
     open: Callable[[int | str], Device]
 
@@ -133,7 +137,8 @@ class SourceSpec:
         return self.source_kind.live
 
     def describe(self) -> str:
-        return self.source_kind.title.format(target=self.target)
+        """What the user reads: never the address's user, password or query string."""
+        return self.source_kind.title.format(target=redact_address(self.target))
 
 
 Opener = Callable[[SourceSpec], Device]
@@ -146,7 +151,7 @@ def open_cv(spec: SourceSpec) -> Device:
 
 def open_error(spec: SourceSpec) -> UserError:
     """The one line for a source that will not open or gives no frame."""
-    return UserError(spec.source_kind.unreadable.format(target=spec.target))
+    return UserError(spec.source_kind.unreadable.format(target=redact_address(spec.target)))
 
 
 # --- several sources in one monitor ---
@@ -165,7 +170,8 @@ class Source:
 
 
 def default_name(spec: SourceSpec) -> str:
-    """camera 0 -> camera0; door3.mp4 -> door3; rtsp://10.0.0.5/stream1 -> 10.0.0.5-stream1."""
+    """camera 0 -> camera0; door3.mp4 -> door3; rtsp://user:pw@10.0.0.5/stream1?token=x -> 10.0.0.5-stream1
+    (host and path only: never the user, password or query)."""
     if spec.kind == "camera":
         text = f"camera{spec.target}"
     elif spec.kind == "video":
@@ -209,7 +215,8 @@ def sources_from_config(tables: tuple[Any, ...], where: str = "config [[sources]
         try:
             target = kind.parse(t.address)
         except ValueError:
-            raise UserError(f"{where} #{i + 1}: address {t.address!r} is not a {kind.metavar}") from None
+            address = redact_address(t.address)
+            raise UserError(f"{where} #{i + 1}: address {address!r} is not a {kind.metavar}") from None
         spec = SourceSpec(t.kind, target)
         name = check_name(t.name, f"{where} #{i + 1}") if t.name else default_name(spec)
         if t.name and name in names:

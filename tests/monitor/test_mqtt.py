@@ -30,8 +30,10 @@ def _free_port() -> int:
 class BrokerThread:
     """An amqtt broker on its own event loop in a thread; start() and stop() may be called again."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, listener: dict | None = None, plugins: dict | None = None) -> None:
+        """`listener`: more settings of the listener (TLS); `plugins`: instead of anonymous access."""
         self.port = port
+        self.listener, self.plugins = listener or {}, plugins
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -44,9 +46,10 @@ class BrokerThread:
         from amqtt.broker import Broker
 
         async def go():
+            anonymous = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
             config = {
-                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}", **self.listener}},
+                "plugins": self.plugins or anonymous,
             }
             self.broker = Broker(config, loop=self.loop)
             await self.broker.start()
@@ -274,7 +277,14 @@ def test_site_command_headless_prints_flags_and_writes_the_merged_file(broker, t
     pub = MqttPublisher(parse_url(url), ["door1"], status_every_s=0.2, err=io.StringIO())
     pub.attach(lambda: [PanelInfo("door1", 25.0, 1, (0, 0, 1), "live")])
     out = io.StringIO()
-    args = argparse.Namespace(mqtt=url, events=str(tmp_path / "site.jsonl"), headless=True, duration=4.0)
+    args = argparse.Namespace(
+        mqtt=url,
+        mqtt_password_file=None,
+        mqtt_ca=None,
+        events=str(tmp_path / "site.jsonl"),
+        headless=True,
+        duration=4.0,
+    )
     th = threading.Thread(target=run_site, args=(args,), kwargs={"out": out}, daemon=True)
     try:
         assert pub.connected.wait(10)

@@ -393,7 +393,7 @@ def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
     else:  # pragma: no cover - schema bug, not user error
         raise TypeError(f"unsupported config type {tp!r} at {where}")
     lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
-    if lo is not None and value < lo or hi is not None and value > hi:
+    if lo is not None and not value >= lo or hi is not None and not value <= hi:  # NaN is out of range too
         raise ConfigError(f"{where} = {value!r} is out of range [{lo}, {hi}]")
     if choices is not None and value not in choices:
         raise ConfigError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ CKPT_META = "meta"  # a .pt checkpoint is a dict: its metadata (ModelMeta.to_dic
 CKPT_MODEL = "model"  # ... and the network's state_dict
 META_VERSION = 1
 TRT_MAGIC = b"MASKMON-TRT\x00"  # 12 bytes, then uint32 little-endian JSON length, JSON, TensorRT plan
+MAX_META_BYTES = 1 << 20  # a model file's metadata JSON is a few kilobytes: more is not ours
+MAX_META_DEPTH = 16  # nesting of the metadata JSON (`extra` holds small tables)
 INPUT_NAME = "images"  # float32 [N, 3, H, W], RGB, normalised with meta.mean/std
 OUTPUT_NAME = "probs"  # float32 [N, 18], rows sum to 1
 
@@ -49,6 +52,32 @@ _FIELD_TYPES: dict[str, type] = {
     "knows": dict,
     "version": int,
 }
+
+
+# bounds of the numbers, as config.toml [model] / [data] allow them: a file is refused when it loads, before
+# an input of 1e9 x 1e9 is allocated or a NaN mean turns every frame into NaN
+_INPUT_SIDE = (8, 2048)
+_MEAN = (0.0, 1.0)
+_STD = (1e-6, 10.0)  # std > 0: every pixel is divided by it
+_AGE_OLD = (31, 120)
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return math.isfinite(value) and bounds[0] <= value <= bounds[1]
+
+
+def _depth_ok(value: Any, limit: int = MAX_META_DEPTH) -> bool:
+    """Whether a decoded JSON value nests no deeper than `limit` (looked at without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, n = stack.pop()
+        if n > limit:
+            return False
+        if isinstance(v, dict):
+            stack += [(x, n + 1) for x in v.values()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(x, n + 1) for x in v]
+    return True
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -112,6 +141,12 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "model file") -> ModelMeta:
+        if not isinstance(d, dict):
+            raise ModelFileError(f"{source}: its mask-monitor metadata is not a JSON object")
+        if not _depth_ok(d):
+            raise ModelFileError(
+                f"{source}: its mask-monitor metadata nests deeper than {MAX_META_DEPTH} levels"
+            )
         try:
             known = {f.name for f in fields(cls)}
             kw = {k: v for k, v in d.items() if k in known}
@@ -137,10 +172,18 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "model file") -> ModelMeta:
+        if len(text) > MAX_META_BYTES:
+            raise ModelFileError(
+                f"{source}: its mask-monitor metadata is {len(text)} long (at most {MAX_META_BYTES})"
+            )
         try:
             d = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelFileError(f"{source}: its mask-monitor metadata is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ModelFileError(
+                f"{source}: its mask-monitor metadata nests deeper than {MAX_META_DEPTH} levels"
+            ) from None
         if not isinstance(d, dict):
             raise ModelFileError(f"{source}: its mask-monitor metadata is not a JSON object")
         return cls.from_dict(d, source)
@@ -163,8 +206,22 @@ class ModelMeta:
             )
         if self.head not in ("single", "multi"):
             raise ModelFileError(f"{source}: unknown head {self.head!r}")
-        if self.input_height < 8 or self.input_width < 8:
-            raise ModelFileError(f"{source}: input size {self.input_size} is too small")
+        if not all(_within(v, _INPUT_SIDE) for v in self.input_size):
+            raise ModelFileError(
+                f"{source}: input size {self.input_size} is outside {_INPUT_SIDE[0]}-{_INPUT_SIDE[1]} "
+                "pixels a side"
+            )
+        for name, values, bounds in (("mean", self.mean, _MEAN), ("std", self.std, _STD)):
+            if not all(_within(v, bounds) for v in values):
+                raise ModelFileError(
+                    f"{source}: {name} = {list(values)} is not 3 finite numbers "
+                    f"from {bounds[0]:g} to {bounds[1]:g}"
+                )
+        if not _within(self.age_old_threshold, _AGE_OLD):
+            raise ModelFileError(
+                f"{source}: age_old_threshold = {self.age_old_threshold} is outside "
+                f"{_AGE_OLD[0]}-{_AGE_OLD[1]}"
+            )
 
 
 # --- the TensorRT engine file: header + plan -------------------------------------------------------------
@@ -190,6 +247,10 @@ def _read_header(fh: BinaryIO, source: str) -> ModelMeta:
             f"{source}: not a mask-monitor TensorRT engine (no header); build it with `mask-train export-trt`"
         )
     (length,) = struct.unpack("<I", head[n:])
+    if length > MAX_META_BYTES:
+        raise ModelFileError(
+            f"{source}: header of {length} bytes (at most {MAX_META_BYTES}): not a mask-monitor engine"
+        )
     body = fh.read(length)
     if len(body) < length:
         raise ModelFileError(f"{source}: truncated header")

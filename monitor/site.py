@@ -2,7 +2,9 @@
 
 Each source's retained status fills its panel (the same panels as a monitor with several sources); every
 event goes into one merged list of the latest flags and, with `--events FILE`, one merged JSONL file (the
-monitor's event keys, `source` and `machine`).
+monitor's event keys, `source` and `machine`). Anyone who can publish under the prefix reaches this view:
+every message is checked first (monitor.mqtt.read_site_message); one that fails is counted, said once, and
+skipped.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ class SiteView:
         self.flags: deque[dict[str, Any]] = deque(maxlen=max_flags)
         self.flag_count = self.event_count = 0
         self.link = "connecting"
+        self.bad = 0  # malformed messages skipped
+        self.bad_note = ""  # the first one's topic and reason, for the screen
         self.out, self.headless = out, headless
+        self.err: IO[str] = sys.stderr
         self._lock = threading.Lock()
         self._fh = None
         if events is not None:
@@ -101,6 +106,16 @@ class SiteView:
         if self.headless:
             print(f"mask-monitor site: {text}", file=sys.stderr, flush=True)
 
+    def on_bad(self, topic: str, reason: str) -> None:
+        """A message that is not the monitor's: counted; the first one is said (never fatal)."""
+        with self._lock:
+            self.bad += 1
+            if self.bad > 1:
+                return
+            self.bad_note = f"ignored a malformed message on {topic} ({reason}); further ones are counted"
+        if self.headless:
+            print(f"mask-monitor site: warning: {self.bad_note}", file=self.err, flush=True)
+
     def panels(self) -> list[PanelInfo]:
         with self._lock:
             return [_panel(name, s) for name, s in sorted(self.status.items())]
@@ -116,7 +131,8 @@ class SiteView:
                 for e in self.flags
             ]
             title = f"latest flags of the site ({self.flag_count})"
-        return SourcesScreen(panels, flags, title, [self.link])
+            notes = [self.link] + ([f"{self.bad} malformed messages: {self.bad_note}"] if self.bad else [])
+        return SourcesScreen(panels, flags, title, notes)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -139,7 +155,7 @@ def run_site(args: argparse.Namespace, console: Console | None = None, out: IO[s
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")
     view = SiteView(events, out or sys.stdout, args.headless)
-    feed = SiteFeed(url, view.on_event, view.on_status, view.on_link).start()
+    feed = SiteFeed(url, view.on_event, view.on_status, view.on_link, view.on_bad).start()
     stop = threading.Event()
     old = (
         {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -158,8 +174,10 @@ def run_site(args: argparse.Namespace, console: Console | None = None, out: IO[s
         view.close()
         for s, h in old.items():
             signal.signal(s, h)
+    bad = f", {view.bad} malformed messages ignored" if view.bad else ""
     print(
-        f"mask-monitor site: {len(view.status)} sources, {view.event_count} events, {view.flag_count} flags",
+        f"mask-monitor site: {len(view.status)} sources, {view.event_count} events, {view.flag_count} flags"
+        f"{bad}",
         file=out or sys.stdout,
         flush=True,
     )

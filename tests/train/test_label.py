@@ -34,6 +34,21 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, di
         return exc.code, exc.read(), dict(exc.headers)
 
 
+def get_no_redirect(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.request("GET", f"{u.path}?{u.query}" if u.query else u.path, headers=headers or {})
+        r = conn.getresponse()
+        r.read()
+        return r.status, dict(r.getheaders())
+    finally:
+        conn.close()
+
+
 def post(
     url: str, body: dict, ctype: str = "application/json", headers: dict | None = None
 ) -> tuple[int, dict]:
@@ -60,13 +75,14 @@ def served(tmp_path, shared):
         app, warnings = build_app(folder, Config(), exposed=exposed)
         server = make_server(app, "127.0.0.1", 0)
         serve_in_thread(server)
-        servers.append(server)
+        servers.append((server, app))
         return f"http://127.0.0.1:{server.server_address[1]}", folder, app, warnings
 
     yield start
-    for s in servers:
+    for s, app in servers:
         s.shutdown()
         s.server_close()
+        app.close()
 
 
 class LabelProcess:
@@ -156,9 +172,14 @@ def test_explicit_host_requires_the_printed_token(tmp_path, shared):
         assert get(base + "api/items?token=wrong")[0] == 403
         assert post(base + "api/label", {"file": "000000.jpg", "key": "mask", "value": "wear"})[0] == 403
         assert not (folder / "labels.csv").exists()
-        status, _, headers = get(url)
-        assert status == 200 and f"label_token={token}" in headers["Set-Cookie"]
+        # the printed address: a cookie, and the browser sent on to the bare address (the token leaves the
+        # address bar and the history)
+        status, headers = get_no_redirect(url)
+        assert status == 303 and headers["Location"] == "/"
+        assert f"label_token={token}" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
         cookie = {"Cookie": f"label_token={token}"}
+        status, page, _ = get(base, cookie)
+        assert status == 200 and b"<html" in page.lower()
         assert get(base + "api/items", cookie)[0] == 200
         assert get(base + "static/app.js", cookie)[0] == 200
         assert (
@@ -241,11 +262,12 @@ def test_a_corrupt_crop_is_one_line_and_a_placeholder(served, tmp_path):
     folder = tmp_path / "collect"
     make_collect_dir(folder, n=3)
     (folder / "000001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    base, _, _, warnings = served(folder)
+    base, _, app, warnings = served(folder)
     assert warnings == [f"{folder / '000001.jpg'}: not a readable image; shown as a placeholder"]
     status, body, headers = get(base + "/crop/000001.jpg")
     assert status == 200 and headers["Content-Type"] == "image/svg+xml" and b"unreadable" in body
     assert get(base + "/crop/000000.jpg")[2]["Content-Type"] == "image/jpeg"
+    app.close()  # one server per folder: the process below needs it free
     p = LabelProcess(str(folder), "--port", "0")
     try:
         assert "labelling 3 crops" in p.start_line()
@@ -278,7 +300,9 @@ def test_a_second_server_on_the_same_port_is_one_line(tmp_path, shared):
     try:
         url = first.start_line().split("open ")[1].split()[0]
         port = url.rsplit(":", 1)[1].strip("/")
-        r = run_label(str(folder), "--port", port)
+        other = tmp_path / "other"  # another folder (the same one is refused by its lock first)
+        make_collect_dir(other, n=2)
+        r = run_label(str(other), "--port", port)
         assert r.returncode == 2
         assert r.stderr.strip() == (
             f"mask-train: error: port {port} on 127.0.0.1 is already in use (another label server?); "

@@ -17,7 +17,7 @@ from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import require_dir
 from train.label.server import LabelApp, make_server, new_token
-from train.label.store import LabelStore, read_crops
+from train.label.store import LabelStore, lock_folder, read_crops
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,15 +39,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(f"mask-train label: warning: {line}", file=sys.stderr)
     host = args.host or "127.0.0.1"
     server = make_server(app, host, cfg.label.port)
-    print(start_line(app, host, server.server_address[1]), flush=True)
-    # a server started from a script or `&` inherits an ignored SIGINT: `kill -INT` must still stop it
+    # a server started from a script or `&` inherits an ignored SIGINT: `kill -INT` must still stop it, from
+    # the moment the start line says it is there
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        print(start_line(app, host, server.server_address[1]), flush=True)
         server.serve_forever()
     except KeyboardInterrupt:  # the usual way to stop it: everything is already saved
         print(f"stopped; {_left(app)} of {len(app.crops)} crops left to label", flush=True)
     finally:
         server.server_close()
+        app.close()
     return 0
 
 
@@ -56,9 +58,14 @@ def build_app(folder: Path, cfg: Config, exposed: bool):
     crops, warnings = read_crops(folder)
     if not crops:
         raise UserError(f"{folder}: no images (.jpg, .png, ...) to label")
-    store = LabelStore(folder)
+    lock = lock_folder(folder)  # one server per folder: two would each save their own labels over the other's
+    try:
+        store = LabelStore(folder)
+    except BaseException:
+        lock.close()
+        raise
     token = new_token() if exposed else None
-    return LabelApp(folder, crops, store, cfg.label.unsure_below, token), warnings
+    return LabelApp(folder, crops, store, cfg.label.unsure_below, token, lock), warnings
 
 
 def _left(app) -> int:

@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -48,7 +49,7 @@ from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES, MASK_NAMES
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem
-from train.data.prepare import cache_settings, pick_face, read_image, write_crop
+from train.data.prepare import cache_settings, image_problem, pick_face, read_image, write_crop
 from train.data.scenes import BoxMapping, detect_near, fit_mapping, same_photo_groups
 from train.label.store import COLLECTED_JSONL, DISCARDED_CSV, read_discarded, read_records
 from train.progress import task
@@ -128,6 +129,18 @@ def detect_layout(data_dir: Path, labels: Path | None) -> str:
     )
 
 
+def contained(folder: Path, name: str) -> Path | None:
+    """folder / name where that stays inside `folder` (a resolved path): None for an absolute name, a '..'
+    that climbs out, or a link that leads elsewhere. A data set's names are never a way out of it."""
+    if not name or "\x00" in name or Path(name).is_absolute() or re.match(r"^[A-Za-z]:", name):
+        return None
+    path = folder / name
+    try:
+        return path if path.resolve().is_relative_to(folder.resolve()) else None
+    except (OSError, RuntimeError, ValueError):  # a link loop, a name the OS refuses
+        return None
+
+
 def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
@@ -192,7 +205,12 @@ def csv_items(data_dir: Path, labels: Path, report: ImportReport, collected: boo
                 f"{where}: mask {r.get('mask')!r} (file {r.get('file')}) "
                 f"is not one of {', '.join(MASK_WORDS)}"
             )
-        path = data_dir / (r.get("file") or "").strip()
+        path = contained(data_dir, (r.get("file") or "").strip())
+        if path is None:
+            report.problems.append(
+                Problem("outside_folder", r.get("file") or "", f"{where}: names a file outside {data_dir}")
+            )
+            continue
         if not path.is_file():
             report.problems.append(Problem("missing_image", r.get("file") or "", f"{where}: no such file"))
             continue
@@ -220,15 +238,27 @@ def voc_items(data_dir: Path, report: ImportReport) -> list[Item]:
         try:
             root = ET.parse(xml).getroot()
             filename = (root.findtext("filename") or f"{xml.stem}.png").strip()
-            objects = [_voc_object(o) for o in root.iter("object")]
+            objects = list(root.iter("object"))
         except (ET.ParseError, ValueError, TypeError) as exc:
             report.problems.append(Problem("malformed_xml", rel, str(exc)[:200]))
             continue
-        image = data_dir / "images" / filename
+        image = contained(data_dir / "images", filename)
+        if image is None:
+            report.problems.append(
+                Problem(
+                    "outside_folder", rel, f"filename {filename[:100]!r} is outside {data_dir / 'images'}"
+                )
+            )
+            continue
         if not image.is_file():
             report.problems.append(Problem("missing_image", rel, f"images/{filename} does not exist"))
             continue
-        for n, (name, box) in enumerate(objects):
+        for n, obj in enumerate(objects):
+            try:
+                name, box = _voc_object(obj)
+            except (ValueError, TypeError) as exc:  # one bad box: the file's other boxes still count
+                report.problems.append(Problem("bad_box", f"{rel}#{n}", str(exc)[:200]))
+                continue
             if name not in MASK_WORDS:
                 report.problems.append(Problem("unknown_class", f"{rel}#{n}", f"object name {name!r}"))
                 continue
@@ -242,9 +272,21 @@ def _voc_object(obj: ET.Element) -> tuple[str, Box]:
     if bb is None:
         raise ValueError("an object without <bndbox>")
     x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"box {x1, y1, x2, y2} is not finite")
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"empty box {x1, y1, x2, y2}")
     return name, (x1, y1, x2, y2)
+
+
+def box_problem(box: Box, shape: tuple[int, ...], slack: float = 2.0) -> str | None:
+    """Why a given face box cannot be cut from an image of `shape` (outside it, by more than VOC's 1-based
+    rounding), or None."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = box
+    if x1 < -slack or y1 < -slack or x2 > w + slack or y2 > h + slack:
+        return f"box {tuple(round(v, 1) for v in box)} is outside the {w}x{h} image"
+    return None
 
 
 # --- faces -----------------------------------------------------------------------------------------------
@@ -398,23 +440,46 @@ def check_cache(cache: Cache, cfg: Config, force: bool) -> Config:
     return cache_settings(cfg, cache)
 
 
-def hash_files(items: list[Item], report: ImportReport, show: bool) -> dict[Path, tuple[int, int]]:
-    """dHash of every readable source file; unreadable ones become 'corrupt' problems."""
+def hash_files(
+    items: list[Item], report: ImportReport, show: bool
+) -> tuple[dict[Path, tuple[int, int]], dict[Path, tuple[int, ...]]]:
+    """dHash and shape of every readable source file; unreadable ones become 'corrupt' problems, pictures
+    of too many pixels 'too_large' ones (not decoded)."""
     out: dict[Path, tuple[int, int]] = {}
     bad: set[Path] = set()
     files = sorted({it.src for it in items})
     with task("hashing", len(files), show) as bar:
+        too_large: dict[Path, str] = {}
+        shapes: dict[Path, tuple[int, ...]] = {}
         for f in files:
-            img = read_image(f)
-            if img is None:
+            why = image_problem(f)
+            img = read_image(f) if why is None else None
+            if why is not None:
+                too_large[f] = why
+            elif img is None:
                 bad.add(f)
             else:
                 out[f] = hashes(img)
+                shapes[f] = img.shape
             bar.advance()
     for it in items:
-        if it.src in bad:
+        if it.src in too_large:
+            report.problems.append(Problem("too_large", it.key, too_large[it.src]))
+        elif it.src in bad:
             report.problems.append(Problem("corrupt", it.key, "cannot be decoded"))
-    return out
+    return out, shapes
+
+
+def boxes_inside(items: list[Item], shapes: dict[Path, tuple[int, ...]], report: ImportReport) -> list[Item]:
+    """The items whose given face box lies in their image; the others become 'bad_box' problems."""
+    kept = []
+    for it in items:
+        why = box_problem(it.box, shapes[it.src]) if it.box is not None and it.src in shapes else None
+        if why is None:
+            kept.append(it)
+        else:
+            report.problems.append(Problem("bad_box", it.key, why))
+    return kept
 
 
 def import_dataset(
@@ -447,7 +512,8 @@ def import_dataset(
     cache = Cache(cache_dir)
     live = cfg  # the monitor's detector ([detector] and flags), not the cache's: a VOC import cuts as it does
     cfg = check_cache(cache, cfg, force)
-    hashed = hash_files(items, report, show)
+    hashed, shapes = hash_files(items, report, show)
+    items = boxes_inside(items, shapes, report)
     if layout == "voc":  # crops of one photo at other windows: the same group (a dHash misses them)
         linked = same_photo_groups(sorted(hashed), read_image)
         items = [dataclasses.replace(it, group=linked.get(it.src, "")) for it in items]

@@ -40,7 +40,7 @@ _AGE_FIELD = re.compile(r"^[^_]+_[A-Za-z]+_.+_(\d+)$")
 @dataclass(frozen=True)
 class Problem:
     kind: str  # bad_folder | age_out_of_range | bad_file | incomplete_person | missing_folder |
-    # unlisted_folder | csv_mismatch | corrupt | missing_image
+    # unlisted_folder | csv_mismatch | corrupt | missing_image | outside_folder | bad_box | too_large
     path: str  # relative to the data folder
     detail: str
 

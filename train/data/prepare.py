@@ -61,11 +61,44 @@ class PrepareReport:
 # --- reading and cropping --------------------------------------------------------------------------------
 
 
+MAX_IMAGE_PIXELS = 100_000_000  # a 100-megapixel photo decodes to 300 MB; more is refused before decoding
+MAX_IMAGE_BYTES = 256 << 20  # bytes of one image file
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` is refused before it is decoded (a decompression bomb: a small file of a huge picture, or
+    a huge file), or None. The size comes from the header alone (Pillow reads only that)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if size > MAX_IMAGE_BYTES:
+        return f"{size} bytes (at most {MAX_IMAGE_BYTES})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: the check is below
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:
+        return f"more than {MAX_IMAGE_PIXELS} pixels ({str(exc).split(', could be')[0]})"
+    except Exception:  # a format Pillow does not read (or a corrupt header): OpenCV decides
+        return None
+    if w * h > MAX_IMAGE_PIXELS:
+        return f"{w}x{h} = {w * h} pixels (at most {MAX_IMAGE_PIXELS})"
+    return None
+
+
 def read_image(path: Path) -> np.ndarray | None:
     """BGR uint8 image, or None for a file OpenCV cannot decode (corrupt, truncated to nothing, not an
-    image)."""
+    image) or that image_problem refuses (too many pixels): the one reader of photos from elsewhere."""
     import cv2
 
+    if image_problem(path) is not None:
+        return None
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
         img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None

@@ -2,7 +2,12 @@
 
 On loopback (the default) it answers only requests whose Host is the loopback address, so another web
 page cannot reach it through a rebound DNS name; with an explicit --host, every request must carry the
-token printed at start (in the URL's ?token= once; the page then keeps it in a SameSite cookie).
+token printed at start (in the URL's ?token= once: the answer sets a SameSite cookie and sends the browser
+to the bare address, so the token leaves the address bar and never enters the history).
+
+Whoever reaches the port is a stranger: a request body is at most MAX_BODY bytes and a JSON object, a
+connection that sends nothing for TIMEOUT_S is closed, at most MAX_CONNECTIONS are served at once (more get
+503), and a bad request gets one 4xx answer while the server goes on serving.
 """
 
 from __future__ import annotations
@@ -11,19 +16,24 @@ import errno
 import hmac
 import json
 import mimetypes
+import os
 import secrets
+import sys
 import threading
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from engines.errors import UserError
 from train.label.store import Crop, LabelStore
 
 STATIC = Path(__file__).parent / "static"
+MAX_BODY = 65536  # bytes of a POST body (a label is a few dozen)
+TIMEOUT_S = 10.0  # a connection idle this long (a half-sent request) is closed
+MAX_CONNECTIONS = 32  # served at once; one more is answered 503 at once
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 COOKIE = "label_token"
 PLACEHOLDER = (
@@ -42,6 +52,13 @@ class LabelApp:
     store: LabelStore
     unsure_below: float
     token: str | None = None
+    lock: IO[bytes] | None = None  # the folder's lock (store.lock_folder), held while the app lives
+
+    def close(self) -> None:
+        """Let another label server have the folder."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def items(self) -> list[dict[str, Any]]:
         out = []
@@ -66,6 +83,7 @@ class LabelApp:
 class Handler(BaseHTTPRequestHandler):
     server_version = "mask-train-label"
     app: LabelApp  # set on the subclass made per server
+    timeout = TIMEOUT_S  # socketserver sets it on the connection: a half-sent request does not hold a thread
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # one line per key press would bury the start message
@@ -104,10 +122,12 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(403, b"forbidden: give the token printed at start (?token=...)\n", "text/plain")
         path = unquote(url.path)
         if path == "/":
-            extra = {}
-            if self.app.token:
-                extra["Set-Cookie"] = f"{COOKIE}={self.app.token}; HttpOnly; SameSite=Strict; Path=/"
-            return self._send(200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8", extra)
+            if (
+                self.app.token and "token" in query
+            ):  # the printed address: keep the token, drop it from the URL
+                cookie = f"{COOKIE}={self.app.token}; HttpOnly; SameSite=Strict; Path=/"
+                return self._send(303, b"", "text/plain", {"Set-Cookie": cookie, "Location": "/"})
+            return self._send(200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
         if path == "/api/items":
@@ -129,12 +149,19 @@ class Handler(BaseHTTPRequestHandler):
         # a JSON body forces a CORS preflight on any other origin's page, which this server never answers
         if not (self.headers.get("Content-Type") or "").startswith("application/json"):
             return self._send(415, b"send application/json\n", "text/plain")
+        length = (self.headers.get("Content-Length") or "").strip()
+        if not length.isdigit():  # absent, negative ("-1" read to the end of the stream) or not a number
+            self.close_connection = True
+            return self._json({"error": f"Content-Length {length[:20]!r} is not a byte count"}, 411)
+        if int(length) > MAX_BODY:
+            self.close_connection = True  # the body stays unread
+            return self._json({"error": f"a body of {length} bytes (at most {MAX_BODY})"}, 413)
         try:
-            body = json.loads(
-                self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 65536)) or b"{}"
-            )
-        except (ValueError, json.JSONDecodeError):
+            body = json.loads(self.rfile.read(int(length)) or b"{}")
+        except (ValueError, RecursionError):
             return self._json({"error": "bad JSON"}, 400)
+        if not isinstance(body, dict):
+            return self._json({"error": "send a JSON object"}, 400)
         if url.path == "/api/label":
             return self._label(body)
         if url.path == "/api/undo":
@@ -144,10 +171,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _label(self, body: dict[str, Any]) -> None:
         file = body.get("file")
-        if file not in {c.file for c in self.app.crops}:
+        if not isinstance(file, str) or file not in {c.file for c in self.app.crops}:
             return self._json({"error": f"no crop {file!r}"}, 404)
+        key, value = body.get("key"), body.get("value") or ""
+        if not (isinstance(key, str) and isinstance(value, str)):
+            return self._json({"error": "key and value must be text"}, 400)
         try:
-            state = self.app.store.set(file, str(body.get("key")), str(body.get("value") or ""))
+            state = self.app.store.set(file, key, value)
         except ValueError as exc:
             return self._json({"error": str(exc)}, 400)
         except OSError as exc:  # a full disk: the old labels.csv stays whole (atomic write)
@@ -167,15 +197,66 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, b"not found\n", "text/plain")
         if not crop.readable:
             return self._send(200, PLACEHOLDER, "image/svg+xml")
-        data = (self.app.folder / name).read_bytes()
+        try:  # a crop replaced by a link after the start is refused, not followed
+            fd = os.open(self.app.folder / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return self._send(404, b"not found\n", "text/plain")
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
         self._send(200, data, mimetypes.guess_type(name)[0] or "application/octet-stream")
 
 
-def make_server(app: LabelApp, host: str, port: int) -> ThreadingHTTPServer:
+class LabelServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once; an error in one is one line, not a
+    traceback, and never stops the others."""
+
+    daemon_threads = True
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        print(f"mask-train label: a request from {client_address[0]} failed: {exc!r}"[:300], file=sys.stderr)
+
+
+def make_server(
+    app: LabelApp,
+    host: str,
+    port: int,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    timeout_s: float = TIMEOUT_S,
+) -> ThreadingHTTPServer:
     """Bind now (port 0: any free port); a port in use is one clear line."""
-    handler = type("LabelHandler", (Handler,), {"app": app})
+    handler = type("LabelHandler", (Handler,), {"app": app, "timeout": timeout_s})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = type("Server", (LabelServer,), {"max_connections": max_connections})((host, port), handler)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(

@@ -21,7 +21,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from engines.errors import UserError
 from engines.fileio import atomic_write_text
@@ -59,7 +59,11 @@ def read_crops(folder: Path) -> tuple[list[Crop], list[str]]:
 
     warnings: list[str] = []
     records = _read_jsonl(folder / COLLECTED_JSONL, warnings)
-    images = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    candidates = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    for p in candidates:
+        if p.is_symlink():  # a link may lead anywhere on the machine: never served
+            warnings.append(f"{p}: a symbolic link, not a crop of this folder; skipped")
+    images = sorted(p.name for p in candidates if p.is_file() and not p.is_symlink())
     present = set(images)
     crops = []
     for name, rec in records.items():
@@ -96,6 +100,30 @@ def _read_jsonl(path: Path, warnings: list[str]) -> dict[str, dict[str, Any]]:
             continue
         records[rec["file"]] = rec
     return records
+
+
+LOCK_FILE = ".label.lock"
+
+
+def lock_folder(folder: Path) -> IO[bytes]:
+    """Hold DIR/.label.lock (flock) for as long as the returned file is open: a second `mask-train label` on
+    the same folder would rewrite labels.csv from its own memory and lose the first one's labels."""
+    import fcntl
+
+    path = folder / LOCK_FILE
+    try:
+        fh = open(path, "a+b")  # noqa: SIM115 - held open for the server's life
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create the folder's lock ({exc.strerror})") from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UserError(
+            f"{folder}: another `mask-train label` is labelling this folder ({path} is held); "
+            "use that page, or stop it first"
+        ) from None
+    return fh
 
 
 class LabelStore:

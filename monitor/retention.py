@@ -4,8 +4,8 @@ Applied by the running monitor (at start, every `monitor.prune_every_s`, and whe
 cap) and once by `mask-monitor prune`. Only the monitor's own kind of file in each folder is touched (the
 crops of --collect and --save-faces, the videos of --record) and nothing below it. A file older than
 `max_age_days` (by its modification time) is deleted; then, while the folder's files are over `max_mb`, the
-oldest. A hidden file (a temp file: a write in progress, or one a crash left) is deleted by age only: a
-recording still being written is never cut. Pruning a collect folder also drops the lines of the crops it
+oldest. A hidden file (a temp file: a write in progress, or one a crash left) is deleted by age only and not
+counted against `max_mb`: a recording still being written is never cut. Pruning a collect folder also drops the lines of the crops it
 deleted from collected.jsonl (rewritten atomically), so the label page never meets a record without its crop.
 0 turns a limit off.
 """
@@ -141,8 +141,9 @@ def prune(k: Kept, now: float | None = None) -> Pruned:
             if now - mtime > k.max_age_days * DAY_S:
                 remove(name, size)
     if k.max_mb > 0:
-        total = sum(size for _, name, size in files if name not in gone)
-        for _, name, size in files:  # the oldest first; never a hidden (temp) file
+        # the oldest first; a hidden (temp) file neither counts nor goes: it is a write in progress
+        total = sum(size for _, name, size in files if name not in gone and not name.startswith("."))
+        for _, name, size in files:
             if total <= k.max_mb * 1e6:
                 break
             if name in gone or name.startswith("."):

@@ -5,9 +5,9 @@ cap) and once by `mask-monitor prune`. Only the monitor's own kind of file in ea
 crops of --collect and --save-faces, the videos of --record) and nothing below it. A file older than
 `max_age_days` (by its modification time) is deleted; then, while the folder's files are over `max_mb`, the
 oldest. A hidden file (a temp file: a write in progress, or one a crash left) is deleted by age only and not
-counted against `max_mb`: a recording still being written is never cut. Pruning a collect folder also drops the lines of the crops it
-deleted from collected.jsonl (rewritten atomically), so the label page never meets a record without its crop.
-0 turns a limit off.
+counted against `max_mb`: a recording still being written is never cut. Pruning a collect folder also drops
+the lines of the crops it deleted from collected.jsonl (rewritten atomically), so the label page never meets a
+record without its crop. 0 turns a limit off.
 """
 
 from __future__ import annotations

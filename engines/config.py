@@ -109,6 +109,8 @@ class MonitorConfig:
     reconnect_max_s: float = _f(10.0, min=0.1, max=600.0)
     flag_states: tuple[str, ...] = _f(("incorrect", "not_wear"), choices=("wear", "incorrect", "not_wear"))
     scene_change: float = _f(0.75, min=0.0, max=1.0)  # share of pixels changed at once that is a cut; 0 = off
+    show_gender_age: bool = _f(False)  # estimate gender / age (where the model knows them); off: '-' / null
+    prune_every_s: float = _f(600.0, min=1.0, max=1e7)  # retention applied at start and this often
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,24 @@ class CollectConfig:
     confident_min_gap_s: float = _f(10.0, min=0.0, max=1e6)  # at most one confident crop per this many s
     max_mb: float = _f(500.0, min=0.0, max=1e7)  # the folder's size cap; reached: collecting stops
     jpeg_quality: int = _f(92, min=10, max=100)
+    max_age_days: float = _f(30.0, min=0.0, max=36500.0)  # crops older than this are deleted; 0 = kept
+
+
+@dataclass(frozen=True)
+class SaveFacesConfig:
+    """`mask-monitor --save-faces DIR`: how long the crops of flagged people are kept (0 = no limit)."""
+
+    max_age_days: float = _f(30.0, min=0.0, max=36500.0)
+    max_mb: float = _f(500.0, min=0.0, max=1e7)  # over it, the oldest crops are deleted
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """`mask-monitor --record`: faces blurred or not, and how long recordings are kept (0 = no limit)."""
+
+    blur: str = _f("faces", choices=("faces", "none"))  # faces: every face blurred but flagged people's
+    max_age_days: float = _f(30.0, min=0.0, max=36500.0)
+    max_mb: float = _f(2000.0, min=0.0, max=1e7)  # over it, the oldest recordings are deleted
 
 
 @dataclass(frozen=True)
@@ -318,6 +338,8 @@ class Config:
     label: LabelConfig = field(default_factory=LabelConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    save_faces: SaveFacesConfig = field(default_factory=SaveFacesConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 

@@ -29,9 +29,10 @@ from engines.faces import FaceDetector
 from engines.secrets import redact_url
 from monitor.capture import Capture, Frame
 from monitor.collect import Collector, model_sha256
-from monitor.events import EventLog, FaceSaver, Recorder, annotate
+from monitor.events import EventLog, FaceSaver, Recorder, annotate, blur_faces
 from monitor.pipeline import FrameResult, Pipeline, run_round
 from monitor.publish import Publisher
+from monitor.retention import Retention, targets
 from monitor.sources import Opener, Source, SourceSpec, default_name, open_cv, open_error, unique_names
 from monitor.timing import StageTimer
 from monitor.ui import (
@@ -93,8 +94,15 @@ class _Outputs:
         on_result: Callable[[FrameResult], None] | None = None,
         publisher: Publisher | None = None,
         collector: Collector | None = None,
+        cfg: Config | None = None,
     ) -> None:
+        cfg = cfg or Config()
         self.options = options
+        self.blur = cfg.record.blur != "none"  # every face in the recording but flagged people's
+        self.retention = Retention(
+            targets(cfg, options.collect, options.save_faces, options.record, record_is_dir=multi),
+            cfg.monitor.prune_every_s,
+        )
         self.collector = collector
         self.on_result = on_result
         self.publisher = publisher
@@ -162,6 +170,8 @@ class _Outputs:
         try:
             while (item := self.queue.get()) is not None:
                 with self.timer.stage("output"):
+                    if self.retention.due():  # at start and every monitor.prune_every_s, off the frame loop
+                        self._retain()
                     self._handle(item)
         except BaseException as exc:
             self.error = exc
@@ -171,6 +181,12 @@ class _Outputs:
             print(f"mask-monitor: {message}", file=self.err, flush=True)
         else:
             self.dashboard.note(message)
+
+    def _retain(self, only: str | None = None) -> None:
+        for m in self.retention.run(only):
+            self._note(m)
+        if self.collector is not None and (only is None or only == "--collect"):
+            self.collector.recount()
 
     def _handle(self, result: FrameResult) -> None:
         live = self.streams[result.source][0] if result.source in self.streams else self.live
@@ -182,7 +198,10 @@ class _Outputs:
             if ev.event != "flag":
                 continue
             if self.saver is not None and ev.track_id in result.crops:
+                before = self.saver.written_bytes
                 self.saver.save(ev, result.crops[ev.track_id])
+                if self.retention.wrote("--save-faces", self.saver.written_bytes - before):
+                    self._retain("--save-faces")  # over [save_faces] max_mb: the oldest crops go now
             if self.options.headless:
                 print(flag_line(ev, live), file=self.out, flush=True)
             if self.options.bell:
@@ -199,7 +218,10 @@ class _Outputs:
         recorder = self.recorders.get(result.source)
         if recorder is not None and not (result.skipped or result.final):
             boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
-            recorder.write(annotate(result.frame.image, boxes))
+            image = result.frame.image
+            if self.blur:
+                image = blur_faces(image, [t.box for t in result.tracks if not t.flagged])
+            recorder.write(annotate(image, boxes))
         self.dashboard.update(result)
         if self.on_result is not None:
             self.on_result(result)
@@ -349,10 +371,18 @@ class Monitor:
 
     def run(self) -> RunReport:
         self.streams[0].pipeline.warm_up()
-        unknown = [t for t in ("gender", "age") if t not in self.streams[0].pipeline.decider.known]
+        pipeline = self.streams[0].pipeline
+        unknown = [t for t in ("gender", "age") if t not in pipeline.model_known]
         if unknown:  # said once: the model's file says it never learnt these from real labels
             self._note(
                 f"the model was not trained on real {' or '.join(unknown)} labels: shown as '-' (null)"
+            )
+        hidden = [
+            t for t in ("gender", "age") if t in pipeline.model_known and t not in pipeline.decider.known
+        ]
+        if hidden:
+            self._note(
+                f"{' and '.join(hidden)} not estimated (monitor.show_gender_age = false): shown as '-' (null)"
             )
         outputs = None
         started = []
@@ -386,6 +416,7 @@ class Monitor:
                 self.on_result,
                 self.publisher,
                 self.collector,
+                self.cfg,
             )
             with self._signals(), self._screen():
                 self.started.set()

@@ -23,6 +23,7 @@ from monitor.classifier import load_classifier
 from monitor.events import check_outputs, check_record_dir
 from monitor.mqtt import add_broker_arguments, broker_from_args
 from monitor.publish import connect_publisher
+from monitor.retention import add_prune_arguments, run_prune
 from monitor.site import add_site_arguments, run_site
 from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
 
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog="mask-monitor bench --video FILE [--json OUT]: frames/s and ms per stage, "
         "against a naive baseline (see `mask-monitor bench --help`); mask-monitor site --mqtt URL: every "
-        "entrance of a site on one screen (see `mask-monitor site --help`)",
+        "entrance of a site on one screen (see `mask-monitor site --help`); mask-monitor prune: delete the "
+        "face files past their retention (see `mask-monitor prune --help`)",
     )
     src = p.add_argument_group(
         "sources", "give one or several, in any mix (or [[sources]] tables in the config file)"
@@ -261,6 +263,18 @@ def build_site_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_prune_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mask-monitor prune",
+        description="Apply the retention limits (max_age_days, max_mb of [collect], [save_faces], [record]) "
+        "to the folders a monitor wrote, once: files older than the age limit go, then the oldest while "
+        "a folder is over its size limit (the running monitor does the same at start and every "
+        "monitor.prune_every_s). For a timer (cron, systemd) where the monitor does not run all the time.",
+    )
+    add_prune_arguments(p)
+    return p
+
+
 _BENCH_ONLY = {"--video": 1, "--json": 1, "--streams": 1, "--baseline-frames": 1, "--loops": 1, "--engine": 1}
 
 
@@ -280,6 +294,9 @@ def _monitor_flags(argv: list[str]) -> list[str]:
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["prune"]:
+        args = build_prune_parser().parse_args(argv[1:])
+        return run_prune(args, config_from_args(args))
     if argv[:1] == ["site"]:
         return run_site(build_site_parser().parse_args(argv[1:]))
     if argv[:1] == ["bench"]:

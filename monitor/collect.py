@@ -28,7 +28,7 @@ import numpy as np
 
 from engines.config import CollectConfig
 from engines.errors import UserError
-from engines.fileio import atomic_write_bytes, sha256_file
+from engines.fileio import PRIVATE_FILE, atomic_write_bytes, open_private_append, private_dir, sha256_file
 from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, marginals
 from monitor.decide import State
 
@@ -68,14 +68,17 @@ def model_sha256(path: Path | None) -> str:
 def record(c: Candidate, file: str, source: str, reason: str, sha: str) -> dict[str, Any]:
     """One line of collected.jsonl."""
     s = c.state
+    names = {"mask": MASK_NAMES[s.mask], "gender": GENDER_NAMES[s.gender], "age": AGE_NAMES[s.age]}
+    probs = dict(zip(("mask", "gender", "age"), (list(p) for p in c.probs)))
+    shown = [t for t in names if t in s.known]  # gender / age only where shown (monitor.show_gender_age)
     return {
         "file": file,
         "source": source,
         "time": round(float(c.time), 3),
         "frame": int(c.frame),
         "track": int(c.track),
-        "predicted": {"mask": MASK_NAMES[s.mask], "gender": GENDER_NAMES[s.gender], "age": AGE_NAMES[s.age]},
-        "probs": {"mask": list(c.probs[0]), "gender": list(c.probs[1]), "age": list(c.probs[2])},
+        "predicted": {t: names[t] for t in shown},
+        "probs": {t: probs[t] for t in shown},
         "reason": reason,
         "model_sha256": sha,
     }
@@ -103,7 +106,7 @@ class Collector:
     ) -> None:
         self.folder = Path(folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            private_dir(self.folder)
         except OSError as exc:
             raise UserError(f"--collect {self.folder}: cannot create the folder ({exc.strerror})") from None
         self.cfg, self.sha, self.clock = cfg, sha, clock
@@ -113,6 +116,10 @@ class Collector:
         self.run = time.strftime("%Y%m%d-%H%M%S")  # a reused folder keeps the crops of earlier runs
         self._credit = 0.0
         self._last_confident = -float("inf")
+
+    def recount(self) -> None:
+        """The folder's size again (after the retention deleted crops)."""
+        self.used = folder_bytes(self.folder)
 
     def reason(self, c: Candidate) -> str | None:
         """'uncertain', 'confident' (the rate-limited share) or None (not collected)."""
@@ -148,7 +155,7 @@ class Collector:
         try:
             for attempt in (0, 1):
                 if not self.folder.is_dir():  # deleted while running: made again, counted from zero
-                    self.folder.mkdir(parents=True, exist_ok=True)
+                    private_dir(self.folder)
                     self.used = 0
                     notes = [f"note: --collect {self.folder} was removed; made it again"]
                 try:
@@ -173,9 +180,9 @@ class Collector:
         """The crop by temp + rename, then its line appended; a line the disk refused is cut off again and
         its crop removed, so the folder never holds half a record."""
         crop = self.folder / name
-        atomic_write_bytes(crop, data)
+        atomic_write_bytes(crop, data, PRIVATE_FILE)
         path = self.folder / COLLECTED_JSONL
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = open_private_append(path)
         start = os.fstat(fd).st_size
         try:
             if start and _last_byte(path) != b"\n":

@@ -105,6 +105,10 @@ class Decider:
         done.add(s.mask)
         return s
 
+    def flagged(self, track_id: int) -> bool:
+        """A flag was raised for this track (once flagged, always: the recording shows this face)."""
+        return bool(self._flagged.get(track_id))
+
     def forget(self, track_id: int) -> None:
         self._history.pop(track_id, None)
         self._flagged.pop(track_id, None)

@@ -18,7 +18,14 @@ import cv2
 import numpy as np
 
 from engines.errors import UserError
-from engines.fileio import atomic_path, atomic_write_bytes, require_dir
+from engines.fileio import (
+    PRIVATE_FILE,
+    atomic_path,
+    atomic_write_bytes,
+    open_private_append,
+    private_dir,
+    require_dir,
+)
 from monitor.decide import State
 
 EVENT_KEYS = ("event", "time", "frame", "track_id", "box", "mask", "gender", "age", "class", "confidence")
@@ -58,13 +65,14 @@ class Event:
 
 
 class EventLog:
-    """Appends one JSON object per line, flushed at once: a crash loses nothing already logged."""
+    """Appends one JSON object per line, flushed at once: a crash loses nothing already logged. The file is
+    private (0600): it says who was where, when."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")
+            self._fh: IO[str] | None = open(open_private_append(self.path), "a", encoding="utf-8")
         except OSError as exc:
             raise UserError(f"events file {self.path}: cannot write ({exc.strerror})") from None
 
@@ -98,7 +106,7 @@ def check_record_path(path: str | os.PathLike[str]) -> Path:
 
 
 def check_record_dir(path: str | os.PathLike[str]) -> Path:
-    """--record with several sources: a folder (made if missing) that gets one NAME.mp4 per source."""
+    """--record with several sources: a private folder (made 0700 if missing) with one NAME.mp4 per source."""
     p = Path(path)
     if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") or (p.exists() and not p.is_dir()):
         raise UserError(
@@ -106,7 +114,7 @@ def check_record_dir(path: str | os.PathLike[str]) -> Path:
         )
     require_dir(p.parent, f"--record {p}: folder")
     try:
-        p.mkdir(exist_ok=True)
+        private_dir(p)
     except OSError as exc:
         raise UserError(f"--record {p}: cannot create the folder ({exc.strerror})") from None
     return p
@@ -130,13 +138,13 @@ def check_outputs(
 
 class Recorder:
     """The annotated video. Written to a temporary file beside OUT and renamed at close, so OUT is always a
-    complete video. Frames of another size are resized to the first frame's size."""
+    complete video (0600: it shows faces). Frames of another size are resized to the first frame's size."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
         self.path = check_record_path(path)
         self.fps = fps
         self.frames = 0
-        self._ctx = atomic_path(self.path)
+        self._ctx = atomic_path(self.path, mode=PRIVATE_FILE)
         try:
             self._tmp = self._ctx.__enter__()
         except OSError as exc:  # a folder we may not write in
@@ -175,12 +183,14 @@ class Recorder:
 
 
 class FaceSaver:
-    """Crops of flagged people, only when the user asked for them (--save-faces DIR)."""
+    """Crops of flagged people, only when the user asked for them (--save-faces DIR): 0600 files in a 0700
+    folder."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
+        self.written_bytes = 0  # this run's, for the retention's size cap
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            private_dir(self.folder)
         except OSError as exc:
             raise UserError(
                 f"--save-faces {self.folder}: cannot create the folder ({exc.strerror})"
@@ -197,9 +207,34 @@ class FaceSaver:
         )
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:
-            atomic_write_bytes(path, buf.tobytes())
+            if not self.folder.is_dir():  # removed while running: made again, private
+                private_dir(self.folder)
+            atomic_write_bytes(path, buf.tobytes(), PRIVATE_FILE)
             self.saved += 1
+            self.written_bytes += len(buf)
         return path
+
+
+def blur_faces(
+    image: np.ndarray, boxes: list[tuple[float, float, float, float]], grow: float = 0.2
+) -> np.ndarray:
+    """A copy of the frame with each box (grown by `grow` of its size on each side: hair, chin, a box that
+    lags a moving head) reduced to a 6-cell-wide average and smoothed back: no face is recognisable in it."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        gw, gh = (x2 - x1) * grow, (y2 - y1) * grow
+        a, b = max(int(x1 - gw), 0), max(int(y1 - gh), 0)
+        c, d = min(int(round(x2 + gw)), w), min(int(round(y2 + gh)), h)
+        if c - a < 2 or d - b < 2:
+            continue
+        roi = out[b:d, a:c]
+        cells = (6, max(1, round(6 * (d - b) / (c - a))))
+        small = cv2.resize(roi, cells, interpolation=cv2.INTER_AREA)
+        out[b:d, a:c] = cv2.GaussianBlur(
+            cv2.resize(small, (c - a, d - b), interpolation=cv2.INTER_LINEAR), (0, 0), max(c - a, d - b) / 12
+        )
+    return out
 
 
 def annotate(

@@ -42,6 +42,7 @@ class TrackView:
     frames: int  # frames since the track began
     confirmed: bool = True  # seen by two detections (a tentative track may be a false detection)
     number: int = 0  # the person number users see (confirmed people only, 1, 2, ...); 0 while tentative
+    flagged: bool = False  # a flag was raised for this person (--record leaves only these faces unblurred)
 
 
 @dataclass
@@ -110,7 +111,9 @@ class Pipeline:
             tentative_max_missed=2 * m.detect_every,
             confirm_score=m.confirm_score,
         )
-        known = engine.meta.known_tasks() if engine is not None else TASK_NAMES
+        # the tasks the model file knows; gender and age are shown only with monitor.show_gender_age
+        self.model_known = engine.meta.known_tasks() if engine is not None else TASK_NAMES
+        known = tuple(t for t in self.model_known if t == "mask" or m.show_gender_age)
         self.decider = Decider(m.vote_window, m.min_votes, m.flag_states, known)
         self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
         self.seq = -1
@@ -392,6 +395,7 @@ class Pipeline:
                 self.seq - t.first_seq,
                 t.confirmed,
                 t.number,
+                self.decider.flagged(t.id),
             )
             for t in self.tracker.tracks
         ]

@@ -24,7 +24,7 @@ from rich.console import Console, RenderableType
 
 from engines.cliargs import positive_float
 from engines.errors import UserError
-from engines.fileio import require_dir
+from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
 from monitor.mqtt import SiteFeed, add_broker_arguments, broker_from_args
 from monitor.ui import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
@@ -75,7 +75,7 @@ class SiteView:
         self._fh = None
         if events is not None:
             try:
-                self._fh = open(events, "a", encoding="utf-8")
+                self._fh = open(open_private_append(events), "a", encoding="utf-8")  # 0600
             except OSError as exc:
                 raise UserError(f"--events {events}: cannot write ({exc.strerror})") from None
 

@@ -65,11 +65,23 @@ def model_file(tmp_path):
     return p
 
 
-def run(tmp_path, model_file, collect=None, collect_cfg=None, unsure_all=False, results=None, screen=None):
+def run(
+    tmp_path,
+    model_file,
+    collect=None,
+    collect_cfg=None,
+    unsure_all=False,
+    results=None,
+    screen=None,
+    show_gender_age=False,
+):
     err = io.StringIO()
     cam = FakeCamera(frames(), fail_after=40)
     mon = Monitor(
-        Config(monitor=MonitorConfig(detect_every=1, min_votes=3), collect=collect_cfg or CollectConfig()),
+        Config(
+            monitor=MonitorConfig(detect_every=1, min_votes=3, show_gender_age=show_gender_age),
+            collect=collect_cfg or CollectConfig(),
+        ),
         [Source("door", SourceSpec("video", "door.mp4"))],
         BrightnessEngine(model_file, unsure_all),
         TwoFaces(),
@@ -93,7 +105,7 @@ def records(folder) -> list[dict]:
 
 def test_the_uncertain_person_is_collected_and_read_back_by_the_label_page(tmp_path, model_file):
     folder = tmp_path / "collect"
-    report, err = run(tmp_path, model_file, folder)
+    report, err = run(tmp_path, model_file, folder, show_gender_age=True)
     assert report.collected == 1 and "warning" not in err
     (rec,) = records(folder)
     assert rec["reason"] == "uncertain" and rec["source"] == "door" and rec["track"] in (1, 2)
@@ -143,7 +155,7 @@ def test_the_size_cap_stops_collecting_with_one_warning(tmp_path, model_file):
 
 
 def test_a_full_disk_is_one_warning_and_the_run_goes_on(tmp_path, model_file, monkeypatch):
-    def full(path, data):
+    def full(path, data, mode=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(collect_mod, "atomic_write_bytes", full)
@@ -155,7 +167,7 @@ def test_a_full_disk_is_one_warning_and_the_run_goes_on(tmp_path, model_file, mo
 
 
 def test_on_the_live_screen_the_warning_is_one_note(tmp_path, model_file, monkeypatch):
-    def full(path, data):
+    def full(path, data, mode=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(collect_mod, "atomic_write_bytes", full)
@@ -227,6 +239,15 @@ def test_collect_on_a_file_is_one_line(tmp_path, capsys):
     assert err[-1].endswith(
         f"--collect {tmp_path / 'f'} is a file; give a folder"
     ) and "Traceback" not in "\n".join(err)
+
+
+def test_without_show_gender_age_a_record_holds_no_gender_or_age(tmp_path, model_file):
+    folder = tmp_path / "collect"
+    report, _ = run(tmp_path, model_file, folder)
+    (rec,) = records(folder)
+    assert rec["predicted"] == {"mask": "not_wear"} and list(rec["probs"]) == ["mask"]
+    (crop,), warnings = store.read_crops(folder)
+    assert warnings == [] and crop.guess() == "not_wear"
 
 
 def test_votes_that_disagree_make_a_confident_looking_person_uncertain(tmp_path):

@@ -112,7 +112,8 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
         record=tmp_path / "rec.mp4",
         save_faces=tmp_path / "faces",
     )
-    report, results, out, err, mon = run(video(path), engine, detector, opts)
+    cfg = Config(monitor=MonitorConfig(show_gender_age=True))  # the colour engine knows gender and age
+    report, results, out, err, mon = run(video(path), engine, detector, opts, cfg)
 
     # every person found, one track id each, tracked in >= 95% of the frames with the face fully in view
     tracked, ids = Counter(), defaultdict(Counter)
@@ -173,6 +174,10 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
         "incorrect",
         "not_wear",
     ]
+    # what holds faces or events is its owner's alone: 0600 files, a 0700 folder
+    for p in (tmp_path / "ev.jsonl", tmp_path / "rec.mp4", *saved):
+        assert p.stat().st_mode & 0o777 == 0o600, p
+    assert (tmp_path / "faces").stat().st_mode & 0o777 == 0o700
 
     # nothing kept for people who left (memory stays flat over a long run)
     assert mon.pipeline.decider._history == {} and mon.pipeline.tracker.tracks == []

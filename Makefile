@@ -41,7 +41,7 @@ demo-data:
 	$(NICE) $(PY) -m train import --data $(REAL) --out $(BUILD)/cache --name real --holdout 0.15 --threads 1 \
 		$(PHOTO_MTCNN)
 	$(NICE) $(PY) -m train synth $(SYNTH_ARGS) --labels samples/faces/labels.csv --out $(BUILD)/synth $(PHOTO_MTCNN) --force
-	$(NICE) $(PY) -m train prepare --data $(BUILD)/synth --out $(BUILD)/cache --no-eval --threads 1
+	$(NICE) $(PY) -m train prepare --data $(BUILD)/synth --out $(BUILD)/cache --no-eval --threads 1 $(PHOTO_MTCNN)
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | head -n 301 > $(BUILD)/bare_train.csv
 	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/holdout.csv | head -n 121 > $(BUILD)/bare_holdout.csv
 	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_train.csv --out $(BUILD)/synth-real --seed 2 --force \

@@ -11,7 +11,7 @@ from engines.config import Config
 from engines.device import set_torch_threads
 from train.data import prepare as preparing
 from train.data.prepare import PrepareReport
-from train.options import add_threads_argument
+from train.options import add_detector_arguments, add_threads_argument
 from train.progress import console, print_counts
 from train.runfiles import check_output_dir
 
@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip eval/ (only the training images)")
     p.add_argument("--margin", dest="crop.margin", type=float, help="crop margin around the face box")
     add_threads_argument(p)
+    g = p.add_argument_group(
+        "MTCNN in the photos (config.toml [detector]; a cache joined to an import's must use its settings)"
+    )
+    add_detector_arguments(g)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

@@ -207,6 +207,8 @@ class TrainConfig:
     # the tasks the model file says it learnt from real labels; () = each task some training image has a label
     # for (a synthetic set's gender/age come from a few identities: list only "mask" then)
     known_tasks: tuple[str, ...] = _f((), choices=TASK_NAMES)
+    # fit a temperature per softmax on the validation data with every checkpoint (engines.calibration)
+    calibrate: bool = _f(True)
 
 
 # `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from engines.calibration import apply_temperature
 from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
@@ -105,12 +104,11 @@ def evaluate(
     for w in geometry_warnings(engines, cache.crop_config()):
         err_console.print(f"[yellow]warning:[/] {w}")
     temperature = engines[0].temperature if len(engines) == 1 else {}
+    probs = raw = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
     if temperature:  # one calibrated model: its raw probabilities too, for the ECE before calibration
         engines[0].temperature = {}
         raw = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
-        probs = apply_temperature(raw, engines[0].meta.head, temperature)
-    else:
-        probs = raw = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
+        engines[0].temperature = temperature
     targets = np.array([s.cls(COMPETITION_AGE_THRESHOLD) for s in chosen], np.int64)
     result = summarize(probs, targets)
     result.update(calibration_summary(probs, raw if temperature else None, targets, temperature))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engines.calibration import apply_temperature
 from engines.config import Config
 from engines.contract import CKPT_META, ModelMeta
 from engines.errors import UserError
@@ -355,7 +356,7 @@ class Trainer:
             self.run_dir / "val_predictions.npz",
             keys=np.array([s.key for s in self.val_samples]),
             targets=self.val_targets,
-            probs=val[0],
+            probs=apply_temperature(val[0], self.cfg.model.head, self.temperature),  # what best.pt gives
         )
         atomic_write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
 

@@ -170,6 +170,14 @@ class AugmentConfig:
     # the face kept inside a random rectangle, the rest a plain noisy background: a tight photo pasted in a
     # frame, a face before a bare wall (without it, plain surroundings read as a mask)
     surroundings: float = _f(0.0, min=0.0, max=1.0)
+    # faces as a camera sees them: the face box re-cut from the crop's surroundings +-box_jitter_range of its
+    # size (scale and shift), a neighbour's face pasted in the margin beside or below (crowds), and the face
+    # shrunk to small_face_px tall (lower, upper) then enlarged back, blurred, noisy, JPEG'd at the low size
+    box_jitter: float = _f(0.5, min=0.0, max=1.0)
+    box_jitter_range: float = _f(0.15, min=0.0, max=0.3)
+    crowd: float = _f(0.2, min=0.0, max=1.0)
+    small_face: float = _f(0.3, min=0.0, max=1.0)
+    small_face_px: tuple[float, float] = _f((40.0, 80.0), min=8.0, max=512.0, length=2)
     # batch mixing, applied per batch on the tensors (the loss mixed to match); cutmix + mixup <= 1
     cutmix: float = _f(0.0, min=0.0, max=1.0)
     mixup: float = _f(0.0, min=0.0, max=1.0)
@@ -201,6 +209,8 @@ class TrainConfig:
     # the tasks the model file says it learnt from real labels; () = each task some training image has a label
     # for (a synthetic set's gender/age come from a few identities: list only "mask" then)
     known_tasks: tuple[str, ...] = _f((), choices=TASK_NAMES)
+    # fit a temperature per softmax on the validation data with every checkpoint (engines.calibration)
+    calibrate: bool = _f(True)
 
 
 # `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,
@@ -459,6 +469,8 @@ def _cross_check(section: Any, where: str) -> None:
             f"{where}: cutmix + mixup = {section.cutmix + section.mixup:g} exceeds 1 (each is the share of "
             "batches mixed that way)"
         )
+    if isinstance(section, AugmentConfig) and section.small_face_px[0] > section.small_face_px[1]:
+        raise ConfigError(f"{where}.small_face_px = {list(section.small_face_px)}: lower exceeds upper")
     if isinstance(section, MonitorConfig) and section.min_votes > section.vote_window:
         raise ConfigError(
             f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from engines.calibration import check_temperature
 from engines.config import ConfigError, CropConfig, ModelConfig, section_from_dict
 from engines.errors import UserError
 from engines.labels import NUM_CLASSES, TASK_NAMES, class_names
@@ -50,6 +51,7 @@ _FIELD_TYPES: dict[str, type] = {
     "precision": str,
     "extra": dict,
     "knows": dict,
+    "temperature": dict,
     "version": int,
 }
 
@@ -110,6 +112,9 @@ class ModelMeta:
     version: int = META_VERSION
     # per task: was the model trained on real labels for it? Files written before this key claim all three
     knows: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(TASK_NAMES, True))
+    # per softmax of the network ("classes", or "mask" / "gender" / "age" for three heads): the temperature
+    # its logits are divided by (engines.calibration); a missing key is 1.0, as in files made before this key
+    temperature: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def for_model(cls, model: ModelConfig, crop: CropConfig, **kw: Any) -> ModelMeta:
@@ -222,6 +227,9 @@ class ModelMeta:
                 f"{source}: age_old_threshold = {self.age_old_threshold} is outside "
                 f"{_AGE_OLD[0]}-{_AGE_OLD[1]}"
             )
+        problem = check_temperature(self.temperature, self.head, source)
+        if problem:
+            raise ModelFileError(f"{source}: {problem}")
 
 
 # --- the TensorRT engine file: header + plan -------------------------------------------------------------

@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.evaluate",
         "macro F1, per-task F1, accuracy and confusion matrix of a model",
     ),
+    "calibrate": (
+        "train.commands.calibrate",
+        "fit a model file's temperature (calibrated confidence) on data it was not trained on",
+    ),
     "evaluate-frames": (
         "train.commands.evaluate_frames",
         "held-out photos pasted into 640x480 frames through the monitor's detect-crop-classify path",

@@ -85,6 +85,27 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="share of crops whose surroundings become a plain noisy background",
     )
     g.add_argument(
+        "--box-jitter",
+        dest="augment.box_jitter",
+        type=float,
+        metavar="P",
+        help="share of crops re-cut so the face box moves and scales (augment.box_jitter_range)",
+    )
+    g.add_argument(
+        "--crowd",
+        dest="augment.crowd",
+        type=float,
+        metavar="P",
+        help="share of crops with another crop's face pasted beside or below the face",
+    )
+    g.add_argument(
+        "--small-face",
+        dest="augment.small_face",
+        type=float,
+        metavar="P",
+        help="share of crops whose face is shrunk to augment.small_face_px tall and enlarged back",
+    )
+    g.add_argument(
         "--source-weights",
         dest="data.source_weights",
         nargs="+",

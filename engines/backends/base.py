@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.calibration import apply_temperature
 from engines.contract import ModelMeta
 from engines.preprocess import preprocess
 
@@ -29,14 +30,17 @@ class Engine(abc.ABC):
     def _set_file(self, path: Path, meta: ModelMeta) -> None:
         self.path = path
         self.meta = meta
+        # the file's calibration, applied by classify; `mask-train calibrate` sets {} to read the raw network
+        self.temperature: dict[str, float] = dict(meta.temperature)
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, 3, H, W] normalised RGB -> float32 [N, 18] probabilities (N >= 1, any size)."""
+        """float32 [N, 3, H, W] normalised RGB -> float32 [N, 18] probabilities of the network itself (N >= 1,
+        any size), before the file's temperature: `classify` is what every user of a model calls."""
 
     def classify(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """BGR crops (any size; 384x512 from crop_face) -> [N, 18] probabilities, in as few calls as
-        allowed."""
+        allowed, calibrated by the file's temperature (the one place every backend's output goes through)."""
         if len(crops) == 0:
             return np.zeros((0, len(self.meta.labels)), dtype=np.float32)
         step = min(batch_size, self.max_batch or batch_size)
@@ -44,7 +48,7 @@ class Engine(abc.ABC):
         for i in range(0, len(crops), step):
             batch = preprocess(crops[i : i + step], self.meta.input_size, self.meta.mean, self.meta.std)
             parts.append(self.infer(batch))
-        return np.concatenate(parts, axis=0)
+        return apply_temperature(np.concatenate(parts, axis=0), self.meta.head, self.temperature)
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.meta.input_size

@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report",
         metavar="DIR",
-        help="where metrics.json and confusion.png go (default: <model folder>/evaluate-<model name>)",
+        help="where metrics.json, confusion.png and reliability.png go (default: <model "
+        "folder>/evaluate-<model name>)",
     )
     add_engine_device_argument(p)
     p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
@@ -82,6 +83,11 @@ def print_result(result: dict[str, Any]) -> None:
     for i, (name, f1) in enumerate(zip(class_names(), result["per_class_f1"])):
         per.add_row(f"{i:2d} {name}", "-" if f1 is None else f"{f1:.3f}", str(int(support[i])))
     console.print(per)
+    line = f"calibration (mask state, 15 bins): ECE {100 * result['ece_mask']:.2f}%"
+    if "ece_mask_uncalibrated" in result:
+        temps = ", ".join(f"{k} {v:.3g}" for k, v in result["temperature"].items())
+        line += f"; before the file's temperature ({temps}): {100 * result['ece_mask_uncalibrated']:.2f}%"
+    console.print(line)
 
 
 def run_compare(args: argparse.Namespace, cfg: Config) -> int:

@@ -79,3 +79,7 @@ def print_summary(result: Any) -> None:
         f"{sum(secs) / max(len(secs), 1):.1f} s/epoch; best epoch {best.get('epoch')} "
         f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}"
     )
+    if best.get("calibration"):
+        from train.fitting.calibration import describe
+
+        console.print(f"calibrated on the validation data: {describe(best['calibration'])}")

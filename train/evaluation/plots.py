@@ -1,4 +1,5 @@
-"""PNG charts drawn with OpenCV (matplotlib is not a dependency): bar charts and a confusion matrix."""
+"""PNG charts drawn with OpenCV (matplotlib is not a dependency): bar charts, a confusion matrix and a
+reliability diagram."""
 
 from __future__ import annotations
 
@@ -63,6 +64,44 @@ def confusion_image(cm: np.ndarray, labels: Sequence[str], title: str, cell: int
             cv2.rectangle(img, (x, y), (x + cell, y + cell), GRID, 1)
             if cm[i, j]:
                 _text(img, str(int(cm[i, j])), (x + 4, y + cell // 2 + 5), 0.38)
+    return img
+
+
+def reliability_image(
+    after: dict[str, Sequence[float]],
+    before: dict[str, Sequence[float]] | None,
+    title: str,
+    size: int = 420,
+) -> np.ndarray:
+    """A reliability diagram: per confidence bin, the accuracy (bars; `before` as grey outlines) against the
+    diagonal a calibrated model follows; bins with no sample are left empty. Bin dicts as
+    engines.calibration.reliability gives them (count, confidence, accuracy)."""
+    left, top, pad = 50, 56, 20
+    img = np.full((top + size + 50, left + size + pad, 3), 255, np.uint8)
+    _text(img, title, (10, 24), 0.5, thick=2)
+    legend = "bars: accuracy per confidence bin" + ("; grey: before calibration" if before else "")
+    _text(img, legend, (10, 44), 0.4)
+    x0, y0 = left, top + size  # the origin, bottom left
+
+    def px(conf: float, acc: float) -> tuple[int, int]:
+        return int(round(x0 + conf * size)), int(round(y0 - acc * size))
+
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        cv2.line(img, px(0, v), px(1, v), GRID, 1)
+        _text(img, f"{v:.2f}", (8, px(0, v)[1] + 4), 0.35)
+        _text(img, f"{v:.2f}", (px(v, 0)[0] - 12, y0 + 16), 0.35)
+    _text(img, "top probability (confidence)", (left + size // 2 - 90, y0 + 36), 0.4)
+    n = len(after["count"])
+    for series, colour, filled in ((after, BAR, True), (before, (150, 150, 150), False)):
+        if not series:
+            continue
+        for i in range(n):
+            if series["count"][i] <= 0:
+                continue
+            a, b = px(i / n, series["accuracy"][i]), px((i + 1) / n, 0)
+            cv2.rectangle(img, (a[0] + 1, a[1]), (b[0] - 1, b[1]), colour, -1 if filled else 2)
+    cv2.line(img, px(0, 0), px(1, 1), (40, 40, 200), 1, cv2.LINE_AA)
+    cv2.rectangle(img, px(0, 1), px(1, 0), INK, 1)
     return img
 
 

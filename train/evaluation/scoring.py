@@ -24,7 +24,8 @@ from train.data.cache import read_crop
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.prepare import ensure_prepared
 from train.evaluation.inference import ensemble_probs, geometry_warnings, load_models
-from train.evaluation.plots import confusion_image, save_png
+from train.evaluation.plots import confusion_image, reliability_image, save_png
+from train.fitting.calibration import mask_ece, mask_reliability
 from train.fitting.metrics import summarize
 from train.progress import err_console, task
 from train.runfiles import save_npz
@@ -102,9 +103,15 @@ def evaluate(
     chosen, what = select(samples, split, models)
     for w in geometry_warnings(engines, cache.crop_config()):
         err_console.print(f"[yellow]warning:[/] {w}")
-    probs = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
+    temperature = engines[0].temperature if len(engines) == 1 else {}
+    probs = raw = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
+    if temperature:  # one calibrated model: its raw probabilities too, for the ECE before calibration
+        engines[0].temperature = {}
+        raw = score_samples(engines, chosen, tta, cfg.data.batch_size, show)
+        engines[0].temperature = temperature
     targets = np.array([s.cls(COMPETITION_AGE_THRESHOLD) for s in chosen], np.int64)
     result = summarize(probs, targets)
+    result.update(calibration_summary(probs, raw if temperature else None, targets, temperature))
     result.update(
         models=[str(m) for m in models],
         images=what,
@@ -116,9 +123,36 @@ def evaluate(
     return result
 
 
+def calibration_summary(
+    probs: np.ndarray, raw: np.ndarray | None, targets: np.ndarray, temperature: dict[str, float]
+) -> dict[str, Any]:
+    """ECE (15 bins) of the mask state's top probability as scored and, for a calibrated model, before its
+    temperature; the reliability bins of both for the diagram."""
+    out: dict[str, Any] = {
+        "temperature": dict(temperature),
+        "ece_mask": round(mask_ece(probs, targets), 5),
+        "reliability": {k: v.tolist() for k, v in mask_reliability(probs, targets).items()},
+    }
+    if raw is not None:
+        out["ece_mask_uncalibrated"] = round(mask_ece(raw, targets), 5)
+        out["reliability_uncalibrated"] = {k: v.tolist() for k, v in mask_reliability(raw, targets).items()}
+    return out
+
+
 def write_report(report_dir: Path, result: dict[str, Any]) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     plain = {k: v for k, v in result.items() if k not in ("keys", "probs", "targets")}
+    before = result.get("reliability_uncalibrated")
+    name = Path(result["models"][0]).name
+    save_png(
+        report_dir / "reliability.png",
+        reliability_image(
+            result["reliability"],
+            before,
+            f"{name}: mask state, ECE {100 * result['ece_mask']:.1f}%"
+            + (f" (uncalibrated {100 * result['ece_mask_uncalibrated']:.1f}%)" if before else ""),
+        ),
+    )
     atomic_write_json(report_dir / "metrics.json", plain)
     title = f"{Path(result['models'][0]).name}{' +TTA' if result['tta'] else ''}: macro F1 {result['f1']:.3f}"
     save_png(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engines.calibration import apply_temperature
 from engines.config import Config
 from engines.contract import CKPT_META, ModelMeta
 from engines.errors import UserError
@@ -26,6 +27,7 @@ from train.data.dataset import CropDataset, EpochSampler, make_loader, sample_we
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.targets import is_full, split_targets
 from train.evaluation.plots import confusion_image, save_png
+from train.fitting import calibration
 from train.fitting import checkpoint as ckpt_io
 from train.fitting.distributed import Dist
 from train.fitting.init_from import Parent
@@ -94,6 +96,7 @@ class Trainer:
         if parent is not None:
             self._load_parent(parent)
         self.start_epoch, self.history = 0, []
+        self.temperature: dict[str, float] = {}  # fitted on the latest validation (train.calibrate)
         self.saved_epoch: int | None = None  # epoch count of the end-of-epoch last.pt now in run_dir, if any
         # best.pt is chosen by validation macro F1 (ties: the lower validation loss); without a validation
         # set, by the training loss
@@ -297,6 +300,7 @@ class Trainer:
             age_old_threshold=self.cfg.data.age_old_threshold,
             extra=info,
             knows=self.knows(),
+            temperature=dict(self.temperature),
         )
 
     def knows(self) -> dict[str, bool]:
@@ -352,7 +356,7 @@ class Trainer:
             self.run_dir / "val_predictions.npz",
             keys=np.array([s.key for s in self.val_samples]),
             targets=self.val_targets,
-            probs=val[0],
+            probs=apply_temperature(val[0], self.cfg.model.head, self.temperature),  # what best.pt gives
         )
         atomic_write_json(self.run_dir / "val_metrics.json", {"epoch": epoch + 1, **m})
 
@@ -405,11 +409,14 @@ class Trainer:
         val = self._validate()
         row = self._record(epoch, train_loss, seconds, n, val)
         row["val_seconds"] = round(time.perf_counter() - start, 2)
+        calibration = self._calibrate(val, row)
         score = row.get(f"val_{self.cfg.train.best_metric}", -train_loss)
         loss = row.get("val_loss", train_loss)
         step_scheduler(self.scheduler, row.get(f"val_{self.cfg.train.best_metric}"))
         improved = self._improves(score, loss)
         best = {**self.best, "score": score, "loss": loss, "epoch": epoch + 1} if improved else self.best
+        if improved and calibration:
+            best["calibration"] = calibration
         if self.dist.main:
             write_metrics(self.run_dir, self.history)
             if improved:
@@ -421,6 +428,22 @@ class Trainer:
         if self.dist.main:
             console.print(epoch_line(row, self.cfg.train.epochs, improved))
         self.dist.barrier()
+
+    def _calibrate(self, val, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The temperature of this epoch's checkpoints, fitted on its validation probabilities
+        (train.calibrate; the same on every rank), and the mask ECE before and after into the metrics row."""
+        if val is None or not self.cfg.train.calibrate:
+            self.temperature = {}
+            return None
+        head = self.cfg.model.head
+        self.temperature = calibration.fit_temperatures(val[0], self.val_targets, head, self.knows())
+        rep = calibration.report(val[0], self.val_targets, head, self.temperature)
+        row.update(
+            temperature=rep["temperature"],
+            val_ece_mask=rep["ece_mask"],
+            val_ece_mask_calibrated=rep["ece_mask_calibrated"],
+        )
+        return rep
 
     def _improves(self, score: float, loss: float) -> bool:
         """Higher score wins; an equal score (common once validation F1 reaches 1.0) needs a lower loss."""

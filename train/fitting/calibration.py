@@ -1,0 +1,133 @@
+"""Temperature scaling fitted on validation data (engines.calibration applies it): per softmax of the network
+("classes", or mask / gender / age for three heads), the T that minimises the negative log-likelihood of the
+validation labels. `fit` does it with each checkpoint it writes, `mask-train calibrate` on an existing model
+file; the same numbers (ECE of the mask state's top probability, NLL) are reported by both and by evaluate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    log_probs,
+    nll,
+    reliability,
+)
+from engines.contract import CKPT_META, META_KEY, ModelMeta, pack_engine, unpack_engine
+from engines.errors import UserError
+from engines.fileio import atomic_path, atomic_write_bytes
+from engines.labels import TASK_NAMES, marginals
+from train.data.targets import is_full, split_targets
+
+MIN_SAMPLES = 20  # fewer labelled validation samples than this for a softmax: its T stays 1.0
+
+
+def task_targets(codes: np.ndarray, head: str) -> dict[str, np.ndarray]:
+    """Per softmax of the head: each sample's label for it, -1 where unknown (partial labels)."""
+    codes = np.asarray(codes, np.int64)
+    if head == "single":
+        return {"classes": np.where(is_full(codes), codes, -1)}
+    return dict(zip(TASK_NAMES, (np.asarray(t) for t in split_targets(codes))))
+
+
+def fit_temperatures(
+    probs: np.ndarray, codes: np.ndarray, head: str, knows: Mapping[str, bool] | None = None
+) -> dict[str, float]:
+    """{softmax: T} from [N, 18] probabilities at T = 1 and the samples' target codes; a softmax of a task the
+    model does not know (`knows`), or with under MIN_SAMPLES labels, is left out (1.0)."""
+    logits = log_probs(probs, head)
+    out = {}
+    for key, y in task_targets(codes, head).items():
+        known = y >= 0
+        if (knows is not None and key in knows and not knows[key]) or known.sum() < MIN_SAMPLES:
+            continue
+        out[key] = round(fit_temperature(logits[key][known], y[known]), 4)
+    return out
+
+
+def mask_ece(probs: np.ndarray, codes: np.ndarray) -> float:
+    """ECE (15 bins) of the mask state's top probability, over the samples whose mask state is known."""
+    mask = np.asarray(split_targets(np.asarray(codes, np.int64))[0])
+    known = mask >= 0
+    return expected_calibration_error(marginals(probs)[0][known], mask[known])
+
+
+def mask_reliability(probs: np.ndarray, codes: np.ndarray) -> dict[str, np.ndarray]:
+    """The 15 confidence bins of the mask state's top probability (count, confidence, accuracy)."""
+    mask = np.asarray(split_targets(np.asarray(codes, np.int64))[0])
+    known = mask >= 0
+    return reliability(marginals(probs)[0][known], mask[known])
+
+
+def mask_nll(probs: np.ndarray, codes: np.ndarray) -> float:
+    mask = np.asarray(split_targets(np.asarray(codes, np.int64))[0])
+    known = mask >= 0
+    return nll(np.log(np.maximum(marginals(probs)[0][known], 1e-30)), mask[known])
+
+
+def report(
+    probs: np.ndarray, codes: np.ndarray, head: str, temperature: Mapping[str, float]
+) -> dict[str, Any]:
+    """Mask ECE and NLL at T = 1 (`probs`) and at `temperature`, with the temperature itself."""
+    after = apply_temperature(probs, head, temperature)
+    return {
+        "temperature": dict(temperature),
+        "ece_mask": round(mask_ece(probs, codes), 5),
+        "ece_mask_calibrated": round(mask_ece(after, codes), 5),
+        "nll_mask": round(mask_nll(probs, codes), 5),
+        "nll_mask_calibrated": round(mask_nll(after, codes), 5),
+    }
+
+
+def describe(rep: Mapping[str, Any]) -> str:
+    temps = ", ".join(f"{k} {v:.3g}" for k, v in rep["temperature"].items()) or "1.0 (nothing to fit)"
+    before, after = 100 * rep["ece_mask"], 100 * rep["ece_mask_calibrated"]
+    return (
+        f"temperature {temps}; mask ECE {before:.1f}% -> {after:.1f}%, "
+        f"NLL {rep['nll_mask']:.3f} -> {rep['nll_mask_calibrated']:.3f}"
+    )
+
+
+def rewrite_meta(path: str | os.PathLike[str], meta: ModelMeta) -> None:
+    """Replace the metadata inside a model file (.pt, .onnx, .engine), written to a temporary name and
+    renamed: a failure leaves the file as it was."""
+    p = Path(path)
+    meta.check(str(p))  # what a reader would refuse is never written
+    suffix = p.suffix.lower()
+    if suffix == ".pt":
+        import torch
+
+        from engines.backends.torch_backend import load_checkpoint
+
+        _, ckpt = load_checkpoint(p)
+        ckpt[CKPT_META] = meta.to_dict()
+        with atomic_path(p) as tmp:
+            torch.save(ckpt, tmp)
+    elif suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(p), load_external_data=False)
+        props = [x for x in model.metadata_props if x.key != META_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(props)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_KEY, meta.to_json()
+        atomic_write_bytes(p, model.SerializeToString())
+    elif suffix == ".engine":
+        _, plan = unpack_engine(p.read_bytes(), str(p))
+        atomic_write_bytes(p, pack_engine(meta, plan))
+    else:
+        raise UserError(f"{p}: cannot write a temperature into a {suffix or 'suffix-less'} file")
+
+
+def with_temperature(meta: ModelMeta, temperature: Mapping[str, float]) -> ModelMeta:
+    return replace(meta, temperature={k: float(v) for k, v in temperature.items()})

@@ -82,6 +82,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.synth",
         "build a competition-layout data set with synthetic masks from real photos",
     ),
+    "cut-masks": (
+        "train.commands.cut_masks",
+        "cut masks from real photos of masked faces into a mask bank for synth --mask-bank",
+    ),
     "label": ("train.commands.label", "label collected crops in a local web page (keys 1/2/3, g, a, x, u)"),
     "demo-door": (
         "train.commands.demo_door",

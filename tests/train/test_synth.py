@@ -608,7 +608,7 @@ def test_a_folder_of_bare_faces_without_labels_is_written_flat_for_import(tmp_pa
     err = " ".join(err.split())  # rich wraps the summary line
     assert code == 0 and "2 photos without a face skipped" in err and "flat layout" in err
     rows = (tmp_path / "o" / "labels.csv").read_text().splitlines()
-    assert rows[0] == "file,mask,gender,age,group,split"
+    assert rows[0] == "file,mask,gender,age,group,split,placement,mask_source"
     people = {line.split(",")[4] for line in rows[1:]}
     assert len(rows) - 1 == 7 * len(people) and 1 <= len(people) <= 3
     assert {line.split(",")[1] for line in rows[1:]} == {"wear", "incorrect", "not_wear"}

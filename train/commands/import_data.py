@@ -8,7 +8,7 @@ import argparse
 from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
-from train.data.importer import import_dataset
+from train.data.importer import import_dataset, parse_exclude
 from train.options import add_detector_arguments, add_threads_argument
 from train.progress import console, print_counts
 from train.runfiles import check_output_dir
@@ -25,6 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="F",
         help="share of near-duplicate groups kept out of training, listed in holdout.csv (default 0)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="leave out the labels CSV's rows whose COLUMN is VALUE (e.g. placement=chin, mask_source=cut: "
+        "a leave-one-out split of a synth set); repeatable",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default 0)")
     p.add_argument("--force", action="store_true", help="crop everything again")
@@ -48,6 +56,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         labels=args.labels,
         holdout=args.holdout,
         seed=args.seed,
+        exclude=parse_exclude(args.exclude),
         force=args.force,
     )
     print_counts(

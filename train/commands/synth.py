@@ -38,6 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="optional folder of mask fabric images, used for about 30%% of the masks",
     )
+    parser.add_argument(
+        "--mask-bank",
+        metavar="DIR",
+        default=None,
+        help="masks cut from real photos (`mask-train cut-masks`): a share of the masks, worn and incorrect, "
+        "are these, warped onto the face; the incorrect ones also hang from an ear",
+    )
+    parser.add_argument(
+        "--bank-share",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of the masks taken from --mask-bank (default 0.5; the rest are drawn)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild OUT made earlier with other settings")
     add_detector_arguments(parser.add_argument_group("MTCNN in the photos (config.toml [detector])"))
 
@@ -54,6 +68,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         variants=args.variants,
         seed=args.seed,
         textures=textures,
+        mask_bank=args.mask_bank,
+        bank_share=args.bank_share,
         force=args.force,
         show=True,
     )

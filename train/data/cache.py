@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CACHE_VERSION = 1
 COMMON_FIELDS = ["key", "crop", "found", "score", "x1", "y1", "x2", "y2", "size", "mtime_ns"]
 TRAIN_FIELDS = COMMON_FIELDS + ["folder", "person", "gender", "race", "age", "mask"]
-IMPORT_FIELDS = TRAIN_FIELDS + ["source", "how"]
+IMPORT_FIELDS = TRAIN_FIELDS + ["source", "how", "placement", "mask_source"]  # the last two: synth's
 PREPARED = "prepared"  # the source name of the rows `prepare` wrote
 EVAL_FIELDS = COMMON_FIELDS
 

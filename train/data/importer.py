@@ -89,6 +89,8 @@ class Item:
     as_is: bool = (
         False  # already a face crop (a collect folder): resized to the cache's size, never re-detected
     )
+    placement: str = ""  # how a synthetic mask sits and was made (synth's labels.csv), for --exclude
+    mask_source: str = ""
 
 
 @dataclass
@@ -176,10 +178,28 @@ def _age(text: str) -> int:
     return int(text)
 
 
-def csv_items(data_dir: Path, labels: Path, report: ImportReport, collected: bool = False) -> list[Item]:
-    """Rows of file,mask[,gender,age][,group]; a bad label stops with one line naming file and line.
-    A collect folder's (`collected`): rows without a mask (not labelled yet) and discarded files are
-    skipped and counted, and its crops are used as they are."""
+def parse_exclude(specs: list[str]) -> list[tuple[str, str]]:
+    """--exclude COLUMN=VALUE flags -> [(column, value)]; a malformed one is one UserError."""
+    out = []
+    for spec in specs:
+        column, sep, value = spec.partition("=")
+        if not sep or not column.strip() or not value.strip():
+            raise UserError(f"--exclude {spec!r}: expected COLUMN=VALUE, e.g. placement=chin")
+        out.append((column.strip().lower(), value.strip()))
+    return out
+
+
+def csv_items(
+    data_dir: Path,
+    labels: Path,
+    report: ImportReport,
+    collected: bool = False,
+    exclude: list[tuple[str, str]] = (),
+) -> list[Item]:
+    """Rows of file,mask[,gender,age][,group][,placement,mask_source]; a bad label stops with one line
+    naming file and line. Rows whose column is an `exclude` value are left out and counted (a column the
+    file lacks is an error). A collect folder's (`collected`): rows without a mask (not labelled yet) and
+    discarded files are skipped and counted, and its crops are used as they are."""
     discarded = read_discarded(data_dir / DISCARDED_CSV) if collected else set()
     records = read_records(data_dir / COLLECTED_JSONL) if collected else {}
     try:
@@ -189,11 +209,20 @@ def csv_items(data_dir: Path, labels: Path, report: ImportReport, collected: boo
         raise UserError(f"labels file {labels}: cannot read it ({exc})") from None
     if not rows or not {"file", "mask"} <= set(rows[0]):
         raise UserError(f"labels file {labels}: needs the columns file,mask[,gender,age][,group]")
+    for column, _ in exclude:
+        if column not in rows[0]:
+            raise UserError(
+                f"--exclude {column}=...: labels file {labels} has no column {column!r} "
+                f"(columns: {', '.join(c for c in rows[0] if c)})"
+            )
     items = []
     if discarded:
         report.counts["discarded"] = len(discarded)
     for line, r in enumerate(rows, 2):
         where = f"{labels} line {line}"
+        if any((r.get(column) or "").strip() == value for column, value in exclude):
+            report.counts["excluded"] += 1
+            continue
         if collected and (r.get("file") or "").strip() in discarded:
             continue  # counted below, with the discarded crops that have no row
         if collected and not (r.get("mask") or "").strip():
@@ -217,7 +246,19 @@ def csv_items(data_dir: Path, labels: Path, report: ImportReport, collected: boo
         gender = _optional_int(r.get("gender") or "", where, "gender", _gender)
         age = _optional_int(r.get("age") or "", where, "age", _age)
         group = (r.get("group") or "").strip() or (_person(r["file"].strip(), records) if collected else "")
-        items.append(Item(path, r["file"].strip(), mask, gender, age, group=group, as_is=collected))
+        items.append(
+            Item(
+                path,
+                r["file"].strip(),
+                mask,
+                gender,
+                age,
+                group=group,
+                as_is=collected,
+                placement=(r.get("placement") or "").strip(),
+                mask_source=(r.get("mask_source") or "").strip(),
+            )
+        )
     return items
 
 
@@ -427,6 +468,8 @@ def _row(name: str, item: Item, crop_rel: str, box: Box, score: float, how: str,
         "mask": item.mask,
         "source": name,
         "how": how,
+        "placement": item.placement,
+        "mask_source": item.mask_source,
     }
 
 
@@ -491,6 +534,7 @@ def import_dataset(
     labels: str | os.PathLike[str] | None = None,
     holdout: float = 0.0,
     seed: int = 0,
+    exclude: list[tuple[str, str]] = (),
     force: bool = False,
     show: bool = True,
 ) -> ImportReport:
@@ -503,8 +547,11 @@ def import_dataset(
     labels_path = Path(labels) if labels else None
     layout = detect_layout(data_dir, labels_path)
     report = ImportReport(name, layout)
+    if exclude and layout not in ("csv", "collect"):
+        raise UserError(f"--exclude needs a labels CSV ({data_dir} is a {layout} layout)")
     if layout in ("csv", "collect"):
-        items = csv_items(data_dir, labels_path or data_dir / "labels.csv", report, layout == "collect")
+        csv_path = labels_path or data_dir / "labels.csv"
+        items = csv_items(data_dir, csv_path, report, layout == "collect", exclude)
     elif layout == "voc":
         items = voc_items(data_dir, report)
     else:

@@ -60,6 +60,8 @@ from engines.labels import (
 )
 from train.data.importer import pad_into_frame
 from train.progress import task
+from train.synth.cut_render import INCORRECT_PLACEMENTS, draw_placed
+from train.synth.mask_bank import BANK_JSON, BankMask
 from train.synth.mask_render import MaskStyle, draw_mask, random_style  # noqa: F401  (draw_mask is public here too)
 
 __all__ = [
@@ -83,6 +85,8 @@ __all__ = [
 # renderer is remade (with --force), not resumed with images of two kinds
 # 2: tight crops' faces found again padded; masks drawn whole past the photo's edge (room_for_mask)
 RENDERER = 2
+CUT_RENDERER = 1  # the bank's masks (--mask-bank) and the ear placement: train.synth.cut_render
+INCORRECT_WEIGHTS = (0.4, 0.35, 0.25)  # under_nose, chin, ear, with a mask bank
 STEMS = tuple(STEM_TO_MASK)  # the competition's 7 file stems per person, in its order
 REQUIRED = ("file",)
 OPTIONAL = ("gender", "age", "race", "variants", "split", "mask", "group", "box")
@@ -378,15 +382,30 @@ def render_sample(
     style: MaskStyle | None = None,
     placement: str | None = None,
     texture: np.ndarray | None = None,
+    bank_mask: BankMask | None = None,
 ) -> np.ndarray:
-    """One 384x512 training image: mask drawn on the photo (state), then the jittered crop, then the light."""
+    """One 384x512 training image: mask drawn on the photo (state), then the jittered crop, then the light.
+    A bank mask (cut from a real photo) or the ear placement goes through train.synth.cut_render."""
     if jit.flip:
         photo, face = np.ascontiguousarray(photo[:, ::-1]), flip_face(face, photo.shape[1])
     photo, face = room_for_mask(photo, face, geom)  # for a bare face too: one border for all 7 images
     mask_rng, noise_rng = rng.spawn(2)  # the noise does not depend on what the mask drew
-    masked = draw_mask(
-        photo, face.landmarks, face.box, state, mask_rng, texture, style=style, placement=placement
-    )
+    if state != "not_wear" and (bank_mask is not None or placement == "ear"):
+        where = placement or "over_nose"
+        masked = draw_placed(
+            photo,
+            face.landmarks,
+            face.box,
+            where,
+            mask_rng,
+            bank_mask=bank_mask,
+            style=style,
+            texture=texture,
+        )
+    else:
+        masked = draw_mask(
+            photo, face.landmarks, face.box, state, mask_rng, texture, style=style, placement=placement
+        )
     return _photometric(_cut(masked, face, jit, geom), jit, noise_rng)
 
 
@@ -485,13 +504,33 @@ class Shot:
     texture: int | None  # index into the --textures images, or None (procedural fabric)
     jitter: Jitter
     seed: tuple[int, ...]  # of the generator that draws the mask details and the noise
+    bank: int | None = None  # index into the --mask-bank masks (cut from a real photo), or None
+
+    @property
+    def source(self) -> str:
+        """Which renderer made the mask: cut (a bank mask), texture, drawn; '' without a mask."""
+        if self.state == "not_wear":
+            return ""
+        return "cut" if self.bank is not None else "texture" if self.texture is not None else "drawn"
+
+    @property
+    def where(self) -> str:
+        """The mask's placement: over_nose (worn), under_nose, chin, ear; '' without a mask."""
+        return "" if self.state == "not_wear" else self.placement or "over_nose"
 
 
-def person_recipe(person: PlannedPerson, seed: int, n_textures: int = 0) -> list[Shot]:
-    """Every random choice for a person's 7 images, a pure function of (seed, photo row, variant)."""
+def person_recipe(
+    person: PlannedPerson, seed: int, n_textures: int = 0, n_bank: int = 0, bank_share: float = 0.5
+) -> list[Shot]:
+    """Every random choice for a person's 7 images, a pure function of (seed, photo row, variant). With a
+    mask bank (n_bank masks), `bank_share` of the masks are the bank's and the incorrect one may also hang
+    from an ear (without a bank, the choices are those of the renderer before the bank)."""
     rng = _rng(seed, person.row, person.variant)
     base = person_jitter(rng, person.variant)
-    incorrect = "under_nose" if rng.random() < 0.6 else "chin"
+    if n_bank:
+        incorrect = INCORRECT_PLACEMENTS[int(rng.choice(3, p=INCORRECT_WEIGHTS))]
+    else:
+        incorrect = "under_nose" if rng.random() < 0.6 else "chin"
     shots = []
     for k, stem in enumerate(STEMS):
         irng = _rng(seed, person.row, person.variant, k)
@@ -499,6 +538,7 @@ def person_recipe(person: PlannedPerson, seed: int, n_textures: int = 0) -> list
         jit = image_jitter(base, irng) if person.variant or k else base
         style = random_style(irng)
         tex = int(irng.integers(n_textures)) if n_textures and irng.random() < 0.3 else None
+        bank = int(irng.integers(n_bank)) if n_bank and irng.random() < bank_share else None
         shots.append(
             Shot(
                 stem,
@@ -508,13 +548,19 @@ def person_recipe(person: PlannedPerson, seed: int, n_textures: int = 0) -> list
                 tex,
                 jit,
                 (seed, person.row, person.variant, k, 1),
+                bank if state != "not_wear" else None,
             )
         )
     return shots
 
 
 def person_images(
-    photo: np.ndarray, face: Face, shots: list[Shot], geom: CropConfig, textures: list[np.ndarray]
+    photo: np.ndarray,
+    face: Face,
+    shots: list[Shot],
+    geom: CropConfig,
+    textures: list[np.ndarray],
+    bank: Sequence[BankMask] = (),
 ) -> dict[str, np.ndarray]:
     """A person's 7 images, stem -> 384x512 BGR image."""
     return {
@@ -527,19 +573,26 @@ def person_images(
             geom,
             style=shot.style,
             placement=shot.placement,
-            texture=None if shot.texture is None else textures[shot.texture],
+            texture=None if shot.texture is None or shot.bank is not None else textures[shot.texture],
+            bank_mask=None if shot.bank is None else bank[shot.bank],
         )
         for shot in shots
     }
 
 
-def _describe(person: PlannedPerson, seed: int, shots: list[Shot]) -> dict:
+def _describe(person: PlannedPerson, seed: int, shots: list[Shot], bank: Sequence[BankMask] = ()) -> dict:
     """What the manifest records about a person's images: masks drawn and the person's own pose and light."""
     base = person_jitter(_rng(seed, person.row, person.variant), person.variant)
     return {
         "incorrect": next(s.placement for s in shots if s.state == "incorrect"),
         "masks": {
-            s.stem: (f"texture {s.texture}" if s.texture is not None else s.style.name)
+            s.stem: (
+                f"cut {bank[s.bank].name} ({bank[s.bank].meta.get('source', '')})"
+                if s.bank is not None
+                else f"texture {s.texture}"
+                if s.texture is not None
+                else s.style.name
+            )
             for s in shots
             if s.state != "not_wear"
         },
@@ -556,9 +609,25 @@ def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
 
 
 def _fingerprint(
-    rows: list[PhotoRow], variants: int, seed: int, geom: CropConfig, textures: list[Path]
+    rows: list[PhotoRow],
+    variants: int,
+    seed: int,
+    geom: CropConfig,
+    textures: list[Path],
+    mask_bank: Path | None = None,
+    bank_share: float = 0.5,
 ) -> dict:
+    banked = (
+        {
+            "cut_renderer": CUT_RENDERER,
+            "mask_bank": sha256_file(mask_bank / BANK_JSON),
+            "bank_share": bank_share,
+        }
+        if mask_bank is not None
+        else {}
+    )
     return {
+        **banked,
         "renderer": RENDERER,
         "seed": seed,
         "variants": variants,
@@ -623,14 +692,23 @@ def build(
     variants: int = 1,
     seed: int = 0,
     textures: Iterable[Path] = (),
+    mask_bank: str | Path | None = None,
+    bank_share: float = 0.5,
     force: bool = False,
     show: bool = False,
 ) -> dict:
-    """Write the data set; people already complete from an earlier identical run are kept. Returns a
+    """Write the data set; people already complete from an earlier identical run are kept. With
+    `mask_bank` (a `cut-masks` folder), `bank_share` of the masks are cut from real photos. Returns a
     summary."""
+    from train.synth.mask_bank import read_bank
+
     texture_paths = sorted(Path(t) for t in textures)
     texture_imgs = [read_photo(t) for t in texture_paths]
-    fingerprint = _fingerprint(rows, variants, seed, cfg.crop, texture_paths)
+    bank_dir = Path(mask_bank) if mask_bank else None
+    bank = read_bank(bank_dir) if bank_dir is not None else []
+    if not 0.0 <= bank_share <= 1.0:
+        raise UserError(f"--bank-share must be in [0, 1], got {bank_share}")
+    fingerprint = _fingerprint(rows, variants, seed, cfg.crop, texture_paths, bank_dir, bank_share)
     action = _check_out(out, fingerprint, force)
     faces = detect_faces(rows, cfg, show)  # every photo checked before anything is written
     flat = not all(r.labelled for r in rows)
@@ -646,12 +724,12 @@ def build(
         for p in people:
             r = rows[p.row]
             targets = _targets(out, p, r, seed, flat)
-            shots = person_recipe(p, seed, len(texture_imgs))
+            shots = person_recipe(p, seed, len(texture_imgs), len(bank), bank_share)
             if not all(t.is_file() for t in targets.values()):
                 photo = photos.get(r.path)
                 if photo is None:
                     photo = photos[r.path] = read_photo(r.path)
-                images = person_images(photo, faces[p.row], shots, cfg.crop, texture_imgs)
+                images = person_images(photo, faces[p.row], shots, cfg.crop, texture_imgs, bank)
                 for shot in shots:
                     _write_jpeg(targets[shot.stem], images[shot.stem], shot.jitter.jpeg)
                 made += 1
@@ -668,12 +746,13 @@ def build(
                     "age": r.age,
                     "race": r.race,
                     **({"images": {s: t.name for s, t in targets.items()}} if p.split == "eval" else {}),
-                    "drawn": _describe(p, seed, shots),
+                    "drawn": _describe(p, seed, shots, bank),
                 }
             )
             bar.advance()
     if flat:
-        _write_flat_labels(out, people, rows)
+        recipes = {p.id: person_recipe(p, seed, len(texture_imgs), len(bank), bank_share) for p in people}
+        _write_flat_labels(out, people, rows, recipes)
     else:
         _write_tables(out, people, rows, seed)
     atomic_write_json(out / MANIFEST, {"settings": fingerprint, "complete": True, "people": records})
@@ -721,16 +800,21 @@ def _write_tables(out: Path, people: list[PlannedPerson], rows: list[PhotoRow], 
         atomic_write_text(out / "eval" / "truth.csv", "\n".join(truth) + "\n")
 
 
-def _write_flat_labels(out: Path, people: list[PlannedPerson], rows: list[PhotoRow]) -> None:
+def _write_flat_labels(
+    out: Path, people: list[PlannedPerson], rows: list[PhotoRow], recipes: dict[str, list[Shot]]
+) -> None:
     """OUT/labels.csv for `mask-train import`: one row per image; group = the source photo (its variants
-    are one person), gender and age empty where unknown."""
-    lines = ["file,mask,gender,age,group,split"]
+    are one person), gender and age empty where unknown; placement (over_nose, under_nose, chin, ear) and
+    mask_source (cut, texture, drawn) say how the mask was made, for `import --exclude`."""
+    lines = ["file,mask,gender,age,group,split,placement,mask_source"]
     for p in people:
         r = rows[p.row]
-        for stem in STEMS:
-            mask = MASK_NAMES[STEM_TO_MASK[stem]]
+        for shot in recipes[p.id]:
             age = r.age if r.age >= 0 else ""
-            lines.append(f"images/{p.id}/{stem}{SUFFIX},{mask},{r.gender},{age},photo{p.row:06d},{p.split}")
+            lines.append(
+                f"images/{p.id}/{shot.stem}{SUFFIX},{shot.state},{r.gender},{age},photo{p.row:06d},{p.split},"
+                f"{shot.where},{shot.source}"
+            )
     atomic_write_text(out / "labels.csv", "\n".join(lines) + "\n")
 
 

@@ -391,8 +391,10 @@ SECTIONS: dict[str, type] = {
 
 
 def _suggest(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    close = close or [v for v in valid if name.startswith(v) or v.startswith(name)][:1]
+    # a key the name extends or abbreviates ('lr_rate' -> 'lr') first: a spelling ratio alone picks
+    # whichever long key shares the most letters ('calibrate')
+    close = [v for v in valid if min(len(v), len(name)) >= 2 and (name.startswith(v) or v.startswith(name))]
+    close = close[:1] or difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     close = close or difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
 

@@ -4,6 +4,7 @@ synth set. The photos are read from ../shared (never copied into the repo)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import cv2
@@ -191,6 +192,25 @@ def test_cut_masks_synth_and_a_leave_one_out_split(tmp_path, shared, capsys):
 
     with pytest.raises(UserError, match="already holds a mask bank"):
         _run(["cut-masks", "--data", str(photos), "--out", str(bank)])
+    # --only: photos a labels list does not name (held out for evaluation) never lend their masks
+    only = tmp_path / "kept.csv"
+    only.write_text(f"file,mask\nwith_mask/{MASKED[0]},wear\nwith_mask/bare.png,wear\n")
+    assert _run(["cut-masks", "--data", str(photos), "--out", str(tmp_path / "b2"), "--only", str(only)]) == 0
+    sources = {m["source"] for m in json.loads((tmp_path / "b2" / "bank.json").read_text())["masks"]}
+    assert sources == {f"with_mask/{MASKED[0]}"}
+    (tmp_path / "bad.csv").write_text("path\nx.jpg\n")
+    with pytest.raises(UserError, match="a labels list with a `file` column"):
+        _run(
+            [
+                "cut-masks",
+                "--data",
+                str(photos),
+                "--out",
+                str(tmp_path / "b3"),
+                "--only",
+                str(tmp_path / "bad.csv"),
+            ]
+        )
 
     faces = tmp_path / "faces"
     faces.mkdir()

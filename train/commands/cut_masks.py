@@ -10,7 +10,7 @@ from pathlib import Path
 from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
-from engines.fileio import require_dir
+from engines.fileio import require_dir, require_file
 from train.options import add_detector_arguments, add_threads_argument
 from train.progress import err_console, task
 
@@ -23,10 +23,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="photos of masked faces: a downloaded set (its with_mask/ folder) or a folder of photos",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="the bank folder (bank.json, masks/)")
+    parser.add_argument(
+        "--only",
+        type=Path,
+        metavar="CSV",
+        help="cut only the photos this labels list names in its `file` column (e.g. an import's kept.csv: "
+        "photos held out for evaluation never lend their masks to training)",
+    )
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="cut from the first N photos only")
     parser.add_argument("--force", action="store_true", help="cut again into a bank made earlier")
     add_threads_argument(parser)
     add_detector_arguments(parser.add_argument_group("MTCNN in the photos (config.toml [detector])"))
+
+
+def listed_files(path: Path, data: Path) -> set[str]:
+    """The `file` column of a labels list, as paths relative to the data folder."""
+    import csv
+
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"--only {path}: cannot read it ({exc})") from None
+    if not rows or "file" not in rows[0]:
+        raise UserError(f"--only {path}: a labels list with a `file` column (e.g. an import's kept.csv)")
+    return {(r["file"] or "").strip() for r in rows}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -39,7 +60,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.limit < 0:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
     data = require_dir(args.data, "--data folder").resolve()
-    photos = masked_photos(data)[: args.limit or None]
+    photos = masked_photos(data)
+    if args.only:
+        listed = listed_files(require_file(args.only, "--only list"), data)
+        photos = [p for p in photos if p.relative_to(data).as_posix() in listed]
+    photos = photos[: args.limit or None]
     out = Path(args.out)
     prepare_out(out, args.force)
     set_torch_threads(cfg.train.threads)

@@ -305,14 +305,18 @@ class HomeAssistantConfig:
     """MQTT discovery for Home Assistant (with --mqtt): entities per source, a device per machine."""
 
     discovery_prefix: str = _f("homeassistant")  # Home Assistant's discovery prefix
-    min_interval_s: float = _f(1.0, min=0.0, max=3600.0)  # a source's states at most this often (flags at once)
+    min_interval_s: float = _f(
+        1.0, min=0.0, max=3600.0
+    )  # a source's states at most this often (flags at once)
 
 
 @dataclass(frozen=True)
 class EvidenceConfig:
     """Evidence of each flag: a snapshot (other faces blurred) and optionally a clip; 0600 files, 0700 folder."""
 
-    clip_s: float = _f(0.0, min=0.0, max=60.0)  # seconds before and after the flag in a clip; 0: snapshot only
+    clip_s: float = _f(
+        0.0, min=0.0, max=60.0
+    )  # seconds before and after the flag in a clip; 0: snapshot only
     buffer_mb: float = _f(64.0, min=1.0, max=4096.0)  # the ring buffer of encoded frames, per source
     jpeg_quality: int = _f(85, min=10, max=100)
     max_age_days: float = _f(30.0, min=0.0, max=36500.0)  # evidence older than this is deleted; 0 = kept

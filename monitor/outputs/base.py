@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 
 class Sink(Protocol):
-    def frame(self, result: FrameResult) -> None: ...  # every processed frame of every source (result.source names it)
+    def frame(
+        self, result: FrameResult
+    ) -> None: ...  # every processed frame of every source (result.source names it)
     def event(self, event: Event) -> None: ...  # every event
     def close(self) -> None: ...

@@ -269,8 +269,8 @@ class SourceConfig:
     detect_every: int = _f(0, min=0, max=100)
     classify_every: int = _f(0, min=0, max=1000)
     detect_max_side: int = _f(0, min=0, max=8192)
-    # the zone: a polygon [[x, y], ...] (>= 3 points) inside which faces count (their box's centre); every value
-    # in 0-1: fractions of the frame's width and height, else pixels; empty: the whole frame
+    # the zone: a polygon [[x, y], ...] (>= 3 points) inside which faces count (their box's centre);
+    # every value in 0-1: fractions of the frame's width and height, else pixels; empty: the whole frame
     zone: tuple[tuple[float, ...], ...] = _f(())
     min_face_height: int = _f(0, min=0, max=10000)  # faces shorter than this (px in the frame) do not count
 
@@ -288,7 +288,7 @@ def zone_problem(points: Any) -> str | None:
             return f"point {i + 1} must be [x, y], got {pt!r}"
         for v in pt:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e6:
-                return f"point {i + 1} = {list(pt)!r}: coordinates must be numbers >= 0 (pixels or 0-1 fractions)"
+                return f"point {i + 1} = {list(pt)!r}: coordinates must be numbers >= 0 (pixels or 0-1)"
     return None
 
 
@@ -305,18 +305,14 @@ class HomeAssistantConfig:
     """MQTT discovery for Home Assistant (with --mqtt): entities per source, a device per machine."""
 
     discovery_prefix: str = _f("homeassistant")  # Home Assistant's discovery prefix
-    min_interval_s: float = _f(
-        1.0, min=0.0, max=3600.0
-    )  # a source's states at most this often (flags at once)
+    min_interval_s: float = _f(1.0, min=0.0, max=3600.0)  # a source's states at most this often
 
 
 @dataclass(frozen=True)
 class EvidenceConfig:
-    """Evidence of each flag: a snapshot (other faces blurred) and optionally a clip; 0600 files, 0700 folder."""
+    """Evidence of each flag: a snapshot (other faces blurred), optionally a clip; 0600 files, 0700 folder."""
 
-    clip_s: float = _f(
-        0.0, min=0.0, max=60.0
-    )  # seconds before and after the flag in a clip; 0: snapshot only
+    clip_s: float = _f(0.0, min=0.0, max=60.0)  # s before and after the flag in a clip; 0: snapshot only
     buffer_mb: float = _f(64.0, min=1.0, max=4096.0)  # the ring buffer of encoded frames, per source
     jpeg_quality: int = _f(85, min=10, max=100)
     max_age_days: float = _f(30.0, min=0.0, max=36500.0)  # evidence older than this is deleted; 0 = kept

@@ -12,6 +12,6 @@ if TYPE_CHECKING:
 class Sink(Protocol):
     def frame(
         self, result: FrameResult
-    ) -> None: ...  # every processed frame of every source (result.source names it)
+    ) -> None: ...  # every processed frame of every source (result.source names it)  # noqa: E501
     def event(self, event: Event) -> None: ...  # every event
     def close(self) -> None: ...

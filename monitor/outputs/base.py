@@ -10,8 +10,8 @@ if TYPE_CHECKING:
 
 
 class Sink(Protocol):
-    def frame(
-        self, result: FrameResult
-    ) -> None: ...  # every processed frame of every source (result.source names it)  # noqa: E501
-    def event(self, event: Event) -> None: ...  # every event
+    # every processed frame of every source (result.source names it)
+    def frame(self, result: FrameResult) -> None: ...
+    # every event
+    def event(self, event: Event) -> None: ...
     def close(self) -> None: ...

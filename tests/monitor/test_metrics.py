@@ -149,3 +149,25 @@ def test_addresses():
     for bad in ("host:port", "host:70000", "a:b:c"):
         with pytest.raises(UserError, match=r"^--metrics '"):
             parse_address(bad)
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_sink_exports():
+    import json
+    import re
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(?:mask_monitor|process)_[a-z_]+", e)}
+    c = Compliance(window_s=600.0, threshold=0.5, clear_below=0.3, hold_s=0.0, min_people=1)
+    c.person("door", 1, 2, 0.0)
+    c.evaluate(0.0)
+    s = MetricsSink(machine="m", compliance=c)
+    s.attach(lambda: [PanelInfo("door", 1.0, 0, (0, 0, 0), "live")])
+    s.flag("door", "not_wear")
+    s.stage("detect", 10.0)
+    try:
+        names = {name for name, _ in scrape(s.start("127.0.0.1", 0))}
+    finally:
+        s.close()
+    assert used and used <= names, used - names

@@ -91,12 +91,8 @@ class AlertState:
     """threshold / hold / hysteresis over a series of (share, people, time)."""
 
     def __init__(self, threshold: float, clear_below: float, hold_s: float, min_people: int) -> None:
-        self.threshold, self.clear_below, self.hold_s, self.min_people = (
-            threshold,
-            clear_below,
-            hold_s,
-            min_people,
-        )
+        self.threshold, self.clear_below = threshold, clear_below
+        self.hold_s, self.min_people = hold_s, min_people
         self.on = False
         self._since: float | None = None  # when the share began to be past the line it must stay past
 

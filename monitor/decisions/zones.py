@@ -118,25 +118,21 @@ def draw_zone(image: np.ndarray, zone: Zone | None, dim: float = DIM) -> np.ndar
 
 
 def zone_preview(image: np.ndarray, zone: Zone | None, name: str = "") -> np.ndarray:
-    """The frame `mask-monitor zones` writes: the zone drawn and, at the top, what counts as a face."""
+    """The frame `mask-monitor zones` writes: the zone drawn and, on a strip at the top, what counts."""
     import cv2
 
     out = draw_zone(image, zone)
-    h = out.shape[0]
     if zone is None or zone.whole_frame:
         text = "no zone: the whole frame counts"
     else:
-        units = "fractions" if zone.fractions else "pixels"
-        text = f"zone of {len(zone.points)} points ({units}); faces count where their centre is inside"
+        text = f"zone: {len(zone.points)} points ({'fractions' if zone.fractions else 'pixels'})"
     if zone is not None and zone.min_face_height:
-        text += f"; faces >= {zone.min_face_height} px tall"
+        text += f", faces >= {zone.min_face_height} px"
     if name:
         text = f"{name}: {text}"
-    scale = max(h / 960.0, 0.35)
-    cv2.putText(
-        out, text, (6, round(20 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA
-    )
-    cv2.putText(
-        out, text, (6, round(20 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX, scale, ZONE_COLOUR, 1, cv2.LINE_AA
-    )
+    scale = max(out.shape[0] / 960.0, 0.4)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    cv2.rectangle(out, (0, 0), (tw + 12, th + base + 10), (0, 0, 0), -1)
+    cv2.putText(out, text, (6, th + 5), font, scale, ZONE_COLOUR, 1, cv2.LINE_AA)
     return out

@@ -279,6 +279,65 @@ class SourceConfig:
     detect_every: int = _f(0, min=0, max=100)
     classify_every: int = _f(0, min=0, max=1000)
     detect_max_side: int = _f(0, min=0, max=8192)
+    # the zone: a polygon [[x, y], ...] (>= 3 points) inside which faces count (their box's centre);
+    # every value in 0-1: fractions of the frame's width and height, else pixels; empty: the whole frame
+    zone: tuple[tuple[float, ...], ...] = _f(())
+    min_face_height: int = _f(0, min=0, max=10000)  # faces shorter than this (px in the frame) do not count
+
+
+def zone_problem(points: Any) -> str | None:
+    """Why `points` is not a zone polygon (None: it is one, or it is empty = no zone)."""
+    if not isinstance(points, (list, tuple)):
+        return f"must be a list of [x, y] points, got {points!r}"
+    if not points:
+        return None
+    if len(points) < 3:
+        return f"a polygon needs at least 3 points [x, y], got {len(points)}"
+    for i, pt in enumerate(points):
+        if not isinstance(pt, (list, tuple)) or len(pt) != 2:
+            return f"point {i + 1} must be [x, y], got {pt!r}"
+        for v in pt:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e6:
+                return f"point {i + 1} = {list(pt)!r}: coordinates must be numbers >= 0 (pixels or 0-1)"
+    return None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """`mask-monitor --metrics [HOST:PORT]` and `site --metrics`: Prometheus metrics over HTTP."""
+
+    host: str = _f("127.0.0.1")  # the address when --metrics names none (loopback: this machine only)
+    port: int = _f(9108, min=0, max=65535)  # ... and the port (0: any free one)
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """MQTT discovery for Home Assistant (with --mqtt): entities per source, a device per machine."""
+
+    discovery_prefix: str = _f("homeassistant")  # Home Assistant's discovery prefix
+    min_interval_s: float = _f(1.0, min=0.0, max=3600.0)  # a source's states at most this often
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """Evidence of each flag: a snapshot (other faces blurred), optionally a clip; 0600 files, 0700 folder."""
+
+    clip_s: float = _f(0.0, min=0.0, max=60.0)  # s before and after the flag in a clip; 0: snapshot only
+    buffer_mb: float = _f(64.0, min=1.0, max=4096.0)  # the ring buffer of encoded frames, per source
+    jpeg_quality: int = _f(85, min=10, max=100)
+    max_age_days: float = _f(30.0, min=0.0, max=36500.0)  # evidence older than this is deleted; 0 = kept
+    max_mb: float = _f(1000.0, min=0.0, max=1e7)  # over this, the oldest evidence is deleted
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    """The share of people without a correct mask over a rolling window, and the alert on it."""
+
+    window_s: float = _f(600.0, min=1.0, max=86400.0)  # people who were seen in the last this many seconds
+    threshold: float = _f(0.3, min=0.0, max=1.0)  # an alert when the share stays at or above this ...
+    hold_s: float = _f(60.0, min=0.0, max=86400.0)  # ... for this long (and cleared after this long below)
+    clear_below: float = _f(0.2, min=0.0, max=1.0)  # cleared when the share stays under this (hysteresis)
+    min_people: int = _f(5, min=1, max=100000)  # no alert on fewer people in the window
 
 
 @dataclass(frozen=True)
@@ -350,6 +409,10 @@ class Config:
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     save_faces: SaveFacesConfig = field(default_factory=SaveFacesConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
 
@@ -479,6 +542,12 @@ def _cross_check(section: Any, where: str) -> None:
         )
     if isinstance(section, MonitorConfig) and section.reconnect_initial_s > section.reconnect_max_s:
         raise ConfigError(f"{where}.reconnect_initial_s exceeds reconnect_max_s")
+    if isinstance(section, SourceConfig) and (why := zone_problem(section.zone)):
+        raise ConfigError(f"{where}.zone: {why}")
+    if isinstance(section, ComplianceConfig) and section.clear_below > section.threshold:
+        raise ConfigError(
+            f"{where}.clear_below = {section.clear_below:g} exceeds threshold = {section.threshold:g}"
+        )
 
 
 def from_dict(data: Mapping[str, Any], source: str = "config", base_dir: str | Path | None = None) -> Config:
@@ -501,7 +570,9 @@ def _sources(tables: Any, where: str) -> tuple[SourceConfig, ...]:
     for i, table in enumerate(tables):
         if isinstance(table, dict) and isinstance(table.get("address"), int):
             table = {**table, "address": str(table["address"])}  # a camera index written as a number
-        out.append(_build_section(SourceConfig, table, f"{where} #{i + 1}"))
+        name = table.get("name") if isinstance(table, dict) else None
+        named = f" ({name})" if isinstance(name, str) and name else ""
+        out.append(_build_section(SourceConfig, table, f"{where} #{i + 1}{named}"))
     return tuple(out)
 
 

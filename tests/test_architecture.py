@@ -1,5 +1,6 @@
 """The layering the README promises, checked on the source itself: `engines` at the bottom, `monitor` and
-`train` above it and never importing each other, and no import cycle anywhere among the three packages.
+`train` above it and never importing each other, no import cycle anywhere among the three packages, none
+among the sub-packages of `engines` and `train` either, and argparse only at mask-train's command line.
 
 Every `import` statement counts, also the ones inside functions (a lazy import still couples two modules);
 "module:attr" strings in engines.formats are not imports and are resolved only where they are used.
@@ -154,6 +155,14 @@ def test_the_package_graph_sees_a_cycle_the_module_graph_does_not():
     assert find_cycle(graph) is None
     assert package_graph(graph, "train") == {"train.a": {"train.b"}, "train.b": {"train.a"}}
     assert find_cycle(package_graph(graph, "train")) == ["train.a", "train.b", "train.a"]
+
+
+@pytest.mark.parametrize("top", ["engines", "train"])
+def test_the_packages_import_each_other_one_way_only(top):
+    """train.data, train.fitting, train.evaluation, train.export, ...: no two of them import each other,
+    directly or round a loop (train.measures sits below fitting and evaluation, train.workflows above)."""
+    cycle = find_cycle(package_graph(import_graph(), top))
+    assert cycle is None, f"cycle among {top}'s packages: " + " -> ".join(cycle or [])
 
 
 # the command-line edge of mask-train: the only modules that see argparse; below them options are typed values

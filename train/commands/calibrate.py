@@ -128,7 +128,8 @@ def cache_probs(
 def run(args: argparse.Namespace, cfg: Config) -> int:
     opts = CalibrateOptions.from_args(args)
     from train.evaluation.inference import load_models
-    from train.fitting.calibration import describe, fit_temperatures, report, rewrite_meta, with_temperature
+    from train.fitting.calibration import fit_temperatures, rewrite_meta, with_temperature
+    from train.measures.calibration import describe, report
 
     model = opts.checkpoint
     require_file(model, "model file")

@@ -107,6 +107,6 @@ def print_summary(result: Any) -> None:
         f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}"
     )
     if best.get("calibration"):
-        from train.fitting.calibration import describe
+        from train.measures.calibration import describe
 
         console.print(f"calibrated on the validation data: {describe(best['calibration'])}")

@@ -1,5 +1,6 @@
 """The layering the README promises, checked on the source itself: `engines` at the bottom, `monitor` and
-`train` above it and never importing each other, and no import cycle anywhere among the three packages.
+`train` above it and never importing each other, no import cycle anywhere among the three packages, none
+among the sub-packages of `engines` and `train` either, and argparse only at mask-train's command line.
 
 Every `import` statement counts, also the ones inside functions (a lazy import still couples two modules);
 "module:attr" strings in engines.formats are not imports and are resolved only where they are used.
@@ -32,6 +33,12 @@ def project_modules() -> dict[str, Path]:
 
 def imported_modules(path: Path, known: set[str], root: Path = REPO) -> set[str]:
     """The project modules that `path` imports: `from a.b import c` counts as a.b.c when c is a module."""
+    return {n for n in imported_names(path, known, root) if n.split(".")[0] in PACKAGES}
+
+
+def imported_names(path: Path, known: set[str], root: Path = REPO) -> set[str]:
+    """Every module that `path` imports, the project's as imported_modules names them, others as written
+    (`import argparse`, `from torch.distributed.run import parse_args` -> torch.distributed.run)."""
     found: set[str] = set()
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -46,13 +53,14 @@ def imported_modules(path: Path, known: set[str], root: Path = REPO) -> set[str]
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
-        found.update(n for n in names if n.split(".")[0] in PACKAGES)
+        found.update(names)
     return found
 
 
 @functools.cache
-def import_graph() -> dict[str, set[str]]:
-    """The project's import graph, scanned once in a child process of its own. CPython 3.11's AST
+def all_imports() -> dict[str, set[str]]:
+    """Every project module -> every module it imports (the project's and others), scanned once in a child
+    process of its own. CPython 3.11's AST
     constructor keeps its recursion depth in per-interpreter state, so `ast.parse` can fail spuriously with
     "SystemError: AST constructor recursion depth mismatch" while other threads run (gh-106905; the test
     session has broker, server and capture threads of earlier tests): the child runs nothing else."""
@@ -65,16 +73,38 @@ def import_graph() -> dict[str, set[str]]:
     return {k: set(v) for k, v in json.loads(out.stdout).items()}
 
 
+def import_graph() -> dict[str, set[str]]:
+    """The project's import graph: module -> the project modules it imports."""
+    return {k: {t for t in v if t.split(".")[0] in PACKAGES} for k, v in all_imports().items()}
+
+
 def scan() -> dict[str, set[str]]:
     mods = project_modules()
     known = set(mods)
     graph = {}
     for name, path in mods.items():
-        targets = imported_modules(path, known)
-        unknown = {t for t in targets if t not in known}
+        targets = imported_names(path, known)
+        unknown = {t for t in targets if t.split(".")[0] in PACKAGES and t not in known}
         assert not unknown, f"{path.relative_to(REPO)} imports modules that do not exist: {sorted(unknown)}"
         graph[name] = targets - {name}
     return graph
+
+
+def package_graph(graph: dict[str, set[str]], top: str) -> dict[str, set[str]]:
+    """The graph of `top`'s sub-packages (and top-level modules): top.a.x importing top.b.y is an edge
+    top.a -> top.b; `top` itself (its __init__) is left out."""
+
+    def room(mod: str) -> str | None:
+        parts = mod.split(".")
+        return ".".join(parts[:2]) if parts[0] == top and len(parts) > 1 else None
+
+    out: dict[str, set[str]] = {}
+    for mod, deps in graph.items():
+        src = room(mod)
+        if src is None:
+            continue
+        out.setdefault(src, set()).update(d for d in map(room, deps) if d is not None and d != src)
+    return out
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -118,6 +148,36 @@ def test_the_scanner_sees_lazy_relative_and_submodule_imports(tmp_path):
 def test_there_is_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_package_graph_sees_a_cycle_the_module_graph_does_not():
+    graph = {"train.a.x": {"train.b.y"}, "train.b.z": {"train.a.w"}, "train.a.w": set(), "train.b.y": set()}
+    assert find_cycle(graph) is None
+    assert package_graph(graph, "train") == {"train.a": {"train.b"}, "train.b": {"train.a"}}
+    assert find_cycle(package_graph(graph, "train")) == ["train.a", "train.b", "train.a"]
+
+
+@pytest.mark.parametrize("top", ["engines", "train"])
+def test_the_packages_import_each_other_one_way_only(top):
+    """train.data, train.fitting, train.evaluation, train.export, ...: no two of them import each other,
+    directly or round a loop (train.measures sits below fitting and evaluation, train.workflows above)."""
+    cycle = find_cycle(package_graph(import_graph(), top))
+    assert cycle is None, f"cycle among {top}'s packages: " + " -> ".join(cycle or [])
+
+
+# the command-line edge of mask-train: the only modules that see argparse; below them options are typed values
+TRAIN_CLI_EDGE = ("train.cli", "train.options", "train.commands")
+
+
+def test_only_the_command_line_edge_of_train_imports_argparse():
+    wrong = sorted(
+        mod
+        for mod, deps in all_imports().items()
+        if mod.split(".")[0] == "train"
+        and not any(mod == edge or mod.startswith(edge + ".") for edge in TRAIN_CLI_EDGE)
+        and any(d == "argparse" or d.startswith("argparse.") for d in deps)
+    )
+    assert not wrong, "imports argparse below the command line: " + ", ".join(wrong)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ engines.config.config_from_args turns it into a validated override of config.tom
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,27 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+def overrides_of(args: argparse.Namespace) -> Mapping[str, Any]:
     """The 'section.key' flags the user gave (argparse leaves the others None), paths made absolute against
     the working directory, exactly as engines.config.config_from_args reads them."""
     return cli_overrides(args)
+
+
+def data_given(args: argparse.Namespace) -> bool:
+    """Whether --data named the competition folder on this command line: then the cache is brought up to
+    date from it; without it an existing cache (prepared or imported) is used as it is
+    (train.data.prepare.ensure_prepared). The one place it is read off the command line."""
+    return getattr(args, "data.data_dir", None) is not None
+
+
+def cache_given(args: argparse.Namespace) -> bool:
+    """Whether --cache named the crop cache on this command line."""
+    return getattr(args, "data.cache_dir", None) is not None
+
+
+def config_given(args: argparse.Namespace) -> bool:
+    """Whether --config named a config file on this command line."""
+    return getattr(args, "config", None) is not None
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ from tests.helpers import make_checkpoint
 from tests.train.test_fit import CONFIG
 from train.cli import _main as cli
 from train.export.onnx import export_onnx
-from train.fitting.calibration import fit_temperatures, report, rewrite_meta, with_temperature
+from train.fitting.calibration import fit_temperatures, rewrite_meta, with_temperature
+from train.measures.calibration import report
 
 TEMPS = {"single": {"classes": 2.5}, "multi": {"mask": 2.5, "gender": 0.6, "age": 1.4}}
 

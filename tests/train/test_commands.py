@@ -211,3 +211,46 @@ def test_every_training_command_is_offered():
     assert r.returncode == 0
     for name in ("prepare", "eda", "fit", "kfold", "evaluate", "predict", "bench-loader", "tune"):
         assert name in r.stdout
+
+
+@pytest.mark.parametrize(
+    "command, options, rest",
+    [
+        ("fit", "train.commands.fit:FitOptions", []),
+        ("kfold", "train.commands.kfold:KfoldOptions", []),
+        ("tune", "train.commands.tune:TuneOptions", []),
+        ("evaluate", "train.commands.evaluate:EvaluateOptions", ["--checkpoint", "m.pt"]),
+        ("calibrate", "train.commands.calibrate:CalibrateOptions", ["--checkpoint", "m.pt"]),
+    ],
+)
+def test_a_command_types_whether_data_was_given_once_at_the_door(command, options, rest, tmp_path):
+    """--data given or not is a field of the command's frozen options value (what the cache refresh below
+    reads), not something re-read from the parsed command line further down."""
+    import dataclasses
+    import importlib
+
+    from train.cli import build_parser
+
+    module, _, name = options.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    parser = build_parser()
+    without = cls.from_args(parser.parse_args([command, *rest]))
+    given = cls.from_args(parser.parse_args([command, *rest, "--data", str(tmp_path)]))
+    assert without.data_given is False and given.data_given is True
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        given.data_given = False
+
+
+def test_fit_options_carry_resume_and_the_overrides_typed_now(tmp_path):
+    from train.cli import build_parser
+    from train.commands.fit import FitOptions
+
+    parser = build_parser()
+    plain = FitOptions.from_args(parser.parse_args(["fit", "--epochs", "3"]))
+    assert not plain.resume and plain.out is None and dict(plain.overrides) == {"train.epochs": 3}
+    resumed = FitOptions.from_args(
+        parser.parse_args(["fit", "--resume", str(tmp_path / "last.pt"), "--config", "x.toml"])
+    )
+    assert resumed.resume and resumed.resume_from == tmp_path / "last.pt" and resumed.config_given
+    alone = FitOptions.from_args(parser.parse_args(["fit", "--resume", "--out", str(tmp_path)]))
+    assert alone.resume and alone.resume_from is None and alone.out == tmp_path

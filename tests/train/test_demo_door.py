@@ -13,7 +13,7 @@ from engines.fileio import sha256_file
 from tests.conftest import SHARED, one_torch_thread
 from tests.helpers import make_checkpoint
 from train.cli import main
-from train.evaluation.door import DoorFace, door_camera, split_door
+from train.workflows.door import DoorFace, door_camera, split_door
 
 REAL = SHARED / "datasets" / "face-mask-real"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
@@ -106,7 +106,7 @@ def test_a_photo_group_is_never_on_both_sides_and_the_camera_is_the_doors():
 
 
 def test_synthetic_incorrect_masks_join_the_group_of_the_photo_they_were_drawn_on(tmp_path):
-    from train.evaluation.door import incorrect_rows
+    from train.workflows.door import incorrect_rows
 
     synth = tmp_path / "synth"
     synth.mkdir()

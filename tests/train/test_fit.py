@@ -134,14 +134,18 @@ def test_resume_reads_relative_flags_against_the_working_directory(run, tmp_path
     """The run's saved config.toml is read back, but a path typed now is relative to where it is typed."""
     from engines.config import config_from_args
     from train.cli import build_parser
-    from train.fitting.session import resume_target
+    from train.commands.fit import FitOptions
+    from train.fitting.session import Resume, resume_target
 
     _, run_dir, _ = run
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(
         ["fit", "--resume", "--out", str(run_dir), "--data", "mydata", "--cache", "sub/cache"]
     )
-    cfg, where, state = resume_target(args, config_from_args(args))
+    opts = FitOptions.from_args(args)
+    assert opts.resume and opts.resume_from is None and opts.data_given and not opts.config_given
+    resume = Resume(opts.resume_from, opts.out, opts.config_given, opts.overrides)
+    cfg, where, state = resume_target(resume, config_from_args(args))
     assert where == run_dir and state["epoch"] == 2
     assert cfg.resolve(cfg.data.data_dir) == tmp_path / "mydata"
     assert cfg.resolve(cfg.data.cache_dir) == tmp_path / "sub" / "cache"

@@ -5,7 +5,7 @@ import pytest
 
 from train.data.cache import Cache, Sample
 from train.data.folds import assign_groups, holdout_people, kfold_people
-from train.fitting.metrics import (
+from train.measures.metrics import (
     confusion,
     macro_f1,
     per_class_f1,

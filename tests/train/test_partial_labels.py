@@ -20,8 +20,8 @@ from train.data.dataset import sample_weights, source_weights
 from train.data.importer import import_dataset
 from train.data.targets import encode_target, split_targets
 from train.fitting.losses import TaskLoss, soft_focal_loss
-from train.fitting.metrics import summarize
 from train.fitting.session import fit
+from train.measures.metrics import summarize
 
 REAL = SHARED / "datasets" / "face-mask-real"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from engines.cliargs import int_at_least
 from engines.config import Config
 from engines.device import set_torch_threads
 from engines.fileio import atomic_write_json
-from train.options import add_data_arguments, add_threads_argument
+from train.options import add_data_arguments, add_threads_argument, cache_given
 from train.progress import console
 
 
@@ -81,17 +82,38 @@ def print_results(r: dict[str, Any], what: str, cfg: Config) -> None:
     )
 
 
+@dataclass(frozen=True)
+class BenchLoaderOptions:
+    """bench-loader's own flags, typed (the rest are config overrides, already in the Config)."""
+
+    max_workers: int
+    batches: int = 20
+    synthetic: int = 0
+    cache_given: bool = False  # --cache named the crop cache: a missing one is an error, not synthetic crops
+    json: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchLoaderOptions:
+        return cls(
+            max_workers=args.max_workers if args.max_workers is not None else (os.cpu_count() or 1),
+            batches=args.batches,
+            synthetic=args.synthetic,
+            cache_given=cache_given(args),
+            json=args.json,
+        )
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    opts = BenchLoaderOptions.from_args(args)
     # train.data.loader_bench imports torch (the DataLoader): here, so that `mask-train --help` answers at
     # once
     from train.data.loader_bench import crop_paths, run_bench
 
     set_torch_threads(cfg.train.threads)
-    max_workers = args.max_workers if args.max_workers is not None else (os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        paths, what = crop_paths(cfg, args.synthetic, Path(tmp), getattr(args, "data.cache_dir") is not None)
-        results = run_bench(cfg, paths, max_workers, args.batches)
+        paths, what = crop_paths(cfg, opts.synthetic, Path(tmp), opts.cache_given)
+        results = run_bench(cfg, paths, opts.max_workers, opts.batches)
     print_results(results, what, cfg)
-    if args.json:
-        atomic_write_json(args.json, {"data": what, **results})
+    if opts.json:
+        atomic_write_json(opts.json, {"data": what, **results})
     return 0

@@ -4,6 +4,7 @@ not trained on, and write it into the file's metadata (in place, atomically, or 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from train.options import (
     add_detector_arguments,
     add_engine_device_argument,
     add_threads_argument,
+    data_given,
 )
 from train.progress import console, task
 from train.runfiles import check_output_file
@@ -48,6 +50,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N")
     add_engine_device_argument(p)
     add_threads_argument(p)
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """calibrate's own flags, typed (the rest are config overrides, already in the Config)."""
+
+    checkpoint: str
+    split: str = "auto"
+    photo_list: str | None = None  # --list CSV
+    root: str | None = None
+    out: str | None = None
+    data_given: bool = False  # --data named the competition folder: the cache is refreshed from it
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CalibrateOptions:
+        return cls(
+            checkpoint=args.checkpoint,
+            split=args.split,
+            photo_list=args.list,
+            root=args.root,
+            out=args.out,
+            data_given=data_given(args),
+        )
 
 
 def list_probs(engine, path: str, root: str, cfg: Config) -> tuple[np.ndarray, np.ndarray, str]:
@@ -101,27 +126,27 @@ def cache_probs(
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    opts = CalibrateOptions.from_args(args)
     from train.evaluation.inference import load_models
-    from train.fitting.calibration import describe, fit_temperatures, report, rewrite_meta, with_temperature
+    from train.fitting.calibration import fit_temperatures, rewrite_meta, with_temperature
+    from train.measures.calibration import describe, report
 
-    model = args.checkpoint
+    model = opts.checkpoint
     require_file(model, "model file")
-    out = Path(args.out) if args.out else Path(model)
-    if args.out:
+    out = Path(opts.out) if opts.out else Path(model)
+    if opts.out:
         check_output_file(out, "--out")
         if out.suffix.lower() != Path(model).suffix.lower():
             raise UserError(f"--out {out}: must have the model file's suffix ({Path(model).suffix})")
-    if args.list and not args.root:
+    if opts.photo_list and not opts.root:
         raise UserError("--list needs --root (the folder its file names are relative to)")
     set_torch_threads(cfg.train.threads)
     (engine,) = load_models([model], cfg.engine.device, cfg.engine.threads)
     engine.temperature = {}  # the network's own probabilities: the temperature is fitted from T = 1
-    if args.list:
-        probs, codes, what = list_probs(engine, args.list, args.root, cfg)
+    if opts.photo_list:
+        probs, codes, what = list_probs(engine, opts.photo_list, opts.root, cfg)
     else:
-        probs, codes, what = cache_probs(
-            engine, model, args.split, cfg, getattr(args, "data.data_dir") is not None
-        )
+        probs, codes, what = cache_probs(engine, model, opts.split, cfg, opts.data_given)
     meta = engine.meta
     temperature = fit_temperatures(probs, codes, meta.head, meta.knows)
     rep = report(probs, codes, meta.head, temperature)

@@ -1,6 +1,6 @@
 """`mask-train demo-door`: the demonstration that a door's own labels make the model better at that door:
 collect, label (from the ground truth, through labels.csv), import, fine-tune with --init-from, and the
-door's flag-or-not accuracy before / after on held-out faces (train.evaluation.door)."""
+door's flag-or-not accuracy before / after on held-out faces (train.workflows.door)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.fileio import atomic_write_json, require_file
 from train.evaluation.compare import comparison_table
-from train.evaluation.door import DoorSettings, run_door
 from train.options import add_threads_argument
 from train.progress import console
+from train.workflows.door import DoorSettings, run_door
 
 DEFAULT_BASE = "build/demo/run/best.pt"  # `make demo-model` leaves the demo model's checkpoint here
 DEFAULT_PHOTOS = "build/demo/cache/imports/real/holdout.csv"  # the real photos the demo model never saw

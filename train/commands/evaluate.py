@@ -5,6 +5,7 @@ train.evaluation.scoring says which images are scored."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from train.options import (
     add_data_arguments,
     add_engine_device_argument,
     add_threads_argument,
+    data_given,
 )
 from train.progress import console
 from train.runfiles import check_output_dir
@@ -62,6 +64,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_threads_argument(p)
 
 
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """evaluate's own flags, typed (the rest are config overrides, already in the Config)."""
+
+    checkpoints: tuple[str, ...] = ()  # --checkpoint: one model or an ensemble
+    compare: tuple[str, str] | None = None  # --compare OLD NEW
+    split: str = "auto"
+    tta: bool = False
+    report: str | None = None
+    data_given: bool = False  # --data named the competition folder: the cache is refreshed from it
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EvaluateOptions:
+        return cls(
+            checkpoints=tuple(args.checkpoint or ()),
+            compare=tuple(args.compare) if args.compare else None,
+            split=args.split,
+            tta=args.tta,
+            report=args.report,
+            data_given=data_given(args),
+        )
+
+
 def print_result(result: dict[str, Any]) -> None:
 
     t = Table(
@@ -90,13 +115,11 @@ def print_result(result: dict[str, Any]) -> None:
     console.print(line)
 
 
-def run_compare(args: argparse.Namespace, cfg: Config) -> int:
-    old, new = args.compare
-    report_dir = check_output_dir(args.report or default_report_dir(old, new), "--report")
+def run_compare(opts: EvaluateOptions, cfg: Config) -> int:
+    old, new = opts.compare
+    report_dir = check_output_dir(opts.report or default_report_dir(old, new), "--report")
     set_torch_threads(cfg.train.threads)
-    cmp = compare(
-        cfg, old, new, split=args.split, tta=args.tta, data_given=getattr(args, "data.data_dir") is not None
-    )
+    cmp = compare(cfg, old, new, split=opts.split, tta=opts.tta, data_given=opts.data_given)
     atomic_write_json(report_dir / "comparison.json", cmp.to_dict())
     console.print(comparison_table(cmp))
     console.print(f"report: {report_dir / 'comparison.json'}")
@@ -104,17 +127,14 @@ def run_compare(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    if args.compare:
-        return run_compare(args, cfg)
-    first = Path(args.checkpoint[0])
-    report_dir = check_output_dir(args.report or first.parent / f"evaluate-{first.stem}", "--report")
+    opts = EvaluateOptions.from_args(args)
+    if opts.compare:
+        return run_compare(opts, cfg)
+    first = Path(opts.checkpoints[0])
+    report_dir = check_output_dir(opts.report or first.parent / f"evaluate-{first.stem}", "--report")
     set_torch_threads(cfg.train.threads)
     result = scoring.evaluate(
-        cfg,
-        args.checkpoint,
-        split=args.split,
-        tta=args.tta,
-        data_given=getattr(args, "data.data_dir") is not None,
+        cfg, list(opts.checkpoints), split=opts.split, tta=opts.tta, data_given=opts.data_given
     )
     write_report(report_dir, result)
     print_result(result)

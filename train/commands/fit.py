@@ -11,12 +11,14 @@ confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engines.config import Config
 from engines.device import set_torch_threads
-from train.options import add_training_arguments
+from train.options import add_training_arguments, config_given, data_given, overrides_of
 from train.progress import console
 from train.runfiles import check_output_dir
 
@@ -39,18 +41,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """fit's own flags, typed (the rest are config overrides, already in the Config)."""
+
+    out: Path | None = None
+    resume: bool = False
+    resume_from: Path | None = None  # --resume CKPT or RUN_DIR; None with --resume alone: --out's last.pt
+    init_from: str | None = None
+    data_given: bool = False  # --data named the competition folder: the cache is refreshed from it
+    config_given: bool = False  # --config named a file: a resumed run reads it, not its own config.toml
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # the section.key flags given
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FitOptions:
+        return cls(
+            out=Path(args.out) if args.out else None,
+            resume=args.resume is not None,
+            resume_from=Path(args.resume) if args.resume else None,
+            init_from=args.init_from,
+            data_given=data_given(args),
+            config_given=config_given(args),
+            overrides=overrides_of(args),
+        )
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    opts = FitOptions.from_args(args)
     # train.fitting imports torch: here, not at the top, so that `mask-train --help` answers at once
     from train.fitting import session
     from train.fitting.distributed import setup
 
-    if args.out:
-        check_output_dir(args.out, "--out")
-    run_dir, state = None, None
-    if args.resume is not None:
-        cfg, run_dir, state = session.resume_target(args, cfg)
-    elif args.out:
-        run_dir = Path(args.out)
+    if opts.out:
+        check_output_dir(opts.out, "--out")
+    run_dir, state = opts.out, None
+    if opts.resume:
+        resume = session.Resume(opts.resume_from, opts.out, opts.config_given, opts.overrides)
+        cfg, run_dir, state = session.resume_target(resume, cfg)
     set_torch_threads(cfg.train.threads)
     dist = setup(cfg.train.device)
     try:
@@ -59,8 +86,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             run_dir=run_dir,
             state=state,
             dist=dist,
-            data_given=getattr(args, "data.data_dir") is not None,
-            init_from=args.init_from,
+            data_given=opts.data_given,
+            init_from=opts.init_from,
         )
     finally:
         dist.close()
@@ -80,6 +107,6 @@ def print_summary(result: Any) -> None:
         f"({best.get('metric')} {score}) -> {result.run_dir / 'best.pt'}"
     )
     if best.get("calibration"):
-        from train.fitting.calibration import describe
+        from train.measures.calibration import describe
 
         console.print(f"calibrated on the validation data: {describe(best['calibration'])}")

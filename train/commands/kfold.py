@@ -11,13 +11,14 @@ Safe to run again: finished folds are skipped, an interrupted fold resumes from 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
 
 from engines.config import Config
 from engines.device import set_torch_threads
-from train.options import add_training_arguments
+from train.options import add_training_arguments, data_given
 from train.progress import console
 from train.runfiles import check_output_dir
 
@@ -28,18 +29,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
 
 
+@dataclass(frozen=True)
+class KfoldOptions:
+    """kfold's own flags, typed (the rest are config overrides, already in the Config)."""
+
+    out: str | None = None
+    data_given: bool = False  # --data named the competition folder: the cache is refreshed from it
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> KfoldOptions:
+        return cls(out=args.out, data_given=data_given(args))
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Also runs under torchrun: every fold is a DDP fit; rank 0 alone writes and reports."""
+    opts = KfoldOptions.from_args(args)
     # train.fitting imports torch: here, not at the top, so that `mask-train --help` answers at once
     from train.fitting import kfold
     from train.fitting.distributed import setup
 
-    if args.out:
-        check_output_dir(args.out, "--out")
+    if opts.out:
+        check_output_dir(opts.out, "--out")
     set_torch_threads(cfg.train.threads)
     dist = setup(cfg.train.device)
     try:
-        result = kfold.run_folds(cfg, dist, args.out, getattr(args, "data.data_dir") is not None)
+        result = kfold.run_folds(cfg, dist, opts.out, opts.data_given)
     finally:
         dist.close()
     if result is not None:

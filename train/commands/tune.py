@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 from engines.config import Config, with_overrides
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from train.data.prepare import ensure_prepared
-from train.options import add_training_arguments
+from train.options import add_training_arguments, data_given
 from train.progress import console
 from train.tuning.space import parse_space
 
@@ -44,7 +45,20 @@ def refuse_torchrun() -> None:
         )
 
 
+@dataclass(frozen=True)
+class TuneOptions:
+    """tune's own flags, typed (the rest are config overrides, already in the Config)."""
+
+    resume: bool = False
+    data_given: bool = False  # --data named the competition folder: the cache is refreshed from it
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TuneOptions:
+        return cls(resume=args.resume, data_given=data_given(args))
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    opts = TuneOptions.from_args(args)
     refuse_torchrun()
     params = parse_space(cfg)  # bad entries are one line before anything is written or run
     if cfg.data.val_fraction <= 0:
@@ -60,9 +74,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     setup = TuneSetup(cfg, params, out, storage_url(cfg, out), cfg.tune.study)
-    study = open_study(setup, args.resume)
+    study = open_study(setup, opts.resume)
     set_torch_threads(cfg.train.threads)
-    ensure_prepared(cfg, getattr(args, "data.data_dir") is not None, True)  # once, not in every trial
+    ensure_prepared(cfg, opts.data_given, True)  # once, not in every trial
     try:
         run_study(setup, study)
     finally:

@@ -19,7 +19,7 @@ from train.data.prepare import ensure_prepared
 from train.data.targets import is_full, split_targets
 from train.evaluation.inference import load_models
 from train.evaluation.scoring import score_samples, select
-from train.fitting.metrics import summarize
+from train.measures.metrics import summarize
 
 
 def door_metrics(probs: np.ndarray, targets: np.ndarray, flag_states: Sequence[str]) -> dict[str, Any]:

@@ -38,8 +38,8 @@ from train.data.layout import COMPETITION_AGE_THRESHOLD, TrainImage, scan_train
 from train.data.prepare import ensure_prepared
 from train.data.targets import split_targets
 from train.evaluation.inference import load_models
-from train.evaluation.plots import bar_chart, save_png
 from train.evaluation.scoring import score_samples
+from train.measures.plots import bar_chart, save_png
 from train.progress import task
 
 THUMB = 32  # side of the grey thumbnail that "the same photo" is judged on

@@ -24,9 +24,9 @@ from train.data.cache import read_crop
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.prepare import ensure_prepared
 from train.evaluation.inference import ensemble_probs, geometry_warnings, load_models
-from train.evaluation.plots import confusion_image, reliability_image, save_png
-from train.fitting.calibration import mask_ece, mask_reliability
-from train.fitting.metrics import summarize
+from train.measures.calibration import mask_ece, mask_reliability
+from train.measures.metrics import summarize
+from train.measures.plots import confusion_image, reliability_image, save_png
 from train.progress import err_console, task
 from train.runfiles import save_npz
 

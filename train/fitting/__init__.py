@@ -1,2 +1,2 @@
 """Training one classifier: the Trainer and its epoch loop, losses, optimisers and schedules, checkpoints,
-DDP, metrics, and the fit-one-run logic that both `fit` and `kfold` use (session, kfold)."""
+DDP, the temperature fit, and the fit-one-run logic that both `fit` and `kfold` use (session, kfold)."""

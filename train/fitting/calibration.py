@@ -1,7 +1,8 @@
 """Temperature scaling fitted on validation data (engines.calibration applies it): per softmax of the network
 ("classes", or mask / gender / age for three heads), the T that minimises the negative log-likelihood of the
 validation labels. `fit` does it with each checkpoint it writes, `mask-train calibrate` on an existing model
-file; the same numbers (ECE of the mask state's top probability, NLL) are reported by both and by evaluate.
+file, and writes it into the file; train.measures.calibration has the numbers (ECE of the mask state's top
+probability, NLL) that both and evaluate report.
 """
 
 from __future__ import annotations
@@ -10,22 +11,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from engines.calibration import (
-    apply_temperature,
-    expected_calibration_error,
-    fit_temperature,
-    log_probs,
-    nll,
-    reliability,
-)
+from engines.calibration import fit_temperature, log_probs
 from engines.contract import CKPT_META, META_KEY, ModelMeta, pack_engine, unpack_engine
 from engines.errors import UserError
 from engines.fileio import atomic_path, atomic_write_bytes
-from engines.labels import TASK_NAMES, marginals
+from engines.labels import TASK_NAMES
 from train.data.targets import is_full, split_targets
 
 MIN_SAMPLES = 20  # fewer labelled validation samples than this for a softmax: its T stays 1.0
@@ -52,49 +45,6 @@ def fit_temperatures(
             continue
         out[key] = round(fit_temperature(logits[key][known], y[known]), 4)
     return out
-
-
-def mask_ece(probs: np.ndarray, codes: np.ndarray) -> float:
-    """ECE (15 bins) of the mask state's top probability, over the samples whose mask state is known."""
-    mask = np.asarray(split_targets(np.asarray(codes, np.int64))[0])
-    known = mask >= 0
-    return expected_calibration_error(marginals(probs)[0][known], mask[known])
-
-
-def mask_reliability(probs: np.ndarray, codes: np.ndarray) -> dict[str, np.ndarray]:
-    """The 15 confidence bins of the mask state's top probability (count, confidence, accuracy)."""
-    mask = np.asarray(split_targets(np.asarray(codes, np.int64))[0])
-    known = mask >= 0
-    return reliability(marginals(probs)[0][known], mask[known])
-
-
-def mask_nll(probs: np.ndarray, codes: np.ndarray) -> float:
-    mask = np.asarray(split_targets(np.asarray(codes, np.int64))[0])
-    known = mask >= 0
-    return nll(np.log(np.maximum(marginals(probs)[0][known], 1e-30)), mask[known])
-
-
-def report(
-    probs: np.ndarray, codes: np.ndarray, head: str, temperature: Mapping[str, float]
-) -> dict[str, Any]:
-    """Mask ECE and NLL at T = 1 (`probs`) and at `temperature`, with the temperature itself."""
-    after = apply_temperature(probs, head, temperature)
-    return {
-        "temperature": dict(temperature),
-        "ece_mask": round(mask_ece(probs, codes), 5),
-        "ece_mask_calibrated": round(mask_ece(after, codes), 5),
-        "nll_mask": round(mask_nll(probs, codes), 5),
-        "nll_mask_calibrated": round(mask_nll(after, codes), 5),
-    }
-
-
-def describe(rep: Mapping[str, Any]) -> str:
-    temps = ", ".join(f"{k} {v:.3g}" for k, v in rep["temperature"].items()) or "1.0 (nothing to fit)"
-    before, after = 100 * rep["ece_mask"], 100 * rep["ece_mask_calibrated"]
-    return (
-        f"temperature {temps}; mask ECE {before:.1f}% -> {after:.1f}%, "
-        f"NLL {rep['nll_mask']:.3f} -> {rep['nll_mask_calibrated']:.3f}"
-    )
 
 
 def rewrite_meta(path: str | os.PathLike[str], meta: ModelMeta) -> None:

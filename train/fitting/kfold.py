@@ -23,11 +23,11 @@ from engines.errors import UserError
 from engines.fileio import atomic_write_json
 from engines.labels import class_names
 from train.data.folds import kfold_people
-from train.evaluation.plots import confusion_image, save_png
 from train.fitting.checkpoint import load_training_state
 from train.fitting.distributed import Dist
-from train.fitting.metrics import summarize
 from train.fitting.session import fit, load_samples, new_run_dir
+from train.measures.metrics import summarize
+from train.measures.plots import confusion_image, save_png
 from train.progress import console
 from train.runfiles import save_npz
 
@@ -113,7 +113,7 @@ def fold_scores(fold_dir: Path, i: int) -> dict[str, Any]:
 @dataclass
 class KfoldResult:
     out: Path  # the k-fold folder
-    oof: dict[str, Any]  # out-of-fold metrics (train.fitting.metrics.summarize) with keys/probs/targets
+    oof: dict[str, Any]  # out-of-fold metrics (train.measures.metrics.summarize) with keys/probs/targets
     per_fold: list[dict[str, Any]]  # each fold's best-epoch scores
 
 

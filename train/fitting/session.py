@@ -11,8 +11,9 @@ confusion.png, val_metrics.json and val_predictions.npz. Only rank 0 writes.
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,24 +27,34 @@ from train.fitting.checkpoint import load_training_state
 from train.fitting.distributed import Dist, rank_device
 from train.fitting.init_from import load_parent
 from train.fitting.trainer import FitResult, Trainer
-from train.options import overrides_of
 
 
-def resume_target(args: argparse.Namespace, cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
+@dataclass(frozen=True)
+class Resume:
+    """What `fit --resume` was told: the checkpoint or run folder to continue (None: --out's last.pt), the
+    run folder (--out), whether --config named a file, and the config overrides typed now (they go over the
+    run's own config.toml unless --config named another)."""
+
+    checkpoint: Path | None = None
+    out: Path | None = None
+    config_given: bool = False
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def resume_target(resume: Resume, cfg: Config) -> tuple[Config, Path, dict[str, Any]]:
     """(config, run folder, checkpoint) to resume: the run's own config.toml plus the flags given now."""
-    if args.resume:
-        ckpt = Path(args.resume)
-        ckpt = ckpt / "last.pt" if ckpt.is_dir() else ckpt
-    elif args.out:
-        ckpt = Path(args.out) / "last.pt"
+    if resume.checkpoint is not None:
+        ckpt = resume.checkpoint / "last.pt" if resume.checkpoint.is_dir() else resume.checkpoint
+    elif resume.out is not None:
+        ckpt = resume.out / "last.pt"
     else:
         raise UserError("--resume needs the run to continue: --out RUN_DIR or --resume RUN_DIR/last.pt")
     state = load_training_state(ckpt)
     saved = ckpt.parent / "config.toml"
-    if args.config is None and saved.is_file():
-        cfg = load_config(saved, overrides_of(args))
+    if not resume.config_given and saved.is_file():
+        cfg = load_config(saved, resume.overrides)
     check_same_run(state, cfg)
-    return cfg, Path(args.out) if args.out else ckpt.parent, state
+    return cfg, resume.out or ckpt.parent, state
 
 
 def check_same_run(state: dict[str, Any], cfg: Config) -> None:

@@ -26,14 +26,12 @@ from train.data.cache import Cache, Sample
 from train.data.dataset import CropDataset, EpochSampler, make_loader, sample_weights
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.targets import is_full, split_targets
-from train.evaluation.plots import confusion_image, save_png
-from train.fitting import calibration
 from train.fitting import checkpoint as ckpt_io
+from train.fitting.calibration import fit_temperatures
 from train.fitting.distributed import Dist
 from train.fitting.init_from import Parent
 from train.fitting.loop import make_scaler, predict_loader, train_one_epoch
 from train.fitting.losses import build_loss
-from train.fitting.metrics import headline, summarize
 from train.fitting.optim import (
     build_optimizer,
     build_scheduler,
@@ -41,6 +39,9 @@ from train.fitting.optim import (
     step_scheduler,
     stretch_schedule,
 )
+from train.measures.calibration import report as calibration_report
+from train.measures.metrics import headline, summarize
+from train.measures.plots import confusion_image, save_png
 from train.progress import console, task
 from train.runfiles import save_npz, write_config, write_metrics
 
@@ -436,8 +437,8 @@ class Trainer:
             self.temperature = {}
             return None
         head = self.cfg.model.head
-        self.temperature = calibration.fit_temperatures(val[0], self.val_targets, head, self.knows())
-        rep = calibration.report(val[0], self.val_targets, head, self.temperature)
+        self.temperature = fit_temperatures(val[0], self.val_targets, head, self.knows())
+        rep = calibration_report(val[0], self.val_targets, head, self.temperature)
         row.update(
             temperature=rep["temperature"],
             val_ece_mask=rep["ece_mask"],

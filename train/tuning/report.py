@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from engines.config import Config, with_overrides
 from engines.fileio import atomic_write_text
-from train.evaluation.plots import GRID, INK, _text, bar_chart, save_png
+from train.measures.plots import GRID, INK, _text, bar_chart, save_png
 from train.runfiles import config_toml
 
 BLUE, GREY, RED = (180, 120, 40), (170, 170, 170), (40, 40, 200)

@@ -27,15 +27,16 @@ from engines.config import Config, with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from engines.secrets import redact_url
-from monitor.capture import Capture, Frame
-from monitor.collect import Collector, model_sha256
-from monitor.events import EventLog, FaceSaver, Recorder, annotate, blur_faces
-from monitor.pipeline import FrameResult, Pipeline, run_round
-from monitor.publish import Publisher
-from monitor.retention import Retention, targets
-from monitor.sources import Opener, Source, SourceSpec, default_name, open_cv, open_error, unique_names
-from monitor.timing import StageTimer
-from monitor.ui import (
+from monitor.decisions.pipeline import Pipeline, run_round
+from monitor.decisions.results import FrameResult
+from monitor.inference.timing import StageTimer
+from monitor.outputs.collect import Collector, model_sha256
+from monitor.outputs.events import EventLog
+from monitor.outputs.faces import FaceSaver
+from monitor.outputs.mqtt import Publisher
+from monitor.outputs.recording import Recorder, annotate, blur_faces
+from monitor.outputs.retention import Retention, targets
+from monitor.outputs.screen import (
     Dashboard,
     LiveScreen,
     MultiDashboard,
@@ -46,6 +47,8 @@ from monitor.ui import (
     multi_summary,
     summary_text,
 )
+from monitor.sources.capture import Capture, Frame
+from monitor.sources.kinds import Opener, Source, SourceSpec, default_name, open_cv, open_error, unique_names
 
 
 @dataclass(frozen=True)

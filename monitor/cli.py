@@ -17,15 +17,16 @@ from engines.errors import UserError, run_cli
 from engines.faces import create_detector
 from engines.fileio import require_file
 from monitor.app import Monitor, Options
-from monitor.bench import run_bench
-from monitor.bench_streams import run_streams_bench
-from monitor.classifier import load_classifier
-from monitor.events import check_outputs, check_record_dir
-from monitor.mqtt import add_broker_arguments, broker_from_args
-from monitor.publish import connect_publisher
-from monitor.retention import add_prune_arguments, run_prune
-from monitor.site import add_site_arguments, run_site
-from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
+from monitor.bench.pipeline import run_bench
+from monitor.bench.streams import run_streams_bench
+from monitor.broker import add_broker_arguments, broker_from_args
+from monitor.inference.classifier import load_classifier
+from monitor.outputs.events import check_outputs
+from monitor.outputs.mqtt import connect_publisher
+from monitor.outputs.recording import check_record_dir
+from monitor.outputs.retention import add_prune_arguments, run_prune
+from monitor.site.view import add_site_arguments, run_site
+from monitor.sources.kinds import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
 
 DESCRIPTION = (
     "Real-time entrance monitor: finds faces, classifies mask / gender / age, flags incorrect and "

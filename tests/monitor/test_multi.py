@@ -13,8 +13,8 @@ from rich.console import Console
 from engines.config import Config, MonitorConfig
 from engines.faces import Face
 from monitor.app import Monitor, Options
-from monitor.sources import Source, SourceSpec
-from monitor.ui import PanelInfo, SourcesScreen
+from monitor.outputs.screen import PanelInfo, SourcesScreen
+from monitor.sources.kinds import Source, SourceSpec
 from tests.monitor.fakes import FakeCamera, ScriptedEngine
 
 BOX = (40.0, 30.0, 100.0, 105.0)

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.mqtt import BadMessage, SiteFeed, parse_url, read_site_message
-from monitor.site import SiteView, event_line
+from monitor.broker import parse_url
+from monitor.site.feed import BadMessage, SiteFeed, read_site_message
+from monitor.site.view import SiteView, event_line
 
 pytest.importorskip("amqtt")
 

@@ -19,43 +19,18 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 from engines.config import CollectConfig
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, open_private_append, private_dir, sha256_file
-from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, marginals
-from monitor.decide import State
+from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES
+from monitor.decisions.results import Candidate
 
 COLLECTED_JSONL = "collected.jsonl"  # the name train.label.store reads (a test keeps the two equal)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A settled person as their latest settled classification saw them."""
-
-    track: int  # the person number (as track_id in --events)
-    frame: int
-    time: float
-    crop: np.ndarray  # the crop that classification used
-    state: State  # the vote it settled
-    probs: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]  # mask, gender, age of the vote
-    disagree: bool  # a classification in the vote's window named another mask state
-
-
-def candidate(
-    track: int, frame: int, when: float, crop: np.ndarray, state: State, history: np.ndarray
-) -> Candidate:
-    """The vote over `history` ([n, 18] rows) read per task, and whether its rows agree on the mask."""
-    mean = history.mean(axis=0)
-    per_task = tuple(tuple(round(float(p), 4) for p in t) for t in marginals(mean))
-    hard = marginals(history)[0].argmax(axis=1)
-    return Candidate(track, frame, when, crop, state, per_task, bool((hard != state.mask).any()))  # type: ignore[arg-type]
 
 
 def model_sha256(path: Path | None) -> str:

@@ -1,5 +1,6 @@
 """Which classifier file the monitor runs, and loading it. Its own module because both commands need it
-(`mask-monitor` in monitor.cli, `mask-monitor bench` in monitor.bench) and neither imports the other."""
+(`mask-monitor` in monitor.cli, `mask-monitor bench` in monitor.bench.pipeline) and neither
+imports the other."""
 
 from __future__ import annotations
 

@@ -24,11 +24,11 @@ from engines.device import set_torch_threads
 from engines.faces import FaceDetector, create_detector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
-from monitor.capture import Capture
-from monitor.classifier import load_classifier
-from monitor.pipeline import Pipeline
-from monitor.sources import SourceSpec, open_cv, open_error
-from monitor.timing import StageTimer
+from monitor.decisions.pipeline import Pipeline
+from monitor.inference.classifier import load_classifier
+from monitor.inference.timing import StageTimer
+from monitor.sources.capture import Capture
+from monitor.sources.kinds import SourceSpec, open_cv, open_error
 
 
 def rss_mb() -> float | None:

@@ -26,7 +26,7 @@ from typing import IO
 from engines.config import Config, add_config_argument
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, require_dir
-from monitor.collect import COLLECTED_JSONL
+from monitor.outputs.collect import COLLECTED_JSONL
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")

@@ -7,7 +7,7 @@ the pipeline.
 - file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
 - a live source that fails mid-run is reopened with exponential back-off while `status` says so (with
   several sources, also one that is down when the monitor starts).
-The device is opened through an injectable `opener` (default: its monitor.sources row's), so tests can
+The device is opened through an injectable `opener` (default: its monitor.sources.kinds row's), so tests can
 drive the whole path with a fake camera.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from engines.errors import UserError
 from engines.secrets import redact_url
-from monitor.sources import Device, Opener, SourceSpec, open_cv, open_error
-from monitor.timing import StageTimer
+from monitor.inference.timing import StageTimer
+from monitor.sources.kinds import Device, Opener, SourceSpec, open_cv, open_error
 
 
 @dataclass

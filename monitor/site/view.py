@@ -3,7 +3,8 @@
 Each source's retained status fills its panel (the same panels as a monitor with several sources); every
 event goes into one merged list of the latest flags and, with `--events FILE`, one merged JSONL file (the
 monitor's event keys, `source` and `machine`). Anyone who can publish under the prefix reaches this view:
-every message is checked first (monitor.mqtt.read_site_message); one that fails is counted, said once, and
+every message is checked first (monitor.site.feed.read_site_message); one that fails is counted, said
+once, and
 skipped.
 """
 
@@ -26,8 +27,9 @@ from engines.cliargs import positive_float
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
-from monitor.mqtt import SiteFeed, add_broker_arguments, broker_from_args
-from monitor.ui import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
+from monitor.broker import add_broker_arguments, broker_from_args
+from monitor.outputs.screen import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
+from monitor.site.feed import SiteFeed
 
 
 def event_line(e: dict[str, Any]) -> str:

@@ -19,10 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from engines.labels import MASK_DISPLAY
-from monitor.decide import State
-from monitor.events import Event
-from monitor.pipeline import FrameResult, TrackView
-from monitor.timing import StageTimer
+from monitor.decisions.decide import State
+from monitor.decisions.results import Event, FrameResult, TrackView
+from monitor.inference.timing import StageTimer
 
 MASK_STYLES = ("green", "bold yellow", "bold red")  # wear, incorrect, not_wear
 

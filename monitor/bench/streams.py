@@ -33,8 +33,8 @@ from engines.device import set_torch_threads
 from engines.faces import create_detector
 from engines.fileio import atomic_write_json, require_file
 from monitor.app import Monitor, Options
-from monitor.classifier import engine_path, load_classifier
-from monitor.sources import Source, SourceSpec
+from monitor.inference.classifier import engine_path, load_classifier
+from monitor.sources.kinds import Source, SourceSpec
 
 _SUMMARY = re.compile(r"(\d+) frames? in ([\d.]+) s \(([\d.]+) frames/s\)")
 

@@ -9,7 +9,6 @@ its reason, not "unreachable".
 
 from __future__ import annotations
 
-import argparse
 import os
 import ssl
 import threading
@@ -61,22 +60,6 @@ def parse_url(url: str) -> MqttUrl:
     user = unquote(u.username) if u.username else None
     password = unquote(u.password) if u.password else None
     return MqttUrl(u.hostname, port, prefix, user, password, u.scheme == "mqtts")
-
-
-def add_broker_arguments(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
-    """--mqtt URL, --mqtt-password-file FILE, --mqtt-ca FILE (the monitor's and `site`'s)."""
-    p.add_argument("--mqtt", metavar="URL", required=required, help=help)
-    p.add_argument(
-        "--mqtt-password-file",
-        metavar="FILE",
-        help=f"the MQTT password: the first line of FILE (or set {MQTT_PASSWORD_ENV}); the URL names the "
-        "user",
-    )
-    p.add_argument(
-        "--mqtt-ca",
-        metavar="FILE",
-        help="the CA certificate (PEM) that signed an mqtts:// broker's (default: the system's CAs)",
-    )
 
 
 def broker_from_args(

@@ -12,7 +12,6 @@ record without its crop. 0 turns a limit off.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from engines.config import Config, add_config_argument
+from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, require_dir
 from monitor.outputs.collect import COLLECTED_JSONL
@@ -217,21 +216,16 @@ class Retention:
         return any(k.flag == flag and k.max_mb > 0 and self.size[flag] > k.max_mb * 1e6 for k in self.kept)
 
 
-def add_prune_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_argument(p)
-    p.add_argument("--collect", type=Path, metavar="DIR", help="a --collect folder ([collect] limits)")
-    p.add_argument(
-        "--save-faces", type=Path, metavar="DIR", help="a --save-faces folder ([save_faces] limits)"
-    )
-    p.add_argument(
-        "--record",
-        type=Path,
-        metavar="OUT.mp4|DIR",
-        help="a --record video, or a --record folder of several sources' videos ([record] limits)",
-    )
+@dataclass(frozen=True)
+class PruneOptions:
+    """`mask-monitor prune`'s folders (monitor.cli builds it)."""
+
+    collect: Path | None = None
+    save_faces: Path | None = None
+    record: Path | None = None
 
 
-def run_prune(args: argparse.Namespace, cfg: Config, out: IO[str] | None = None) -> int:
+def run_prune(args: PruneOptions, cfg: Config, out: IO[str] | None = None) -> int:
     """Check every path first (a bad one: one line, nothing deleted), then prune each folder once."""
     out = out or sys.stdout
     if not (args.collect or args.save_faces or args.record):

@@ -10,7 +10,6 @@ skipped.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import signal
@@ -18,16 +17,16 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, RenderableType
 
-from engines.cliargs import positive_float
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
-from monitor.broker import add_broker_arguments, broker_from_args
+from monitor.broker import MqttUrl
 from monitor.outputs.screen import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
 from monitor.site.feed import SiteFeed
 
@@ -142,18 +141,19 @@ class SiteView:
             self._fh = None
 
 
-def add_site_arguments(p: argparse.ArgumentParser) -> None:
-    add_broker_arguments(p, "mqtt[s]://[user@]host[:port][/prefix] the monitors publish to", required=True)
-    p.add_argument("--events", metavar="FILE.jsonl", help="append every event of every source to this file")
-    p.add_argument(
-        "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
-    )
-    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+@dataclass(frozen=True)
+class SiteOptions:
+    """`mask-monitor site`'s flags (monitor.cli builds it, the broker checked before anything connects)."""
+
+    broker: MqttUrl
+    events: Path | None = None
+    headless: bool = False
+    duration: float | None = None
 
 
-def run_site(args: argparse.Namespace, console: Console | None = None, out: IO[str] | None = None) -> int:
-    url = broker_from_args(args.mqtt, args.mqtt_password_file, args.mqtt_ca)
-    events = Path(args.events) if args.events else None
+def run_site(args: SiteOptions, console: Console | None = None, out: IO[str] | None = None) -> int:
+    url = args.broker
+    events = args.events
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")
     view = SiteView(events, out or sys.stdout, args.headless)

@@ -1,5 +1,6 @@
 """monitor.outputs.mqtt and monitor.site against a real MQTT broker (amqtt) started in the test process:
-delivery of every event, the retained status per source, a broker that goes away and comes back, and the bounded queue."""
+delivery of every event, the retained status per source, a broker that goes away and comes
+back, and the bounded queue."""
 
 from __future__ import annotations
 
@@ -271,22 +272,13 @@ def test_a_monitor_of_two_sources_publishes_to_the_site_view(broker, tmp_path):
 
 
 def test_site_command_headless_prints_flags_and_writes_the_merged_file(broker, tmp_path):
-    import argparse
-
-    from monitor.site.view import run_site
+    from monitor.site.view import SiteOptions, run_site
 
     url = f"mqtt://127.0.0.1:{broker.port}/site1"
     pub = MqttPublisher(parse_url(url), ["door1"], status_every_s=0.2, err=io.StringIO())
     pub.attach(lambda: [PanelInfo("door1", 25.0, 1, (0, 0, 1), "live")])
     out = io.StringIO()
-    args = argparse.Namespace(
-        mqtt=url,
-        mqtt_password_file=None,
-        mqtt_ca=None,
-        events=str(tmp_path / "site.jsonl"),
-        headless=True,
-        duration=4.0,
-    )
+    args = SiteOptions(parse_url(url), events=tmp_path / "site.jsonl", headless=True, duration=4.0)
     th = threading.Thread(target=run_site, args=(args,), kwargs={"out": out}, daemon=True)
     try:
         assert pub.connected.wait(10)

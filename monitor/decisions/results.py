@@ -15,6 +15,7 @@ from engines.faces import Box
 from engines.labels import marginals
 from monitor.decisions.decide import State
 from monitor.sources.capture import Frame
+from monitor.sources.link import LinkState
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,34 @@ EVENT_KEYS = ("event", "time", "frame", "track_id", "box", "mask", "gender", "ag
 
 @dataclass(frozen=True)
 class Event:
-    event: str  # "flag" | "left"
+    """A person flagged or gone ("flag", "left"), or a source's link changed ("link": `link` and its `text`;
+    no person, `state` None). `source` names the source (every source has a name, one source too)."""
+
+    event: str  # "flag" | "left" | "link"
     time: float
     frame: int
     track_id: int
     box: tuple[int, int, int, int]
-    state: State
-    source: str = ""  # the source's name; written only when the monitor watches several
+    state: State | None
+    source: str = ""
+    link: LinkState | None = None  # "link" only
+    text: str = ""  # "link" only: the state in words ("reconnecting to ... (try 2)"), secrets redacted
 
-    def to_dict(self) -> dict[str, Any]:
+    @classmethod
+    def link_change(cls, source: str, link: LinkState, text: str, when: float = 0.0) -> Event:
+        return cls("link", when, -1, 0, (0, 0, 0, 0), None, source, link, text)
+
+    @property
+    def person(self) -> bool:
+        """A flag or a departure (not a link change)."""
+        return self.state is not None
+
+    def to_dict(self, with_source: bool = True) -> dict[str, Any]:
+        """The --events keys (EVENT_KEYS), then `source` (with `with_source`: the events file writes it only
+        when the monitor watches several sources)."""
+        if self.state is None:
+            link = self.link.value if self.link is not None else None
+            return {"event": self.event, "source": self.source, "link": link, "text": self.text}
         s = self.state
         out = {
             "event": self.event,
@@ -101,6 +121,6 @@ class Event:
             "class": s.cls,
             "confidence": round(float(s.confidence), 4),
         }
-        if self.source:
+        if with_source and self.source:
             out["source"] = self.source
         return out

@@ -28,7 +28,8 @@ from engines.config import CollectConfig
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, open_private_append, private_dir, sha256_file
 from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES
-from monitor.decisions.results import Candidate
+from monitor.decisions.results import Candidate, FrameResult
+from monitor.outputs.base import Context, NoSink
 
 COLLECTED_JSONL = "collected.jsonl"  # the name train.label.store reads (a test keeps the two equal)
 
@@ -180,3 +181,19 @@ def _last_byte(path: Path) -> bytes:
     with open(path, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
         return fh.read(1)
+
+
+class CollectSink(NoSink):
+    """--collect DIR: the people who left, offered to the Collector (which decides and writes)."""
+
+    def __init__(self, collector: Collector, note: Callable[[str], None]) -> None:
+        self.collector, self.note = collector, note
+
+    def frame(self, result: FrameResult) -> None:
+        for c in result.collect:
+            for m in self.collector.offer(c, result.source):
+                self.note(m)
+
+
+def sink_for(ctx: Context) -> CollectSink | None:
+    return CollectSink(ctx.collector, ctx.note) if ctx.collector is not None else None

@@ -11,6 +11,7 @@ from typing import IO
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
 from monitor.decisions.results import Event
+from monitor.outputs.base import Context, NoSink
 from monitor.outputs.recording import check_record_path
 
 
@@ -26,10 +27,10 @@ class EventLog:
         except OSError as exc:
             raise UserError(f"events file {self.path}: cannot write ({exc.strerror})") from None
 
-    def write(self, event: Event) -> None:
+    def write(self, event: Event, with_source: bool = True) -> None:
         if self._fh is not None:
             try:
-                self._fh.write(json.dumps(event.to_dict()) + "\n")
+                self._fh.write(json.dumps(event.to_dict(with_source)) + "\n")
                 self._fh.flush()
             except OSError as exc:  # a full disk: the run stops with this line (its file named)
                 raise UserError(f"events file {self.path}: cannot write ({exc.strerror or exc})") from None
@@ -61,3 +62,21 @@ def check_outputs(
         raise UserError(f"--save-faces {save_faces} is a file; give a folder")
     if collect is not None and collect.exists() and not collect.is_dir():
         raise UserError(f"--collect {collect} is a file; give a folder")
+
+
+class EventsSink(NoSink):
+    """--events FILE.jsonl: every flag and departure (`source` only when the monitor watches several)."""
+
+    def __init__(self, log: EventLog, named: bool) -> None:
+        self.log, self.named = log, named
+
+    def event(self, event: Event) -> None:
+        if event.person:
+            self.log.write(event, self.named)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def sink_for(ctx: Context) -> EventsSink | None:
+    return EventsSink(EventLog(ctx.options.events), ctx.named) if ctx.options.events is not None else None

@@ -20,7 +20,9 @@ from typing import IO, Protocol
 
 from monitor.broker import Login, MqttUrl, connect_client, new_client
 from monitor.decisions.results import Event
+from monitor.outputs.base import Context, NoSink
 from monitor.outputs.screen import PanelInfo
+from monitor.sources.link import LinkState
 
 
 class Publisher(Protocol):
@@ -30,8 +32,8 @@ class Publisher(Protocol):
     def event(self, source: str, event: Event) -> None:
         """Every flag and departure of `source` (called from the output thread; must not block long)."""
 
-    def note(self, source: str, message: str) -> None:
-        """A change of the source's link ("reconnecting ...", "live (reconnected)", "ended")."""
+    def link(self, source: str, state: LinkState, text: str) -> None:
+        """A change of the source's link (its state, and in words: "reconnecting ...", "ended")."""
 
     def close(self) -> None:
         """Say every source is down, deliver what is queued (bounded wait), disconnect."""
@@ -68,7 +70,9 @@ class MqttPublisher:
         self.dropped = 0  # events refused by the full queue
         self.published = 0
         self.unsent = 0  # messages still queued when close() gave up
-        self.links: dict[str, str] = dict.fromkeys(self.sources, "starting")
+        self.links: dict[str, tuple[LinkState, str]] = dict.fromkeys(
+            self.sources, (LinkState.CONNECTING, "starting")
+        )
         self.snapshot: Callable[[], list[PanelInfo]] = self._bare_panels
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -111,7 +115,11 @@ class MqttPublisher:
         self._publish_status()
 
     def _bare_panels(self) -> list[PanelInfo]:
-        return [PanelInfo(s, 0.0, 0, (0, 0, 0), self.links.get(s, "")) for s in self.sources]
+        out = []
+        for s in self.sources:
+            state, text = self.links.get(s, (LinkState.CONNECTING, ""))
+            out.append(PanelInfo(s, 0.0, 0, (0, 0, 0), text, state))
+        return out
 
     # --- the Publisher interface --------------------------------------------------------------------------
     def attach(self, snapshot: Callable[[], list[PanelInfo]]) -> None:
@@ -137,9 +145,9 @@ class MqttPublisher:
         """Messages paho holds that the broker has not acknowledged (paho offers no public count)."""
         return len(getattr(self.client, "_out_messages", {}))
 
-    def note(self, source: str, message: str) -> None:
+    def link(self, source: str, state: LinkState, text: str) -> None:
         """A link change goes out at once (retained), not at the next periodic status."""
-        self.links[source] = message
+        self.links[source] = (state, text)
         if self.connected.is_set():
             self._publish_status()
 
@@ -149,7 +157,9 @@ class MqttPublisher:
         self._thread.join(timeout)
         panels = self.snapshot()
         for p in panels:
-            self._status(PanelInfo(p.name, 0.0, 0, p.counts, "down (monitor stopped)", False, p.dropped))
+            self._status(
+                PanelInfo(p.name, 0.0, 0, p.counts, "down (monitor stopped)", LinkState.DOWN, p.dropped)
+            )
         machine = {"machine": self.machine, "up": False, "sources": self.sources}
         self.client.publish(self._machine_topic(), json.dumps(machine), qos=1, retain=True)
         end = time.monotonic() + timeout
@@ -190,3 +200,23 @@ def _queue_full() -> int:
     import paho.mqtt.client as mqtt
 
     return mqtt.MQTT_ERR_QUEUE_SIZE
+
+
+class MqttSink(NoSink):
+    """--mqtt: every flag and departure on PREFIX/SOURCE/events, every link change in the retained status."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    def event(self, event: Event) -> None:
+        if event.person:
+            self.publisher.event(event.source, event)
+        elif event.link is not None:
+            self.publisher.link(event.source, event.link, event.text)
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+def sink_for(ctx: Context) -> MqttSink | None:
+    return MqttSink(ctx.publisher) if ctx.publisher is not None else None

@@ -11,6 +11,8 @@ import numpy as np
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_path, private_dir, require_dir
 from monitor.decisions.decide import State
+from monitor.decisions.results import FrameResult
+from monitor.outputs.base import Context, NoSink
 
 # BGR colours per mask state (wear, incorrect, not_wear) and for a track without a state yet
 BOX_COLOURS = ((80, 200, 60), (0, 200, 255), (40, 40, 230))
@@ -127,3 +129,49 @@ def annotate(
         cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty + 2), colour, -1)
         cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+class RecordingSink(NoSink):
+    """--record: one annotated video per source (OUT.mp4 for one source, DIR/NAME.mp4 for several)."""
+
+    def __init__(self, recorders: dict[str, Recorder], blur: bool) -> None:
+        self.recorders, self.blur = recorders, blur
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.recorders.values())
+
+    def frame(self, result: FrameResult) -> None:
+        recorder = self.recorders.get(result.source)
+        if recorder is None or result.skipped or result.final:
+            return
+        boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
+        image = result.frame.image
+        if self.blur:  # every face in the recording but flagged people's
+            image = blur_faces(image, [t.box for t in result.tracks if not t.flagged])
+        recorder.write(annotate(image, boxes))
+
+    def close(self) -> None:
+        """Each video on its own: a full disk under one must not cost the others (the first error raised)."""
+        error: OSError | None = None
+        for r in self.recorders.values():
+            try:
+                r.close()
+            except OSError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+
+def sink_for(ctx: Context) -> RecordingSink | None:
+    record = ctx.options.record
+    if record is None:
+        return None
+    sink = RecordingSink({}, ctx.cfg.record.blur != "none")
+    try:
+        for s in ctx.sources:
+            sink.recorders[s.name] = Recorder(record / f"{s.name}.mp4" if ctx.named else record, s.fps)
+    except BaseException:
+        sink.close()  # what was opened before the one that failed leaves no temp file behind
+        raise
+    return sink

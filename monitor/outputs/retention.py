@@ -25,6 +25,8 @@ from typing import IO
 from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, require_dir
+from monitor.decisions.results import FrameResult
+from monitor.outputs.base import Context, NoSink
 from monitor.outputs.collect import COLLECTED_JSONL
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -248,3 +250,21 @@ def run_prune(args: PruneOptions, cfg: Config, out: IO[str] | None = None) -> in
             print(f"mask-monitor: warning: cannot delete {e}", file=sys.stderr, flush=True)
             failed += 1
     return 1 if failed else 0
+
+
+class RetentionSink(NoSink):
+    """The running monitor's retention: at start and every monitor.prune_every_s, in the output thread."""
+
+    def __init__(self, retention: Retention, note: Callable[[str], None], collector=None) -> None:
+        self.retention, self.note, self.collector = retention, note, collector
+
+    def frame(self, result: FrameResult) -> None:
+        if self.retention.due():
+            for m in self.retention.run():
+                self.note(m)
+            if self.collector is not None:  # --collect's size count after its folder was pruned
+                self.collector.recount()
+
+
+def sink_for(ctx: Context) -> RetentionSink | None:
+    return RetentionSink(ctx.retention, ctx.note, ctx.collector) if ctx.retention is not None else None

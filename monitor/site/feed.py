@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.broker import Login, MqttUrl, connect_client, new_client
+from monitor.sources.link import LinkState
 
 
 class SiteFeed:
@@ -85,7 +86,13 @@ class SiteFeed:
             elif kind == "machine" and not data.get("up", True):  # a machine gone: its sources are down
                 for s in data.get("sources", []):
                     self.on_status(
-                        s, {"up": False, "link": "down (machine gone)", "machine": data["machine"]}
+                        s,
+                        {
+                            "up": False,
+                            "state": "down",
+                            "link": "down (machine gone)",
+                            "machine": data["machine"],
+                        },
                     )
         except BadMessage as exc:
             self._bad(msg.topic, str(exc))
@@ -158,6 +165,7 @@ def _checked(
     return out
 
 
+STATES = tuple(s.value for s in LinkState)  # a status's "state" (monitors from before it send "up" alone)
 BIG = 2**53  # the largest count or frame number JSON carries exactly
 
 
@@ -192,10 +200,12 @@ def check_status(d: dict[str, Any]) -> dict[str, Any]:
     """A source's retained status (PanelInfo.to_dict() + machine)."""
     out = _checked(
         d,
-        ("source", "link", "machine"),
+        ("source", "link", "machine", "state"),
         {"fps": (0.0, 1e6, False)}
         | {k: (0, BIG, True) for k in ("in_view", "masked", "incorrect", "no_mask", "dropped")},
     )
+    if "state" in out and out["state"] not in STATES:
+        raise BadMessage(f"state = {_short(d['state'])} is not one of {', '.join(STATES)}")
     if "up" in d:
         if not isinstance(d["up"], bool):
             raise BadMessage(f"up = {_short(d['up'])} is not true or false")

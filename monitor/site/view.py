@@ -28,7 +28,8 @@ from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
 from monitor.broker import MqttUrl
 from monitor.outputs.screen import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
-from monitor.site.feed import SiteFeed
+from monitor.site.feed import STATES, SiteFeed
+from monitor.sources.link import LinkState
 
 
 def event_line(e: dict[str, Any]) -> str:
@@ -43,6 +44,13 @@ def event_line(e: dict[str, Any]) -> str:
     )
 
 
+def _state(s: dict[str, Any]) -> LinkState:
+    """The link's state (checked by read_site_message); from `up` for a monitor that sends no state."""
+    if s.get("state") in STATES:
+        return LinkState(s["state"])
+    return LinkState.UP if s.get("up", True) else LinkState.DOWN
+
+
 def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
     def num(key: str) -> float:
         v = s.get(key, 0)
@@ -54,7 +62,7 @@ def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
         int(num("in_view")),
         (int(num("masked")), int(num("incorrect")), int(num("no_mask"))),
         str(s.get("link", "")),
-        bool(s.get("up", True)),
+        _state(s),
         int(num("dropped")),
         str(s.get("machine", "")),
     )

@@ -33,7 +33,18 @@ near_events = st.fixed_dictionaries(
     {"event": st.sampled_from(["flag", "left"]) | json_values, "time": st.floats() | json_values},
     optional={k: json_values for k in EVENT_KEYS[2:] + ["source", "machine"]},
 )
-STATUS_KEYS = ["up", "link", "fps", "in_view", "masked", "incorrect", "no_mask", "dropped", "machine"]
+STATUS_KEYS = [
+    "up",
+    "state",
+    "link",
+    "fps",
+    "in_view",
+    "masked",
+    "incorrect",
+    "no_mask",
+    "dropped",
+    "machine",
+]
 near_status = st.fixed_dictionaries({}, optional={k: json_values for k in STATUS_KEYS + ["sources"]})
 topics = st.sampled_from(["p/door1/events", "p/door1/status", "p/_machines/h1/status", "p/x\x1b[2J/events"])
 

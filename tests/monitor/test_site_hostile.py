@@ -196,3 +196,16 @@ def test_malformed_messages_retained_or_not_never_stop_the_site_view(tmp_path):
     assert "\x1b" not in out and "d[31m1 FLAG person #2" in out
     rows = [json.loads(x) for x in (tmp_path / "site.jsonl").read_text().splitlines()]
     assert rows == [{**good, "source": "d[31m1"}]
+
+
+def test_a_status_carries_its_link_state_and_a_state_the_monitor_never_sends_is_refused():
+    from monitor.site.view import _panel
+    from monitor.sources.link import LinkState
+
+    body = json.dumps({"up": False, "state": "reconnecting"}).encode()
+    _, _, data = read_site_message("p/door1/status", body)
+    assert _panel("door1", data).state is LinkState.RECONNECTING and not _panel("door1", data).up
+    _, _, old = read_site_message("p/door1/status", json.dumps({"up": False, "link": "x"}).encode())
+    assert _panel("door1", old).state is LinkState.DOWN  # a monitor from before: its `up` alone
+    with pytest.raises(BadMessage, match="state = 'sideways' is not one of connecting, up"):
+        read_site_message("p/door1/status", json.dumps({"state": "sideways"}).encode())

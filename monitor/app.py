@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 from rich.console import Console
@@ -27,38 +26,29 @@ from engines.config import Config, with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from engines.secrets import redact_url
-from monitor.capture import Capture, Frame
-from monitor.collect import Collector, model_sha256
-from monitor.events import EventLog, FaceSaver, Recorder, annotate, blur_faces
-from monitor.pipeline import FrameResult, Pipeline, run_round
-from monitor.publish import Publisher
-from monitor.retention import Retention, targets
-from monitor.sources import Opener, Source, SourceSpec, default_name, open_cv, open_error, unique_names
-from monitor.timing import StageTimer
-from monitor.ui import (
+from monitor.decisions.pipeline import Pipeline, run_round
+from monitor.decisions.results import Event, FrameResult
+from monitor.inference.timing import StageTimer
+from monitor.options import Options
+from monitor.outputs.base import Context, SourceInfo
+from monitor.outputs.collect import Collector, model_sha256
+from monitor.outputs.mqtt import Publisher
+from monitor.outputs.recording import RecordingSink
+from monitor.outputs.retention import Retention, targets
+from monitor.outputs.screen import (
     Dashboard,
     LiveScreen,
     MultiDashboard,
     PanelInfo,
     SourceBoard,
     Tally,
-    flag_line,
     multi_summary,
     summary_text,
 )
-
-
-@dataclass(frozen=True)
-class Options:
-    headless: bool = False
-    bell: bool = False
-    realtime: bool = False
-    events: Path | None = None
-    save_faces: Path | None = None
-    record: Path | None = None
-    max_frames: int | None = None
-    duration: float | None = None
-    collect: Path | None = None  # --collect DIR: crops of the people the model was unsure of (opt-in)
+from monitor.outputs.sinks import make_sinks
+from monitor.sources.capture import Capture, Frame
+from monitor.sources.kinds import Opener, Source, SourceSpec, default_name, open_cv, open_error, unique_names
+from monitor.sources.link import LinkState
 
 
 @dataclass
@@ -80,57 +70,21 @@ class OutputStopped(RuntimeError):
 
 
 class _Outputs:
-    """The output thread and the files it owns."""
+    """The output thread: every FrameResult and link change to every sink (monitor.outputs.sinks.SINKS)."""
 
-    def __init__(
-        self,
-        options: Options,
-        dashboard: Dashboard | MultiDashboard,
-        streams: dict[str, tuple[bool, float]],  # name -> (live, fps)
-        multi: bool,
-        out: IO[str],
-        err: IO[str],
-        timer: StageTimer,
-        on_result: Callable[[FrameResult], None] | None = None,
-        publisher: Publisher | None = None,
-        collector: Collector | None = None,
-        cfg: Config | None = None,
-    ) -> None:
-        cfg = cfg or Config()
-        self.options = options
-        self.blur = cfg.record.blur != "none"  # every face in the recording but flagged people's
-        self.retention = Retention(
-            targets(cfg, options.collect, options.save_faces, options.record, record_is_dir=multi),
-            cfg.monitor.prune_every_s,
-        )
-        self.collector = collector
-        self.on_result = on_result
-        self.publisher = publisher
-        self.dashboard = dashboard
-        self.out, self.err = out, err
-        self.streams = streams
-        self.live = next(iter(streams.values()))[0]
+    def __init__(self, ctx: Context, timer: StageTimer) -> None:
         self.timer = timer
         self.error: BaseException | None = None
-        self.events: EventLog | None = None
-        self.recorders: dict[str, Recorder] = {}
-        self.saver: FaceSaver | None = None
-        try:
-            self.events = EventLog(options.events) if options.events else None
-            if options.record and multi:  # a folder: one video per source
-                for name, (_, fps) in streams.items():
-                    self.recorders[name] = Recorder(options.record / f"{name}.mp4", fps)
-            elif options.record:
-                self.recorders[""] = Recorder(options.record, next(iter(streams.values()))[1])
-            self.saver = FaceSaver(options.save_faces) if options.save_faces else None
-        except BaseException:
-            self._close_files()  # what was opened before the one that failed leaves no temp file behind
-            raise
-        self.queue: queue.Queue = queue.Queue(maxsize=16 * len(streams))
+        self.sinks = make_sinks(ctx)
+        self.queue: queue.Queue = queue.Queue(maxsize=16 * len(ctx.sources))
         self._thread = threading.Thread(target=self._run, name="outputs", daemon=True)
         self._thread.start()
 
-    def put(self, item: FrameResult | None) -> None:
+    @property
+    def recorded(self) -> int:
+        return sum(s.frames for s in self.sinks if isinstance(s, RecordingSink))
+
+    def put(self, item: FrameResult | Event | None) -> None:
         """Hand over, never blocking forever: a dead output thread would leave a full queue full."""
         while True:
             if not self._thread.is_alive():
@@ -145,16 +99,14 @@ class _Outputs:
         with contextlib.suppress(OutputStopped):
             self.put(None)
         self._thread.join()
-        self._close_files()
+        self._close_sinks()
 
-    def _close_files(self) -> None:
-        """Close every file, each on its own: a full disk under the events log must not cost the video.
+    def _close_sinks(self) -> None:
+        """Close every sink, each on its own: a full disk under the events log must not cost the video.
         The first failure becomes self.error (reported as one line by failure())."""
-        for f in (*self.recorders.values(), self.events, self.publisher):
-            if f is None:
-                continue
+        for s in self.sinks:
             try:
-                f.close()
+                s.close()
             except OSError as exc:
                 self.error = self.error or exc
 
@@ -170,61 +122,20 @@ class _Outputs:
         try:
             while (item := self.queue.get()) is not None:
                 with self.timer.stage("output"):
-                    if self.retention.due():  # at start and every monitor.prune_every_s, off the frame loop
-                        self._retain()
                     self._handle(item)
         except BaseException as exc:
             self.error = exc
 
-    def _note(self, message: str) -> None:
-        if self.options.headless:
-            print(f"mask-monitor: {message}", file=self.err, flush=True)
-        else:
-            self.dashboard.note(message)
-
-    def _retain(self, only: str | None = None) -> None:
-        for m in self.retention.run(only):
-            self._note(m)
-        if self.collector is not None and (only is None or only == "--collect"):
-            self.collector.recount()
-
-    def _handle(self, result: FrameResult) -> None:
-        live = self.streams[result.source][0] if result.source in self.streams else self.live
-        for ev in result.events:
-            if self.events is not None:
-                self.events.write(ev)
-            if self.publisher is not None:
-                self.publisher.event(result.source or next(iter(self.streams)), ev)
-            if ev.event != "flag":
-                continue
-            if self.saver is not None and ev.track_id in result.crops:
-                before = self.saver.written_bytes
-                self.saver.save(ev, result.crops[ev.track_id])
-                if self.retention.wrote("--save-faces", self.saver.written_bytes - before):
-                    self._retain("--save-faces")  # over [save_faces] max_mb: the oldest crops go now
-            if self.options.headless:
-                print(flag_line(ev, live), file=self.out, flush=True)
-            if self.options.bell:
-                self.out.write("\a")
-                self.out.flush()
-        if self.options.headless:
-            for m in result.messages:
-                where = f"{result.source}: " if result.source else ""
-                print(f"mask-monitor: {where}{m}", file=self.err, flush=True)
-        if self.collector is not None:
-            for c in result.collect:
-                for m in self.collector.offer(c, result.source or next(iter(self.streams))):
-                    self._note(m)
-        recorder = self.recorders.get(result.source)
-        if recorder is not None and not (result.skipped or result.final):
-            boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
-            image = result.frame.image
-            if self.blur:
-                image = blur_faces(image, [t.box for t in result.tracks if not t.flagged])
-            recorder.write(annotate(image, boxes))
-        self.dashboard.update(result)
-        if self.on_result is not None:
-            self.on_result(result)
+    def _handle(self, item: FrameResult | Event) -> None:
+        if isinstance(item, Event):  # a change of a source's link
+            for s in self.sinks:
+                s.event(item)
+            return
+        for ev in item.events:
+            for s in self.sinks:
+                s.event(ev)
+        for s in self.sinks:
+            s.frame(item)
 
 
 @dataclass
@@ -257,6 +168,7 @@ def board_for(st: Stream) -> SourceBoard:
         st.timer,
         status=lambda: st.capture.status,
         dropped=lambda: st.capture.dropped,
+        link=lambda: st.capture.link,
     )
 
 
@@ -279,7 +191,7 @@ class Monitor:
         spec: SourceSpec | Sequence[Source],
         engine: Engine | None,
         detector: FaceDetector,
-        options: Options = Options(),
+        options: Options | None = None,
         *,
         opener: Opener = open_cv,
         console: Console | None = None,
@@ -290,7 +202,7 @@ class Monitor:
     ) -> None:
         """`on_result` sees every FrameResult in the output thread (for embedding the monitor, and tests)."""
         self.cfg = cfg
-        self.options = options
+        self.options = options = options or Options()
         self.timer = StageTimer()  # the inference rounds (and, with one source, everything)
         self.wake = threading.Event()
         sources = as_sources(spec)
@@ -317,6 +229,7 @@ class Monitor:
                 status=lambda: st.capture.status,
                 dropped=lambda: st.capture.dropped,
                 detect_every=cfg.monitor.detect_every,
+                link=lambda: st.capture.link,
             )
         self.on_result = on_result
         self.collector = (
@@ -335,11 +248,11 @@ class Monitor:
         if isinstance(d, MultiDashboard):
             return d.panels()
         st = self.streams[0]
-        link = st.capture.status or "starting"
-        up = not any(w in link for w in ("reconnect", "fail", "ended", "starting"))
         in_view = sum(t.confirmed for t in d.tracks)
         counts = tuple(d.tally.counts())
-        return [PanelInfo(st.name, self.timer.fps(), in_view, counts, link, up, st.capture.dropped)]  # type: ignore[arg-type]
+        link = st.capture.status or "starting"
+        dropped = st.capture.dropped
+        return [PanelInfo(st.name, self.timer.fps(), in_view, counts, link, st.capture.link, dropped)]  # type: ignore[arg-type]
 
     def _stream(
         self, source: Source, engine: Engine | None, detector: FaceDetector, opener: Opener
@@ -358,7 +271,7 @@ class Monitor:
         )
         capture.wake = self.wake
         keep = self.options.save_faces is not None
-        name = source.name if self.multi else ""  # one source: events and lines exactly as before
+        name = source.name
         collect = self.options.collect is not None
         pipeline = Pipeline(cfg, engine, detector, timer, keep_crops=keep, name=name, collect=collect)
         return Stream(source, capture, pipeline, timer)
@@ -405,19 +318,24 @@ class Monitor:
         t0 = time.perf_counter()
         interrupted = False
         try:
-            outputs = _Outputs(
-                self.options,
-                self.dashboard,
-                {st.name: (st.live, st.capture.fps) for st in self.streams},
-                self.multi,
+            opts = self.options
+            ctx = Context(
+                opts,
+                self.cfg,
+                tuple(SourceInfo(st.name, st.live, st.capture.fps, st.describe()) for st in self.streams),
                 self.out,
                 self.err,
-                self.timer,
-                self.on_result,
-                self.publisher,
-                self.collector,
-                self.cfg,
+                self._note,
+                screen=self.dashboard,
+                publisher=self.publisher,
+                collector=self.collector,
+                retention=Retention(
+                    targets(self.cfg, opts.collect, opts.save_faces, opts.record, record_is_dir=self.multi),
+                    self.cfg.monitor.prune_every_s,
+                ),
+                on_result=self.on_result,
             )
+            outputs = _Outputs(ctx, self.timer)
             with self._signals(), self._screen():
                 self.started.set()
                 try:
@@ -481,7 +399,7 @@ class Monitor:
             sum(st.capture.dropped for st in self.streams),
             sum(st.capture.reconnects for st in self.streams),
             summary,
-            sum(r.frames for r in outputs.recorders.values()),
+            outputs.recorded,
             self._signal if self._signal is not None else (signal.SIGINT if interrupted else None),
             tallies,
             self.collector.written if self.collector is not None else 0,
@@ -489,12 +407,12 @@ class Monitor:
 
     _signal: int | None = None
 
-    def _take(self, opts: Options) -> list[tuple[Stream, Frame]]:
+    def _take(self, opts: Options, outputs: _Outputs) -> list[tuple[Stream, Frame]]:
         """The frame that is ready from each source (none from a slow or broken one: no waiting)."""
         items = []
         for st in self.streams:
-            for status in st.capture.status_changes():
-                self._say(st, status)
+            for link, text in st.capture.link_changes():
+                self._say(outputs, st, link, text)
             if st.done:
                 continue
             if opts.max_frames is not None and st.pipeline.seq + 1 >= opts.max_frames:
@@ -504,7 +422,7 @@ class Monitor:
             if frame is not None:
                 items.append((st, frame))
             elif st.capture.error is not None:
-                self._say(st, f"capture failed: {st.capture.error}")
+                self._say(outputs, st, LinkState.DOWN, f"capture failed: {st.capture.error}")
                 st.done = True
             elif st.capture.finished:
                 st.done = True
@@ -518,7 +436,7 @@ class Monitor:
             if opts.duration is not None and time.perf_counter() - t0 >= opts.duration:
                 break
             self.wake.clear()
-            items = self._take(opts)
+            items = self._take(opts, outputs)
             if not items:
                 if all(st.done for st in self.streams):
                     break
@@ -529,8 +447,8 @@ class Monitor:
                 st.last = frame
                 outputs.put(result)
         for st in self.streams:
-            for status in st.capture.status_changes():
-                self._say(st, status)
+            for link, text in st.capture.link_changes():
+                self._say(outputs, st, link, text)
 
     def _note(self, message: str) -> None:
         """A note about the whole run (not one source)."""
@@ -539,14 +457,9 @@ class Monitor:
         else:
             self.dashboard.note(message)
 
-    def _say(self, st: Stream, message: str) -> None:
-        message = redact_url(message)
-        if self.publisher is not None:
-            self.publisher.note(st.name, message)
-        if self.options.headless:
-            print(f"mask-monitor: {st.describe()}: {message}", file=self.err, flush=True)
-        else:
-            self.dashboard.note(f"{st.name}: {message}" if self.multi else message)
+    def _say(self, outputs: _Outputs, st: Stream, link: LinkState, text: str) -> None:
+        """A change of a source's link, to every sink (the headless line, the screen, the MQTT status)."""
+        outputs.put(Event.link_change(st.name, link, redact_url(text)))
 
     def _screen(self):
         if self.options.headless:

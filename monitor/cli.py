@@ -16,21 +16,62 @@ from engines.device import set_torch_threads
 from engines.errors import UserError, run_cli
 from engines.faces import create_detector
 from engines.fileio import require_file
+from engines.secrets import MQTT_PASSWORD_ENV
 from monitor.app import Monitor, Options
-from monitor.bench import run_bench
-from monitor.bench_streams import run_streams_bench
-from monitor.classifier import load_classifier
-from monitor.events import check_outputs, check_record_dir
-from monitor.mqtt import add_broker_arguments, broker_from_args
-from monitor.publish import connect_publisher
-from monitor.retention import add_prune_arguments, run_prune
-from monitor.site import add_site_arguments, run_site
-from monitor.sources import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
+from monitor.bench.pipeline import BenchOptions, run_bench
+from monitor.bench.streams import run_streams_bench
+from monitor.broker import broker_from_args
+from monitor.inference.classifier import load_classifier
+from monitor.outputs.events import check_outputs
+from monitor.outputs.mqtt import connect_publisher
+from monitor.outputs.recording import check_record_dir
+from monitor.outputs.retention import PruneOptions, run_prune
+from monitor.site.view import SiteOptions, run_site
+from monitor.sources.kinds import SOURCES, Source, SourceSpec, default_name, sources_from_config, unique_names
 
 DESCRIPTION = (
     "Real-time entrance monitor: finds faces, classifies mask / gender / age, flags incorrect and "
     "missing masks. `mask-monitor bench --video FILE` measures it against a naive pipeline."
 )
+
+
+def add_broker_arguments(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    """--mqtt URL, --mqtt-password-file FILE, --mqtt-ca FILE (the monitor's and `site`'s)."""
+    p.add_argument("--mqtt", metavar="URL", required=required, help=help)
+    p.add_argument(
+        "--mqtt-password-file",
+        metavar="FILE",
+        help=f"the MQTT password: the first line of FILE (or set {MQTT_PASSWORD_ENV}); the URL names the "
+        "user",
+    )
+    p.add_argument(
+        "--mqtt-ca",
+        metavar="FILE",
+        help="the CA certificate (PEM) that signed an mqtts:// broker's (default: the system's CAs)",
+    )
+
+
+def add_site_arguments(p: argparse.ArgumentParser) -> None:
+    add_broker_arguments(p, "mqtt[s]://[user@]host[:port][/prefix] the monitors publish to", required=True)
+    p.add_argument("--events", metavar="FILE.jsonl", help="append every event of every source to this file")
+    p.add_argument(
+        "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
+    )
+    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+
+
+def add_prune_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_argument(p)
+    p.add_argument("--collect", type=Path, metavar="DIR", help="a --collect folder ([collect] limits)")
+    p.add_argument(
+        "--save-faces", type=Path, metavar="DIR", help="a --save-faces folder ([save_faces] limits)"
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="OUT.mp4|DIR",
+        help="a --record video, or a --record folder of several sources' videos ([record] limits)",
+    )
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -230,7 +271,7 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
     # classifier loads: a `.pt` classifier on the CPU then sets its own engine.threads on top (PyTorch has
     # one thread count per process, so that setting wins for MTCNN too). `mask-monitor bench` does the same.
     set_torch_threads(cfg.monitor.torch_threads)
-    engine = load_classifier(args, cfg)
+    engine = load_classifier(_path(args.engine), cfg)
     publisher = connect_publisher(broker, [s.name for s in sources]) if broker is not None else None
     monitor = Monitor(cfg, sources, engine, create_detector(cfg), options, publisher=publisher)
     if args.headless:
@@ -293,17 +334,45 @@ def _monitor_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def site_options(args: argparse.Namespace) -> SiteOptions:
+    """`mask-monitor site`'s flags as one value; a bad broker address, password or CA file is one line."""
+    return SiteOptions(
+        broker_from_args(args.mqtt, args.mqtt_password_file, args.mqtt_ca),
+        _path(args.events),
+        args.headless,
+        args.duration,
+    )
+
+
+def bench_options(args: argparse.Namespace, argv: list[str]) -> BenchOptions:
+    return BenchOptions(
+        video=Path(args.video),
+        json=_path(args.json),
+        engine=_path(args.engine),
+        max_frames=args.max_frames,
+        baseline_frames=args.baseline_frames,
+        loops=args.loops,
+        streams=args.streams,
+        monitor_flags=tuple(_monitor_flags(argv)),
+    )
+
+
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["prune"]:
         args = build_prune_parser().parse_args(argv[1:])
-        return run_prune(args, config_from_args(args))
+        return run_prune(PruneOptions(args.collect, args.save_faces, args.record), config_from_args(args))
     if argv[:1] == ["site"]:
-        return run_site(build_site_parser().parse_args(argv[1:]))
+        return run_site(site_options(build_site_parser().parse_args(argv[1:])))
     if argv[:1] == ["bench"]:
         args = build_bench_parser().parse_args(argv[1:])
-        if args.streams:
-            return run_streams_bench(args, config_from_args(args), _monitor_flags(argv[1:]))
-        return run_bench(args, config_from_args(args))
+        options = bench_options(args, argv[1:])
+        if options.streams:
+            return run_streams_bench(options, config_from_args(args))
+        return run_bench(options, config_from_args(args))
     args = build_parser().parse_args(argv)
     return run_monitor(args, config_from_args(args))
 

@@ -207,6 +207,25 @@ def test_no_mask_train_command_imports_another():
     assert not wrong, "\n".join(wrong)
 
 
+def test_only_monitor_cli_reads_the_command_line():
+    """Flags become typed options values in monitor/cli.py: nothing below it imports argparse."""
+    wrong = []
+    for path in sorted((REPO / "monitor").rglob("*.py")):
+        if path == REPO / "monitor" / "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] == "argparse" for n in names):
+                wrong.append(str(path.relative_to(REPO)))
+    assert not wrong, "imports argparse: " + ", ".join(wrong)
+
+
 @pytest.mark.parametrize("cli", ["train.cli", "monitor.cli"])
 def test_building_a_clis_parser_loads_no_heavy_runtime(cli):
     """`--help` and a bad flag answer at once: the parser is built without torch, optuna and friends."""

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engines.config import ComplianceConfig
-    from monitor.events import Event
-    from monitor.pipeline import FrameResult
+    from monitor.decisions.results import Event, FrameResult
 
 WEAR = 0  # the mask state that complies (engines.labels: 0 wear, 1 incorrect, 2 not wear)
 SITE = ""  # the key of the site-wide window

@@ -7,7 +7,8 @@ ring buffer of JPEG-encoded frames (`buffer_mb` per source, and never more than 
 frames that follow the flag; it is written when `clip_s` have passed after the flag (or at the end of the
 run). Files are private (0600 in a 0700 folder), written by a temp file and a rename, named
 `SOURCE_fFRAME_trackN_MASK.jpg` / `.mp4`, and kept under `[evidence]` `max_age_days` / `max_mb`
-(`evidence_kept`, for monitor.retention). `evidence_for(flag event)` gives the paths to write into the event.
+(`evidence_kept`, for monitor.outputs.retention). `evidence_for(flag event)` gives the paths to write
+into the event.
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_path, atomic_write_bytes, private_dir
-from monitor.retention import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Kept, suffix_in
+from monitor.outputs.retention import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Kept, suffix_in
 
 if TYPE_CHECKING:
     import numpy as np
 
     from engines.config import EvidenceConfig
+    from monitor.decisions.results import Event, FrameResult
     from monitor.decisions.zones import Zone
-    from monitor.events import Event
-    from monitor.pipeline import FrameResult
 
 FLAG_COLOUR = (40, 40, 230)  # BGR
 FLAG = "--evidence"  # the retention's name for the folder
@@ -76,7 +76,7 @@ class _Clip:
 
 
 def evidence_kept(folder: str | os.PathLike[str], c: EvidenceConfig) -> Kept:
-    """The evidence folder under retention (its images and videos), for monitor.retention.Retention."""
+    """The evidence folder under retention (its images and videos): monitor.outputs.retention.Retention."""
     return Kept(FLAG, Path(folder), c.max_age_days, c.max_mb, suffix_in(IMAGE_SUFFIXES + VIDEO_SUFFIXES))
 
 
@@ -162,7 +162,7 @@ class EvidenceSink:
         import cv2
 
         from monitor.decisions.zones import draw_zone
-        from monitor.events import blur_faces
+        from monitor.outputs.recording import blur_faces
 
         out = blur_faces(image, [b for n, b in faces.items() if n != number])
         zone = self.zones.get(source)

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from monitor.decisions.compliance import Compliance
-    from monitor.events import Event
-    from monitor.pipeline import FrameResult
+    from monitor.decisions.results import Event, FrameResult
 
 Publish = Callable[[str, str, bool], None]
 COMMANDS = ("pause", "resume")

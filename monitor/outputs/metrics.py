@@ -38,9 +38,8 @@ from engines.errors import UserError
 
 if TYPE_CHECKING:
     from monitor.decisions.compliance import Alert, Compliance
-    from monitor.events import Event
-    from monitor.pipeline import FrameResult
-    from monitor.ui import PanelInfo
+    from monitor.decisions.results import Event, FrameResult
+    from monitor.outputs.screen import PanelInfo
 
 MASKS = ("wear", "incorrect", "not_wear")
 STAGES = ("detect", "classify")

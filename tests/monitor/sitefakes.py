@@ -16,8 +16,9 @@ from engines.config import Config, MonitorConfig
 from engines.contract import ModelMeta
 from engines.faces import Face
 from engines.labels import NUM_CLASSES, encode
-from monitor.capture import Frame
-from monitor.pipeline import FrameResult, Pipeline
+from monitor.decisions.pipeline import Pipeline
+from monitor.decisions.results import FrameResult
+from monitor.sources.capture import Frame
 
 LEVELS = (60, 140, 230)  # the grey of a face per mask state: wear, incorrect, not wear
 SIZE = (320, 240)  # w, h

@@ -13,7 +13,7 @@ import pytest
 from engines.config import Config
 from engines.errors import UserError
 from monitor.app import Monitor, Options
-from monitor.sources import SourceSpec
+from monitor.sources.kinds import SourceSpec
 from tests.monitor.fakes import FakeCamera, NoFaces, OneFace, Opener, ScriptedEngine
 
 

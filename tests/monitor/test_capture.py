@@ -1,4 +1,4 @@
-"""monitor.capture: the capture thread with fake devices (files, live sources, reconnects, refusals)."""
+"""monitor.sources.capture: the capture thread with fake devices (files, live, reconnects, refusals)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from engines.errors import UserError
-from monitor.capture import Capture, Frame
-from monitor.sources import SourceSpec
+from monitor.sources.capture import Capture, Frame
+from monitor.sources.kinds import SourceSpec
 from tests.monitor.fakes import ClosedDevice, FakeCamera, Opener, frame_number, numbered_frames
 
 

@@ -17,12 +17,13 @@ from rich.console import Console
 from engines.config import CollectConfig, Config, MonitorConfig
 from engines.contract import ModelMeta
 from engines.faces import Face
-from monitor import collect as collect_mod
 from monitor.app import Monitor, Options
 from monitor.cli import main
-from monitor.collect import Collector, candidate
-from monitor.decide import vote
-from monitor.sources import Source, SourceSpec
+from monitor.decisions.decide import vote
+from monitor.decisions.results import candidate
+from monitor.outputs import collect as collect_mod
+from monitor.outputs.collect import Collector
+from monitor.sources.kinds import Source, SourceSpec
 from tests.monitor.fakes import FakeCamera, ScriptedEngine, probs_for
 from train.label import store
 

@@ -1,4 +1,4 @@
-"""monitor.decide: a track's votes -> a settled state, and one flag per person and state."""
+"""monitor.decisions.decide: a track's votes -> a settled state, and one flag per person and state."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engines.labels import encode, marginals
-from monitor.decide import Decider, vote
+from monitor.decisions.decide import Decider, vote
 from tests.monitor.fakes import probs_for
 
 

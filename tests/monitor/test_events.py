@@ -1,4 +1,4 @@
-"""monitor.events: the events log's schema, and recordings that cannot be written."""
+"""monitor.outputs.events and recording: the events log's schema, and recordings that cannot be written."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from engines import fileio
 from engines.errors import UserError
 from engines.labels import encode
-from monitor import events
-from monitor.decide import Decider
-from monitor.events import EVENT_KEYS, Event, EventLog
+from monitor.decisions.decide import Decider
+from monitor.decisions.results import EVENT_KEYS, Event
+from monitor.outputs import recording
+from monitor.outputs.events import EventLog
 from tests.monitor.fakes import probs_for
 
 
@@ -47,7 +48,7 @@ def test_a_record_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatc
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
     with pytest.raises(UserError, match=r"--record .*rec.mp4: cannot write \(Permission denied\)"):
-        events.Recorder(tmp_path / "rec.mp4", 25.0)
+        recording.Recorder(tmp_path / "rec.mp4", 25.0)
 
 
 def test_a_recorder_that_cannot_open_leaves_no_empty_file(tmp_path, monkeypatch):
@@ -63,8 +64,8 @@ def test_a_recorder_that_cannot_open_leaves_no_empty_file(tmp_path, monkeypatch)
 
     out = tmp_path / "rec.mp4"
     out.write_bytes(b"an earlier good recording")
-    monkeypatch.setattr(events.cv2, "VideoWriter", Refusing)
-    rec = events.Recorder(out, 25.0)
+    monkeypatch.setattr(recording.cv2, "VideoWriter", Refusing)
+    rec = recording.Recorder(out, 25.0)
     with pytest.raises(UserError, match="cannot write this video format"):
         rec.write(np.zeros((48, 64, 3), np.uint8))
     rec.close()

@@ -14,7 +14,7 @@ from engines.config import EvidenceConfig
 from engines.errors import UserError
 from monitor.decisions.zones import Zone
 from monitor.outputs.evidence import EvidenceSink, FrameRing, Shot, evidence_kept
-from monitor.retention import prune
+from monitor.outputs.retention import prune
 from tests.monitor.sitefakes import door_run
 
 BARE, MASKED = (40, 60, 100, 140), (200, 60, 260, 140)  # x1, y1, x2, y2: a bare face beside a masked one

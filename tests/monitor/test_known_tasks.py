@@ -14,10 +14,10 @@ from engines.config import Config, DetectorConfig
 from engines.contract import ModelMeta
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
-from monitor.decide import Decider
-from monitor.sources import SourceSpec
-from monitor.timing import StageTimer
-from monitor.ui import Dashboard
+from monitor.decisions.decide import Decider
+from monitor.inference.timing import StageTimer
+from monitor.outputs.screen import Dashboard
+from monitor.sources.kinds import SourceSpec
 from tests.monitor.fakes import ColourEngine, probs_for
 from tests.videogen import SCENE, SCENE_FRAMES, make_video
 
@@ -46,11 +46,11 @@ def test_screen_shows_a_dash_for_what_the_model_does_not_know():
     state = d.add(1, probs_for(2, gender=1, age=2, p=0.95))
     assert state.gender_name == "-" and state.age_name == "-" and state.shown("gender") is None
     assert state.mask_name == "not_wear" and state.shown("mask") == "not_wear"
-    from monitor.pipeline import TrackView
+    from monitor.decisions.results import TrackView
 
     dash = Dashboard("video x.mp4", False, StageTimer())
-    from monitor.capture import Frame
-    from monitor.pipeline import FrameResult
+    from monitor.decisions.results import FrameResult
+    from monitor.sources.capture import Frame
 
     dash.update(
         FrameResult(Frame(3, 0.1, None), 3, tracks=[TrackView(1, (0, 0, 9, 9), state, state, True, 0, 3)])

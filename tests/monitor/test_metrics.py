@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from engines.errors import UserError
 from monitor.decisions.compliance import Compliance, ComplianceSink, site_event
 from monitor.outputs.metrics import MetricsSink, parse_address
-from monitor.ui import PanelInfo, Tally
+from monitor.outputs.screen import PanelInfo, Tally
 from tests.monitor.sitefakes import door_run
 
 

@@ -24,9 +24,9 @@ from engines.device import set_torch_threads
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
 from monitor.cli import main
-from monitor.events import EVENT_KEYS
-from monitor.sources import SourceSpec
-from monitor.tracker import iou
+from monitor.decisions.results import EVENT_KEYS
+from monitor.decisions.tracker import iou
+from monitor.sources.kinds import SourceSpec
 from tests.conftest import REPO, VIDEOS
 from tests.monitor.fakes import ClosedDevice, ColourEngine, FakeCamera, Opener, read_frames
 from tests.videogen import SCENE, SCENE_FRAMES, make_video
@@ -535,8 +535,8 @@ def test_second_look_bridges_missed_detections(scene, detector):
     path, truth = scene
     frames = read_frames(path, 75)[20:75]  # the first person stands in view
     person = truth[0]
-    from monitor.capture import Frame
-    from monitor.pipeline import Pipeline
+    from monitor.decisions.pipeline import Pipeline
+    from monitor.sources.capture import Frame
 
     p = Pipeline(Config(), ColourEngine(), FlakyDetector(detector))
     ids, fresh_rounds, rounds = Counter(), 0, 0

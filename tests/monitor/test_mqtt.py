@@ -1,5 +1,6 @@
-"""monitor.mqtt against a real MQTT broker (amqtt) started in the test process: delivery of every event, the
-retained status per source, a broker that goes away and comes back, and the bounded queue."""
+"""monitor.outputs.mqtt and monitor.site against a real MQTT broker (amqtt) started in the test process:
+delivery of every event, the retained status per source, a broker that goes away and comes
+back, and the bounded queue."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import time
 
 import pytest
 
-from monitor.decide import State
-from monitor.events import EVENT_KEYS, Event
-from monitor.mqtt import MqttPublisher, SiteFeed, parse_url
-from monitor.site import SiteView
-from monitor.ui import PanelInfo
+from monitor.broker import parse_url
+from monitor.decisions.decide import State
+from monitor.decisions.results import EVENT_KEYS, Event
+from monitor.outputs.mqtt import MqttPublisher
+from monitor.outputs.screen import PanelInfo
+from monitor.site.feed import SiteFeed
+from monitor.site.view import SiteView
 
 pytest.importorskip("amqtt")
 
@@ -229,7 +232,7 @@ def test_a_monitor_of_two_sources_publishes_to_the_site_view(broker, tmp_path):
 
     from engines.config import Config, MonitorConfig
     from monitor.app import Monitor, Options
-    from monitor.sources import Source, SourceSpec
+    from monitor.sources.kinds import Source, SourceSpec
     from tests.monitor.fakes import FakeCamera, OneFace, ScriptedEngine
 
     view, feed = _site(broker.port, tmp_path)
@@ -269,22 +272,13 @@ def test_a_monitor_of_two_sources_publishes_to_the_site_view(broker, tmp_path):
 
 
 def test_site_command_headless_prints_flags_and_writes_the_merged_file(broker, tmp_path):
-    import argparse
-
-    from monitor.site import run_site
+    from monitor.site.view import SiteOptions, run_site
 
     url = f"mqtt://127.0.0.1:{broker.port}/site1"
     pub = MqttPublisher(parse_url(url), ["door1"], status_every_s=0.2, err=io.StringIO())
     pub.attach(lambda: [PanelInfo("door1", 25.0, 1, (0, 0, 1), "live")])
     out = io.StringIO()
-    args = argparse.Namespace(
-        mqtt=url,
-        mqtt_password_file=None,
-        mqtt_ca=None,
-        events=str(tmp_path / "site.jsonl"),
-        headless=True,
-        duration=4.0,
-    )
+    args = SiteOptions(parse_url(url), events=tmp_path / "site.jsonl", headless=True, duration=4.0)
     th = threading.Thread(target=run_site, args=(args,), kwargs={"out": out}, daemon=True)
     try:
         assert pub.connected.wait(10)

@@ -13,8 +13,9 @@ from rich.console import Console
 from engines.config import Config, MonitorConfig
 from engines.faces import Face
 from monitor.app import Monitor, Options
-from monitor.sources import Source, SourceSpec
-from monitor.ui import PanelInfo, SourcesScreen
+from monitor.outputs.screen import PanelInfo, SourcesScreen
+from monitor.sources.kinds import Source, SourceSpec
+from monitor.sources.link import LinkState
 from tests.monitor.fakes import FakeCamera, ScriptedEngine
 
 BOX = (40.0, 30.0, 100.0, 105.0)
@@ -146,7 +147,12 @@ def test_a_source_that_stops_never_stalls_the_others():
 def _screen_text(n: int, width: int, height: int, flags: int = 30) -> list[str]:
     panels = [
         PanelInfo(
-            f"door{i}", 25.0 + i, i % 3, (i, 1, 2), "live" if i % 5 else "reconnecting (try 2)", i % 5 != 0
+            f"door{i}",
+            25.0 + i,
+            i % 3,
+            (i, 1, 2),
+            "live" if i % 5 else "reconnecting (try 2)",
+            LinkState.UP if i % 5 else LinkState.RECONNECTING,
         )
         for i in range(n)
     ]

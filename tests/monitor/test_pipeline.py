@@ -1,4 +1,4 @@
-"""monitor.pipeline: faults in frames and in the classifier, detection and classification cadence."""
+"""monitor.decisions.pipeline: faults in frames and in the classifier, detection and classification rate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 
 from engines.config import Config, MonitorConfig
 from engines.faces import Face
-from monitor.capture import Frame
-from monitor.pipeline import Pipeline
+from monitor.decisions.pipeline import Pipeline
+from monitor.sources.capture import Frame
 from tests.monitor.fakes import NoFaces, OnceThenNothing, OneFace, ScriptedEngine, WeakThenStrong
 
 

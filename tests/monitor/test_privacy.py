@@ -23,8 +23,8 @@ from engines.config import (
 from engines.faces import Face
 from monitor.app import Monitor, Options
 from monitor.cli import main
-from monitor.retention import Kept, prune, suffix_in, targets
-from monitor.sources import Source, SourceSpec
+from monitor.outputs.retention import Kept, prune, suffix_in, targets
+from monitor.sources.kinds import Source, SourceSpec
 from tests.monitor.fakes import FakeCamera, ScriptedEngine, read_frames
 from train.label import store
 
@@ -111,7 +111,7 @@ def test_every_face_and_event_file_is_0600_in_a_0700_folder(tmp_path):
 
 
 def test_a_record_folder_of_several_sources_is_0700(tmp_path):
-    from monitor.events import check_record_dir
+    from monitor.outputs.recording import check_record_dir
 
     old = os.umask(0o022)
     try:

@@ -20,8 +20,10 @@ import pytest
 
 from engines.errors import UserError
 from engines.secrets import MQTT_PASSWORD_ENV, STREAM_PASSWORD_ENV
+from monitor.broker import broker_from_args
 from monitor.cli import main
-from monitor.mqtt import MqttPublisher, SiteFeed, broker_from_args
+from monitor.outputs.mqtt import MqttPublisher
+from monitor.site.feed import SiteFeed
 from tests.conftest import REPO
 from tests.monitor.test_mqtt import BrokerThread, _event, _free_port, _wait
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.mqtt import BadMessage, SiteFeed, parse_url, read_site_message
-from monitor.site import SiteView, event_line
+from monitor.broker import parse_url
+from monitor.site.feed import BadMessage, SiteFeed, read_site_message
+from monitor.site.view import SiteView, event_line
 
 pytest.importorskip("amqtt")
 
@@ -32,7 +33,18 @@ near_events = st.fixed_dictionaries(
     {"event": st.sampled_from(["flag", "left"]) | json_values, "time": st.floats() | json_values},
     optional={k: json_values for k in EVENT_KEYS[2:] + ["source", "machine"]},
 )
-STATUS_KEYS = ["up", "link", "fps", "in_view", "masked", "incorrect", "no_mask", "dropped", "machine"]
+STATUS_KEYS = [
+    "up",
+    "state",
+    "link",
+    "fps",
+    "in_view",
+    "masked",
+    "incorrect",
+    "no_mask",
+    "dropped",
+    "machine",
+]
 near_status = st.fixed_dictionaries({}, optional={k: json_values for k in STATUS_KEYS + ["sources"]})
 topics = st.sampled_from(["p/door1/events", "p/door1/status", "p/_machines/h1/status", "p/x\x1b[2J/events"])
 
@@ -184,3 +196,16 @@ def test_malformed_messages_retained_or_not_never_stop_the_site_view(tmp_path):
     assert "\x1b" not in out and "d[31m1 FLAG person #2" in out
     rows = [json.loads(x) for x in (tmp_path / "site.jsonl").read_text().splitlines()]
     assert rows == [{**good, "source": "d[31m1"}]
+
+
+def test_a_status_carries_its_link_state_and_a_state_the_monitor_never_sends_is_refused():
+    from monitor.site.view import _panel
+    from monitor.sources.link import LinkState
+
+    body = json.dumps({"up": False, "state": "reconnecting"}).encode()
+    _, _, data = read_site_message("p/door1/status", body)
+    assert _panel("door1", data).state is LinkState.RECONNECTING and not _panel("door1", data).up
+    _, _, old = read_site_message("p/door1/status", json.dumps({"up": False, "link": "x"}).encode())
+    assert _panel("door1", old).state is LinkState.DOWN  # a monitor from before: its `up` alone
+    with pytest.raises(BadMessage, match="state = 'sideways' is not one of connecting, up"):
+        read_site_message("p/door1/status", json.dumps({"state": "sideways"}).encode())

@@ -4,8 +4,9 @@ import pytest
 
 from engines.config import SOURCE_KINDS, Config, load_config
 from engines.errors import UserError
-from monitor import cli, sources
-from monitor.sources import SourceKind, SourceSpec, open_cv, open_error
+from monitor import cli
+from monitor.sources import kinds as sources
+from monitor.sources.kinds import SourceKind, SourceSpec, open_cv, open_error
 
 
 def _specs(argv):

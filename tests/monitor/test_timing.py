@@ -1,10 +1,10 @@
-"""monitor.timing: the stage timer's window and totals."""
+"""monitor.inference.timing: the stage timer's window and totals."""
 
 from __future__ import annotations
 
 import pytest
 
-from monitor.timing import StageTimer
+from monitor.inference.timing import StageTimer
 
 
 def test_stage_timer_window_and_totals():

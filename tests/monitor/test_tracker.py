@@ -1,11 +1,11 @@
-"""monitor.tracker: ids kept through motion and misses, duplicates and far faces refused."""
+"""monitor.decisions.tracker: ids kept through motion and misses, duplicates and far faces refused."""
 
 from __future__ import annotations
 
 import pytest
 
 from engines.faces import Face
-from monitor.tracker import Tracker, iou
+from monitor.decisions.tracker import Tracker, iou
 
 
 def face(x, y, s=100.0, score=0.99) -> Face:

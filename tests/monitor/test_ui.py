@@ -1,16 +1,15 @@
-"""monitor.ui: the Live screen through a recording console, and the summary at the end."""
+"""monitor.outputs.screen: the Live screen through a recording console, and the summary at the end."""
 
 from __future__ import annotations
 
 import numpy as np
 from rich.console import Console
 
-from monitor.capture import Frame
-from monitor.decide import Decider, vote
-from monitor.events import Event
-from monitor.pipeline import FrameResult, TrackView
-from monitor.timing import StageTimer
-from monitor.ui import Dashboard, Tally, summary_text
+from monitor.decisions.decide import Decider, vote
+from monitor.decisions.results import Event, FrameResult, TrackView
+from monitor.inference.timing import StageTimer
+from monitor.outputs.screen import Dashboard, Tally, summary_text
+from monitor.sources.capture import Frame
 from tests.monitor.fakes import probs_for
 
 

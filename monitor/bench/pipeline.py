@@ -9,9 +9,9 @@ metadata with untrained weights: speed does not depend on the weights.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,11 +24,11 @@ from engines.device import set_torch_threads
 from engines.faces import FaceDetector, create_detector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
-from monitor.capture import Capture
-from monitor.classifier import load_classifier
-from monitor.pipeline import Pipeline
-from monitor.sources import SourceSpec, open_cv, open_error
-from monitor.timing import StageTimer
+from monitor.decisions.pipeline import Pipeline
+from monitor.inference.classifier import load_classifier
+from monitor.inference.timing import StageTimer
+from monitor.sources.capture import Capture
+from monitor.sources.kinds import SourceSpec, open_cv, open_error
 
 
 def rss_mb() -> float | None:
@@ -272,12 +272,26 @@ def print_table(results: list[Measurement], ratio: float, video: str, engine_des
     )
 
 
-def run_bench(args: argparse.Namespace, cfg: Config) -> int:
+@dataclass(frozen=True)
+class BenchOptions:
+    """`mask-monitor bench`'s flags (monitor.cli builds it)."""
+
+    video: Path
+    json: Path | None = None
+    engine: Path | None = None  # --engine, else config engine.path
+    max_frames: int | None = None
+    baseline_frames: int = 150
+    loops: int = 1
+    streams: int | None = None  # --streams N: monitor.bench.streams
+    monitor_flags: tuple[str, ...] = ()  # the flags a separate `mask-monitor` process takes too (--streams)
+
+
+def run_bench(args: BenchOptions, cfg: Config) -> int:
     video = require_file(args.video, "video file")
     # PyTorch's CPU threads for MTCNN before the classifier loads, as `mask-monitor` sets them (see
     # monitor.cli): the baseline runs with the same PyTorch threads, a fair, conservative ratio
     set_torch_threads(cfg.monitor.torch_threads)
-    engine = load_classifier(args, cfg)
+    engine = load_classifier(args.engine, cfg)
     detector = create_detector(cfg)
     spec = SourceSpec("video", str(video))
     limit = args.max_frames or 10**9

@@ -1,9 +1,9 @@
 """Which classifier file the monitor runs, and loading it. Its own module because both commands need it
-(`mask-monitor` in monitor.cli, `mask-monitor bench` in monitor.bench) and neither imports the other."""
+(`mask-monitor` in monitor.cli, `mask-monitor bench` in monitor.bench.pipeline) and neither
+imports the other."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from engines.backends.base import Engine
@@ -18,17 +18,18 @@ _MISSING_HINT = (
 )
 
 
-def engine_path(args: argparse.Namespace, cfg: Config) -> Path:
-    """--engine, else config engine.path; an unknown suffix or a missing file is one line saying which."""
-    path = Path(args.engine) if args.engine else cfg.resolve(cfg.engine.path)
+def engine_path(engine: Path | None, cfg: Config) -> Path:
+    """`engine` (--engine), else config engine.path; an unknown suffix or a missing file is one line saying
+    which."""
+    path = engine if engine is not None else cfg.resolve(cfg.engine.path)
     format_for(path)  # an unknown suffix says so, whether or not the file exists
     try:
-        return require_file(path, "engine file", "--engine" if args.engine else "config engine.path")
+        return require_file(path, "engine file", "--engine" if engine is not None else "config engine.path")
     except UserError as exc:
         raise UserError(f"{exc}; {_MISSING_HINT}") from None
 
 
-def load_classifier(args: argparse.Namespace, cfg: Config) -> Engine:
+def load_classifier(engine: Path | None, cfg: Config) -> Engine:
     """The classifier file of `engine_path`, loaded by its format's backend on config
     engine.device/threads."""
-    return load_engine(engine_path(args, cfg), cfg.engine.device, cfg.engine.threads)
+    return load_engine(engine_path(engine, cfg), cfg.engine.device, cfg.engine.threads)

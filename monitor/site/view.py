@@ -3,13 +3,13 @@
 Each source's retained status fills its panel (the same panels as a monitor with several sources); every
 event goes into one merged list of the latest flags and, with `--events FILE`, one merged JSONL file (the
 monitor's event keys, `source` and `machine`). Anyone who can publish under the prefix reaches this view:
-every message is checked first (monitor.mqtt.read_site_message); one that fails is counted, said once, and
+every message is checked first (monitor.site.feed.read_site_message); one that fails is counted, said
+once, and
 skipped.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import signal
@@ -17,17 +17,19 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, RenderableType
 
-from engines.cliargs import positive_float
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
-from monitor.mqtt import SiteFeed, add_broker_arguments, broker_from_args
-from monitor.ui import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
+from monitor.broker import MqttUrl
+from monitor.outputs.screen import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
+from monitor.site.feed import STATES, SiteFeed
+from monitor.sources.link import LinkState
 
 
 def event_line(e: dict[str, Any]) -> str:
@@ -42,6 +44,13 @@ def event_line(e: dict[str, Any]) -> str:
     )
 
 
+def _state(s: dict[str, Any]) -> LinkState:
+    """The link's state (checked by read_site_message); from `up` for a monitor that sends no state."""
+    if s.get("state") in STATES:
+        return LinkState(s["state"])
+    return LinkState.UP if s.get("up", True) else LinkState.DOWN
+
+
 def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
     def num(key: str) -> float:
         v = s.get(key, 0)
@@ -53,7 +62,7 @@ def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
         int(num("in_view")),
         (int(num("masked")), int(num("incorrect")), int(num("no_mask"))),
         str(s.get("link", "")),
-        bool(s.get("up", True)),
+        _state(s),
         int(num("dropped")),
         str(s.get("machine", "")),
     )
@@ -140,18 +149,19 @@ class SiteView:
             self._fh = None
 
 
-def add_site_arguments(p: argparse.ArgumentParser) -> None:
-    add_broker_arguments(p, "mqtt[s]://[user@]host[:port][/prefix] the monitors publish to", required=True)
-    p.add_argument("--events", metavar="FILE.jsonl", help="append every event of every source to this file")
-    p.add_argument(
-        "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
-    )
-    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+@dataclass(frozen=True)
+class SiteOptions:
+    """`mask-monitor site`'s flags (monitor.cli builds it, the broker checked before anything connects)."""
+
+    broker: MqttUrl
+    events: Path | None = None
+    headless: bool = False
+    duration: float | None = None
 
 
-def run_site(args: argparse.Namespace, console: Console | None = None, out: IO[str] | None = None) -> int:
-    url = broker_from_args(args.mqtt, args.mqtt_password_file, args.mqtt_ca)
-    events = Path(args.events) if args.events else None
+def run_site(args: SiteOptions, console: Console | None = None, out: IO[str] | None = None) -> int:
+    url = args.broker
+    events = args.events
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")
     view = SiteView(events, out or sys.stdout, args.headless)

@@ -1,100 +1,24 @@
-"""What the monitor writes: JSONL events, the annotated video (--record), face crops (--save-faces only).
-
-Event keys are fixed (EVENT_KEYS): a log reader can rely on them. `time` is the source's clock: seconds
-from the start of a video file, Unix time for a camera or stream.
-"""
+"""--record: the annotated video (faces blurred but flagged people's), written beside OUT and renamed."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import cv2
 import numpy as np
 
 from engines.errors import UserError
-from engines.fileio import (
-    PRIVATE_FILE,
-    atomic_path,
-    atomic_write_bytes,
-    open_private_append,
-    private_dir,
-    require_dir,
-)
-from monitor.decide import State
-
-EVENT_KEYS = ("event", "time", "frame", "track_id", "box", "mask", "gender", "age", "class", "confidence")
+from engines.fileio import PRIVATE_FILE, atomic_path, private_dir, require_dir
+from monitor.decisions.decide import State
+from monitor.decisions.results import FrameResult
+from monitor.outputs.base import Context, NoSink
 
 # BGR colours per mask state (wear, incorrect, not_wear) and for a track without a state yet
 BOX_COLOURS = ((80, 200, 60), (0, 200, 255), (40, 40, 230))
+
+
 UNKNOWN_COLOUR = (200, 200, 200)
-
-
-@dataclass(frozen=True)
-class Event:
-    event: str  # "flag" | "left"
-    time: float
-    frame: int
-    track_id: int
-    box: tuple[int, int, int, int]
-    state: State
-    source: str = ""  # the source's name; written only when the monitor watches several
-
-    def to_dict(self) -> dict[str, Any]:
-        s = self.state
-        out = {
-            "event": self.event,
-            "time": round(float(self.time), 3),
-            "frame": int(self.frame),
-            "track_id": int(self.track_id),
-            "box": [int(v) for v in self.box],
-            "mask": s.mask_name,
-            "gender": s.shown("gender"),
-            "age": s.shown("age"),
-            "class": s.cls,
-            "confidence": round(float(s.confidence), 4),
-        }
-        if self.source:
-            out["source"] = self.source
-        return out
-
-
-class EventLog:
-    """Appends one JSON object per line, flushed at once: a crash loses nothing already logged. The file is
-    private (0600): it says who was where, when."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] | None = open(open_private_append(self.path), "a", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"events file {self.path}: cannot write ({exc.strerror})") from None
-
-    def write(self, event: Event) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.write(json.dumps(event.to_dict()) + "\n")
-                self._fh.flush()
-            except OSError as exc:  # a full disk: the run stops with this line (its file named)
-                raise UserError(f"events file {self.path}: cannot write ({exc.strerror or exc})") from None
-
-    def close(self) -> None:
-        """Flush, sync and close; the handle is closed even when the disk refuses the last flush."""
-        fh, self._fh = self._fh, None
-        if fh is None:
-            return
-        try:
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            with contextlib.suppress(OSError):  # a second failure of the same flush adds nothing
-                fh.close()
 
 
 def check_record_path(path: str | os.PathLike[str]) -> Path:
@@ -118,22 +42,6 @@ def check_record_dir(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise UserError(f"--record {p}: cannot create the folder ({exc.strerror})") from None
     return p
-
-
-def check_outputs(
-    events: Path | None, record: Path | None, save_faces: Path | None, collect: Path | None = None
-) -> None:
-    """Refuse bad output paths before the model loads and the source opens (and before any file is made)."""
-    if events is not None:
-        require_dir(events.parent, f"--events {events}: folder")
-    if events is not None and events.is_dir():
-        raise UserError(f"--events {events} is a folder; give a file name such as events.jsonl")
-    if record is not None:
-        check_record_path(record)
-    if save_faces is not None and save_faces.exists() and not save_faces.is_dir():
-        raise UserError(f"--save-faces {save_faces} is a file; give a folder")
-    if collect is not None and collect.exists() and not collect.is_dir():
-        raise UserError(f"--collect {collect} is a file; give a folder")
 
 
 class Recorder:
@@ -182,39 +90,6 @@ class Recorder:
             ctx.__exit__(RuntimeError, RuntimeError("no frames"), None)  # nothing recorded: leave no file
 
 
-class FaceSaver:
-    """Crops of flagged people, only when the user asked for them (--save-faces DIR): 0600 files in a 0700
-    folder."""
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        self.written_bytes = 0  # this run's, for the retention's size cap
-        try:
-            private_dir(self.folder)
-        except OSError as exc:
-            raise UserError(
-                f"--save-faces {self.folder}: cannot create the folder ({exc.strerror})"
-            ) from None
-        self.saved = 0
-        self.run = time.strftime("%Y%m%d-%H%M%S")
-
-    def save(self, event: Event, crop: np.ndarray) -> Path:
-        # the run's start time keeps a reused folder from overwriting the crops of an earlier run
-        where = f"{event.source}_" if event.source else ""
-        path = (
-            self.folder
-            / f"{self.run}_{where}f{event.frame:07d}_track{event.track_id}_{event.state.mask_name}.jpg"
-        )
-        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        if ok:
-            if not self.folder.is_dir():  # removed while running: made again, private
-                private_dir(self.folder)
-            atomic_write_bytes(path, buf.tobytes(), PRIVATE_FILE)
-            self.saved += 1
-            self.written_bytes += len(buf)
-        return path
-
-
 def blur_faces(
     image: np.ndarray, boxes: list[tuple[float, float, float, float]], grow: float = 0.2
 ) -> np.ndarray:
@@ -254,3 +129,49 @@ def annotate(
         cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 2, ty + 2), colour, -1)
         cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+class RecordingSink(NoSink):
+    """--record: one annotated video per source (OUT.mp4 for one source, DIR/NAME.mp4 for several)."""
+
+    def __init__(self, recorders: dict[str, Recorder], blur: bool) -> None:
+        self.recorders, self.blur = recorders, blur
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.recorders.values())
+
+    def frame(self, result: FrameResult) -> None:
+        recorder = self.recorders.get(result.source)
+        if recorder is None or result.skipped or result.final:
+            return
+        boxes = [(t.number, t.box, t.settled or t.state, t.fresh) for t in result.tracks]
+        image = result.frame.image
+        if self.blur:  # every face in the recording but flagged people's
+            image = blur_faces(image, [t.box for t in result.tracks if not t.flagged])
+        recorder.write(annotate(image, boxes))
+
+    def close(self) -> None:
+        """Each video on its own: a full disk under one must not cost the others (the first error raised)."""
+        error: OSError | None = None
+        for r in self.recorders.values():
+            try:
+                r.close()
+            except OSError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+
+def sink_for(ctx: Context) -> RecordingSink | None:
+    record = ctx.options.record
+    if record is None:
+        return None
+    sink = RecordingSink({}, ctx.cfg.record.blur != "none")
+    try:
+        for s in ctx.sources:
+            sink.recorders[s.name] = Recorder(record / f"{s.name}.mp4" if ctx.named else record, s.fps)
+    except BaseException:
+        sink.close()  # what was opened before the one that failed leaves no temp file behind
+        raise
+    return sink

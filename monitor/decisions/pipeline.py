@@ -12,7 +12,6 @@ frames once its vote has settled.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -21,46 +20,11 @@ from engines.backends.base import Engine
 from engines.config import Config
 from engines.faces import Box, Face, FaceDetector, crop_face
 from engines.labels import NUM_CLASSES, TASK_NAMES
-from monitor.capture import Frame
-from monitor.collect import Candidate, candidate
-from monitor.decide import Decider, State
-from monitor.events import Event
-from monitor.timing import StageTimer
-from monitor.tracker import Track, Tracker, iou, similar_size
-
-
-@dataclass(frozen=True)
-class TrackView:
-    """A track as the outputs see it on one frame."""
-
-    id: int
-    box: Box
-    state: State | None  # the current vote (may still be unsettled)
-    settled: State | None  # the last settled state
-    fresh: bool  # confirmed by a detection on this frame
-    missed: int  # frames since the last detection
-    frames: int  # frames since the track began
-    confirmed: bool = True  # seen by two detections (a tentative track may be a false detection)
-    number: int = 0  # the person number users see (confirmed people only, 1, 2, ...); 0 while tentative
-    flagged: bool = False  # a flag was raised for this person (--record leaves only these faces unblurred)
-
-
-@dataclass
-class FrameResult:
-    frame: Frame
-    seq: int  # frames processed so far (0-based)
-    tracks: list[TrackView] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)  # flags and departures, in order
-    crops: dict[int, np.ndarray] = field(default_factory=dict)  # crops of flagged tracks (only if asked)
-    detected: bool = False  # detection ran on this frame
-    faces: int = 0  # faces the detector found (first and second look)
-    classified: int = 0  # crops classified
-    messages: list[str] = field(default_factory=list)  # faults, each kind reported once
-    skipped: bool = False  # the frame was unusable
-    final: bool = False  # not a frame: the departures of everyone still in view at the end
-    source: str = ""  # the source's name (several sources in one monitor)
-    scene_cut: bool = False  # nearly every pixel changed at once: every track ended here
-    collect: list[Candidate] = field(default_factory=list)  # settled people who left (--collect only)
+from monitor.decisions.decide import Decider
+from monitor.decisions.results import Candidate, Event, FrameResult, TrackView, candidate
+from monitor.decisions.tracker import Track, Tracker, iou, similar_size
+from monitor.inference.timing import StageTimer
+from monitor.sources.capture import Frame
 
 
 def _scale_face(face: Face, s: float) -> Face:

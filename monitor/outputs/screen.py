@@ -19,10 +19,11 @@ from rich.table import Table
 from rich.text import Text
 
 from engines.labels import MASK_DISPLAY
-from monitor.decide import State
-from monitor.events import Event
-from monitor.pipeline import FrameResult, TrackView
-from monitor.timing import StageTimer
+from monitor.decisions.decide import State
+from monitor.decisions.results import Event, FrameResult, TrackView
+from monitor.inference.timing import StageTimer
+from monitor.outputs.base import Context, NoSink
+from monitor.sources.link import LinkState
 
 MASK_STYLES = ("green", "bold yellow", "bold red")  # wear, incorrect, not_wear
 
@@ -35,8 +36,9 @@ def clock(seconds: float, live: bool) -> str:
     return f"{int(m):02d}:{s:05.2f}"
 
 
-def flag_line(ev: Event, live: bool) -> str:
-    where = f" {ev.source}" if ev.source else ""  # the source's name when the monitor watches several
+def flag_line(ev: Event, live: bool, named: bool = False) -> str:
+    """A flag as people read it; `named`: with the source's name (a monitor that watches several)."""
+    where = f" {ev.source}" if named and ev.source else ""
     return (
         f"[{clock(ev.time, live)}]{where} FLAG person #{ev.track_id}: {MASK_DISPLAY[ev.state.mask]} "
         f"({ev.state.gender_name}, {ev.state.age_name}; confidence {ev.state.confidence:.2f}) "
@@ -92,6 +94,7 @@ def summary_text(
     live: bool,
     dropped: int = 0,
     faults: Mapping[str, int] | None = None,
+    named: bool = False,
 ) -> str:
     c = tally.counts()
     fps = tally.frames / wall_s if wall_s > 0 else 0.0
@@ -104,7 +107,7 @@ def summary_text(
         + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),
         f"flags: {tally.flag_count}",
     ]
-    lines += ["  " + flag_line(ev, live) for ev in tally.flags]
+    lines += ["  " + flag_line(ev, live, named) for ev in tally.flags]
     shown = {k: n for k, n in (faults or {}).items() if k in FAULT_NAMES and n}
     if shown:
         lines.append("faults: " + ", ".join(f"{n} {FAULT_NAMES[k]}" for k, n in sorted(shown.items())))
@@ -126,7 +129,9 @@ class Dashboard:
         status: Callable[[], str] = lambda: "",
         dropped: Callable[[], int] = lambda: 0,
         detect_every: int = 3,
+        link: Callable[[], LinkState] = lambda: LinkState.UP,
     ) -> None:
+        self.link = link
         self.source = source
         self.detect_every = detect_every  # a track unseen for longer than this was missed by a detection
         self.live = live
@@ -182,9 +187,7 @@ class Dashboard:
         if drops:
             t.append(f"   dropped {drops}")
         if status:
-            t.append(
-                "\n" + status, style="bold magenta" if "reconnect" in status or "fail" in status else "dim"
-            )
+            t.append("\n" + status, style="bold magenta" if self.link().alarming else "dim")
         c = self.tally.counts()
         t.append(f"\npeople seen {len(self.tally.people)}   ")
         t.append(f"masked {c[0]}", style=MASK_STYLES[0])
@@ -275,16 +278,21 @@ class PanelInfo:
     fps: float
     in_view: int
     counts: tuple[int, int, int]  # people seen per mask state: masked, incorrect, none
-    link: str  # "live", "playing", "reconnecting ...", "ended", "down", ...
-    up: bool = True
+    link: str  # the link's state in words: "live", "playing", "reconnecting ...", "ended", "down", ...
+    state: LinkState = LinkState.UP
     dropped: int = 0
     machine: str = ""
+
+    @property
+    def up(self) -> bool:
+        return self.state.up
 
     def to_dict(self) -> dict[str, object]:
         return {
             "source": self.name,
             "up": self.up,
             "link": self.link,
+            "state": self.state.value,
             "fps": round(self.fps, 2),
             "in_view": self.in_view,
             "masked": self.counts[0],
@@ -311,7 +319,7 @@ def source_panel(info: PanelInfo) -> Panel:
     t.append(f"incorrect {info.counts[1]}", style=MASK_STYLES[1])
     t.append("  ")
     t.append(f"none {info.counts[2]}", style=MASK_STYLES[2])
-    bad = not info.up or any(w in info.link for w in ("reconnect", "fail", "stalled", "down"))
+    bad = info.state.alarming or info.state is LinkState.ENDED
     t.append("\n" + info.link, style="bold magenta" if bad else "dim")
     title = info.name + (f" @{info.machine}" if info.machine else "")
     return Panel(t, title=title, title_align="left", border_style="red" if bad else "cyan", padding=(0, 1))
@@ -358,21 +366,22 @@ class SourceBoard:
         timer: StageTimer,
         status: Callable[[], str] = lambda: "",
         dropped: Callable[[], int] = lambda: 0,
+        link: Callable[[], LinkState] = lambda: LinkState.UP,
     ) -> None:
         self.name, self.live, self.timer = name, live, timer
+        self.link = link
         self.status, self.dropped = status, dropped
         self.tally = Tally()
         self.in_view = 0
         self.last_frame = time.monotonic()
 
     def info(self) -> PanelInfo:
-        link = self.status() or "starting"
+        text, state = self.status() or "starting", self.link()
         idle = time.monotonic() - self.last_frame
-        if self.live and idle >= STALLED_S and not any(w in link for w in ("reconnect", "fail")):
-            link = f"stalled: no frame for {idle:.0f} s"
-        up = "fail" not in link and "stalled" not in link and "reconnect" not in link and link != "ended"
+        if self.live and idle >= STALLED_S and state is LinkState.UP:
+            text, state = f"stalled: no frame for {idle:.0f} s", LinkState.DOWN
         return PanelInfo(
-            self.name, self.timer.fps(), self.in_view, tuple(self.tally.counts()), link, up, self.dropped()
+            self.name, self.timer.fps(), self.in_view, tuple(self.tally.counts()), text, state, self.dropped()
         )
 
 
@@ -415,7 +424,9 @@ class MultiDashboard:
     def render(self) -> RenderableType:
         panels = self.panels()
         with self._lock:
-            flags = [(flag_line(ev, live), MASK_STYLES[ev.state.mask]) for ev, live in self.recent_flags]
+            flags = [
+                (flag_line(ev, live, True), MASK_STYLES[ev.state.mask]) for ev, live in self.recent_flags
+            ]
             title = f"latest flags ({self.flag_count}), {self.timer.fps():.1f} rounds/s"
             return SourcesScreen(panels, flags, title, list(self.messages))
 
@@ -423,7 +434,7 @@ class MultiDashboard:
 def multi_summary(rows: list[tuple[str, str, Tally, bool, int, Mapping[str, int]]], wall_s: float) -> str:
     """The summary of a monitor that watched several sources: one block per source, then the totals."""
     blocks = [
-        summary_text(tally, f"{name} ({desc})", wall_s, live, dropped, faults)
+        summary_text(tally, f"{name} ({desc})", wall_s, live, dropped, faults, named=True)
         for name, desc, tally, live, dropped, faults in rows
     ]
     frames = sum(r[2].frames for r in rows)
@@ -435,3 +446,23 @@ def multi_summary(rows: list[tuple[str, str, Tally, bool, int, Mapping[str, int]
         f"{people} people seen, {flags} flags"
     )
     return "\n".join([*blocks, total])
+
+
+class ScreenSink(NoSink):
+    """The screen's model (Dashboard or MultiDashboard): what the Live screen, the summary and the MQTT
+    status read. Fed in every run (headless too: the summary comes from it); link changes are noted on the
+    screen (headless: the headless lines say them)."""
+
+    def __init__(self, screen: Dashboard | MultiDashboard, named: bool, headless: bool) -> None:
+        self.screen, self.named, self.headless = screen, named, headless
+
+    def frame(self, result: FrameResult) -> None:
+        self.screen.update(result)
+
+    def event(self, event: Event) -> None:
+        if event.event == "link" and not self.headless:
+            self.screen.note(f"{event.source}: {event.text}" if self.named else event.text)
+
+
+def sink_for(ctx: Context) -> ScreenSink:
+    return ScreenSink(ctx.screen, ctx.named, ctx.options.headless)

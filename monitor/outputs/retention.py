@@ -12,7 +12,6 @@ record without its crop. 0 turns a limit off.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from engines.config import Config, add_config_argument
+from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, require_dir
-from monitor.collect import COLLECTED_JSONL
+from monitor.decisions.results import FrameResult
+from monitor.outputs.base import Context, NoSink
+from monitor.outputs.collect import COLLECTED_JSONL
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
@@ -217,21 +218,16 @@ class Retention:
         return any(k.flag == flag and k.max_mb > 0 and self.size[flag] > k.max_mb * 1e6 for k in self.kept)
 
 
-def add_prune_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_argument(p)
-    p.add_argument("--collect", type=Path, metavar="DIR", help="a --collect folder ([collect] limits)")
-    p.add_argument(
-        "--save-faces", type=Path, metavar="DIR", help="a --save-faces folder ([save_faces] limits)"
-    )
-    p.add_argument(
-        "--record",
-        type=Path,
-        metavar="OUT.mp4|DIR",
-        help="a --record video, or a --record folder of several sources' videos ([record] limits)",
-    )
+@dataclass(frozen=True)
+class PruneOptions:
+    """`mask-monitor prune`'s folders (monitor.cli builds it)."""
+
+    collect: Path | None = None
+    save_faces: Path | None = None
+    record: Path | None = None
 
 
-def run_prune(args: argparse.Namespace, cfg: Config, out: IO[str] | None = None) -> int:
+def run_prune(args: PruneOptions, cfg: Config, out: IO[str] | None = None) -> int:
     """Check every path first (a bad one: one line, nothing deleted), then prune each folder once."""
     out = out or sys.stdout
     if not (args.collect or args.save_faces or args.record):
@@ -254,3 +250,21 @@ def run_prune(args: argparse.Namespace, cfg: Config, out: IO[str] | None = None)
             print(f"mask-monitor: warning: cannot delete {e}", file=sys.stderr, flush=True)
             failed += 1
     return 1 if failed else 0
+
+
+class RetentionSink(NoSink):
+    """The running monitor's retention: at start and every monitor.prune_every_s, in the output thread."""
+
+    def __init__(self, retention: Retention, note: Callable[[str], None], collector=None) -> None:
+        self.retention, self.note, self.collector = retention, note, collector
+
+    def frame(self, result: FrameResult) -> None:
+        if self.retention.due():
+            for m in self.retention.run():
+                self.note(m)
+            if self.collector is not None:  # --collect's size count after its folder was pruned
+                self.collector.recount()
+
+
+def sink_for(ctx: Context) -> RetentionSink | None:
+    return RetentionSink(ctx.retention, ctx.note, ctx.collector) if ctx.retention is not None else None

@@ -7,7 +7,7 @@ the pipeline.
 - file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
 - a live source that fails mid-run is reopened with exponential back-off while `status` says so (with
   several sources, also one that is down when the monitor starts).
-The device is opened through an injectable `opener` (default: its monitor.sources row's), so tests can
+The device is opened through an injectable `opener` (default: its monitor.sources.kinds row's), so tests can
 drive the whole path with a fake camera.
 """
 
@@ -22,8 +22,9 @@ from typing import Any
 
 from engines.errors import UserError
 from engines.secrets import redact_url
-from monitor.sources import Device, Opener, SourceSpec, open_cv, open_error
-from monitor.timing import StageTimer
+from monitor.inference.timing import StageTimer
+from monitor.sources.kinds import Device, Opener, SourceSpec, open_cv, open_error
+from monitor.sources.link import LinkState
 
 
 @dataclass
@@ -68,7 +69,10 @@ class Capture:
         self._reopened = False
         self._good_reads = 0
         self._status = "starting"
-        self._status_log: deque[str] = deque(maxlen=32)  # changes not yet taken by status_changes()
+        self.link = LinkState.CONNECTING
+        self._status_log: deque[tuple[LinkState, str]] = deque(
+            maxlen=32
+        )  # changes not yet taken by status_changes()
         self.error: BaseException | None = None
         self._device: Device | None = None
         self._first: tuple[bool, Any] | None = None  # a file's first read, done in start() (see there)
@@ -85,21 +89,24 @@ class Capture:
 
     @property
     def status(self) -> str:
+        """The link's state in words (the screen and the MQTT status show it); `link` is the state."""
         return self._status
 
-    @status.setter
-    def status(self, text: str) -> None:
+    def _set(self, link: LinkState, text: str) -> None:
         text = redact_url(text)  # shown on the screen, in headless lines and in the MQTT status
-        if text != self._status:
-            self._status = text
-            self._status_log.append(text)
+        if text != self._status or link is not self.link:
+            self._status, self.link = text, link
+            self._status_log.append((link, text))
 
-    def status_changes(self) -> list[str]:
-        """Status changes since the last call (the thread may change it faster than a consumer polls)."""
+    def link_changes(self) -> list[tuple[LinkState, str]]:
+        """Changes of the link since the last call (the thread may change it faster than a consumer polls)."""
         out = []
         while self._status_log:
             out.append(self._status_log.popleft())
         return out
+
+    def status_changes(self) -> list[str]:
+        return [text for _, text in self.link_changes()]
 
     # --- consumer side ------------------------------------------------------------------------------------
     def start(self, wait_if_down: bool = False) -> Capture:
@@ -122,7 +129,7 @@ class Capture:
             return self
         fps = _safe_get(self._device, _FPS_PROP)
         self.fps = fps if 1.0 <= fps <= 1000.0 else 30.0
-        self.status = "live" if self.spec.live else "playing"
+        self._set(LinkState.UP, "live" if self.spec.live else "playing")
         self._thread.start()
         return self
 
@@ -188,7 +195,7 @@ class Capture:
             self._loop()
         except BaseException as exc:  # reported by the consumer; never a silent dead thread
             self.error = exc
-            self.status = f"capture failed: {exc.__class__.__name__}: {exc}"
+            self._set(LinkState.DOWN, f"capture failed: {exc.__class__.__name__}: {exc}")
         finally:
             self._ended.set()
             if not self.newest_only:
@@ -207,7 +214,7 @@ class Capture:
                 if self.spec.live and self._reconnect():
                     continue
                 if not self.spec.live:
-                    self.status = "ended"
+                    self._set(LinkState.ENDED, "ended")
                 return
             self.timer.add("capture", (time.perf_counter() - t) * 1000.0)
             self._count_good_read()
@@ -267,7 +274,10 @@ class Capture:
         while not self._stop.is_set():
             attempt += 1
             delay = self._next_delay
-            self.status = f"reconnecting to {self.spec.describe()} (try {attempt}, waiting {delay:.1f} s)"
+            self._set(
+                LinkState.RECONNECTING,
+                f"reconnecting to {self.spec.describe()} (try {attempt}, waiting {delay:.1f} s)",
+            )
             if self._stop.wait(delay):
                 return False
             self._next_delay = min(max(delay * 2, 0.05), self.reconnect_max_s)
@@ -275,7 +285,7 @@ class Capture:
             if dev is not None:
                 self._device = dev
                 self._reopened = True
-                self.status = "live (reconnected)"
+                self._set(LinkState.UP, "live (reconnected)")
                 return True
         return False
 

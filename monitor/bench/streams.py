@@ -12,7 +12,6 @@ seconds apart (importing at once on a few cores) and the first to finish ran par
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import re
@@ -33,8 +32,9 @@ from engines.device import set_torch_threads
 from engines.faces import create_detector
 from engines.fileio import atomic_write_json, require_file
 from monitor.app import Monitor, Options
-from monitor.classifier import engine_path, load_classifier
-from monitor.sources import Source, SourceSpec
+from monitor.bench.pipeline import BenchOptions
+from monitor.inference.classifier import engine_path, load_classifier
+from monitor.sources.kinds import Source, SourceSpec
 
 _SUMMARY = re.compile(r"(\d+) frames? in ([\d.]+) s \(([\d.]+) frames/s\)")
 
@@ -72,10 +72,10 @@ class StreamsResult:
         }
 
 
-def one_process(cfg: Config, args: argparse.Namespace, video: Path, n: int) -> StreamsResult:
+def one_process(cfg: Config, args: BenchOptions, video: Path, n: int) -> StreamsResult:
     """N copies in this process, through the real Monitor (headless, no files written)."""
     set_torch_threads(cfg.monitor.torch_threads)
-    engine = load_classifier(args, cfg)
+    engine = load_classifier(args.engine, cfg)
     sources = [Source(f"s{i + 1}", SourceSpec("video", str(video))) for i in range(n)]
     opts = Options(headless=True, max_frames=args.max_frames)
     mon = Monitor(cfg, sources, engine, create_detector(cfg), opts, out=io.StringIO(), err=io.StringIO())
@@ -90,13 +90,13 @@ def one_process(cfg: Config, args: argparse.Namespace, video: Path, n: int) -> S
 
 
 def separate_processes(
-    args: argparse.Namespace, cfg: Config, video: Path, n: int, flags: list[str]
+    args: BenchOptions, cfg: Config, video: Path, n: int, flags: tuple[str, ...]
 ) -> StreamsResult:
     """N `mask-monitor --video FILE --headless` processes at once (with the bench's own config and engine
     flags). Each reports its frames and frames/s (after its start-up); its end is seen here, so its start is
     the end less its run time, and the span runs from the first start to the last end."""
     cmd = [sys.executable, "-m", "monitor", "--video", str(video), "--headless"]
-    cmd += ["--engine", str(engine_path(args, cfg)), *flags]
+    cmd += ["--engine", str(engine_path(args.engine, cfg)), *flags]
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
         for _ in range(n)
@@ -171,11 +171,11 @@ def print_streams(one: StreamsResult, sep: StreamsResult, n: int, video: str) ->
     )
 
 
-def run_streams_bench(args: argparse.Namespace, cfg: Config, flags: list[str]) -> int:
+def run_streams_bench(args: BenchOptions, cfg: Config) -> int:
     """`flags`: the command line's config and engine flags, passed on to the separate processes."""
     video = require_file(args.video, "video file")
     n = args.streams
-    sep = separate_processes(args, cfg, video, n, flags)
+    sep = separate_processes(args, cfg, video, n, args.monitor_flags)
     one = one_process(cfg, args, video, n)
     print_streams(one, sep, n, video.name)
     if args.json:

@@ -19,43 +19,19 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 from engines.config import CollectConfig
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, open_private_append, private_dir, sha256_file
-from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, marginals
-from monitor.decide import State
+from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES
+from monitor.decisions.results import Candidate, FrameResult
+from monitor.outputs.base import Context, NoSink
 
 COLLECTED_JSONL = "collected.jsonl"  # the name train.label.store reads (a test keeps the two equal)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A settled person as their latest settled classification saw them."""
-
-    track: int  # the person number (as track_id in --events)
-    frame: int
-    time: float
-    crop: np.ndarray  # the crop that classification used
-    state: State  # the vote it settled
-    probs: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]  # mask, gender, age of the vote
-    disagree: bool  # a classification in the vote's window named another mask state
-
-
-def candidate(
-    track: int, frame: int, when: float, crop: np.ndarray, state: State, history: np.ndarray
-) -> Candidate:
-    """The vote over `history` ([n, 18] rows) read per task, and whether its rows agree on the mask."""
-    mean = history.mean(axis=0)
-    per_task = tuple(tuple(round(float(p), 4) for p in t) for t in marginals(mean))
-    hard = marginals(history)[0].argmax(axis=1)
-    return Candidate(track, frame, when, crop, state, per_task, bool((hard != state.mask).any()))  # type: ignore[arg-type]
 
 
 def model_sha256(path: Path | None) -> str:
@@ -205,3 +181,19 @@ def _last_byte(path: Path) -> bytes:
     with open(path, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
         return fh.read(1)
+
+
+class CollectSink(NoSink):
+    """--collect DIR: the people who left, offered to the Collector (which decides and writes)."""
+
+    def __init__(self, collector: Collector, note: Callable[[str], None]) -> None:
+        self.collector, self.note = collector, note
+
+    def frame(self, result: FrameResult) -> None:
+        for c in result.collect:
+            for m in self.collector.offer(c, result.source):
+                self.note(m)
+
+
+def sink_for(ctx: Context) -> CollectSink | None:
+    return CollectSink(ctx.collector, ctx.note) if ctx.collector is not None else None

@@ -42,7 +42,9 @@ def sink():
 def test_the_metrics_parse_and_move_with_a_run(sink):
     tally = Tally()
     in_view = [0]
-    sink.attach(lambda: [PanelInfo("door", 12.5, in_view[0], tuple(tally.counts()), "playing", LinkState.UP, 3)])
+    sink.attach(
+        lambda: [PanelInfo("door", 12.5, in_view[0], tuple(tally.counts()), "playing", LinkState.UP, 3)]
+    )
     comp = ComplianceSink(sink.compliance, sink.alert, clock=lambda: 0.0)
     address = sink.start("127.0.0.1", 0)
     assert address.startswith("http://127.0.0.1:") and address.endswith("/metrics")

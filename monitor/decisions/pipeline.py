@@ -23,6 +23,7 @@ from engines.labels import NUM_CLASSES, TASK_NAMES
 from monitor.decisions.decide import Decider
 from monitor.decisions.results import Candidate, Event, FrameResult, TrackView, candidate
 from monitor.decisions.tracker import Track, Tracker, iou, similar_size
+from monitor.decisions.zones import Zone
 from monitor.inference.timing import StageTimer
 from monitor.sources.capture import Frame
 
@@ -90,6 +91,7 @@ class Pipeline:
         self._result = FrameResult(Frame(-1, 0.0, None), -1)
         self._small: tuple[np.ndarray, float] | None = None
         self._due_tracks: list[Track] = []
+        self.zone: Zone | None = None  # wire25: faces outside the source's zone are never tracked
 
     def warm_up(self) -> None:
         """Load MTCNN's nets and run the classifier once, so the first real frame is not seconds late (a
@@ -217,6 +219,8 @@ class Pipeline:
         small, s = self._small
         result = self._result
         faces = [_scale_face(f, 1.0 / s) for f in found]
+        if self.zone is not None and self.size is not None:  # wire25: the zone, in full-frame pixels
+            faces = self.zone.filter(faces, *self.size)
         result.detected, result.faces = True, len(faces)
         self.counts["detect_rounds"] += 1
         self.counts["faces"] += len(faces)

@@ -314,6 +314,7 @@ class MetricsConfig:
 class HomeAssistantConfig:
     """MQTT discovery for Home Assistant (with --mqtt): entities per source, a device per machine."""
 
+    enabled: bool = _f(False)  # with --mqtt: publish discovery and states, take the pause / resume buttons
     discovery_prefix: str = _f("homeassistant")  # Home Assistant's discovery prefix
     min_interval_s: float = _f(1.0, min=0.0, max=3600.0)  # a source's states at most this often
 

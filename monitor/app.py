@@ -266,6 +266,12 @@ class Monitor:
         dropped = st.capture.dropped
         return [PanelInfo(st.name, self.timer.fps(), in_view, counts, link, st.capture.link, dropped)]  # type: ignore[arg-type]
 
+    def pause(self, name: str, paused: bool) -> None:
+        """ha25: drop the frames of source `name` before detection (its capture keeps reading), or resume."""
+        for st in self.streams:
+            if st.name == name:
+                st.capture.pause(paused)
+
     def _stream(
         self, source: Source, engine: Engine | None, detector: FaceDetector, opener: Opener
     ) -> Stream:
@@ -349,6 +355,7 @@ class Monitor:
                 compliance=self.compliance,
                 metrics=self.metrics,
                 zones=self.zones,
+                pause=self.pause,  # ha25: Home Assistant's pause / resume buttons
             )
             outputs = _Outputs(ctx, self.timer)
             with self._signals(), self._screen():

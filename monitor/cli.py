@@ -60,6 +60,15 @@ def add_site_arguments(p: argparse.ArgumentParser) -> None:
         "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
     )
     p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument(  # ha25
+        "--metrics",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics of every source of every machine at http://HOST:PORT/metrics "
+        "(default [metrics]: 127.0.0.1:9108)",
+    )
+    add_config_argument(p)  # [metrics] and [compliance] for --metrics
 
 
 def add_prune_arguments(p: argparse.ArgumentParser) -> None:
@@ -369,11 +378,14 @@ def _path(value: str | None) -> Path | None:
 
 def site_options(args: argparse.Namespace) -> SiteOptions:
     """`mask-monitor site`'s flags as one value; a bad broker address, password or CA file is one line."""
+    cfg = config_from_args(args)
     return SiteOptions(
         broker_from_args(args.mqtt, args.mqtt_password_file, args.mqtt_ca),
         _path(args.events),
         args.headless,
         args.duration,
+        parse_address(args.metrics, cfg.metrics.host, cfg.metrics.port) if args.metrics is not None else None,
+        cfg.compliance,
     )
 
 

@@ -65,6 +65,9 @@ class Context:
     zones: dict[str, Any] = field(default_factory=dict)  # source name -> its Zone (evidence draws it)
     evidence: Any = None  # the EvidenceSink of --evidence, once made: the events file and MQTT read its paths
     alert_to: list[Callable[[Any], None]] = field(default_factory=list)  # who takes each compliance Alert
+    pause: Callable[[str, bool], None] | None = (
+        None  # pause (True) / resume a source by name (Home Assistant)
+    )
 
     @property
     def named(self) -> bool:

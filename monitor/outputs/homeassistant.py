@@ -19,6 +19,10 @@ Every entity is available while its machine is: the availability topic is the ma
 last will marks down. States go out when they change, at most every `min_interval_s` per source (a flag, a
 change of link or alert at once). Publishing goes through a `publish(topic, payload, retain)` callable (the
 monitor's MQTT publisher); commands come back through `handle(topic, payload)`.
+
+Wired (`sink_for`) with `--mqtt` and `[homeassistant] enabled = true`: the publisher's `publish`, its
+subscription to the command topics, and its periodic status (`status(panels)`: each source's link, and what
+changed with time alone); a button press pauses or resumes the source (`Context.pause`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,6 +178,8 @@ class HomeAssistantSink:
         self.discovery_prefix, self.min_interval_s = discovery_prefix, min_interval_s
         self.compliance, self.on_command, self.clock = compliance, on_command, clock
         self._sources: dict[str, _Source] = {}
+        self._lock = threading.RLock()  # the output thread (frame), the MQTT status thread (status)
+        self._closed = False
         for s in sources or []:
             self._add(s)
 
@@ -215,6 +222,10 @@ class HomeAssistantSink:
     # --- the Sink interface -----------------------------------------------------------------------------
     def frame(self, result: FrameResult) -> None:
         """The people in view and seen, and the flags of the frame (FrameResult.events)."""
+        with self._lock:
+            self._frame(result)
+
+    def _frame(self, result: FrameResult) -> None:
         st = self._add(result.source)
         if not result.final:
             st.in_view = sum(t.confirmed for t in result.tracks)
@@ -234,22 +245,39 @@ class HomeAssistantSink:
         """Events come with their frame (FrameResult.events), where they are taken."""
 
     def close(self) -> None:
-        for source, st in self._sources.items():
-            st.link_up, st.in_view = False, 0
-            self._send(source, force=True)
+        """Every source's link down (before the publisher closes: SINKS has this sink before MQTT's)."""
+        with self._lock:
+            self._closed = True
+            for source, st in self._sources.items():
+                st.link_up, st.in_view = False, 0
+                self._send(source, force=True)
 
     # --- fed by the wiring --------------------------------------------------------------------------------
     def link(self, source: str, up: bool) -> None:
         """The source's link (its panel's `up`), sent at once when it changes."""
-        st = self._add(source)
-        if st.link_up != up:
-            st.link_up = up
-            self._send(source, force=True)
+        with self._lock:
+            if self._closed:
+                return
+            st = self._add(source)
+            if st.link_up != up:
+                st.link_up = up
+                self._send(source, force=True)
 
     def refresh(self) -> None:
         """Send what changed since (compliance moves with time alone): call it with the MQTT status."""
-        for source in self._sources:
-            self._send(source)
+        with self._lock:
+            if self._closed:
+                return
+            for source in self._sources:
+                self._send(source)
+
+    def status(self, panels: list[Any]) -> None:
+        """The MQTT publisher's periodic status (PanelInfo each): each link, then refresh()."""
+        with self._lock:
+            for p in panels:
+                if p.name in self._sources:
+                    self.link(p.name, p.up)
+            self.refresh()
 
     def command_topics(self) -> list[str]:
         """The topics to subscribe to (QoS 1) for the buttons."""
@@ -266,3 +294,30 @@ class HomeAssistantSink:
                     self.on_command(source, text)
                 return text
         return None
+
+
+def sink_for(ctx: Any) -> HomeAssistantSink | None:
+    """With --mqtt and `[homeassistant] enabled = true`: discovery and states through the MQTT publisher, the
+    buttons through its subscription (they pause and resume the source: ctx.pause)."""
+    pub, ha_cfg = ctx.publisher, ctx.cfg.homeassistant
+    if pub is None or not ha_cfg.enabled or not hasattr(pub, "subscribe"):
+        return None
+    pause = ctx.pause
+
+    def on_command(source: str, command: str) -> None:
+        if pause is not None:
+            pause(source, command == "pause")
+
+    ha = HomeAssistantSink(
+        pub.publish,
+        pub.url.prefix,
+        [s.name for s in ctx.sources],
+        machine=pub.machine,
+        discovery_prefix=ha_cfg.discovery_prefix,
+        min_interval_s=ha_cfg.min_interval_s,
+        compliance=ctx.compliance,
+        on_command=on_command,
+    )
+    pub.subscribe(ha.command_topics(), ha.handle)
+    pub.on_status(ha.status)
+    return ha

@@ -5,7 +5,9 @@ Topics under the URL's prefix: `PREFIX/SOURCE/events` (every flag and departure,
 seen per mask state, machine). While the broker is away paho keeps the QoS 1 messages in a bounded queue
 (`QUEUE_SIZE`) and sends them on reconnecting; beyond it events are dropped, counted, and one warning says so.
 A machine's last will marks its sources down if it vanishes without saying goodbye. The broker's address,
-TLS and login are monitor.broker's (shared with `mask-monitor site`)."""
+TLS and login are monitor.broker's (shared with `mask-monitor site`). Other outputs publish through it too
+(`publish`), take the messages of topics they subscribe to (`subscribe`, again after each reconnection) and
+are called after each periodic status (`on_status`): Home Assistant (monitor.outputs.homeassistant)."""
 
 from __future__ import annotations
 
@@ -82,6 +84,9 @@ class MqttPublisher:
         self.client.will_set(self._machine_topic(), json.dumps(will), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a, **k: self.connected.clear()
+        self.client.on_message = self._on_message
+        self._subscriptions: list[tuple[frozenset[str], Callable[[str, bytes], object]]] = []
+        self._status_hooks: list[Callable[[list[PanelInfo]], object]] = []
         self.login = Login()
         self._said_refused = ""  # a refusal after the start is said once (paho retries meanwhile)
         self._started = False
@@ -113,6 +118,8 @@ class MqttPublisher:
         self.connected.set()
         machine = {"machine": self.machine, "up": True, "sources": self.sources}
         client.publish(self._machine_topic(), json.dumps(machine), qos=1, retain=True)
+        for topics, _ in list(self._subscriptions):  # a new session: subscribe again
+            client.subscribe([(t, 1) for t in sorted(topics)])
         self._publish_status()
 
     def _bare_panels(self) -> list[PanelInfo]:
@@ -138,7 +145,11 @@ class MqttPublisher:
         self._send(topic, {**alert.to_dict(), "machine": self.machine})
 
     def _send(self, topic: str, payload: dict) -> None:
-        info = self.client.publish(topic, json.dumps(payload), qos=1)
+        self.publish(topic, json.dumps(payload), False)
+
+    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        """One message, QoS 1 (queued while the broker is away; beyond the queue dropped and counted)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == _queue_full():
             self.dropped += 1
             if self.dropped == 1:
@@ -150,6 +161,25 @@ class MqttPublisher:
                 )
             return
         self.published += 1
+
+    def subscribe(self, topics: list[str], handler: Callable[[str, bytes], object]) -> None:
+        """handler(topic, payload) for each message on these topics (QoS 1), in paho's thread; an error in it
+        is swallowed (paho's thread must go on)."""
+        self._subscriptions.append((frozenset(topics), handler))
+        if self.connected.is_set() and topics:
+            self.client.subscribe([(t, 1) for t in sorted(topics)])
+
+    def on_status(self, hook: Callable[[list[PanelInfo]], object]) -> None:
+        """hook(panels) after each periodic status, on the status thread (best effort, as the status)."""
+        self._status_hooks.append(hook)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        for topics, handler in list(self._subscriptions):
+            if msg.topic in topics:
+                try:
+                    handler(msg.topic, msg.payload)
+                except Exception:  # whoever can publish may send anything; paho's thread must not end
+                    pass
 
     def queued(self) -> int:
         """Messages paho holds that the broker has not acknowledged (paho offers no public count)."""
@@ -200,6 +230,11 @@ class MqttPublisher:
             return
         for p in panels:
             self._status(p)
+        for hook in list(self._status_hooks):
+            try:
+                hook(panels)
+            except Exception:
+                pass
 
     def _status(self, p: PanelInfo) -> None:
         info = {**p.to_dict(), "machine": self.machine}

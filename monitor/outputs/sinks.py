@@ -17,6 +17,7 @@ from monitor.outputs import (
     evidence,
     faces,
     headless,
+    homeassistant,
     metrics,
     mqtt,
     recording,
@@ -46,6 +47,7 @@ SINKS: tuple[tuple[str, Callable[[Context], Sink | None]], ...] = (
     ("evidence", evidence.sink_for),  # --evidence DIR: before the events file and MQTT, which name its files
     ("metrics", metrics.sink_for),  # --metrics [HOST:PORT]
     ("events", events.sink_for),  # --events FILE.jsonl
+    ("homeassistant", homeassistant.sink_for),  # --mqtt with [homeassistant] enabled: before MQTT closes
     ("mqtt", mqtt.sink_for),  # --mqtt URL
     ("headless", headless.sink_for),  # --headless: flag lines, notes
     ("bell", headless.bell_for),  # --bell

@@ -2,7 +2,9 @@
 
 Each source's retained status fills its panel (the same panels as a monitor with several sources); every
 event goes into one merged list of the latest flags and, with `--events FILE`, one merged JSONL file (the
-monitor's event keys, `source` and `machine`). Anyone who can publish under the prefix reaches this view:
+monitor's event keys, `source` and `machine`); with `--metrics [HOST:PORT]` the same Prometheus metrics as
+a monitor's, for every source of every machine (monitor.outputs.metrics, `site=True`: the panels, each
+flag, compliance from the events). Anyone who can publish under the prefix reaches this view:
 every message is checked first (monitor.site.feed.read_site_message); one that fails is counted, said
 once, and
 skipped.
@@ -23,10 +25,12 @@ from typing import IO, Any
 
 from rich.console import Console, RenderableType
 
+from engines.config import ComplianceConfig
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
 from monitor.broker import MqttUrl
+from monitor.decisions.compliance import Compliance, site_event
 from monitor.outputs.screen import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
 from monitor.site.feed import STATES, SiteFeed
 from monitor.sources.link import LinkState
@@ -71,7 +75,11 @@ def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
 class SiteView:
     """The site's state, fed from paho's thread, rendered from rich's."""
 
-    def __init__(self, events: Path | None, out: IO[str], headless: bool, max_flags: int = 48) -> None:
+    def __init__(
+        self, events: Path | None, out: IO[str], headless: bool, max_flags: int = 48, metrics: Any = None
+    ) -> None:
+        """`metrics`: the started MetricsSink of --metrics (site=True, with its Compliance), or None."""
+        self.metrics = metrics
         self.status: dict[str, dict[str, Any]] = {}
         self.flags: deque[dict[str, Any]] = deque(maxlen=max_flags)
         self.flag_count = self.event_count = 0
@@ -99,6 +107,27 @@ class SiteView:
                 self.flags.appendleft(e)
                 if self.headless:
                     print(event_line(e), file=self.out, flush=True)
+            if self.metrics is not None:
+                self._measure(e)
+
+    def _measure(self, e: dict[str, Any]) -> None:
+        """--metrics: a flag counted per source and machine; every flag and departure into compliance."""
+        m = self.metrics
+        if e.get("event") == "flag" and e.get("mask") in MASK_NAMES:
+            m.flag(str(e.get("source", "")), str(e["mask"]), str(e.get("machine", "")))
+        if m.compliance is not None:
+            site_event(m.compliance, e, time.time())
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        for alert in self.metrics.compliance.evaluate(time.time()):
+            self.metrics.alert(alert)
+
+    def evaluate(self) -> None:
+        """--metrics: compliance moves with time alone (people leave the window): the run loop calls this."""
+        if self.metrics is not None and self.metrics.compliance is not None:
+            with self._lock:
+                self._evaluate()
 
     def on_status(self, source: str, s: dict[str, Any]) -> None:
         with self._lock:
@@ -157,16 +186,47 @@ class SiteOptions:
     events: Path | None = None
     headless: bool = False
     duration: float | None = None
+    metrics: tuple[str, int] | None = None  # --metrics [HOST:PORT]
+    compliance: ComplianceConfig = ComplianceConfig()  # [compliance], for the metrics' shares and alerts
 
 
-def run_site(args: SiteOptions, console: Console | None = None, out: IO[str] | None = None) -> int:
+def _start_metrics(args: SiteOptions, err: IO[str]) -> Any:
+    """--metrics: serving before anything connects (a port in use is one line: UserError)."""
+    if args.metrics is None:
+        return None
+    from monitor.outputs.metrics import MetricsSink
+
+    metrics = MetricsSink(compliance=Compliance.from_config(args.compliance), site=True)
+    address = metrics.start(*args.metrics)
+    print(f"mask-monitor site: metrics: {address}", file=err, flush=True)
+    return metrics
+
+
+def run_site(
+    args: SiteOptions,
+    console: Console | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """`stop`: set it to end the view (embedding and tests); Ctrl-C and SIGTERM set it too."""
     url = args.broker
     events = args.events
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")
-    view = SiteView(events, out or sys.stdout, args.headless)
-    feed = SiteFeed(url, view.on_event, view.on_status, view.on_link, view.on_bad).start()
-    stop = threading.Event()
+    err = err or sys.stderr
+    metrics = _start_metrics(args, err)
+    try:
+        view = SiteView(events, out or sys.stdout, args.headless, metrics=metrics)
+        view.err = err
+        if metrics is not None:
+            metrics.attach(view.panels)
+        feed = SiteFeed(url, view.on_event, view.on_status, view.on_link, view.on_bad).start()
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
+    stop = stop or threading.Event()
     old = (
         {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         if (threading.current_thread() is threading.main_thread())
@@ -179,9 +239,12 @@ def run_site(args: SiteOptions, console: Console | None = None, out: IO[str] | N
             while not stop.wait(0.2):
                 if args.duration is not None and time.monotonic() - t0 >= args.duration:
                     break
+                view.evaluate()
     finally:
         feed.stop()
         view.close()
+        if metrics is not None:
+            metrics.close()
         for s, h in old.items():
             signal.signal(s, h)
     bad = f", {view.bad} malformed messages ignored" if view.bad else ""

@@ -7,6 +7,8 @@ the pipeline.
 - file (default): every frame is handed over in order through a bounded queue, as fast as it is consumed.
 - a live source that fails mid-run is reopened with exponential back-off while `status` says so (with
   several sources, also one that is down when the monitor starts).
+- `pause(True)` drops every frame it reads until `pause(False)` (the device keeps being read, so a camera or
+  stream stays connected, and a file keeps playing); the link says `paused` meanwhile.
 The device is opened through an injectable `opener` (default: its monitor.sources.kinds row's), so tests can
 drive the whole path with a fake camera.
 """
@@ -70,6 +72,9 @@ class Capture:
         self._good_reads = 0
         self._status = "starting"
         self.link = LinkState.CONNECTING
+        self.paused = False
+        self._up_text = "live"  # what the link says when up (shown again on resuming)
+        self._set_lock = threading.Lock()  # the capture thread and pause() (MQTT's thread) both set the link
         self._status_log: deque[tuple[LinkState, str]] = deque(
             maxlen=32
         )  # changes not yet taken by status_changes()
@@ -94,9 +99,22 @@ class Capture:
 
     def _set(self, link: LinkState, text: str) -> None:
         text = redact_url(text)  # shown on the screen, in headless lines and in the MQTT status
-        if text != self._status or link is not self.link:
-            self._status, self.link = text, link
-            self._status_log.append((link, text))
+        with self._set_lock:
+            if link in (LinkState.UP, LinkState.PAUSED):
+                self._up_text = text if link is LinkState.UP else self._up_text
+                link, text = (LinkState.PAUSED, "paused") if self.paused else (LinkState.UP, self._up_text)
+            if text != self._status or link is not self.link:
+                self._status, self.link = text, link
+                self._status_log.append((link, text))
+
+    def pause(self, paused: bool) -> None:
+        """Drop the frames read from now on (True), or hand them over again (False); the link says so."""
+        self.paused = paused
+        if paused:
+            with self._cond:
+                self._slot = None  # a frame read before the pause is not detected either
+        if self.link in (LinkState.UP, LinkState.PAUSED):
+            self._set(LinkState.PAUSED if paused else LinkState.UP, self._up_text)
 
     def link_changes(self) -> list[tuple[LinkState, str]]:
         """Changes of the link since the last call (the thread may change it faster than a consumer polls)."""
@@ -225,6 +243,8 @@ class Capture:
                 delay = t0 + index / self.fps - time.perf_counter()
                 if delay > 0 and self._stop.wait(delay):
                     return
+            if self.paused:  # read (the link stays up), not handed over
+                continue
             if self.newest_only:
                 with self._cond:
                     if self._slot is not None:

@@ -12,10 +12,11 @@ class LinkState(enum.Enum):
     RECONNECTING = "reconnecting"  # lost: reopening with back-off
     DOWN = "down"  # failed, stalled, or its monitor stopped or vanished
     ENDED = "ended"  # a video file played to its end
+    PAUSED = "paused"  # up, but its frames are dropped before detection (Home Assistant's pause button)
 
     @property
     def up(self) -> bool:
-        return self is LinkState.UP
+        return self in (LinkState.UP, LinkState.PAUSED)
 
     @property
     def alarming(self) -> bool:

@@ -16,8 +16,8 @@ from engines.config import Config, MonitorConfig
 from engines.contract import ModelMeta
 from engines.faces import Face
 from engines.labels import NUM_CLASSES, encode
-from monitor.decisions.pipeline import Pipeline
 from monitor.decisions.results import FrameResult
+from monitor.inference.stage import InferenceStage
 from monitor.sources.capture import Frame
 
 LEVELS = (60, 140, 230)  # the grey of a face per mask state: wear, incorrect, not wear
@@ -98,9 +98,10 @@ def door_run(
     middle of the door, in those mask states); the departures of those still in view at the end last."""
     groups = [[(p, ONE_BOX)] if isinstance(p, int) else p for p in people]
     cfg = Config(monitor=MonitorConfig(detect_every=1, min_votes=2, vote_window=3, track_max_missed=3))
-    p = Pipeline(cfg, LevelEngine(), BlobDetector(), name=source)
+    stage = InferenceStage(cfg, LevelEngine(), BlobDetector())
+    p = stage.source(source)
     frame = None
     for i, img in enumerate(door_frames(groups, frames_each, gap)):
         frame = Frame(i, i / fps, img)
-        yield p.process(frame)
+        yield stage.process(p, frame)
     yield FrameResult(frame, -1, events=p.finish(frame), final=True, source=source)

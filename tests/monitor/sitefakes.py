@@ -1,4 +1,4 @@
-"""A door that people pass one after another (or side by side), run through the real Pipeline: each face is
+"""A door that people pass one after another (or side by side), through the real inference stage: each face is
 a filled box whose grey level says its mask state, found by a detector that looks at the pixels and read by
 an engine that looks at the crop's centre. The site's outputs (metrics, Home Assistant, evidence, compliance)
 are tested on these real FrameResults."""
@@ -94,7 +94,7 @@ def door_run(
     frames_each: int = 8,
     gap: int = 10,
 ) -> Iterator[FrameResult]:
-    """FrameResults of the real Pipeline as the people pass (a list of ints: one person at a time, in the
+    """FrameResults of the real stage as the people pass (a list of ints: one person at a time, in the
     middle of the door, in those mask states); the departures of those still in view at the end last."""
     groups = [[(p, ONE_BOX)] if isinstance(p, int) else p for p in people]
     cfg = Config(monitor=MonitorConfig(detect_every=1, min_votes=2, vote_window=3, track_max_missed=3))

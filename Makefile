@@ -122,7 +122,7 @@ bench:
 clean-demo:
 	rm -rf $(BUILD)
 
-## The demonstration of adapting to a door (README 'The demonstration'): needs demo-model's build/demo first.
+## The demonstration of adapting to a door (docs/training.md, 'The demonstration'): needs demo-model's build/demo first.
 demo-door:
 	$(PY) -m train demo-door --base $(BUILD)/run/best.pt --photos $(BUILD)/cache/imports/real/holdout.csv \
 		--incorrect $(BUILD)/synth-holdout/labels.csv --root $(REAL) --out build/door --threads 2

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 
@@ -26,8 +26,10 @@ from engines.config import Config, with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from engines.secrets import redact_url
+from monitor.decisions.compliance import Compliance
 from monitor.decisions.pipeline import SourceDecisions
 from monitor.decisions.results import Event, FrameResult
+from monitor.decisions.zones import Zone
 from monitor.inference.stage import InferenceStage
 from monitor.inference.timing import StageTimer
 from monitor.options import Options
@@ -131,10 +133,9 @@ class _Outputs:
             for s in self.sinks:
                 s.event(item)
             return
-        for ev in item.events:
-            for s in self.sinks:
+        for s in self.sinks:  # each sink its events then the frame (wire25: evidence is written before the
+            for ev in item.events:  # events file names it, alerts before they are written)
                 s.event(ev)
-        for s in self.sinks:
             s.frame(item)
 
 
@@ -200,6 +201,8 @@ class Monitor:
         err: IO[str] | None = None,
         on_result: Callable[[FrameResult], None] | None = None,
         publisher: Publisher | None = None,
+        metrics: Any = None,
+        zones: dict[str, Zone | None] | None = None,
     ) -> None:
         """`on_result` sees every FrameResult in the output thread (for embedding the monitor, and tests)."""
         self.cfg = cfg
@@ -222,6 +225,15 @@ class Monitor:
             detect_every=cfg.monitor.detect_every,
         )
         self.on_result = on_result
+        # wire25: compliance alerts always; --metrics started by the caller; zones per source name
+        self.compliance = Compliance.from_config(cfg.compliance)
+        self.metrics, self.zones = metrics, {k: z for k, z in (zones or {}).items() if z is not None}
+        for st in self.streams:
+            st.decisions.zone = self.zones.get(st.name)
+        if metrics is not None:
+            metrics.compliance = self.compliance
+            metrics.attach(self.panels)
+            self.timer.on_add = metrics.stage
         self.collector = (
             Collector(options.collect, cfg.collect, model_sha256(getattr(engine, "path", None)))
             if options.collect is not None
@@ -314,10 +326,13 @@ class Monitor:
                 publisher=self.publisher,
                 collector=self.collector,
                 retention=Retention(
-                    targets(self.cfg, opts.collect, opts.save_faces, opts.record, record_is_dir=self.named),
+                    targets(self.cfg, opts.collect, opts.save_faces, opts.record, self.named, opts.evidence),
                     self.cfg.monitor.prune_every_s,
                 ),
                 on_result=self.on_result,
+                compliance=self.compliance,
+                metrics=self.metrics,
+                zones=self.zones,
             )
             outputs = _Outputs(ctx, self.timer)
             with self._signals(), self._screen():

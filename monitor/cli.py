@@ -21,8 +21,10 @@ from monitor.app import Monitor, Options
 from monitor.bench.pipeline import BenchOptions, run_bench
 from monitor.bench.streams import run_streams_bench
 from monitor.broker import broker_from_args
+from monitor.decisions.zones import Zone
 from monitor.inference.classifier import load_classifier
 from monitor.outputs.events import check_outputs
+from monitor.outputs.metrics import MetricsSink, parse_address
 from monitor.outputs.mqtt import connect_publisher
 from monitor.outputs.recording import check_record_dir
 from monitor.outputs.retention import PruneOptions, run_prune
@@ -72,6 +74,7 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
         metavar="OUT.mp4|DIR",
         help="a --record video, or a --record folder of several sources' videos ([record] limits)",
     )
+    p.add_argument("--evidence", type=Path, metavar="DIR", help="an --evidence folder ([evidence] limits)")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -178,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.mp4|DIR",
         help="write the annotated video (several sources: a folder, one NAME.mp4 per source)",
     )
+    p.add_argument(
+        "--evidence",
+        metavar="DIR",
+        help="write a snapshot of each flag (other faces blurred; a clip with [evidence] clip_s) to DIR; the "
+        "flag event names it (off by default)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default [metrics]: 127.0.0.1:9108)",
+    )
     add_broker_arguments(
         p,
         "publish events and status to mqtt[s]://[user@]host[:port]/prefix (topics PREFIX/SOURCE/events, "
@@ -252,8 +268,14 @@ def _options(args: argparse.Namespace, cfg: Config, multi: bool) -> Options:
         max_frames=args.max_frames,
         duration=args.duration,
         collect=Path(args.collect) if args.collect else None,
+        metrics=parse_address(args.metrics, cfg.metrics.host, cfg.metrics.port)
+        if args.metrics is not None
+        else None,
+        evidence=Path(args.evidence) if args.evidence else None,
     )
     check_outputs(options.events, None if multi else options.record, options.save_faces, options.collect)
+    if options.evidence is not None and options.evidence.exists() and not options.evidence.is_dir():
+        raise UserError(f"--evidence {options.evidence} is a file; give a folder")
     if multi and options.record is not None:
         check_record_dir(options.record)
     return options
@@ -267,13 +289,20 @@ def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
         if s.spec.kind == "video":
             require_file(s.spec.target, "video file")
     options = _options(args, cfg, len(sources) > 1)
+    zones = zones_of(cfg, sources, bool(getattr(args, "source_flags", None)))
+    metrics = None
+    if options.metrics is not None:  # a port in use is one line before the model loads
+        metrics = MetricsSink()
+        print(f"mask-monitor: metrics: {metrics.start(*options.metrics)}", file=sys.stderr, flush=True)
     # PyTorch's CPU threads for MTCNN (process-wide; see monitor.torch_threads in config.toml), set before the
     # classifier loads: a `.pt` classifier on the CPU then sets its own engine.threads on top (PyTorch has
     # one thread count per process, so that setting wins for MTCNN too). `mask-monitor bench` does the same.
     set_torch_threads(cfg.monitor.torch_threads)
     engine = load_classifier(_path(args.engine), cfg)
     publisher = connect_publisher(broker, [s.name for s in sources]) if broker is not None else None
-    monitor = Monitor(cfg, sources, engine, create_detector(cfg), options, publisher=publisher)
+    monitor = Monitor(
+        cfg, sources, engine, create_detector(cfg), options, publisher=publisher, metrics=metrics, zones=zones
+    )
     if args.headless:
         what = (
             sources[0].spec.describe()
@@ -364,7 +393,11 @@ def bench_options(args: argparse.Namespace, argv: list[str]) -> BenchOptions:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["prune"]:
         args = build_prune_parser().parse_args(argv[1:])
-        return run_prune(PruneOptions(args.collect, args.save_faces, args.record), config_from_args(args))
+        prune = PruneOptions(args.collect, args.save_faces, args.record, args.evidence)
+        return run_prune(prune, config_from_args(args))
+    if argv[:1] == ["zones"]:
+        args = build_zones_parser().parse_args(argv[1:])
+        return run_zones(args, config_from_args(args))
     if argv[:1] == ["site"]:
         return run_site(site_options(build_site_parser().parse_args(argv[1:])))
     if argv[:1] == ["bench"]:
@@ -379,3 +412,79 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     run_cli(lambda: _main(list(argv if argv is not None else sys.argv[1:])), "mask-monitor")
+
+
+def zones_of(cfg: Config, sources: list[Source], from_flags: bool) -> dict[str, Zone | None]:
+    """Each source's zone from its `[[sources]]` table (sources given by flags have none); a bad polygon is
+    one line naming the source."""
+    if from_flags or not cfg.sources:
+        return {}
+    return {s.name: Zone.of_source(t, s.name) for s, t in zip(sources, cfg.sources, strict=True)}
+
+
+def build_zones_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mask-monitor zones",
+        description="Write the first frame of a source with its zone drawn (outside dimmed) to a PNG, to "
+        "check a [[sources]] zone before running. The source: --video/--camera/--url, or the [[sources]] "
+        "table named by --source (its zone is used either way; else the first table's).",
+    )
+    src = p.add_mutually_exclusive_group()
+    for kind in SOURCES.values():
+        src.add_argument(
+            kind.flag,
+            dest="source_flags",
+            action=_AddSource,
+            const=kind.name,
+            type=kind.parse,
+            metavar=kind.metavar,
+            help=kind.help,
+        )
+    p.add_argument("--source", metavar="NAME", help="the [[sources]] table whose zone to draw")
+    p.add_argument("--out", metavar="PNG", required=True, help="where to write the picture (.png)")
+    add_config_argument(p)
+    return p
+
+
+def run_zones(args: argparse.Namespace, cfg: Config) -> int:
+    from engines.fileio import atomic_path
+    from monitor.decisions.zones import zone_preview
+    from monitor.sources.kinds import open_cv, open_error
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: give a .png file")
+    tables = sources_from_config(cfg.sources) if cfg.sources else []
+    pick = (
+        [i for i, s in enumerate(tables) if s.name == args.source] if args.source else [0] if tables else []
+    )
+    if args.source and not pick:
+        names = ", ".join(s.name for s in tables) or "none"
+        raise UserError(
+            f"--source {args.source}: no [[sources]] table of that name (the config has: {names})"
+        )
+    flags = getattr(args, "source_flags", None) or []
+    if not flags and not pick:
+        raise UserError(
+            "no source: give --video FILE, --camera N or --url URL (or [[sources]] in the config)"
+        )
+    spec = flags[0] if flags else tables[pick[0]].spec
+    name = tables[pick[0]].name if pick else default_name(spec)
+    zone = Zone.of_source(cfg.sources[pick[0]], name) if pick else None
+    if spec.kind == "video":
+        require_file(spec.target, "video file")
+    cap = open_cv(spec)
+    try:
+        ok, image = cap.read() if cap is not None and cap.isOpened() else (False, None)
+    finally:
+        if cap is not None:
+            cap.release()
+    if not ok or image is None:
+        raise open_error(spec)
+    import cv2
+
+    ok, png = cv2.imencode(".png", zone_preview(image, zone, name))
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(png.tobytes())
+    print(f"mask-monitor: zones: {name} drawn on its first frame in {out}", flush=True)
+    return 0

@@ -17,3 +17,5 @@ class Options:
     max_frames: int | None = None
     duration: float | None = None
     collect: Path | None = None  # --collect DIR: crops of the people the model was unsure of (opt-in)
+    metrics: tuple[str, int] | None = None  # --metrics [HOST:PORT]: Prometheus metrics served there
+    evidence: Path | None = None  # --evidence DIR: a snapshot (and clip) of each flag

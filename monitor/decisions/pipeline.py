@@ -25,6 +25,7 @@ from engines.labels import TASK_NAMES
 from monitor.decisions.decide import Decider
 from monitor.decisions.results import Candidate, Event, FrameResult, TrackView, candidate
 from monitor.decisions.tracker import Track, Tracker, iou, similar_size
+from monitor.decisions.zones import Zone
 from monitor.sources.capture import Frame
 
 
@@ -121,6 +122,7 @@ class SourceDecisions:
         self._last_classified: dict[int, int] = {}
         self._seen: dict[int, tuple[int, float]] = {}  # track id -> (frame index, time) of its last sighting
         self._thumb: np.ndarray | None = None  # the last frame, tiny and grey (scene cuts)
+        self.zone: Zone | None = None  # faces outside the source's zone are never tracked
 
     # --- the frame ---------------------------------------------------------------------------------------
     def begin(self, frame: Frame) -> Look:
@@ -233,6 +235,8 @@ class SourceDecisions:
         small, s, result = look.small, look.scale, look.result
         assert small is not None, "track() on a frame that was not due for detection"
         faces = [_scale_face(f, 1.0 / s) for f in found]
+        if self.zone is not None and self.size is not None:  # wire25: the zone, in full-frame pixels
+            faces = self.zone.filter(faces, *self.size)
         result.detected, result.faces = True, len(faces)
         self.counts["detect_rounds"] += 1
         self.counts["faces"] += len(faces)

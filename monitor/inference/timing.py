@@ -10,7 +10,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,7 @@ class StageTimer:
         self._frame_times: deque[float] = deque(maxlen=256)
         self.frames = 0
         self.started = time.perf_counter()
+        self.on_add: Callable[[str, float], None] | None = None  # every add(name, ms) too (--metrics)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -63,6 +64,8 @@ class StageTimer:
             self._samples[name].append(ms)
             self._runs[name] += 1
             self._sums[name] += ms
+        if self.on_add is not None:
+            self.on_add(name, ms)
 
     def frame_done(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ monitor watches several, so that what a single-source user sees stays as it was 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from engines.config import Config
@@ -60,6 +60,11 @@ class Context:
     collector: Any = None  # the Collector of --collect (monitor.outputs.collect), or None
     retention: Any = None  # the run's Retention (monitor.outputs.retention)
     on_result: Callable[[FrameResult], None] | None = None  # embedding and tests: every FrameResult
+    compliance: Any = None  # the run's Compliance (monitor.decisions.compliance): the alerts sink feeds it
+    metrics: Any = None  # the started MetricsSink of --metrics (monitor.outputs.metrics), or None
+    zones: dict[str, Any] = field(default_factory=dict)  # source name -> its Zone (evidence draws it)
+    evidence: Any = None  # the EvidenceSink of --evidence, once made: the events file and MQTT read its paths
+    alert_to: list[Callable[[Any], None]] = field(default_factory=list)  # who takes each compliance Alert
 
     @property
     def named(self) -> bool:

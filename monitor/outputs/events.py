@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
@@ -27,10 +27,14 @@ class EventLog:
         except OSError as exc:
             raise UserError(f"events file {self.path}: cannot write ({exc.strerror})") from None
 
-    def write(self, event: Event, with_source: bool = True) -> None:
+    def write(self, event: Event, with_source: bool = True, extra: dict[str, Any] | None = None) -> None:
+        self.write_dict({**event.to_dict(with_source), **(extra or {})})
+
+    def write_dict(self, record: dict[str, Any]) -> None:
+        """One line (a flag, a departure, a compliance alert)."""
         if self._fh is not None:
             try:
-                self._fh.write(json.dumps(event.to_dict(with_source)) + "\n")
+                self._fh.write(json.dumps(record) + "\n")
                 self._fh.flush()
             except OSError as exc:  # a full disk: the run stops with this line (its file named)
                 raise UserError(f"events file {self.path}: cannot write ({exc.strerror or exc})") from None
@@ -65,18 +69,29 @@ def check_outputs(
 
 
 class EventsSink(NoSink):
-    """--events FILE.jsonl: every flag and departure (`source` only when the monitor watches several)."""
+    """--events FILE.jsonl: every flag and departure (`source` only when the monitor watches several), each
+    flag with its `evidence` paths under --evidence; every compliance alert."""
 
-    def __init__(self, log: EventLog, named: bool) -> None:
-        self.log, self.named = log, named
+    def __init__(self, log: EventLog, named: bool, evidence: Any = None) -> None:
+        self.log, self.named, self.evidence = log, named, evidence
 
     def event(self, event: Event) -> None:
         if event.person:
-            self.log.write(event, self.named)
+            self.log.write(event, self.named, evidence_of(self.evidence, event))
 
     def close(self) -> None:
         self.log.close()
 
 
+def evidence_of(evidence: Any, event: Event) -> dict[str, Any] | None:
+    """{"evidence": {"snapshot": ..., "clip": ...}} of a flag under --evidence, else None."""
+    paths = evidence.evidence_for(event) if evidence is not None and event.event == "flag" else None
+    return {"evidence": paths} if paths else None
+
+
 def sink_for(ctx: Context) -> EventsSink | None:
-    return EventsSink(EventLog(ctx.options.events), ctx.named) if ctx.options.events is not None else None
+    if ctx.options.events is None:
+        return None
+    sink = EventsSink(EventLog(ctx.options.events), ctx.named, ctx.evidence)
+    ctx.alert_to.append(lambda alert: sink.log.write_dict(alert.to_dict()))
+    return sink

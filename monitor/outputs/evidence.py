@@ -259,3 +259,14 @@ def _polygon_mask(zone: Zone, w: int, h: int) -> np.ndarray:
     pts = np.array([[round(x), round(y)] for x, y in zone.polygon(w, h)], np.int32)
     cv2.fillPoly(mask, [pts], 1)
     return mask.astype(bool)
+
+
+def sink_for(ctx: Any) -> EvidenceSink | None:
+    """--evidence DIR (monitor.outputs.sinks.SINKS): made before the events file and MQTT, which read
+    `ctx.evidence.evidence_for(event)`; an unwritable folder is one UserError."""
+    folder = ctx.options.evidence
+    if folder is None:
+        return None
+    wrote = ctx.retention.wrote if ctx.retention is not None else None
+    ctx.evidence = EvidenceSink.from_config(folder, ctx.cfg.evidence, zones=ctx.zones, wrote=wrote)
+    return ctx.evidence

@@ -225,3 +225,10 @@ class MetricsSink:
         shown = host if ":" not in host else f"[{host}]"
         self.address = f"http://{shown}:{real}/metrics"
         return self.address
+
+
+def sink_for(ctx: Any) -> MetricsSink | None:
+    """--metrics: the sink the app started (it serves from the start); it takes the compliance alerts too."""
+    if ctx.metrics is not None:
+        ctx.alert_to.append(ctx.metrics.alert)
+    return ctx.metrics

@@ -21,6 +21,7 @@ from typing import IO, Protocol
 from monitor.broker import Login, MqttUrl, connect_client, new_client
 from monitor.decisions.results import Event
 from monitor.outputs.base import Context, NoSink
+from monitor.outputs.events import evidence_of
 from monitor.outputs.screen import PanelInfo
 from monitor.sources.link import LinkState
 
@@ -126,9 +127,18 @@ class MqttPublisher:
         """Where the retained status comes from (the monitor's panels)."""
         self.snapshot = snapshot
 
-    def event(self, source: str, event: Event) -> None:
-        payload = {**event.to_dict(), "source": source, "machine": self.machine}
-        info = self.client.publish(self.url.topic(source, "events"), json.dumps(payload), qos=1)
+    def event(self, source: str, event: Event, extra: dict | None = None) -> None:
+        payload = {**event.to_dict(), "source": source, "machine": self.machine, **(extra or {})}
+        self._send(self.url.topic(source, "events"), payload)
+
+    def alert(self, alert) -> None:
+        """A compliance Alert: PREFIX/SOURCE/alerts, or PREFIX/_machines/MACHINE/alerts for the site (not on
+        the events topics, which the site view reads as flags and departures)."""
+        topic = self.url.topic(alert.source or f"_machines/{self.machine}", "alerts")
+        self._send(topic, {**alert.to_dict(), "machine": self.machine})
+
+    def _send(self, topic: str, payload: dict) -> None:
+        info = self.client.publish(topic, json.dumps(payload), qos=1)
         if info.rc == _queue_full():
             self.dropped += 1
             if self.dropped == 1:
@@ -205,12 +215,16 @@ def _queue_full() -> int:
 class MqttSink(NoSink):
     """--mqtt: every flag and departure on PREFIX/SOURCE/events, every link change in the retained status."""
 
-    def __init__(self, publisher: Publisher) -> None:
-        self.publisher = publisher
+    def __init__(self, publisher: Publisher, evidence=None) -> None:
+        self.publisher, self.evidence = publisher, evidence
 
     def event(self, event: Event) -> None:
         if event.person:
-            self.publisher.event(event.source, event)
+            extra = evidence_of(self.evidence, event)
+            if extra:
+                self.publisher.event(event.source, event, extra)
+            else:
+                self.publisher.event(event.source, event)
         elif event.link is not None:
             self.publisher.link(event.source, event.link, event.text)
 
@@ -219,4 +233,8 @@ class MqttSink(NoSink):
 
 
 def sink_for(ctx: Context) -> MqttSink | None:
-    return MqttSink(ctx.publisher) if ctx.publisher is not None else None
+    if ctx.publisher is None:
+        return None
+    if hasattr(ctx.publisher, "alert"):
+        ctx.alert_to.append(ctx.publisher.alert)
+    return MqttSink(ctx.publisher, ctx.evidence)

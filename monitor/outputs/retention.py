@@ -85,6 +85,7 @@ def targets(
     save_faces: Path | None = None,
     record: Path | None = None,
     record_is_dir: bool = False,
+    evidence: Path | None = None,
 ) -> list[Kept]:
     """The folders a run (or `prune`) keeps under retention, with their limits from the config."""
     out = []
@@ -102,6 +103,11 @@ def targets(
             out.append(Kept("--record", record, r.max_age_days, r.max_mb, suffix_in(VIDEO_SUFFIXES)))
         else:
             out.append(Kept("--record", record.parent, r.max_age_days, r.max_mb, one_video(record)))
+    if evidence is not None:  # as monitor.outputs.evidence.evidence_kept (which imports this module)
+        e = cfg.evidence
+        out.append(
+            Kept("--evidence", evidence, e.max_age_days, e.max_mb, suffix_in(IMAGE_SUFFIXES + VIDEO_SUFFIXES))
+        )
     return out
 
 
@@ -225,14 +231,19 @@ class PruneOptions:
     collect: Path | None = None
     save_faces: Path | None = None
     record: Path | None = None
+    evidence: Path | None = None
 
 
 def run_prune(args: PruneOptions, cfg: Config, out: IO[str] | None = None) -> int:
     """Check every path first (a bad one: one line, nothing deleted), then prune each folder once."""
     out = out or sys.stdout
-    if not (args.collect or args.save_faces or args.record):
-        raise UserError("nothing to prune: give --collect DIR, --save-faces DIR and/or --record OUT.mp4|DIR")
-    for flag, folder in (("--collect", args.collect), ("--save-faces", args.save_faces)):
+    if not (args.collect or args.save_faces or args.record or args.evidence):
+        raise UserError(
+            "nothing to prune: give --collect DIR, --save-faces DIR, --record OUT.mp4|DIR and/or "
+            "--evidence DIR"
+        )
+    folders = (("--collect", args.collect), ("--save-faces", args.save_faces), ("--evidence", args.evidence))
+    for flag, folder in folders:
         if folder is not None and folder.exists() and not folder.is_dir():
             raise UserError(f"{flag} {folder} is a file; give the folder the monitor wrote")
         if folder is not None:
@@ -243,7 +254,7 @@ def run_prune(args: PruneOptions, cfg: Config, out: IO[str] | None = None) -> in
             raise UserError(f"--record {args.record}: give a video (.mp4 .avi .mkv .mov) or a folder of them")
         require_dir(args.record.parent, f"--record {args.record}: folder")
     failed = 0
-    for k in targets(cfg, args.collect, args.save_faces, args.record, record_is_dir=record_dir):
+    for k in targets(cfg, args.collect, args.save_faces, args.record, record_dir, args.evidence):
         res = prune(k)
         print(f"mask-monitor: prune {res.line(k)}", file=out, flush=True)
         for e in res.errors or []:

@@ -10,7 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from monitor.decisions.results import FrameResult
-from monitor.outputs import collect, events, faces, headless, mqtt, recording, retention, screen
+from monitor.outputs import (
+    alerts,
+    collect,
+    events,
+    evidence,
+    faces,
+    headless,
+    metrics,
+    mqtt,
+    recording,
+    retention,
+    screen,
+)
 from monitor.outputs.base import Context, NoSink, Sink
 
 
@@ -30,6 +42,9 @@ def callback_for(ctx: Context) -> CallbackSink | None:
 
 SINKS: tuple[tuple[str, Callable[[Context], Sink | None]], ...] = (
     ("retention", retention.sink_for),  # first: pruning at start, before anything is written
+    ("alerts", alerts.sink_for),  # compliance: the alerts of each frame, before the outputs that write them
+    ("evidence", evidence.sink_for),  # --evidence DIR: before the events file and MQTT, which name its files
+    ("metrics", metrics.sink_for),  # --metrics [HOST:PORT]
     ("events", events.sink_for),  # --events FILE.jsonl
     ("mqtt", mqtt.sink_for),  # --mqtt URL
     ("headless", headless.sink_for),  # --headless: flag lines, notes

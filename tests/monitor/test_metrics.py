@@ -13,6 +13,7 @@ from engines.errors import UserError
 from monitor.decisions.compliance import Compliance, ComplianceSink, site_event
 from monitor.outputs.metrics import MetricsSink, parse_address
 from monitor.outputs.screen import PanelInfo, Tally
+from monitor.sources.link import LinkState
 from tests.monitor.sitefakes import door_run
 
 
@@ -41,7 +42,9 @@ def sink():
 def test_the_metrics_parse_and_move_with_a_run(sink):
     tally = Tally()
     in_view = [0]
-    sink.attach(lambda: [PanelInfo("door", 12.5, in_view[0], tuple(tally.counts()), "playing", True, 3)])
+    sink.attach(
+        lambda: [PanelInfo("door", 12.5, in_view[0], tuple(tally.counts()), "playing", LinkState.UP, 3)]
+    )
     comp = ComplianceSink(sink.compliance, sink.alert, clock=lambda: 0.0)
     address = sink.start("127.0.0.1", 0)
     assert address.startswith("http://127.0.0.1:") and address.endswith("/metrics")
@@ -93,8 +96,8 @@ def test_the_site_view_serves_every_source_of_every_machine():
     c = Compliance(window_s=600.0, threshold=0.5, clear_below=0.3, hold_s=0.0, min_people=1)
     s = MetricsSink(machine="viewer", compliance=c, site=True)
     panels = [
-        PanelInfo("front", 25.0, 2, (5, 1, 0), "live", True, 0, "hq-1"),
-        PanelInfo("front", 0.0, 0, (1, 0, 0), "down", False, 7, "hq-2"),
+        PanelInfo("front", 25.0, 2, (5, 1, 0), "live", LinkState.UP, 0, "hq-1"),
+        PanelInfo("front", 0.0, 0, (1, 0, 0), "down", LinkState.DOWN, 7, "hq-2"),
     ]
     s.attach(lambda: panels)
     site_event(

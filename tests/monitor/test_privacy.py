@@ -256,7 +256,11 @@ def test_prune_command_prints_what_it_removed(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "nothing to prune: give --collect DIR, --save-faces DIR and/or --record OUT.mp4|DIR"),
+        (
+            [],
+            "nothing to prune: give --collect DIR, --save-faces DIR, --record OUT.mp4|DIR and/or "
+            "--evidence DIR",
+        ),
         (["--collect", "{t}/missing"], "--collect {t}/missing does not exist"),
         (
             ["--save-faces", "{t}/file.txt"],

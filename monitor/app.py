@@ -1,8 +1,8 @@
 """The running monitor: capture threads (one per source) -> one inference stage (this thread) -> output
 thread, joined by bounded queues.
 
-The pipeline never waits on disk or the terminal: events, the recording, saved faces, headless lines and
-the Live screen's model are all handled by the output thread. Stopping (end of file, --max-frames,
+The inference stage never waits on disk or the terminal: events, the recording, saved faces, headless lines
+and the Live screen's model are all handled by the output thread. Stopping (end of file, --max-frames,
 --duration, Ctrl-C, SIGTERM, `stop()`) always runs the same shutdown: the capture thread is joined, the
 tracks still in view are logged as departures, the output queue is drained and every file is closed.
 """
@@ -27,9 +27,10 @@ from engines.errors import UserError
 from engines.faces import FaceDetector
 from engines.secrets import redact_url
 from monitor.decisions.compliance import Compliance
-from monitor.decisions.pipeline import Pipeline, run_round
+from monitor.decisions.pipeline import SourceDecisions
 from monitor.decisions.results import Event, FrameResult
 from monitor.decisions.zones import Zone
+from monitor.inference.stage import InferenceStage
 from monitor.inference.timing import StageTimer
 from monitor.options import Options
 from monitor.outputs.base import Context, SourceInfo
@@ -40,11 +41,10 @@ from monitor.outputs.retention import Retention, targets
 from monitor.outputs.screen import (
     Dashboard,
     LiveScreen,
-    MultiDashboard,
     PanelInfo,
     SourceBoard,
+    SummaryRow,
     Tally,
-    multi_summary,
     summary_text,
 )
 from monitor.outputs.sinks import make_sinks
@@ -133,7 +133,7 @@ class _Outputs:
             for s in self.sinks:
                 s.event(item)
             return
-        for s in self.sinks:  # each sink its events then the frame (wire25: evidence is written before the
+        for s in self.sinks:  # each sink its events then the frame (evidence is written before the
             for ev in item.events:  # events file names it, alerts before they are written)
                 s.event(ev)
             s.frame(item)
@@ -141,11 +141,11 @@ class _Outputs:
 
 @dataclass
 class Stream:
-    """One source of a running monitor: its capture thread, its pipeline (tracker, votes), its clock."""
+    """One source of a running monitor: its capture thread, its tracker and votes, its clock."""
 
     source: Source
     capture: Capture
-    pipeline: Pipeline
+    decisions: SourceDecisions
     timer: StageTimer
     done: bool = False
     last: Frame | None = None  # the last frame processed: its time stamps the departures at the end
@@ -170,6 +170,7 @@ def board_for(st: Stream) -> SourceBoard:
         status=lambda: st.capture.status,
         dropped=lambda: st.capture.dropped,
         link=lambda: st.capture.link,
+        described=st.describe(),
     )
 
 
@@ -182,7 +183,7 @@ def as_sources(spec: SourceSpec | Sequence[Source]) -> list[Source]:
 
 
 class Monitor:
-    """Watches one source, or several with one inference stage: each round takes the frame that is ready
+    """Watches N sources (one is N = 1) with one inference stage: each round takes the frame that is ready
     from every source (never waiting for a slow or broken one), runs MTCNN on those due as one batch and
     classifies the crops of all of them in one engine call."""
 
@@ -206,40 +207,29 @@ class Monitor:
         """`on_result` sees every FrameResult in the output thread (for embedding the monitor, and tests)."""
         self.cfg = cfg
         self.options = options = options or Options()
-        self.timer = StageTimer()  # the inference rounds (and, with one source, everything)
+        self.timer = StageTimer()  # the inference rounds and the output thread
+        self.stage = InferenceStage(cfg, engine, detector, self.timer)
         self.wake = threading.Event()
-        sources = as_sources(spec)
-        self.multi = len(sources) > 1
-        self.streams = [self._stream(s, engine, detector, opener) for s in sources]
+        self.streams = [self._stream(s, opener) for s in as_sources(spec)]
         self.spec = self.streams[0].source.spec
-        self.capture, self.pipeline = self.streams[0].capture, self.streams[0].pipeline
+        self.capture, self.decisions = self.streams[0].capture, self.streams[0].decisions
         self.console = console
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.publisher = publisher
-        if self.multi:
-            self.dashboard: Dashboard | MultiDashboard = MultiDashboard(
-                [board_for(s) for s in self.streams], self.timer, cfg.ui.max_flags
-            )
-        else:
-            st = self.streams[0]
-            self.dashboard = Dashboard(
-                st.describe(),
-                st.live,
-                self.timer,
-                cfg.ui.max_rows,
-                cfg.ui.max_flags,
-                status=lambda: st.capture.status,
-                dropped=lambda: st.capture.dropped,
-                detect_every=cfg.monitor.detect_every,
-                link=lambda: st.capture.link,
-            )
+        self.dashboard = Dashboard(
+            [board_for(s) for s in self.streams],
+            self.timer,
+            cfg.ui.max_rows,
+            cfg.ui.max_flags,
+            detect_every=cfg.monitor.detect_every,
+        )
         self.on_result = on_result
-        # wire25: compliance alerts always; --metrics started by the caller; zones per source name
+        # compliance alerts always; --metrics started by the caller; zones per source name
         self.compliance = Compliance.from_config(cfg.compliance)
         self.metrics, self.zones = metrics, {k: z for k, z in (zones or {}).items() if z is not None}
         for st in self.streams:
-            st.pipeline.zone = self.zones.get(st.name)
+            st.decisions.zone = self.zones.get(st.name)
         if metrics is not None:
             metrics.compliance = self.compliance
             metrics.attach(self.panels)
@@ -254,31 +244,27 @@ class Monitor:
         if publisher is not None:
             publisher.attach(self.panels)
 
+    @property
+    def named(self) -> bool:
+        """Several sources: outputs name theirs, --record takes a folder, and a live source that is down
+        at the start waits for its link while the others run (one source: it is the run, so it fails)."""
+        return len(self.streams) > 1
+
     def panels(self) -> list[PanelInfo]:
         """Each source as its panel (and its MQTT status) shows it."""
-        d = self.dashboard
-        if isinstance(d, MultiDashboard):
-            return d.panels()
-        st = self.streams[0]
-        in_view = sum(t.confirmed for t in d.tracks)
-        counts = tuple(d.tally.counts())
-        link = st.capture.status or "starting"
-        dropped = st.capture.dropped
-        return [PanelInfo(st.name, self.timer.fps(), in_view, counts, link, st.capture.link, dropped)]  # type: ignore[arg-type]
+        return self.dashboard.panels()
 
     def pause(self, name: str, paused: bool) -> None:
-        """ha25: drop the frames of source `name` before detection (its capture keeps reading), or resume."""
+        """Drop the frames of source `name` before detection (its capture keeps reading), or resume."""
         for st in self.streams:
             if st.name == name:
                 st.capture.pause(paused)
 
-    def _stream(
-        self, source: Source, engine: Engine | None, detector: FaceDetector, opener: Opener
-    ) -> Stream:
+    def _stream(self, source: Source, opener: Opener) -> Stream:
         cfg = self.cfg
         if source.monitor:
             cfg = with_overrides(cfg, {f"monitor.{k}": v for k, v in source.monitor.items()})
-        timer = StageTimer() if self.multi else self.timer
+        timer = StageTimer()  # the source's own: its capture, its frames/s
         capture = Capture(
             source.spec,
             opener=opener,
@@ -291,8 +277,8 @@ class Monitor:
         keep = self.options.save_faces is not None
         name = source.name
         collect = self.options.collect is not None
-        pipeline = Pipeline(cfg, engine, detector, timer, keep_crops=keep, name=name, collect=collect)
-        return Stream(source, capture, pipeline, timer)
+        decisions = self.stage.source(name, cfg, keep_crops=keep, collect=collect)
+        return Stream(source, capture, decisions, timer)
 
     def stop(self) -> None:
         """Ask the run to end (from any thread or a signal handler); run() then shuts down cleanly. (No
@@ -301,16 +287,14 @@ class Monitor:
         self._stop.set()
 
     def run(self) -> RunReport:
-        self.streams[0].pipeline.warm_up()
-        pipeline = self.streams[0].pipeline
-        unknown = [t for t in ("gender", "age") if t not in pipeline.model_known]
+        self.stage.warm_up()
+        model_tasks, shown = self.stage.model_tasks, self.stage.shown_tasks
+        unknown = [t for t in ("gender", "age") if t not in model_tasks]
         if unknown:  # said once: the model's file says it never learnt these from real labels
             self._note(
                 f"the model was not trained on real {' or '.join(unknown)} labels: shown as '-' (null)"
             )
-        hidden = [
-            t for t in ("gender", "age") if t in pipeline.model_known and t not in pipeline.decider.known
-        ]
+        hidden = [t for t in ("gender", "age") if t in model_tasks and t not in shown]
         if hidden:
             self._note(
                 f"{' and '.join(hidden)} not estimated (monitor.show_gender_age = false): shown as '-' (null)"
@@ -321,7 +305,7 @@ class Monitor:
         # one that is down waits for its link (reconnecting) while the others run
         try:
             for st in self.streams:
-                started.append(st.capture.start(wait_if_down=self.multi))
+                started.append(st.capture.start(wait_if_down=self.named))
                 if st.capture.down_at_start:
                     print(
                         f"mask-monitor: warning: {open_error(st.capture.spec)}; retrying with back-off while "
@@ -348,14 +332,14 @@ class Monitor:
                 publisher=self.publisher,
                 collector=self.collector,
                 retention=Retention(
-                    targets(self.cfg, opts.collect, opts.save_faces, opts.record, self.multi, opts.evidence),
+                    targets(self.cfg, opts.collect, opts.save_faces, opts.record, self.named, opts.evidence),
                     self.cfg.monitor.prune_every_s,
                 ),
                 on_result=self.on_result,
                 compliance=self.compliance,
                 metrics=self.metrics,
                 zones=self.zones,
-                pause=self.pause,  # ha25: Home Assistant's pause / resume buttons
+                pause=self.pause,  # Home Assistant's pause / resume buttons
             )
             outputs = _Outputs(ctx, self.timer)
             with self._signals(), self._screen():
@@ -382,41 +366,29 @@ class Monitor:
                 outputs.put(
                     FrameResult(
                         st.last or Frame(-1, 0.0, None),
-                        st.pipeline.seq,
-                        events=st.pipeline.finish(st.last),
+                        st.decisions.seq,
+                        events=st.decisions.finish(st.last),
                         final=True,
-                        source=st.pipeline.name,
-                        collect=st.pipeline.take_collected(),
+                        source=st.name,
+                        collect=st.decisions.take_collected(),
                     )
                 )
         outputs.close()
 
     def _report(self, outputs: _Outputs, wall: float, interrupted: bool) -> RunReport:
-        d = self.dashboard
-        tallies = d.tallies() if isinstance(d, MultiDashboard) else {self.streams[0].name: d.tally}
-        if self.multi:
-            summary = multi_summary(
-                [
-                    (
-                        st.name,
-                        st.describe(),
-                        tallies[st.name],
-                        st.live,
-                        st.capture.dropped,
-                        st.pipeline.faults,
-                    )
-                    for st in self.streams
-                ],
-                wall,
-            )
-        else:
-            st = self.streams[0]
-            summary = summary_text(
-                tallies[st.name], st.describe(), wall, st.live, st.capture.dropped, st.pipeline.faults
-            )
+        tallies = self.dashboard.tallies()
+        summary = summary_text(
+            [
+                SummaryRow(
+                    st.name, st.describe(), tallies[st.name], st.live, st.capture.dropped, st.decisions.faults
+                )
+                for st in self.streams
+            ],
+            wall,
+        )
         return RunReport(
             tallies[self.streams[0].name],
-            sum(st.pipeline.seq + 1 for st in self.streams),
+            sum(st.decisions.seq + 1 for st in self.streams),
             wall,
             sum(st.capture.dropped for st in self.streams),
             sum(st.capture.reconnects for st in self.streams),
@@ -437,7 +409,7 @@ class Monitor:
                 self._say(outputs, st, link, text)
             if st.done:
                 continue
-            if opts.max_frames is not None and st.pipeline.seq + 1 >= opts.max_frames:
+            if opts.max_frames is not None and st.decisions.seq + 1 >= opts.max_frames:
                 st.done = True
                 continue
             frame = st.capture.get(0)
@@ -464,9 +436,10 @@ class Monitor:
                     break
                 self.wake.wait(0.1)
                 continue
-            results = run_round([(st.pipeline, frame) for st, frame in items], self.timer)
+            results = self.stage.run_round([(st.decisions, frame) for st, frame in items])
             for (st, frame), result in zip(items, results):
                 st.last = frame
+                st.timer.frame_done()
                 outputs.put(result)
         for st in self.streams:
             for link, text in st.capture.link_changes():

@@ -60,7 +60,7 @@ def add_site_arguments(p: argparse.ArgumentParser) -> None:
         "--headless", action="store_true", help="no screen: one line per flag and per source up/down"
     )
     p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
-    p.add_argument(  # ha25
+    p.add_argument(
         "--metrics",
         nargs="?",
         const="",

@@ -24,8 +24,8 @@ from engines.device import set_torch_threads
 from engines.faces import FaceDetector, create_detector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
-from monitor.decisions.pipeline import Pipeline
 from monitor.inference.classifier import load_classifier
+from monitor.inference.stage import InferenceStage
 from monitor.inference.timing import StageTimer
 from monitor.sources.capture import Capture
 from monitor.sources.kinds import SourceSpec, open_cv, open_error
@@ -121,14 +121,15 @@ def measure_pipeline(
 ) -> Measurement:
     """The monitor's pipeline, as `mask-monitor --video FILE --headless` runs it (without writing files)."""
     timer = StageTimer(window=None)
-    pipeline = Pipeline(cfg, engine, detector, timer)
+    stage = InferenceStage(cfg, engine, detector, timer)
+    source = stage.source()
     started: dict[int, int] = {}  # track id -> first frame seq
     settle: dict[int, int] = {}  # track id -> frames from its first detection to a settled state
     flags = 0
 
     def step(frame) -> None:
         nonlocal flags
-        result = pipeline.process(frame)
+        result = stage.process(source, frame)
         flags += sum(ev.event == "flag" for ev in result.events)
         for tv in result.tracks:
             started.setdefault(tv.id, result.seq - tv.frames)
@@ -149,7 +150,7 @@ def measure_pipeline(
         "rss_mb_after_first_pass": _round(drive.rss_mb[0]),
         "rss_mb_end": _round(drive.rss_mb[-1]),
         "rss_mb_per_pass": [_round(v) for v in drive.rss_mb],
-        "detector_counts": dict(pipeline.counts),
+        "detector_counts": dict(source.counts),
     }
     return Measurement("monitor", timer.frames, drive.wall_s, _stages(timer), extra, drive.cpu_s)
 

@@ -1,4 +1,5 @@
-"""One frame in, one FrameResult out: detect (every Nth frame), track, classify (batched), vote, flag.
+"""One source's part of each frame: check it, track the faces found, vote and flag (SourceDecisions); the
+detector and the classifier, shared by all sources, belong to the inference stage (monitor.inference.stage).
 
 Cost on a CPU is MTCNN's, so it runs every `detect_every` frames on a copy of the frame shrunk to
 `detect_max_side` (entrance faces are large; MTCNN's cost grows with the pixels it scans), and the
@@ -12,19 +13,19 @@ frames once its vote has settled.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from engines.backends.base import Engine
 from engines.config import Config
+from engines.contract import ModelMeta
 from engines.faces import Box, Face, FaceDetector, crop_face
-from engines.labels import NUM_CLASSES, TASK_NAMES
+from engines.labels import TASK_NAMES
 from monitor.decisions.decide import Decider
 from monitor.decisions.results import Candidate, Event, FrameResult, TrackView, candidate
 from monitor.decisions.tracker import Track, Tracker, iou, similar_size
 from monitor.decisions.zones import Zone
-from monitor.inference.timing import StageTimer
 from monitor.sources.capture import Frame
 
 
@@ -47,24 +48,60 @@ def _int_box(box: Box) -> tuple[int, int, int, int]:
     return tuple(int(round(v)) for v in box)  # type: ignore[return-value]
 
 
-class Pipeline:
+def model_tasks(meta: ModelMeta | None) -> tuple[str, ...]:
+    """The tasks the model file knows (all of them without a classifier)."""
+    return meta.known_tasks() if meta is not None else TASK_NAMES
+
+
+def shown_tasks(cfg: Config, meta: ModelMeta | None) -> tuple[str, ...]:
+    """The tasks votes are kept for: mask, and gender and age where the model knows them and
+    monitor.show_gender_age is on."""
+    return tuple(t for t in model_tasks(meta) if t == "mask" or cfg.monitor.show_gender_age)
+
+
+@dataclass
+class Look:
+    """One source's frame on its way through a round (what `begin` returns and every later step takes): its
+    result so far and, on a detection frame, the shrunk copy MTCNN looks at and the shrink factor."""
+
+    result: FrameResult
+    small: np.ndarray | None = None  # None: no detection due, or the frame is unusable
+    scale: float = 1.0
+
+    @property
+    def frame(self) -> Frame:
+        return self.result.frame
+
+
+@dataclass(frozen=True)
+class CropsDue:
+    """The crops one source wants classified on a frame, and the tracks they belong to (in that order)."""
+
+    look: Look
+    tracks: tuple[Track, ...] = ()
+    crops: tuple[np.ndarray, ...] = ()
+
+
+class SourceDecisions:
+    """One source's tracker, votes and flags. The inference stage (monitor.inference.stage) owns the
+    detector and the classifier and drives each round through the steps here: `begin` -> `track` ->
+    `crops_due` -> `decide` (or `classify_failed`) -> `end`; each step takes what the one before returned,
+    and nothing of a frame is kept here between rounds but the tracks and their votes."""
+
     def __init__(
         self,
         cfg: Config,
-        engine: Engine | None,
-        detector: FaceDetector,
-        timer: StageTimer | None = None,
+        meta: ModelMeta | None,
         keep_crops: bool = False,
         name: str = "",
         collect: bool = False,
     ) -> None:
-        """`collect`: keep each settled track's latest crop and hand it over when the person leaves."""
+        """`meta`: the classifier's (its tasks, its crop geometry), None without one (nothing classified);
+        `collect`: keep each settled track's latest crop and hand it over when the person leaves."""
         m = cfg.monitor
         self.name = name
         self.cfg = cfg
-        self.engine = engine
-        self.detector = detector
-        self.timer = timer or StageTimer()
+        self.classifies = meta is not None
         self.keep_crops = keep_crops
         self.collect = collect
         self._latest: dict[int, Candidate] = {}  # track id -> its latest settled classification (collect)
@@ -76,11 +113,8 @@ class Pipeline:
             tentative_max_missed=2 * m.detect_every,
             confirm_score=m.confirm_score,
         )
-        # the tasks the model file knows; gender and age are shown only with monitor.show_gender_age
-        self.model_known = engine.meta.known_tasks() if engine is not None else TASK_NAMES
-        known = tuple(t for t in self.model_known if t == "mask" or m.show_gender_age)
-        self.decider = Decider(m.vote_window, m.min_votes, m.flag_states, known)
-        self.crop_geom = engine.meta.crop if engine is not None else cfg.crop
+        self.decider = Decider(m.vote_window, m.min_votes, m.flag_states, shown_tasks(cfg, meta))
+        self.crop_geom = meta.crop if meta is not None else cfg.crop
         self.seq = -1
         self.size: tuple[int, int] | None = None  # (w, h) of the first good frame
         self.faults: Counter[str] = Counter()
@@ -88,56 +122,37 @@ class Pipeline:
         self._last_classified: dict[int, int] = {}
         self._seen: dict[int, tuple[int, float]] = {}  # track id -> (frame index, time) of its last sighting
         self._thumb: np.ndarray | None = None  # the last frame, tiny and grey (scene cuts)
-        self._result = FrameResult(Frame(-1, 0.0, None), -1)
-        self._small: tuple[np.ndarray, float] | None = None
-        self._due_tracks: list[Track] = []
-        self.zone: Zone | None = None  # wire25: faces outside the source's zone are never tracked
-
-    def warm_up(self) -> None:
-        """Load MTCNN's nets and run the classifier once, so the first real frame is not seconds late (a
-        camera would drop frames meanwhile)."""
-        self.detector.detect(np.zeros((64, 64, 3), np.uint8))
-        if self.engine is not None:
-            try:
-                self.engine.classify([np.zeros((self.crop_geom.height, self.crop_geom.width, 3), np.uint8)])
-            except Exception:  # reported on the first real frame, with its context
-                pass
+        self.zone: Zone | None = None  # faces outside the source's zone are never tracked
 
     # --- the frame ---------------------------------------------------------------------------------------
-    def process(self, frame: Frame) -> FrameResult:
-        """One frame of this source alone (several sources share one round: `run_round`)."""
-        return run_round([(self, frame)], self.timer)[0]
-
-    def begin(self, frame: Frame) -> np.ndarray | None:
-        """Start a frame: check it, end every track on a scene cut, and return the shrunk copy MTCNN should
-        look at on this frame (None: no detection due, or the frame is unusable)."""
+    def begin(self, frame: Frame) -> Look:
+        """Start a frame: check it, end every track on a scene cut, and shrink the copy MTCNN should look at
+        on this frame (look.small None: no detection due, or the frame is unusable)."""
         self.seq += 1
-        self._result = result = FrameResult(frame, self.seq, source=self.name)
-        self._small = None
+        result = FrameResult(frame, self.seq, source=self.name)
         image = self._sanitize(frame, result)
         if image is None:
             result.skipped = True
             self.tracker.predict(self.seq)
-            return None
+            return Look(result)
         frame.image = image
         self._scene_check(image, frame, result)
         if self.seq % self.cfg.monitor.detect_every != 0:
             self.tracker.predict(self.seq)
-            return None
+            return Look(result)
         m = self.cfg.monitor
         h, w = image.shape[:2]
         s = min(1.0, m.detect_max_side / max(h, w))
         size = (max(int(round(w * s)), 12), max(int(round(h * s)), 12))
-        self._small = (cv2.resize(image, size, interpolation=cv2.INTER_AREA) if s < 1.0 else image, s)
-        return self._small[0]
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if s < 1.0 else image
+        return Look(result, small, s)
 
-    def end(self) -> FrameResult:
-        """Finish the frame begun last: departures, and the tracks as the outputs see them."""
-        result = self._result
+    def end(self, look: Look) -> FrameResult:
+        """Finish the frame: departures, and the tracks as the outputs see them."""
+        result = look.result
         self._prune(result.frame, result)
         result.tracks = self._views()
         result.collect = self.take_collected()
-        self._small = None
         return result
 
     def take_collected(self) -> list[Candidate]:
@@ -214,12 +229,13 @@ class Pipeline:
         return np.ascontiguousarray(img)
 
     # --- detection and tracking ---------------------------------------------------------------------------
-    def apply_detections(self, found: list[Face]) -> None:
-        """The faces MTCNN found in the copy `begin` returned: match, second looks, new tracks."""
-        small, s = self._small
-        result = self._result
+    def track(self, look: Look, found: list[Face], detector: FaceDetector) -> None:
+        """The faces MTCNN found in `look.small`: match, second looks (`detector.detect_region` around the
+        tracks the full pass missed), new tracks."""
+        small, s, result = look.small, look.scale, look.result
+        assert small is not None, "track() on a frame that was not due for detection"
         faces = [_scale_face(f, 1.0 / s) for f in found]
-        if self.zone is not None and self.size is not None:  # wire25: the zone, in full-frame pixels
+        if self.zone is not None and self.size is not None:  # the zone, in full-frame pixels
             faces = self.zone.filter(faces, *self.size)
         result.detected, result.faces = True, len(faces)
         self.counts["detect_rounds"] += 1
@@ -228,7 +244,7 @@ class Pipeline:
         pairs, missed, new = self.tracker.match(faces)
         taken = [f.box for _, f in pairs]
         for track in (t for t in missed if t.confirmed):
-            face = self._second_look(small, s, track, taken)
+            face = self._second_look(detector, small, s, track, taken)
             self.counts["second_looks"] += 1
             if face is not None:
                 self.counts["second_look_hits"] += 1
@@ -244,12 +260,14 @@ class Pipeline:
             if t is not None:
                 self._seen[t.id] = seen
 
-    def _second_look(self, small: np.ndarray, s: float, track: Track, taken: list[Box]) -> Face | None:
+    def _second_look(
+        self, detector: FaceDetector, small: np.ndarray, s: float, track: Track, taken: list[Box]
+    ) -> Face | None:
         """A permissive search in a small region around a track that the full-frame pass missed."""
         m = self.cfg.monitor
         region = tuple(v * s for v in _grow(track.box, m.recheck_margin))
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1]) * s
-        found = self.detector.detect_region(
+        found = detector.detect_region(
             small,
             region,
             thresholds=m.recheck_thresholds,
@@ -273,34 +291,32 @@ class Pipeline:
             return True
         return self.seq - self._last_classified.get(track.id, -(10**9)) >= self.cfg.monitor.classify_every
 
-    def crops_due(self) -> list[np.ndarray]:
-        """The crops to classify on this frame (detection frames only), in the order `apply_classes` takes."""
-        self._due_tracks = []
-        if self.engine is None or self._small is None:
-            return []
-        frame = self._result.frame
-        self._due_tracks = [t for t in self.tracker.tracks if self._due(t)]
+    def crops_due(self, look: Look) -> CropsDue:
+        """The crops to classify on this frame (detection frames only), each with its track."""
+        if not self.classifies or look.small is None:
+            return CropsDue(look)
+        tracks = tuple(t for t in self.tracker.tracks if self._due(t))
         try:
-            return [crop_face(frame.image, t.box, self.crop_geom) for t in self._due_tracks]
+            crops = tuple(crop_face(look.frame.image, t.box, self.crop_geom) for t in tracks)
         except Exception as exc:
-            self.classify_failed(exc)
-            return []
+            self.classify_failed(look, exc)
+            return CropsDue(look)
+        return CropsDue(look, tracks, crops)
 
-    def classify_failed(self, exc: BaseException) -> None:
+    def classify_failed(self, look: Look, exc: BaseException) -> None:
         """Keep tracking; say once what went wrong."""
-        self._due_tracks = []
         text = str(exc).splitlines()[0][:160] if str(exc) else ""
         self._fault(
-            self._result,
+            look.result,
             "classify",
-            f"classifier failed on frame {self._result.frame.index}: {exc.__class__.__name__}: {text}",
+            f"classifier failed on frame {look.frame.index}: {exc.__class__.__name__}: {text}",
         )
 
-    def apply_classes(self, crops: list[np.ndarray], probs: np.ndarray) -> None:
-        """Votes and flags from the probabilities of the crops `crops_due` gave."""
-        frame, result = self._result.frame, self._result
-        result.classified = len(crops)
-        for track, p, crop in zip(self._due_tracks, probs, crops):
+    def decide(self, due: CropsDue, probs: np.ndarray) -> None:
+        """Votes and flags from the probabilities of `due.crops` (one row each)."""
+        frame, result = due.look.frame, due.look.result
+        result.classified = len(due.crops)
+        for track, p, crop in zip(due.tracks, probs, due.crops):
             self._last_classified[track.id] = self.seq
             try:
                 state = self.decider.add(track.id, p)
@@ -320,7 +336,6 @@ class Pipeline:
                 result.events.append(ev)
                 if self.keep_crops:
                     result.crops[track.number] = crop
-        self._due_tracks = []
 
     # --- departures ---------------------------------------------------------------------------------------
     def _left_event(self, track: Track, frame: Frame | None) -> Event | None:
@@ -367,64 +382,3 @@ class Pipeline:
             )
             for t in self.tracker.tracks
         ]
-
-
-# --- one round over several sources ---
-def _detect_all(detector: FaceDetector, images: list[np.ndarray]) -> list[list[Face]]:
-    """MTCNN over every image, frames of one size as one batch."""
-    out: list[list[Face] | None] = [None] * len(images)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(img.shape, []).append(i)
-    batch = getattr(detector, "detect_batch", None)
-    for idx in groups.values():
-        found = batch([images[i] for i in idx]) if batch is not None and len(idx) > 1 else None
-        for k, i in enumerate(idx):
-            out[i] = found[k] if found is not None else detector.detect(images[i])
-    return out  # type: ignore[return-value]
-
-
-def _classify_all(work: list[Pipeline]) -> None:
-    """The due crops of every source in one engine call (the engine splits it by classifier.batch_size)."""
-    crops = [p.crops_due() for p in work]
-    flat = [c for cs in crops for c in cs]
-    if not flat:
-        return
-    engine = next(p.engine for p in work if p.engine is not None)
-    try:
-        probs = engine.classify(flat, batch_size=work[0].cfg.classifier.batch_size)
-        if probs.shape != (len(flat), NUM_CLASSES):
-            raise ValueError(
-                f"the engine returned shape {list(probs.shape)}, expected [{len(flat)}, {NUM_CLASSES}]"
-            )
-    except Exception as exc:
-        for p, cs in zip(work, crops):
-            if cs:
-                p.classify_failed(exc)
-        return
-    at = 0
-    for p, cs in zip(work, crops):
-        if cs:
-            p.apply_classes(cs, probs[at : at + len(cs)])
-        at += len(cs)
-
-
-def run_round(items: list[tuple[Pipeline, Frame]], timer: StageTimer) -> list[FrameResult]:
-    """One frame from each of several sources: the frames due for detection go to MTCNN as one batch, the
-    crops of all of them to the classifier in one call; tracking, votes and flags stay per source."""
-    with timer.stage("total"):
-        smalls = [(p, p.begin(f)) for p, f in items]
-        due = [(p, img) for p, img in smalls if img is not None]
-        if due:
-            with timer.stage("detect"):
-                found = _detect_all(due[0][0].detector, [img for _, img in due])
-                for (p, _), faces in zip(due, found):
-                    p.apply_detections(faces)
-            with timer.stage("classify"):
-                _classify_all([p for p, _ in due])
-        results = [p.end() for p, _ in items]
-    for p, _ in items:
-        if p.timer is not timer:
-            p.timer.frame_done()
-    timer.frame_done()
-    return results

@@ -1,7 +1,8 @@
 """What a person sees: the rich Live screen, the headless flag lines, and the closing summary.
 
-`Dashboard` gathers everything the screen shows from the FrameResults (in the output thread) and renders
-on demand (in rich's refresh thread); `Tally` is what the run saw, for the summary at the end.
+`Dashboard` gathers everything the screen shows from the FrameResults (in the output thread), one
+`SourceBoard` per source, and renders on demand (in rich's refresh thread); `Tally` is what a source saw,
+for the summary at the end (`summary_text`, one source or several).
 """
 
 from __future__ import annotations
@@ -87,167 +88,63 @@ class Tally:
 FAULT_NAMES = {"size": "frames of another size (resized)", "classify": "classifier failures"}
 
 
-def summary_text(
-    tally: Tally,
-    source: str,
-    wall_s: float,
-    live: bool,
-    dropped: int = 0,
-    faults: Mapping[str, int] | None = None,
-    named: bool = False,
-) -> str:
+@dataclass(frozen=True)
+class SummaryRow:
+    """One source as the summary reports it."""
+
+    name: str
+    described: str  # "video door3.mp4", "stream rtsp://***@10.0.0.5/s"
+    tally: Tally
+    live: bool
+    dropped: int = 0
+    faults: Mapping[str, int] = field(default_factory=dict)
+
+
+def _block(row: SummaryRow, wall_s: float, named: bool) -> list[str]:
+    tally = row.tally
     c = tally.counts()
     fps = tally.frames / wall_s if wall_s > 0 else 0.0
     frames = f"{tally.frames} frame{'' if tally.frames == 1 else 's'}"
+    source = f"{row.name} ({row.described})" if named else row.described
     lines = [
         f"mask-monitor summary: {source}: {frames} in {wall_s:.1f} s ({fps:.1f} frames/s)"
-        + (f", {dropped} dropped" if dropped else "")
+        + (f", {row.dropped} dropped" if row.dropped else "")
         + (f", {tally.skipped} unusable" if tally.skipped else ""),
         f"people seen: {len(tally.people)} (mask: {c[0]}, incorrect mask: {c[1]}, no mask: {c[2]})"
         + (f"; {len(tally.brief)} more too briefly to tell" if tally.brief else ""),
         f"flags: {tally.flag_count}",
     ]
-    lines += ["  " + flag_line(ev, live, named) for ev in tally.flags]
-    shown = {k: n for k, n in (faults or {}).items() if k in FAULT_NAMES and n}
+    lines += ["  " + flag_line(ev, row.live, named) for ev in tally.flags]
+    shown = {k: n for k, n in row.faults.items() if k in FAULT_NAMES and n}
     if shown:
         lines.append("faults: " + ", ".join(f"{n} {FAULT_NAMES[k]}" for k, n in sorted(shown.items())))
     if tally.flag_count > len(tally.flags):
         lines.append(f"  ... and {tally.flag_count - len(tally.flags)} more")
-    return "\n".join(lines)
+    return lines
 
 
-class Dashboard:
-    """The Live screen's model. update() from the output thread, render() from rich's refresh thread."""
-
-    def __init__(
-        self,
-        source: str,
-        live: bool,
-        timer: StageTimer,
-        max_rows: int = 12,
-        max_flags: int = 8,
-        status: Callable[[], str] = lambda: "",
-        dropped: Callable[[], int] = lambda: 0,
-        detect_every: int = 3,
-        link: Callable[[], LinkState] = lambda: LinkState.UP,
-    ) -> None:
-        self.link = link
-        self.source = source
-        self.detect_every = detect_every  # a track unseen for longer than this was missed by a detection
-        self.live = live
-        self.timer = timer
-        self.max_rows = max_rows
-        self.status = status
-        self.dropped = dropped
-        self.tally = Tally()
-        self.tracks: list[TrackView] = []
-        self.recent_flags: deque[Event] = deque(maxlen=max_flags)
-        self.messages: deque[str] = deque(maxlen=4)
-        self.flagged: dict[int, int] = {}  # track id -> mask state of its latest flag (in view only)
-        self.position = ""
-        self._lock = threading.Lock()
-
-    def update(self, result: FrameResult) -> None:
-        with self._lock:
-            self.tally.update(result)
-            self.tracks = result.tracks
-            if not result.final:
-                self.position = f"frame {result.frame.index}, {clock(result.frame.time, self.live)}"
-            for ev in result.events:
-                if ev.event == "flag":
-                    self.recent_flags.appendleft(ev)
-                    self.flagged[ev.track_id] = ev.state.mask
-                else:
-                    self.flagged.pop(ev.track_id, None)
-            self.messages.extend(result.messages)
-
-    def note(self, message: str) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    # --- rendering ----------------------------------------------------------------------------------------
-    def render(self) -> RenderableType:
-        with self._lock:
-            return Group(self._header(), self._people(), self._flags(), *self._messages())
-
-    def _header(self) -> Panel:
-        stats = self.timer.stats()
-        stage = "  ".join(
-            f"{name} {stats[name].median_ms:.1f}"
-            for name in ("capture", "detect", "classify", "total")
-            if name in stats
+def summary_text(rows: list[SummaryRow], wall_s: float) -> str:
+    """The summary at the end: one block per source; with several, each names its source and a line of
+    totals follows (one source: its block alone, as it always was)."""
+    named = len(rows) > 1
+    lines = [line for row in rows for line in _block(row, wall_s, named)]
+    if named:
+        frames = sum(r.tally.frames for r in rows)
+        people = sum(len(r.tally.people) for r in rows)
+        flags = sum(r.tally.flag_count for r in rows)
+        fps = frames / wall_s if wall_s > 0 else 0.0
+        lines.append(
+            f"mask-monitor total: {len(rows)} sources, {frames} frames in {wall_s:.1f} s "
+            f"({fps:.1f} frames/s), {people} people seen, {flags} flags"
         )
-        status = self.status()
-        t = Text()
-        t.append(f"{self.source}", style="bold")
-        t.append(f"   {self.position}\n")
-        t.append(f"{self.timer.fps():5.1f} frames/s", style="bold cyan")
-        t.append(f"   ms per stage (median): {stage or '-'}")
-        drops = self.dropped()
-        if drops:
-            t.append(f"   dropped {drops}")
-        if status:
-            t.append("\n" + status, style="bold magenta" if self.link().alarming else "dim")
-        c = self.tally.counts()
-        t.append(f"\npeople seen {len(self.tally.people)}   ")
-        t.append(f"masked {c[0]}", style=MASK_STYLES[0])
-        t.append("   ")
-        t.append(f"incorrect {c[1]}", style=MASK_STYLES[1])
-        t.append("   ")
-        t.append(f"no mask {c[2]}", style=MASK_STYLES[2])
-        return Panel(t, title="mask-monitor", border_style="cyan")
-
-    def _people(self) -> Table:
-        table = Table(title=f"in view: {len(self.tracks)}", expand=True, title_justify="left")
-        for col in ("person", "mask", "gender", "age", "confidence", "votes", "seen"):
-            table.add_column(col)
-        for tv in sorted(self.tracks, key=lambda t: t.id)[: self.max_rows]:
-            st = tv.settled or tv.state
-            if st is None or not tv.confirmed:
-                table.add_row(
-                    "new" if not tv.confirmed else f"#{tv.number}",
-                    "…",
-                    "",
-                    "",
-                    "",
-                    "0",
-                    f"{tv.frames} fr",
-                    style="dim",
-                )
-                continue
-            style = MASK_STYLES[st.mask] if tv.settled is not None else "dim"
-            mark = " FLAG" if tv.number in self.flagged else ""
-            table.add_row(
-                f"#{tv.number}",
-                MASK_DISPLAY[st.mask] + mark,
-                st.gender_name,
-                st.age_name,
-                f"{st.confidence:.2f}",
-                str(st.votes) + ("" if st.settled else "?"),
-                f"{tv.frames} fr" + (f" (lost {tv.missed})" if tv.missed >= self.detect_every else ""),
-                style=style,
-            )
-        if len(self.tracks) > self.max_rows:
-            table.caption = f"... {len(self.tracks) - self.max_rows} more"
-        return table
-
-    def _flags(self) -> Panel:
-        t = Text()
-        for i, ev in enumerate(self.recent_flags):
-            t.append(("\n" if i else "") + flag_line(ev, self.live), style=MASK_STYLES[ev.state.mask])
-        if not self.recent_flags:
-            t.append("no flags yet", style="dim")
-        return Panel(t, title=f"latest flags ({self.tally.flag_count})", border_style="red")
-
-    def _messages(self) -> list[Text]:
-        return [Text(m, style="yellow") for m in self.messages]
+    return "\n".join(lines)
 
 
 class LiveScreen:
     """rich Live around a Dashboard; a context manager so the terminal is restored on any exit."""
 
     def __init__(self, dashboard: Any, console: Console | None = None, refresh_hz: float = 8.0) -> None:
-        """`dashboard`: anything with render() (Dashboard, MultiDashboard, the site view)."""
+        """`dashboard`: anything with render() (Dashboard, the site view)."""
         from rich.live import Live
 
         self.dashboard = dashboard
@@ -267,7 +164,7 @@ class LiveScreen:
         self.live.__exit__(*exc)
 
 
-# --- several sources: one compact panel each, one merged list of flags ---
+# --- several sources: one compact panel each, one merged list of flags (Dashboard.render) ---
 
 
 @dataclass(frozen=True)
@@ -357,7 +254,7 @@ class SourcesScreen:
 
 
 class SourceBoard:
-    """One source's part of a MultiDashboard."""
+    """One source's part of the Dashboard: its clock, link, people in view and what it saw."""
 
     def __init__(
         self,
@@ -367,13 +264,32 @@ class SourceBoard:
         status: Callable[[], str] = lambda: "",
         dropped: Callable[[], int] = lambda: 0,
         link: Callable[[], LinkState] = lambda: LinkState.UP,
+        described: str = "",
     ) -> None:
+        """`timer`: the source's own (its capture, its frames/s)."""
         self.name, self.live, self.timer = name, live, timer
+        self.described = described or name
         self.link = link
         self.status, self.dropped = status, dropped
         self.tally = Tally()
+        self.tracks: list[TrackView] = []
         self.in_view = 0
+        self.position = ""
+        self.flagged: dict[int, int] = {}  # person number -> mask state of its latest flag (in view only)
         self.last_frame = time.monotonic()
+
+    def update(self, result: FrameResult) -> None:
+        self.tally.update(result)
+        self.tracks = result.tracks
+        if not result.final:
+            self.in_view = sum(t.confirmed for t in result.tracks)
+            self.last_frame = time.monotonic()
+            self.position = f"frame {result.frame.index}, {clock(result.frame.time, self.live)}"
+        for ev in result.events:
+            if ev.event == "flag":
+                self.flagged[ev.track_id] = ev.state.mask
+            else:
+                self.flagged.pop(ev.track_id, None)
 
     def info(self) -> PanelInfo:
         text, state = self.status() or "starting", self.link()
@@ -385,30 +301,47 @@ class SourceBoard:
         )
 
 
-class MultiDashboard:
-    """The Live screen of a monitor that watches several sources. update() from the output thread, render()
-    from rich's refresh thread."""
+class Dashboard:
+    """The Live screen's model, one source or several (a board each). update() from the output thread,
+    render() from rich's refresh thread. A board of one is drawn in full (the source, its stage times, the
+    people in view, the latest flags); several as one compact panel each and one merged list of flags."""
 
-    def __init__(self, boards: list[SourceBoard], timer: StageTimer, max_flags: int = 8) -> None:
+    def __init__(
+        self,
+        boards: list[SourceBoard],
+        timer: StageTimer,
+        max_rows: int = 12,
+        max_flags: int = 8,
+        detect_every: int = 3,
+    ) -> None:
+        """`timer`: the inference stage's (detect, classify, total; rounds/s)."""
         self.boards = {b.name: b for b in boards}
         self.timer = timer
+        self.max_rows = max_rows
+        self.max_flags = max_flags
+        self.detect_every = detect_every  # a track unseen for longer than this was missed by a detection
         self.recent_flags: deque[tuple[Event, bool]] = deque(maxlen=max(max_flags, 48))
         self.flag_count = 0
         self.messages: deque[str] = deque(maxlen=4)
         self._lock = threading.Lock()
 
+    @property
+    def named(self) -> bool:
+        """Several sources: flags and messages name theirs."""
+        return len(self.boards) > 1
+
+    def board(self, name: str) -> SourceBoard:
+        return self.boards.get(name) or next(iter(self.boards.values()))
+
     def update(self, result: FrameResult) -> None:
         with self._lock:
-            board = self.boards[result.source]
-            board.tally.update(result)
-            if not result.final:
-                board.in_view = sum(t.confirmed for t in result.tracks)
-                board.last_frame = time.monotonic()
+            board = self.board(result.source)
+            board.update(result)
             for ev in result.events:
                 if ev.event == "flag":
                     self.flag_count += 1
                     self.recent_flags.appendleft((ev, board.live))
-            self.messages.extend(f"{result.source}: {m}" for m in result.messages)
+            self.messages.extend(f"{result.source}: {m}" if self.named else m for m in result.messages)
 
     def note(self, message: str) -> None:
         with self._lock:
@@ -421,39 +354,101 @@ class MultiDashboard:
         with self._lock:
             return [b.info() for b in self.boards.values()]
 
+    # --- rendering ----------------------------------------------------------------------------------------
     def render(self) -> RenderableType:
-        panels = self.panels()
+        if self.named:
+            panels = self.panels()
+            with self._lock:
+                flags = [
+                    (flag_line(ev, live, True), MASK_STYLES[ev.state.mask]) for ev, live in self.recent_flags
+                ]
+                title = f"latest flags ({self.flag_count}), {self.timer.fps():.1f} rounds/s"
+                return SourcesScreen(panels, flags, title, list(self.messages))
         with self._lock:
-            flags = [
-                (flag_line(ev, live, True), MASK_STYLES[ev.state.mask]) for ev, live in self.recent_flags
-            ]
-            title = f"latest flags ({self.flag_count}), {self.timer.fps():.1f} rounds/s"
-            return SourcesScreen(panels, flags, title, list(self.messages))
+            board = next(iter(self.boards.values()))
+            return Group(self._header(board), self._people(board), self._flags(), *self._messages())
 
+    def _header(self, board: SourceBoard) -> Panel:
+        stats = {**self.timer.stats(), **board.timer.stats()}
+        stage = "  ".join(
+            f"{name} {stats[name].median_ms:.1f}"
+            for name in ("capture", "detect", "classify", "total")
+            if name in stats
+        )
+        status = board.status()
+        t = Text()
+        t.append(f"{board.described}", style="bold")
+        t.append(f"   {board.position}\n")
+        t.append(f"{board.timer.fps():5.1f} frames/s", style="bold cyan")
+        t.append(f"   ms per stage (median): {stage or '-'}")
+        drops = board.dropped()
+        if drops:
+            t.append(f"   dropped {drops}")
+        if status:
+            t.append("\n" + status, style="bold magenta" if board.link().alarming else "dim")
+        c = board.tally.counts()
+        t.append(f"\npeople seen {len(board.tally.people)}   ")
+        t.append(f"masked {c[0]}", style=MASK_STYLES[0])
+        t.append("   ")
+        t.append(f"incorrect {c[1]}", style=MASK_STYLES[1])
+        t.append("   ")
+        t.append(f"no mask {c[2]}", style=MASK_STYLES[2])
+        return Panel(t, title="mask-monitor", border_style="cyan")
 
-def multi_summary(rows: list[tuple[str, str, Tally, bool, int, Mapping[str, int]]], wall_s: float) -> str:
-    """The summary of a monitor that watched several sources: one block per source, then the totals."""
-    blocks = [
-        summary_text(tally, f"{name} ({desc})", wall_s, live, dropped, faults, named=True)
-        for name, desc, tally, live, dropped, faults in rows
-    ]
-    frames = sum(r[2].frames for r in rows)
-    people = sum(len(r[2].people) for r in rows)
-    flags = sum(r[2].flag_count for r in rows)
-    fps = frames / wall_s if wall_s > 0 else 0.0
-    total = (
-        f"mask-monitor total: {len(rows)} sources, {frames} frames in {wall_s:.1f} s ({fps:.1f} frames/s), "
-        f"{people} people seen, {flags} flags"
-    )
-    return "\n".join([*blocks, total])
+    def _people(self, board: SourceBoard) -> Table:
+        tracks = board.tracks
+        table = Table(title=f"in view: {len(tracks)}", expand=True, title_justify="left")
+        for col in ("person", "mask", "gender", "age", "confidence", "votes", "seen"):
+            table.add_column(col)
+        for tv in sorted(tracks, key=lambda t: t.id)[: self.max_rows]:
+            st = tv.settled or tv.state
+            if st is None or not tv.confirmed:
+                table.add_row(
+                    "new" if not tv.confirmed else f"#{tv.number}",
+                    "…",
+                    "",
+                    "",
+                    "",
+                    "0",
+                    f"{tv.frames} fr",
+                    style="dim",
+                )
+                continue
+            style = MASK_STYLES[st.mask] if tv.settled is not None else "dim"
+            mark = " FLAG" if tv.number in board.flagged else ""
+            table.add_row(
+                f"#{tv.number}",
+                MASK_DISPLAY[st.mask] + mark,
+                st.gender_name,
+                st.age_name,
+                f"{st.confidence:.2f}",
+                str(st.votes) + ("" if st.settled else "?"),
+                f"{tv.frames} fr" + (f" (lost {tv.missed})" if tv.missed >= self.detect_every else ""),
+                style=style,
+            )
+        if len(tracks) > self.max_rows:
+            table.caption = f"... {len(tracks) - self.max_rows} more"
+        return table
+
+    def _flags(self) -> Panel:
+        t = Text()
+        shown = list(self.recent_flags)[: self.max_flags]
+        for i, (ev, live) in enumerate(shown):
+            t.append(("\n" if i else "") + flag_line(ev, live), style=MASK_STYLES[ev.state.mask])
+        if not shown:
+            t.append("no flags yet", style="dim")
+        return Panel(t, title=f"latest flags ({self.flag_count})", border_style="red")
+
+    def _messages(self) -> list[Text]:
+        return [Text(m, style="yellow") for m in self.messages]
 
 
 class ScreenSink(NoSink):
-    """The screen's model (Dashboard or MultiDashboard): what the Live screen, the summary and the MQTT
+    """The screen's model (Dashboard): what the Live screen, the summary and the MQTT
     status read. Fed in every run (headless too: the summary comes from it); link changes are noted on the
     screen (headless: the headless lines say them)."""
 
-    def __init__(self, screen: Dashboard | MultiDashboard, named: bool, headless: bool) -> None:
+    def __init__(self, screen: Dashboard, named: bool, headless: bool) -> None:
         self.screen, self.named, self.headless = screen, named, headless
 
     def frame(self, result: FrameResult) -> None:

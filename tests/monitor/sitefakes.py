@@ -1,4 +1,4 @@
-"""A door that people pass one after another (or side by side), run through the real Pipeline: each face is
+"""A door that people pass one after another (or side by side), through the real inference stage: each face is
 a filled box whose grey level says its mask state, found by a detector that looks at the pixels and read by
 an engine that looks at the crop's centre. The site's outputs (metrics, Home Assistant, evidence, compliance)
 are tested on these real FrameResults."""
@@ -16,8 +16,8 @@ from engines.config import Config, MonitorConfig
 from engines.contract import ModelMeta
 from engines.faces import Face
 from engines.labels import NUM_CLASSES, encode
-from monitor.decisions.pipeline import Pipeline
 from monitor.decisions.results import FrameResult
+from monitor.inference.stage import InferenceStage
 from monitor.sources.capture import Frame
 
 LEVELS = (60, 140, 230)  # the grey of a face per mask state: wear, incorrect, not wear
@@ -94,13 +94,14 @@ def door_run(
     frames_each: int = 8,
     gap: int = 10,
 ) -> Iterator[FrameResult]:
-    """FrameResults of the real Pipeline as the people pass (a list of ints: one person at a time, in the
+    """FrameResults of the real stage as the people pass (a list of ints: one person at a time, in the
     middle of the door, in those mask states); the departures of those still in view at the end last."""
     groups = [[(p, ONE_BOX)] if isinstance(p, int) else p for p in people]
     cfg = Config(monitor=MonitorConfig(detect_every=1, min_votes=2, vote_window=3, track_max_missed=3))
-    p = Pipeline(cfg, LevelEngine(), BlobDetector(), name=source)
+    stage = InferenceStage(cfg, LevelEngine(), BlobDetector())
+    p = stage.source(source)
     frame = None
     for i, img in enumerate(door_frames(groups, frames_each, gap)):
         frame = Frame(i, i / fps, img)
-        yield p.process(frame)
+        yield stage.process(p, frame)
     yield FrameResult(frame, -1, events=p.finish(frame), final=True, source=source)

@@ -16,7 +16,7 @@ from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
 from monitor.decisions.decide import Decider
 from monitor.inference.timing import StageTimer
-from monitor.outputs.screen import Dashboard
+from monitor.outputs.screen import Dashboard, SourceBoard
 from monitor.sources.kinds import SourceSpec
 from tests.monitor.fakes import ColourEngine, probs_for
 from tests.videogen import SCENE, SCENE_FRAMES, make_video
@@ -48,7 +48,7 @@ def test_screen_shows_a_dash_for_what_the_model_does_not_know():
     assert state.mask_name == "not_wear" and state.shown("mask") == "not_wear"
     from monitor.decisions.results import TrackView
 
-    dash = Dashboard("video x.mp4", False, StageTimer())
+    dash = Dashboard([SourceBoard("x", False, StageTimer(), described="video x.mp4")], StageTimer())
     from monitor.decisions.results import FrameResult
     from monitor.sources.capture import Frame
 

@@ -180,7 +180,7 @@ def test_scene_people_are_tracked_and_flagged_right(scene, detector, tmp_path):
     assert (tmp_path / "faces").stat().st_mode & 0o777 == 0o700
 
     # nothing kept for people who left (memory stays flat over a long run)
-    assert mon.pipeline.decider._history == {} and mon.pipeline.tracker.tracks == []
+    assert mon.decisions.decider._history == {} and mon.decisions.tracker.tracks == []
 
 
 def test_no_face_image_is_written_unless_asked(scene, detector, tmp_path, monkeypatch):
@@ -321,7 +321,7 @@ def test_stop_from_another_thread_shuts_down_cleanly(scene, detector, tmp_path):
     th = threading.Thread(target=lambda: box.setdefault("report", mon.run()))
     th.start()
     assert mon.started.wait(30)
-    while (mon.pipeline.seq < 20 or not mon.dashboard.tally.flag_count) and th.is_alive():
+    while (mon.decisions.seq < 20 or not mon.dashboard.flag_count) and th.is_alive():
         th.join(0.05)
     mon.stop()
     th.join(60)
@@ -535,13 +535,15 @@ def test_second_look_bridges_missed_detections(scene, detector):
     path, truth = scene
     frames = read_frames(path, 75)[20:75]  # the first person stands in view
     person = truth[0]
-    from monitor.decisions.pipeline import Pipeline
+    from monitor.inference.stage import InferenceStage
     from monitor.sources.capture import Frame
 
-    p = Pipeline(Config(), ColourEngine(), FlakyDetector(detector))
+    stage = InferenceStage(Config(), ColourEngine(), FlakyDetector(detector))
+
+    p = stage.source()
     ids, fresh_rounds, rounds = Counter(), 0, 0
     for i, img in enumerate(frames, start=20):
-        r = p.process(Frame(i, i / 30, img))
+        r = stage.process(p, Frame(i, i / 30, img))
         mine = [t for t in r.tracks if iou(t.box, person.boxes[i]) >= 0.3]
         if mine:
             ids[mine[0].id] += 1

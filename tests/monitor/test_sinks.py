@@ -15,7 +15,7 @@ from monitor.options import Options
 from monitor.outputs.base import Context, SourceInfo
 from monitor.outputs.events import EventsSink
 from monitor.outputs.headless import HeadlessLines
-from monitor.outputs.screen import Dashboard, ScreenSink
+from monitor.outputs.screen import Dashboard, ScreenSink, SourceBoard
 from monitor.outputs.sinks import SINKS, make_sinks
 from monitor.sources.capture import Frame
 from monitor.sources.link import LinkState
@@ -30,7 +30,7 @@ def _ctx(options: Options, sources=("door",), out=None, err=None) -> Context:
         out or io.StringIO(),
         err or io.StringIO(),
         lambda m: None,
-        screen=Dashboard("video door.mp4", False, StageTimer()),
+        screen=Dashboard([SourceBoard(n, False, StageTimer()) for n in sources], StageTimer()),
     )
 
 

@@ -90,6 +90,27 @@ def create_model(
     return model
 
 
+def realistic_batchnorm(model: nn.Module, size: tuple[int, int]) -> None:
+    """Give a freshly initialised network the activation scale of a trained one.
+
+    With torchvision's initial BatchNorm statistics (mean 0, var 1) the activations of a fresh network shrink
+    layer after layer into denormal floats, which run tens of times slower on a CPU in PyTorch (not in ONNX
+    Runtime): the benchmark would time an artefact. Statistics measured on a few random batches fix that.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the batches below
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, *size, generator=g))
+    model.eval()
+    for bn in bns:
+        bn.momentum = 0.1
+
+
 def split_logits(logits: torch.Tensor, head: str) -> tuple[torch.Tensor, ...]:
     return tuple(torch.split(logits, HEAD_SIZES[head], dim=1))
 

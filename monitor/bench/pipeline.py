@@ -161,15 +161,16 @@ def baseline_model(engine: Engine) -> tuple[Any, str]:
     import torch
 
     from engines.backends.torch_backend import TorchEngine
-    from engines.models import InferenceModel, create_model
+    from engines.models import InferenceModel, create_model, realistic_batchnorm
 
     if isinstance(engine, TorchEngine):
         return engine.model.to("cpu").eval(), "the engine's own weights"
     torch.manual_seed(0)
     model = create_model(engine.meta.arch, engine.meta.head, pretrained=False)
     # Untrained weights shrink activations into denormal floats, which x86 computes many times slower:
-    # flushing them keeps the baseline as fast as a trained network would be (a fair comparison).
-    torch.set_flush_denormal(True)
+    # BatchNorm statistics of a few batches keep the baseline as fast as a trained network (a fair
+    # comparison), without flushing denormals for the whole process (other code in it computes with them).
+    realistic_batchnorm(model, engine.meta.input_size)
     return InferenceModel(model, engine.meta.head).eval(), "same architecture, untrained weights"
 
 

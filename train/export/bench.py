@@ -49,39 +49,16 @@ def _timed(fn: Callable[[], Any]) -> float:
 def _source(checkpoint: Path | None, cfg: Config):
     """(meta, state_dict) of the model to time."""
     from engines.backends.torch_backend import load_checkpoint  # torch
-    from engines.models import create_model  # torch, torchvision
+    from engines.models import create_model, realistic_batchnorm  # torch, torchvision
 
     if checkpoint:
         meta, ckpt = load_checkpoint(require_file(checkpoint, "checkpoint"))
         return meta, ckpt[CKPT_MODEL]
     m = cfg.model
     model = create_model(m.arch, m.head, pretrained=False)
-    _realistic_batchnorm(model, (m.input_height, m.input_width))
+    realistic_batchnorm(model, (m.input_height, m.input_width))
     meta = ModelMeta.for_model(m, cfg.crop, extra={"note": "random weights (bench-engines)"})
     return meta, model.state_dict()
-
-
-def _realistic_batchnorm(model, size: tuple[int, int]) -> None:
-    """Give a freshly initialised network the activation scale of a trained one.
-
-    With torchvision's initial BatchNorm statistics (mean 0, var 1) the activations of a fresh network shrink
-    layer after layer into denormal floats, which run tens of times slower on a CPU in PyTorch (not in ONNX
-    Runtime): the benchmark would time an artefact. Statistics measured on a few random batches fix that.
-    """
-    import torch
-
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # a plain average over the batches below
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(4, 3, *size, generator=g))
-    model.eval()
-    for bn in bns:
-        bn.momentum = 0.1
 
 
 def cpu_formats() -> list:

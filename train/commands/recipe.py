@@ -15,7 +15,9 @@ from train.workflows.recipe import changes, load_recipe, mark_done, reads_from, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", metavar="FILE", help="the recipe (a TOML file, e.g. samples/demo_data.toml)")
-    p.add_argument("--out", metavar="DIR", help="output folder, {out} in the recipe (default: its [recipe] out)")
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder, {out} in the recipe (default: its [recipe] out)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the steps and which would run; run none")
     p.add_argument("--force", action="store_true", help="run every step, up to date or not")
 
@@ -23,13 +25,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     recipe = load_recipe(args.recipe, args.out)
     total = len(recipe.steps)
-    console.print(f"recipe {recipe.path}: {total} steps -> {recipe.out}", highlight=False, soft_wrap=True)
+    console.print(
+        f"recipe {recipe.path}: {total} step{'s' if total != 1 else ''} -> {recipe.out}",
+        highlight=False,
+        soft_wrap=True,
+    )
     changed = []
     parser = None
     for step in recipe.steps:
         due = args.force or reads_from(step, changed) or not up_to_date(recipe.out, step)
         state = ("would run" if args.dry_run else "run") if due else "up to date"
-        console.print(f"[{step.number}/{total}] {state}: {step.describe()}", highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"[{step.number}/{total}] {state}: {step.describe()}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         if not due:
             continue
         changed += changes(step)
@@ -38,7 +49,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         try:
             if step.kind == "select":
                 read, written = select_list(step.settings)
-                console.print(f"  {written} of {read} rows -> {step.settings.out}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"  {written} of {read} rows -> {step.settings.out}", highlight=False, soft_wrap=True
+                )
             else:
                 parser = parser or _parser()
                 code = _run_command(parser, [*step.argv, *(["--config", args.config] if args.config else [])])

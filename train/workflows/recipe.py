@@ -213,7 +213,7 @@ def load_recipe(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     out_dir = Path(out).resolve() if out is not None else (base / head.out).resolve()
     sources = data.get("sources", {})
     if not isinstance(sources, dict) or not all(isinstance(v, str) and v for v in sources.values()):
-        raise ConfigError(f"{where}: [sources] must be NAME = \"folder or file\" lines")
+        raise ConfigError(f'{where}: [sources] must be NAME = "folder or file" lines')
     roots = {"out": out_dir, **{k: (base / v).resolve() for k, v in sources.items()}}
     if "out" in sources:
         raise ConfigError(f"{where}: [sources] out: the name 'out' is the output folder; choose another")
@@ -223,7 +223,9 @@ def load_recipe(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     mtcnn = {name: _mtcnn_flags(t, f"{where}: [mtcnn.{name}]") for name, t in mtcnn_tables.items()}
     raw_steps = data.get("steps", [])
     if not isinstance(raw_steps, list) or not raw_steps:
-        raise ConfigError(f"{where}: no steps; add [[steps]] tables, each with run = one of {', '.join(STEPS)}")
+        raise ConfigError(
+            f"{where}: no steps; add [[steps]] tables, each with run = one of {', '.join(STEPS)}"
+        )
     steps = tuple(
         _step(i, t, f"{where}: [[steps]] #{i}", base, roots, mtcnn, head.threads)
         for i, t in enumerate(raw_steps, 1)

@@ -5,21 +5,20 @@ BUILD ?= build/demo
 export TORCH_HOME ?= $(if $(wildcard ../shared/weights/torch-hub),$(abspath ../shared/weights/torch-hub),$(HOME)/.cache/torch)
 export NO_ALBUMENTATIONS_UPDATE = 1
 
-# The demo model's recipe (see samples/MODEL_CARD.md): the real masked and bare photos of ../shared (a share of
+# The demo model's recipe (see samples/MODEL_CARD.md; its data steps are samples/demo_data.toml): the real masked and bare photos of ../shared (a share of
 # their near-duplicate groups held out for `make demo-eval`), the real street and crowd scenes with boxed faces
 # (real incorrect masks among them; a quarter of their groups held out for `make demo-scenes`), incorrect (and
 # worn) masks over 300 of the real bare faces and incorrect masks alone over 600 more of them, half cut from
 # real masked photos not held out (`cut-masks`), half drawn; and the 200 synthetic people made from the 5
 # bundled photos. MTCNN in the photos is pinned at the settings the demo model's data was made with; the
-# scenes are cut where the monitor's own detector ([detector]) finds each face.
+# scenes are cut where the monitor's own detector ([detector]) finds each face. REAL and SCENES below are
+# where the evaluations read them; the recipe names its own [sources].
 DEMO_OUT ?= samples/demo_model.onnx
 DETECTOR_OUT ?= samples/detector_masked.pt
 REAL ?= ../shared/datasets/face-mask-real
 SCENES ?= ../shared/datasets/face-mask-scenes
-BANK ?= $(BUILD)/mask-bank
 BACKGROUNDS ?= ../shared/assets/video/vtest.avi
 SYNTH_ARGS = --faces samples/faces --variants 40 --seed 0
-PHOTO_MTCNN = --thresholds 0.5 0.6 0.6 --min-face-size 40 --detector-weights ""
 FIT_ARGS = --epochs 8 --input-height 160 --input-width 120 --batch-size 32 --num-workers 0 --seed 42 \
 	--head multi --best-metric f1_mask --known-tasks mask --val-fraction 0.15 \
 	--source-weights prepared=0.6 synthreal=1.5 synthinc=3 scenes=4 --surroundings 0.5
@@ -41,28 +40,10 @@ lock:
 test:
 	$(PY) -m pytest
 
-## The demo model's data, all in $(BUILD)/cache (crops only; the photos stay in $(REAL)).
+## The demo model's data, all in $(BUILD)/cache (crops only; the photos stay in ../shared): the steps of
+## samples/demo_data.toml (`mask-train recipe`; a step whose command and inputs have not changed is skipped).
 demo-data:
-	$(NICE) $(PY) -m train import --data $(REAL) --out $(BUILD)/cache --name real --holdout 0.15 --threads 1 \
-		$(PHOTO_MTCNN)
-	$(NICE) $(PY) -m train import --data $(SCENES) --out $(BUILD)/cache --name scenes --holdout 0.25 --seed 0 --threads 1
-	$(NICE) $(PY) -m train cut-masks --data $(REAL) --out $(BANK) --only $(BUILD)/cache/imports/real/kept.csv \
-		--limit 700 --threads 1 --force
-	$(NICE) $(PY) -m train synth $(SYNTH_ARGS) --labels samples/faces/labels.csv --out $(BUILD)/synth $(PHOTO_MTCNN) --force
-	$(NICE) $(PY) -m train prepare --data $(BUILD)/synth --out $(BUILD)/cache --no-eval --threads 1 $(PHOTO_MTCNN)
-	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | head -n 301 > $(BUILD)/bare_train.csv
-	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/holdout.csv | head -n 121 > $(BUILD)/bare_holdout.csv
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_train.csv --out $(BUILD)/synth-real --seed 2 --force \
-		--mask-bank $(BANK) $(PHOTO_MTCNN)
-	$(NICE) $(PY) -m train import --data $(BUILD)/synth-real --out $(BUILD)/cache --name synthreal --threads 1 --force
-	grep -E '^file,|,not_wear,' $(BUILD)/cache/imports/real/kept.csv | sed -n '1p;302,901p' > $(BUILD)/bare_inc.csv
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_inc.csv --out $(BUILD)/synth-inc --seed 4 --force \
-		--mask-bank $(BANK) $(PHOTO_MTCNN)
-	grep -E '^file,|,incorrect,' $(BUILD)/synth-inc/labels.csv > $(BUILD)/synth-inc/incorrect.csv
-	$(NICE) $(PY) -m train import --data $(BUILD)/synth-inc --labels $(BUILD)/synth-inc/incorrect.csv \
-		--out $(BUILD)/cache --name synthinc --threads 1 --force
-	$(NICE) $(PY) -m train synth --faces $(REAL) --labels $(BUILD)/bare_holdout.csv --force \
-		--out $(BUILD)/synth-holdout --seed 3 --mask-bank $(BANK) $(PHOTO_MTCNN)
+	$(NICE) $(PY) -m train recipe samples/demo_data.toml --out $(BUILD)
 
 ## Rebuild samples/demo_model.onnx (and the masked-face MTCNN) from scratch: data -> fit -> export -> the
 ## held-out numbers.

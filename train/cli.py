@@ -86,6 +86,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.commands.cut_masks",
         "cut masks from real photos of masked faces into a mask bank for synth --mask-bank",
     ),
+    "recipe": (
+        "train.commands.recipe",
+        "run a data recipe (a TOML file of import, cut-masks, synth, prepare and select steps) in order",
+    ),
     "label": ("train.commands.label", "label collected crops in a local web page (keys 1/2/3, g, a, x, u)"),
     "demo-door": (
         "train.commands.demo_door",

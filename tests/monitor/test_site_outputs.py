@@ -253,3 +253,18 @@ def _wait(cond, timeout: float = 15.0) -> bool:
     from tests.monitor.test_mqtt import _wait as wait
 
     return wait(cond, timeout)
+
+
+def test_prune_takes_the_evidence_folder_of_the_config(tmp_path):
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    old, new = folder / "door_f0000001_track1_not_wear.jpg", folder / "door_f0000002_track2_not_wear.jpg"
+    for p in (old, new):
+        p.write_bytes(b"jpeg")
+    os.utime(old, (1e9, 1e9))  # 2001: past [evidence] max_age_days
+    site = tmp_path / "site.toml"
+    site.write_text('[evidence]\nfolder = "evidence"\n')
+    r = _cli("prune", "--config", str(site), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not old.exists() and new.exists()
+    assert str(folder) in r.stdout

@@ -323,6 +323,7 @@ class HomeAssistantConfig:
 class EvidenceConfig:
     """Evidence of each flag: a snapshot (other faces blurred), optionally a clip; 0600 files, 0700 folder."""
 
+    folder: str = _f("", path=True)  # where evidence is written; "" = off (--evidence DIR overrides)
     clip_s: float = _f(0.0, min=0.0, max=60.0)  # s before and after the flag in a clip; 0: snapshot only
     buffer_mb: float = _f(64.0, min=1.0, max=4096.0)  # the ring buffer of encoded frames, per source
     jpeg_quality: int = _f(85, min=10, max=100)

@@ -217,16 +217,18 @@ class Monitor:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.publisher = publisher
+        # compliance alerts always (each source's share and alert on the screen); --metrics started by the
+        # caller; zones per source name
+        self.compliance = Compliance.from_config(cfg.compliance)
         self.dashboard = Dashboard(
             [board_for(s) for s in self.streams],
             self.timer,
             cfg.ui.max_rows,
             cfg.ui.max_flags,
             detect_every=cfg.monitor.detect_every,
+            compliance=self.compliance,
         )
         self.on_result = on_result
-        # compliance alerts always; --metrics started by the caller; zones per source name
-        self.compliance = Compliance.from_config(cfg.compliance)
         self.metrics, self.zones = metrics, {k: z for k, z in (zones or {}).items() if z is not None}
         for st in self.streams:
             st.decisions.zone = self.zones.get(st.name)

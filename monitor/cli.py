@@ -24,6 +24,7 @@ from monitor.broker import broker_from_args
 from monitor.decisions.zones import Zone
 from monitor.inference.classifier import load_classifier
 from monitor.outputs.events import check_outputs
+from monitor.outputs.evidence import check_evidence_dir
 from monitor.outputs.metrics import MetricsSink, parse_address
 from monitor.outputs.mqtt import connect_publisher
 from monitor.outputs.recording import check_record_dir
@@ -83,7 +84,12 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
         metavar="OUT.mp4|DIR",
         help="a --record video, or a --record folder of several sources' videos ([record] limits)",
     )
-    p.add_argument("--evidence", type=Path, metavar="DIR", help="an --evidence folder ([evidence] limits)")
+    p.add_argument(
+        "--evidence",
+        type=Path,
+        metavar="DIR",
+        help="an --evidence folder ([evidence] limits; default: [evidence] folder, if set)",
+    )
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--evidence",
         metavar="DIR",
         help="write a snapshot of each flag (other faces blurred; a clip with [evidence] clip_s) to DIR; the "
-        "flag event names it (off by default)",
+        "flag event names it (default: [evidence] folder; off when that is empty)",
     )
     p.add_argument(
         "--metrics",
@@ -280,14 +286,22 @@ def _options(args: argparse.Namespace, cfg: Config, multi: bool) -> Options:
         metrics=parse_address(args.metrics, cfg.metrics.host, cfg.metrics.port)
         if args.metrics is not None
         else None,
-        evidence=Path(args.evidence) if args.evidence else None,
+        evidence=evidence_folder(args.evidence, cfg),
     )
     check_outputs(options.events, None if multi else options.record, options.save_faces, options.collect)
-    if options.evidence is not None and options.evidence.exists() and not options.evidence.is_dir():
-        raise UserError(f"--evidence {options.evidence} is a file; give a folder")
+    if options.evidence is not None:  # made and written to once, before the model loads
+        given = f"--evidence {args.evidence}" if args.evidence else f"[evidence] folder {options.evidence}"
+        check_evidence_dir(options.evidence, given)
     if multi and options.record is not None:
         check_record_dir(options.record)
     return options
+
+
+def evidence_folder(flag: str | Path | None, cfg: Config) -> Path | None:
+    """--evidence DIR, else `[evidence] folder` (relative to the config file's folder), else None (off)."""
+    if flag:
+        return Path(flag)
+    return cfg.resolve(cfg.evidence.folder) if cfg.evidence.folder else None
 
 
 def run_monitor(args: argparse.Namespace, cfg: Config) -> int:
@@ -405,8 +419,9 @@ def bench_options(args: argparse.Namespace, argv: list[str]) -> BenchOptions:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["prune"]:
         args = build_prune_parser().parse_args(argv[1:])
-        prune = PruneOptions(args.collect, args.save_faces, args.record, args.evidence)
-        return run_prune(prune, config_from_args(args))
+        cfg = config_from_args(args)
+        evidence = evidence_folder(args.evidence, cfg)  # --evidence DIR, else [evidence] folder
+        return run_prune(PruneOptions(args.collect, args.save_faces, args.record, evidence), cfg)
     if argv[:1] == ["zones"]:
         args = build_zones_parser().parse_args(argv[1:])
         return run_zones(args, config_from_args(args))

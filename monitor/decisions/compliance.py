@@ -119,11 +119,19 @@ class Standing:
     share: float | None  # without a correct mask; None: nobody in the window
     people: int
     alert: bool
+    window_s: float = 0.0
 
     @property
     def compliance(self) -> float | None:
-        """The share of people WITH a correct mask (what Home Assistant shows)."""
+        """The share of people WITH a correct mask (what Home Assistant and the screens show)."""
         return None if self.share is None else 1.0 - self.share
+
+    def text(self) -> str:
+        """As the screens show it: `compliance 83% of 12` (with a correct mask, of the people in the window),
+        `compliance - (nobody in 600 s)`; the alert is shown beside it (`ALERT`)."""
+        if self.compliance is None:
+            return f"compliance - (nobody in {self.window_s:g} s)"
+        return f"compliance {self.compliance * 100:.0f}% of {self.people}"
 
 
 class Compliance:
@@ -169,7 +177,7 @@ class Compliance:
         """As of the last evaluate(); `source` "" = the site."""
         share, people = self._last.get(source, (None, 0))
         alert = self._alerts.get(source)
-        return Standing(share, people, bool(alert and alert.on))
+        return Standing(share, people, bool(alert and alert.on), self.window_s)
 
     def sources(self) -> list[str]:
         return sorted(k for k in self._windows if k != SITE)

@@ -35,6 +35,23 @@ FLAG_COLOUR = (40, 40, 230)  # BGR
 FLAG = "--evidence"  # the retention's name for the folder
 
 
+def check_evidence_dir(folder: str | os.PathLike[str], what: str) -> Path:
+    """The evidence folder, made (0700) and written to once: at start, before the model loads. A file there,
+    or a folder that cannot be made or written, is one UserError naming `what` (`--evidence DIR`,
+    `[evidence] folder DIR`)."""
+    p = Path(folder)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what} is a file; give a folder")
+    try:
+        private_dir(p)
+        probe = p / ".evidence-write-test"
+        atomic_write_bytes(probe, b"", PRIVATE_FILE)
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write ({exc.strerror or exc})") from None
+    return p
+
+
 @dataclass(frozen=True)
 class Shot:
     """One frame in the ring: when, which, its JPEG, and the tracked faces on it (person number or -track id
@@ -95,14 +112,7 @@ class EvidenceSink:
     ) -> None:
         """`zones`: per source; `wrote(FLAG, bytes)`: told of every file written (Retention.wrote, which
         says when the folder passes its cap)."""
-        self.folder = Path(folder)
-        try:
-            private_dir(self.folder)
-            probe = self.folder / ".evidence-write-test"
-            atomic_write_bytes(probe, b"", PRIVATE_FILE)
-            probe.unlink()
-        except OSError as exc:
-            raise UserError(f"evidence folder {self.folder}: cannot write ({exc.strerror or exc})") from None
+        self.folder = check_evidence_dir(folder, f"evidence folder {folder}")
         self.clip_s, self.buffer_bytes = clip_s, int(buffer_mb * 1e6)
         self.quality, self.zones, self.wrote = jpeg_quality, zones or {}, wrote
         self._rings: dict[str, FrameRing] = {}

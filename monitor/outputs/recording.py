@@ -1,4 +1,5 @@
-"""--record: the annotated video (faces blurred but flagged people's), written beside OUT and renamed."""
+"""--record: the annotated video (faces blurred but flagged people's; a source's zone drawn and its outside
+dimmed), written beside OUT and renamed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_path, private_dir, require_dir
 from monitor.decisions.decide import State
 from monitor.decisions.results import FrameResult
+from monitor.decisions.zones import Zone, draw_zone
 from monitor.outputs.base import Context, NoSink
 
 # BGR colours per mask state (wear, incorrect, not_wear) and for a track without a state yet
@@ -132,10 +134,13 @@ def annotate(
 
 
 class RecordingSink(NoSink):
-    """--record: one annotated video per source (OUT.mp4 for one source, DIR/NAME.mp4 for several)."""
+    """--record: one annotated video per source (OUT.mp4 for one source, DIR/NAME.mp4 for several); a source
+    with a zone has it drawn and everything outside it dimmed (faces there do not count)."""
 
-    def __init__(self, recorders: dict[str, Recorder], blur: bool) -> None:
-        self.recorders, self.blur = recorders, blur
+    def __init__(
+        self, recorders: dict[str, Recorder], blur: bool, zones: dict[str, Zone] | None = None
+    ) -> None:
+        self.recorders, self.blur, self.zones = recorders, blur, zones or {}
 
     @property
     def frames(self) -> int:
@@ -149,6 +154,9 @@ class RecordingSink(NoSink):
         image = result.frame.image
         if self.blur:  # every face in the recording but flagged people's
             image = blur_faces(image, [t.box for t in result.tracks if not t.flagged])
+        zone = self.zones.get(result.source)
+        if zone is not None:
+            image = draw_zone(image, zone)
         recorder.write(annotate(image, boxes))
 
     def close(self) -> None:
@@ -167,7 +175,7 @@ def sink_for(ctx: Context) -> RecordingSink | None:
     record = ctx.options.record
     if record is None:
         return None
-    sink = RecordingSink({}, ctx.cfg.record.blur != "none")
+    sink = RecordingSink({}, ctx.cfg.record.blur != "none", ctx.zones)
     try:
         for s in ctx.sources:
             sink.recorders[s.name] = Recorder(record / f"{s.name}.mp4" if ctx.named else record, s.fps)

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engines.labels import MASK_DISPLAY
+from monitor.decisions.compliance import Compliance, Standing
 from monitor.decisions.decide import State
 from monitor.decisions.results import Event, FrameResult, TrackView
 from monitor.inference.timing import StageTimer
@@ -179,6 +180,7 @@ class PanelInfo:
     state: LinkState = LinkState.UP
     dropped: int = 0
     machine: str = ""
+    standing: Standing | None = None  # compliance, its alert (not in the MQTT status: the site has its own)
 
     @property
     def up(self) -> bool:
@@ -218,8 +220,20 @@ def source_panel(info: PanelInfo) -> Panel:
     t.append(f"none {info.counts[2]}", style=MASK_STYLES[2])
     bad = info.state.alarming or info.state is LinkState.ENDED
     t.append("\n" + info.link, style="bold magenta" if bad else "dim")
+    if info.standing is not None:
+        t.append("\n")
+        compliance_text(t, info.standing)
     title = info.name + (f" @{info.machine}" if info.machine else "")
-    return Panel(t, title=title, title_align="left", border_style="red" if bad else "cyan", padding=(0, 1))
+    alarm = bad or (info.standing is not None and info.standing.alert)
+    return Panel(t, title=title, title_align="left", border_style="red" if alarm else "cyan", padding=(0, 1))
+
+
+def compliance_text(t: Text, standing: Standing) -> None:
+    """`compliance 83% of 12` and, while the source's alert is on, `ALERT`."""
+    t.append(standing.text(), style="dim" if standing.share is None else "")
+    if standing.alert:
+        t.append("  ")
+        t.append("ALERT", style="bold white on red")
 
 
 class SourcesScreen:
@@ -240,8 +254,9 @@ class SourcesScreen:
             row = [source_panel(p) for p in self.panels[i : i + cols]]
             grid.add_row(*row, *([""] * (cols - len(row))))
         rows = -(-len(self.panels) // cols)
+        tall = 6 if any(p.standing is not None for p in self.panels) else 5  # 3 or 4 lines and the border
         messages = self.messages[-2:]
-        room = max(1, height - 5 * rows - 2 - len(messages) - 1)
+        room = max(1, height - tall * rows - 2 - len(messages) - 1)
         t = Text(no_wrap=True, overflow="ellipsis")
         for i, (line, style) in enumerate(self.flags[:room]):
             t.append(("\n" if i else "") + line, style=style)
@@ -277,6 +292,7 @@ class SourceBoard:
         self.position = ""
         self.flagged: dict[int, int] = {}  # person number -> mask state of its latest flag (in view only)
         self.last_frame = time.monotonic()
+        self.standing: Standing | None = None  # its compliance, as of its last frame (Dashboard.update)
 
     def update(self, result: FrameResult) -> None:
         self.tally.update(result)
@@ -297,7 +313,14 @@ class SourceBoard:
         if self.live and idle >= STALLED_S and state is LinkState.UP:
             text, state = f"stalled: no frame for {idle:.0f} s", LinkState.DOWN
         return PanelInfo(
-            self.name, self.timer.fps(), self.in_view, tuple(self.tally.counts()), text, state, self.dropped()
+            self.name,
+            self.timer.fps(),
+            self.in_view,
+            tuple(self.tally.counts()),
+            text,
+            state,
+            self.dropped(),
+            standing=self.standing,
         )
 
 
@@ -313,9 +336,15 @@ class Dashboard:
         max_rows: int = 12,
         max_flags: int = 8,
         detect_every: int = 3,
+        compliance: Compliance | None = None,
     ) -> None:
-        """`timer`: the inference stage's (detect, classify, total; rounds/s)."""
+        """`timer`: the inference stage's (detect, classify, total; rounds/s); `compliance`: the run's (fed by
+        the alerts sink before the screen's), each source's share and alert shown on its board."""
         self.boards = {b.name: b for b in boards}
+        self.compliance = compliance
+        if compliance is not None:
+            for b in boards:
+                b.standing = compliance.standing(b.name)
         self.timer = timer
         self.max_rows = max_rows
         self.max_flags = max_flags
@@ -337,6 +366,8 @@ class Dashboard:
         with self._lock:
             board = self.board(result.source)
             board.update(result)
+            if self.compliance is not None:  # read here, in the output thread that feeds it
+                board.standing = self.compliance.standing(result.source)
             for ev in result.events:
                 if ev.event == "flag":
                     self.flag_count += 1
@@ -393,6 +424,9 @@ class Dashboard:
         t.append(f"incorrect {c[1]}", style=MASK_STYLES[1])
         t.append("   ")
         t.append(f"no mask {c[2]}", style=MASK_STYLES[2])
+        if board.standing is not None:
+            t.append("   ")
+            compliance_text(t, board.standing)
         return Panel(t, title="mask-monitor", border_style="cyan")
 
     def _people(self, board: SourceBoard) -> Table:

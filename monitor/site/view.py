@@ -55,7 +55,7 @@ def _state(s: dict[str, Any]) -> LinkState:
     return LinkState.UP if s.get("up", True) else LinkState.DOWN
 
 
-def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
+def _panel(name: str, s: dict[str, Any], compliance: Compliance | None = None) -> PanelInfo:
     def num(key: str) -> float:
         v = s.get(key, 0)
         return v if isinstance(v, (int, float)) else 0
@@ -69,6 +69,9 @@ def _panel(name: str, s: dict[str, Any]) -> PanelInfo:
         _state(s),
         int(num("dropped")),
         str(s.get("machine", "")),
+        standing=compliance.standing(f"{name}@{s['machine']}" if s.get("machine") else name)
+        if compliance is not None
+        else None,
     )
 
 
@@ -76,10 +79,18 @@ class SiteView:
     """The site's state, fed from paho's thread, rendered from rich's."""
 
     def __init__(
-        self, events: Path | None, out: IO[str], headless: bool, max_flags: int = 48, metrics: Any = None
+        self,
+        events: Path | None,
+        out: IO[str],
+        headless: bool,
+        max_flags: int = 48,
+        metrics: Any = None,
+        compliance: Compliance | None = None,
     ) -> None:
-        """`metrics`: the started MetricsSink of --metrics (site=True, with its Compliance), or None."""
+        """`metrics`: the started MetricsSink of --metrics (site=True), or None; `compliance`: the view's,
+        fed from the events (each panel shows its source's share and alert; --metrics serves the same)."""
         self.metrics = metrics
+        self.compliance = compliance if compliance is not None else getattr(metrics, "compliance", None)
         self.status: dict[str, dict[str, Any]] = {}
         self.flags: deque[dict[str, Any]] = deque(maxlen=max_flags)
         self.flag_count = self.event_count = 0
@@ -107,25 +118,21 @@ class SiteView:
                 self.flags.appendleft(e)
                 if self.headless:
                     print(event_line(e), file=self.out, flush=True)
-            if self.metrics is not None:
-                self._measure(e)
-
-    def _measure(self, e: dict[str, Any]) -> None:
-        """--metrics: a flag counted per source and machine; every flag and departure into compliance."""
-        m = self.metrics
-        if e.get("event") == "flag" and e.get("mask") in MASK_NAMES:
-            m.flag(str(e.get("source", "")), str(e["mask"]), str(e.get("machine", "")))
-        if m.compliance is not None:
-            site_event(m.compliance, e, time.time())
-            self._evaluate()
+            m = self.metrics
+            if m is not None and e.get("event") == "flag" and e.get("mask") in MASK_NAMES:
+                m.flag(str(e.get("source", "")), str(e["mask"]), str(e.get("machine", "")))
+            if self.compliance is not None:  # every flag and departure (the panels, --metrics)
+                site_event(self.compliance, e, time.time())
+                self._evaluate()
 
     def _evaluate(self) -> None:
-        for alert in self.metrics.compliance.evaluate(time.time()):
-            self.metrics.alert(alert)
+        for alert in self.compliance.evaluate(time.time()):
+            if self.metrics is not None:
+                self.metrics.alert(alert)
 
     def evaluate(self) -> None:
-        """--metrics: compliance moves with time alone (people leave the window): the run loop calls this."""
-        if self.metrics is not None and self.metrics.compliance is not None:
+        """Compliance moves with time alone (people leave the window): the run loop calls this."""
+        if self.compliance is not None:
             with self._lock:
                 self._evaluate()
 
@@ -156,7 +163,7 @@ class SiteView:
 
     def panels(self) -> list[PanelInfo]:
         with self._lock:
-            return [_panel(name, s) for name, s in sorted(self.status.items())]
+            return [_panel(name, s, self.compliance) for name, s in sorted(self.status.items())]
 
     def render(self) -> RenderableType:
         panels = self.panels()
@@ -190,13 +197,13 @@ class SiteOptions:
     compliance: ComplianceConfig = ComplianceConfig()  # [compliance], for the metrics' shares and alerts
 
 
-def _start_metrics(args: SiteOptions, err: IO[str]) -> Any:
+def _start_metrics(args: SiteOptions, err: IO[str], compliance: Compliance) -> Any:
     """--metrics: serving before anything connects (a port in use is one line: UserError)."""
     if args.metrics is None:
         return None
     from monitor.outputs.metrics import MetricsSink
 
-    metrics = MetricsSink(compliance=Compliance.from_config(args.compliance), site=True)
+    metrics = MetricsSink(compliance=compliance, site=True)
     address = metrics.start(*args.metrics)
     print(f"mask-monitor site: metrics: {address}", file=err, flush=True)
     return metrics
@@ -215,9 +222,10 @@ def run_site(
     if events is not None:
         require_dir(events.parent, f"--events {events}: folder")
     err = err or sys.stderr
-    metrics = _start_metrics(args, err)
+    compliance = Compliance.from_config(args.compliance)  # [compliance]: the panels' and the metrics'
+    metrics = _start_metrics(args, err, compliance)
     try:
-        view = SiteView(events, out or sys.stdout, args.headless, metrics=metrics)
+        view = SiteView(events, out or sys.stdout, args.headless, metrics=metrics, compliance=compliance)
         view.err = err
         if metrics is not None:
             metrics.attach(view.panels)

@@ -13,6 +13,7 @@ from rich.console import Console
 from engines.config import Config, MonitorConfig
 from engines.faces import Face
 from monitor.app import Monitor, Options
+from monitor.decisions.compliance import Standing
 from monitor.outputs.screen import PanelInfo, SourcesScreen
 from monitor.sources.kinds import Source, SourceSpec
 from monitor.sources.link import LinkState
@@ -144,7 +145,7 @@ def test_a_source_that_stops_never_stalls_the_others():
     assert panels["steady"].up
 
 
-def _screen_text(n: int, width: int, height: int, flags: int = 30) -> list[str]:
+def _screen_text(n: int, width: int, height: int, flags: int = 30, compliance: bool = False) -> list[str]:
     panels = [
         PanelInfo(
             f"door{i}",
@@ -153,6 +154,7 @@ def _screen_text(n: int, width: int, height: int, flags: int = 30) -> list[str]:
             (i, 1, 2),
             "live" if i % 5 else "reconnecting (try 2)",
             LinkState.UP if i % 5 else LinkState.RECONNECTING,
+            standing=Standing(3 / (i + 3), i + 3, i % 4 == 1, 600.0) if compliance else None,
         )
         for i in range(n)
     ]
@@ -173,6 +175,18 @@ def test_panels_fit_80x24_with_4_sources_and_200x50_with_16():
         for i in range(n):
             assert f"door{i}" in text and f"{25.0 + i:.1f} fps" in text
         assert "reconnecting" in text and "FLAG person #0" in text  # the newest flags come first
+
+
+def test_panels_with_compliance_still_fit_and_show_each_share_and_alert():
+    for n, w, h in ((4, 80, 24), (16, 200, 50)):
+        lines = _screen_text(n, w, h, compliance=True)
+        assert len(lines) <= h and all(len(x) <= w for x in lines)
+        text = "\n".join(lines)
+        assert "FLAG person #0" in text  # the flags still have rows
+        for i in range(n):  # i + 3 people, 3 of them without a correct mask
+            assert f"compliance {i / (i + 3) * 100:.0f}% of {i + 3}" in text
+        panel = [x for x in lines if "compliance" in x]
+        assert sum(x.count("ALERT") for x in panel) == sum(i % 4 == 1 for i in range(n))
 
 
 def test_the_live_screen_of_four_sources_shows_a_panel_each_and_the_merged_flags():
@@ -196,6 +210,7 @@ def test_the_live_screen_of_four_sources_shows_a_panel_each_and_the_merged_flags
         assert f"door{i}" in text
     assert "latest flags (4)" in text and "door3 FLAG person #1: no mask" in text
     assert "none 1" in text  # each door saw one person without a mask
+    assert "compliance 0% of 1" in text and "compliance 100%" not in text  # 0% of 1 at each door
 
 
 def test_a_camera_that_is_down_at_start_is_waited_for_while_the_others_run():

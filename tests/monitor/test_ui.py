@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from monitor.decisions.compliance import Compliance
 from monitor.decisions.decide import Decider, vote
 from monitor.decisions.results import Event, FrameResult, TrackView
 from monitor.inference.timing import StageTimer
@@ -111,7 +112,9 @@ def test_a_single_source_is_a_board_of_one_drawn_as_the_single_source_screen_alw
         link=lambda: LinkState.RECONNECTING,
         described="video entrance.mp4",
     )
-    dash = Dashboard([board], rounds, max_rows=3, max_flags=2, detect_every=3)
+    # the run's compliance, fed (as by the alerts sink, before the screen's): 2 of 3 without a correct mask
+    comp = Compliance(window_s=600.0, threshold=0.3, clear_below=0.2, hold_s=0.0, min_people=3)
+    dash = Dashboard([board], rounds, max_rows=3, max_flags=2, detect_every=3, compliance=comp)
     tracks = [
         TrackView(1, (0, 0, 10, 10), s_no, s_no, True, 0, 30, number=1),
         TrackView(2, (0, 0, 10, 10), s_ok, s_ok, True, 0, 9, number=2),
@@ -126,6 +129,9 @@ def test_a_single_source_is_a_board_of_one_drawn_as_the_single_source_screen_alw
     first = FrameResult(Frame(44, 44 / 30, None), 44, tracks=tracks[:2], events=flags[:1], source="entrance")
     first.messages.append("frame 7 is empty or unreadable: skipped")
     dash.update(first)
+    for number, mask in ((1, 2), (2, 0), (3, 1)):
+        comp.person("entrance", number, mask, 46 / 30)
+    assert [a.event for a in comp.evaluate(46 / 30)] == ["alert", "alert"]  # the source's and the site's
     dash.update(FrameResult(Frame(46, 46 / 30, None), 46, tracks=tracks, events=flags[1:], source="entrance"))
     dash.note("the model was not trained on real gender or age labels")
     console = Console(

@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config, CropConfig
+from engines.config import CropConfig
 from engines.errors import UserError
 from engines.faces import Box, create_detector, crop_face, crop_region
 from engines.fileio import atomic_write_json
 from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES, MASK_NAMES
+from train.config import Config
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem

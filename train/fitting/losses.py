@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.config import TrainConfig
 from engines.models import split_logits
+from train.config import TrainConfig
 from train.data.targets import split_targets
 
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.faces import create_detector, crop_face
 from engines.fileio import sha256_file
 from engines.formats import load_engine, read_meta
 from engines.labels import MASK_NAMES, TASKS, marginals
+from train.config import Config
 from train.data.importer import find_box, import_dataset, in_holdout
 from train.data.prepare import read_image
 from train.evaluation.compare import Comparison, compare

@@ -5,6 +5,7 @@ name, engines.config.PROGRAM_SECTIONS)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ from engines.labels import TASK_NAMES
 
 
 def _loss_names() -> tuple[str, ...]:
-    from train.fitting.losses import LOSSES
-
-    return tuple(LOSSES)
+    """The rows of train.fitting.losses.LOSSES. Named, not imported: this module sits below train.fitting (all
+    part of the training reads its config), and LOSSES's module imports torch, so it is read when a loss name
+    is checked or listed, never at import."""
+    return tuple(importlib.import_module("train.fitting.losses").LOSSES)
 
 
 @dataclass(frozen=True)

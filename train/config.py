@@ -17,8 +17,8 @@ from engines.labels import TASK_NAMES
 
 
 def _loss_names() -> tuple[str, ...]:
-    """The rows of train.fitting.losses.LOSSES. Named, not imported: this module sits below train.fitting (all
-    part of the training reads its config), and LOSSES's module imports torch, so it is read when a loss name
+    """The rows of train.fitting.losses.LOSSES. Named, not imported: this module sits below train.fitting (the
+    whole training reads its config), and LOSSES's module imports torch, so it is read when a loss name
     is checked or listed, never at import."""
     return tuple(importlib.import_module("train.fitting.losses").LOSSES)
 

@@ -32,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from engines.config import load_config
     from engines.device import set_torch_threads
     from engines.faces import create_detector
     from engines.formats import load_engine
     from monitor.app import Monitor, Options
+    from monitor.config import load_config
     from monitor.sources import SourceSpec
 
     cfg = load_config(None)

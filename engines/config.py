@@ -1,24 +1,31 @@
-"""config.toml -> frozen dataclasses.
+"""config.toml -> frozen dataclasses: the loader, and the sections both programs read.
 
-Every default lives in config.toml and, identically, in the dataclasses below (a test keeps the two equal),
-so a user who deletes a key gets the documented default and a user who misspells one gets an error that
-names the key and the closest valid one. CLI flags override the file through `with_overrides`.
+Every default lives in config.toml and, identically, in the dataclasses (a test keeps the two equal), so a
+user who deletes a key gets the documented default and a user who misspells one gets an error that names
+the key and the closest valid one. CLI flags override the file through `with_overrides`.
+
+Each program owns its sections: `monitor.config.Config` and `train.config.Config` extend the `Config` below
+(the shared sections) with their own, and each checks them against its own tables (source kinds, losses).
+One config.toml holds both programs' sections, so a program accepts the other's section names
+(`PROGRAM_SECTIONS`, the one list that names them; a program's Config that differs from its row is refused
+when it is defined) and checks only their keys, against the bundled config.toml; their values are the other
+program's to check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from engines.errors import UserError
-from engines.labels import TASK_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
@@ -34,13 +41,14 @@ def _f(
     *,
     min: float | None = None,
     max: float | None = None,
-    choices: tuple[Any, ...] | None = None,
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None,
     length: int | None = None,
     path: bool = False,
     bundled: bool = False,
 ) -> Any:
     """A field with its default and the bounds that validation enforces. `bundled`: a path whose default
-    is a file of the project (Config.locate finds it from a config file elsewhere)."""
+    is a file of the project (Config.locate finds it from a config file elsewhere). `choices` may be a
+    function that returns them: a program's table, read when a value is checked (its import may be heavy)."""
     meta = {"min": min, "max": max, "choices": choices, "length": length, "path": path, "bundled": bundled}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults so the dataclass stays frozen")
@@ -112,13 +120,13 @@ class MonitorConfig:
     show_gender_age: bool = _f(False)  # estimate gender / age (where the model knows them); off: '-' / null
     prune_every_s: float = _f(600.0, min=1.0, max=1e7)  # retention applied at start and this often
 
-
-@dataclass(frozen=True)
-class UIConfig:
-    refresh_hz: float = _f(8.0, min=0.5, max=60.0)
-    max_rows: int = _f(12, min=1, max=200)
-    max_flags: int = _f(8, min=1, max=200)
-    bell: bool = _f(False)
+    def check(self, where: str) -> None:
+        if self.min_votes > self.vote_window:
+            raise ConfigError(
+                f"{where}.min_votes = {self.min_votes} exceeds vote_window = {self.vote_window}"
+            )
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ConfigError(f"{where}.reconnect_initial_s exceeds reconnect_max_s")
 
 
 @dataclass(frozen=True)
@@ -137,123 +145,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    data_dir: str = _f("data", path=True)
-    cache_dir: str = _f("cache", path=True)
-    age_old_threshold: int = _f(60, min=31, max=120)
-    val_fraction: float = _f(0.2, min=0.0, max=0.9)
-    folds: int = _f(5, min=2, max=50)
-    batch_size: int = _f(32, min=1, max=4096)
-    num_workers: int = _f(2, min=0, max=256)
-    pin_memory: bool = _f(True)
-    persistent_workers: bool = _f(True)
-    prefetch_factor: int = _f(2, min=1, max=64)
-    weighted_sampler: bool = _f(False)
-    # "NAME=WEIGHT" per source: "prepared" (the folder `prepare` cropped) or an `import --name`; an image of a
-    # source of weight 2 is drawn twice as often as one of weight 1; unlisted sources weigh 1
-    source_weights: tuple[str, ...] = _f(())
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentations that keep a face a plausible face at an entrance; p = probability of each."""
-
-    enabled: bool = _f(True)
-    hflip: float = _f(0.5, min=0.0, max=1.0)
-    shift_scale_rotate: float = _f(0.5, min=0.0, max=1.0)
-    max_rotate: float = _f(10.0, min=0.0, max=45.0)
-    color: float = _f(0.5, min=0.0, max=1.0)
-    blur: float = _f(0.1, min=0.0, max=1.0)
-    noise: float = _f(0.1, min=0.0, max=1.0)
-    jpeg: float = _f(0.2, min=0.0, max=1.0)
-    dropout: float = _f(0.2, min=0.0, max=1.0)
-    # the face kept inside a random rectangle, the rest a plain noisy background: a tight photo pasted in a
-    # frame, a face before a bare wall (without it, plain surroundings read as a mask)
-    surroundings: float = _f(0.0, min=0.0, max=1.0)
-    # faces as a camera sees them: the face box re-cut from the crop's surroundings +-box_jitter_range of its
-    # size (scale and shift), a neighbour's face pasted in the margin beside or below (crowds), and the face
-    # shrunk to small_face_px tall (lower, upper) then enlarged back, blurred, noisy, JPEG'd at the low size
-    box_jitter: float = _f(0.5, min=0.0, max=1.0)
-    box_jitter_range: float = _f(0.15, min=0.0, max=0.3)
-    crowd: float = _f(0.2, min=0.0, max=1.0)
-    small_face: float = _f(0.3, min=0.0, max=1.0)
-    small_face_px: tuple[float, float] = _f((40.0, 80.0), min=8.0, max=512.0, length=2)
-    # batch mixing, applied per batch on the tensors (the loss mixed to match); cutmix + mixup <= 1
-    cutmix: float = _f(0.0, min=0.0, max=1.0)
-    mixup: float = _f(0.0, min=0.0, max=1.0)
-    cutmix_alpha: float = _f(1.0, min=0.01, max=10.0)
-    mixup_alpha: float = _f(0.4, min=0.01, max=10.0)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = _f(10, min=1, max=10000)
-    optimizer: str = _f("adamw", choices=("adamw", "sgd"))
-    lr: float = _f(3e-4, min=0.0, max=10.0)
-    weight_decay: float = _f(1e-4, min=0.0, max=1.0)
-    momentum: float = _f(0.9, min=0.0, max=1.0)
-    scheduler: str = _f("cosine", choices=("none", "step", "cosine", "plateau"))
-    step_size: int = _f(5, min=1, max=10000)
-    gamma: float = _f(0.1, min=0.0, max=1.0)
-    plateau_patience: int = _f(2, min=0, max=1000)
-    loss: str = _f("ce", choices=("ce", "focal", "label_smoothing"))
-    focal_gamma: float = _f(2.0, min=0.0, max=10.0)
-    label_smoothing: float = _f(0.1, min=0.0, max=0.5)
-    accumulate: int = _f(1, min=1, max=1024)
-    amp: bool = _f(True)
-    seed: int = _f(42, min=0, max=2**31 - 1)
-    device: str = _f("auto", choices=DEVICES)
-    threads: int = _f(0, min=0, max=256)  # CPU threads for training; 0 = torch's default (all cores)
-    out_dir: str = _f("runs", path=True)
-    best_metric: str = _f("f1", choices=("f1", "f1_mask"))  # what picks best.pt: 18-class or mask macro F1
-    # the tasks the model file says it learnt from real labels; () = each task some training image has a label
-    # for (a synthetic set's gender/age come from a few identities: list only "mask" then)
-    known_tasks: tuple[str, ...] = _f((), choices=TASK_NAMES)
-    # fit a temperature per softmax on the validation data with every checkpoint (engines.calibration)
-    calibrate: bool = _f(True)
-
-
-# `mask-train tune`'s default search space: "section.key = KIND ARGS", KIND one of float LOW HIGH,
-# log LOW HIGH (log-uniform), int LOW HIGH, choice A B C ... (train.tuning.space reads and checks it)
-TUNE_SPACE = (
-    "train.lr = log 1e-5 3e-3",
-    "train.weight_decay = log 1e-6 1e-2",
-    "train.optimizer = choice adamw sgd",
-    "train.scheduler = choice cosine step plateau none",
-    "train.loss = choice ce focal label_smoothing",
-    "train.focal_gamma = float 0.5 4.0",
-    "train.label_smoothing = float 0.02 0.2",
-    "data.batch_size = choice 16 32 64",
-    "train.accumulate = choice 1 2",
-    "augment.shift_scale_rotate = float 0.0 0.8",
-    "augment.color = float 0.0 0.8",
-    "augment.dropout = float 0.0 0.5",
-    "data.age_old_threshold = int 57 60",
-    "model.head = choice single multi",
-    "model.freeze_backbone = choice false true",
-    "augment.cutmix = float 0.0 0.5",
-    "augment.mixup = float 0.0 0.5",
-)
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """`mask-train tune`: Optuna's TPE sampler over `space`, weak trials pruned on validation macro F1."""
-
-    trials: int = _f(20, min=1, max=100000)
-    timeout_s: float = _f(0.0, min=0.0, max=1e7)  # stop starting trials after this long; 0 = no limit
-    epochs: int = _f(0, min=0, max=10000)  # epochs per trial; 0 = train.epochs
-    study: str = _f("mask-train")
-    storage: str = _f("")  # an Optuna storage URL; "" = sqlite:///<out_dir>/study.db
-    out_dir: str = _f("tune", path=True)
-    seed: int = _f(42, min=0, max=2**31 - 1)
-    startup_trials: int = _f(5, min=0, max=10000)  # random trials before TPE, and before any pruning
-    pruner: str = _f("median", choices=("median", "hyperband", "none"))
-    warmup_epochs: int = _f(1, min=0, max=10000)  # epochs in which the median pruner stops no trial
-    space: tuple[str, ...] = _f(TUNE_SPACE)
-
-
-@dataclass(frozen=True)
 class ExportConfig:
     opset: int = _f(18, min=11, max=30)
     min_batch: int = _f(1, min=1, max=4096)
@@ -263,91 +154,12 @@ class ExportConfig:
     workspace_mb: int = _f(1024, min=16, max=1 << 20)
     timing_cache: str = _f("", path=True)  # "" = timing.cache beside the engine file
 
-
-SOURCE_KINDS = ("camera", "video", "url")  # monitor.sources.SOURCES's rows (a test keeps the two equal)
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """One `[[sources]]` table: a video source of a monitor that watches several. Per-source settings left
-    at 0 take the [monitor] value."""
-
-    name: str = _f("")  # letters, digits, - and _ (it names files and MQTT topics); "" = from the address
-    kind: str = _f("camera", choices=SOURCE_KINDS)
-    address: str = _f("0")  # camera index, video file or stream URL
-    realtime: bool = _f(False)  # a video file played at its own fps, like a camera
-    detect_every: int = _f(0, min=0, max=100)
-    classify_every: int = _f(0, min=0, max=1000)
-    detect_max_side: int = _f(0, min=0, max=8192)
-    # the zone: a polygon [[x, y], ...] (>= 3 points) inside which faces count (their box's centre);
-    # every value in 0-1: fractions of the frame's width and height, else pixels; empty: the whole frame
-    zone: tuple[tuple[float, ...], ...] = _f(())
-    min_face_height: int = _f(0, min=0, max=10000)  # faces shorter than this (px in the frame) do not count
-
-
-def zone_problem(points: Any) -> str | None:
-    """Why `points` is not a zone polygon (None: it is one, or it is empty = no zone)."""
-    if not isinstance(points, (list, tuple)):
-        return f"must be a list of [x, y] points, got {points!r}"
-    if not points:
-        return None
-    if len(points) < 3:
-        return f"a polygon needs at least 3 points [x, y], got {len(points)}"
-    for i, pt in enumerate(points):
-        if not isinstance(pt, (list, tuple)) or len(pt) != 2:
-            return f"point {i + 1} must be [x, y], got {pt!r}"
-        for v in pt:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e6:
-                return f"point {i + 1} = {list(pt)!r}: coordinates must be numbers >= 0 (pixels or 0-1)"
-    return None
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """`mask-monitor --metrics [HOST:PORT]` and `site --metrics`: Prometheus metrics over HTTP."""
-
-    host: str = _f("127.0.0.1")  # the address when --metrics names none (loopback: this machine only)
-    port: int = _f(9108, min=0, max=65535)  # ... and the port (0: any free one)
-
-
-@dataclass(frozen=True)
-class HomeAssistantConfig:
-    """MQTT discovery for Home Assistant (with --mqtt): entities per source, a device per machine."""
-
-    enabled: bool = _f(False)  # with --mqtt: publish discovery and states, take the pause / resume buttons
-    discovery_prefix: str = _f("homeassistant")  # Home Assistant's discovery prefix
-    min_interval_s: float = _f(1.0, min=0.0, max=3600.0)  # a source's states at most this often
-
-
-@dataclass(frozen=True)
-class EvidenceConfig:
-    """Evidence of each flag: a snapshot (other faces blurred), optionally a clip; 0600 files, 0700 folder."""
-
-    folder: str = _f("", path=True)  # where evidence is written; "" = off (--evidence DIR overrides)
-    clip_s: float = _f(0.0, min=0.0, max=60.0)  # s before and after the flag in a clip; 0: snapshot only
-    buffer_mb: float = _f(64.0, min=1.0, max=4096.0)  # the ring buffer of encoded frames, per source
-    jpeg_quality: int = _f(85, min=10, max=100)
-    max_age_days: float = _f(30.0, min=0.0, max=36500.0)  # evidence older than this is deleted; 0 = kept
-    max_mb: float = _f(1000.0, min=0.0, max=1e7)  # over this, the oldest evidence is deleted
-
-
-@dataclass(frozen=True)
-class ComplianceConfig:
-    """The share of people without a correct mask over a rolling window, and the alert on it."""
-
-    window_s: float = _f(600.0, min=1.0, max=86400.0)  # people who were seen in the last this many seconds
-    threshold: float = _f(0.3, min=0.0, max=1.0)  # an alert when the share stays at or above this ...
-    hold_s: float = _f(60.0, min=0.0, max=86400.0)  # ... for this long (and cleared after this long below)
-    clear_below: float = _f(0.2, min=0.0, max=1.0)  # cleared when the share stays under this (hysteresis)
-    min_people: int = _f(5, min=1, max=100000)  # no alert on fewer people in the window
-
-
-@dataclass(frozen=True)
-class LabelConfig:
-    """`mask-train label`: the local labelling page (the host is never a config key: --host only)."""
-
-    port: int = _f(8765, min=0, max=65535)  # 0: any free port
-    unsure_below: float = _f(0.75, min=0.0, max=1.0)  # "model unsure": top mask probability under this
+    def check(self, where: str) -> None:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ConfigError(
+                f"{where}: need min_batch <= opt_batch <= max_batch, got "
+                f"{self.min_batch}, {self.opt_batch}, {self.max_batch}"
+            )
 
 
 @dataclass(frozen=True)
@@ -362,61 +174,50 @@ class CollectConfig:
     max_age_days: float = _f(30.0, min=0.0, max=36500.0)  # crops older than this are deleted; 0 = kept
 
 
-@dataclass(frozen=True)
-class SaveFacesConfig:
-    """`mask-monitor --save-faces DIR`: how long the crops of flagged people are kept (0 = no limit)."""
-
-    max_age_days: float = _f(30.0, min=0.0, max=36500.0)
-    max_mb: float = _f(500.0, min=0.0, max=1e7)  # over it, the oldest crops are deleted
-
-
-@dataclass(frozen=True)
-class RecordConfig:
-    """`mask-monitor --record`: faces blurred or not, and how long recordings are kept (0 = no limit)."""
-
-    blur: str = _f("faces", choices=("faces", "none"))  # faces: every face blurred but flagged people's
-    max_age_days: float = _f(30.0, min=0.0, max=36500.0)
-    max_mb: float = _f(2000.0, min=0.0, max=1e7)  # over it, the oldest recordings are deleted
-
-
-@dataclass(frozen=True)
-class ScenesConfig:
-    """Street and crowd scenes with boxed faces (PASCAL VOC): `mask-train import` cuts each face where the
-    monitor's detector puts it, `mask-train evaluate-scenes` runs them through the monitor's path."""
-
-    min_face_height: int = _f(24, min=1, max=10000)  # import: shorter faces (px in the scene) are skipped
-    search_grow: float = _f(2.5, min=1.2, max=10.0)  # import: the detector looks at the box grown this much
-    search_face_px: int = _f(64, min=24, max=1000)  # ... scaled so the annotated face is this many px tall
-    match_iou: float = _f(0.3, min=0.0, max=1.0)  # a detection is an annotated face's from this IoU on
-    frame_width: int = _f(640, min=64, max=8192)  # evaluate-scenes: each scene scaled to this width
+# The sections each program owns, by name: the one list that lets a program accept the other's sections in a
+# shared config.toml without importing it. A program's Config must declare exactly its row (checked when the
+# class is defined, so the two cannot drift apart).
+PROGRAM_SECTIONS: dict[str, tuple[str, ...]] = {
+    "monitor": (
+        "ui",
+        "sources",
+        "save_faces",
+        "record",
+        "metrics",
+        "homeassistant",
+        "evidence",
+        "compliance",
+    ),
+    "train": ("data", "augment", "train", "tune", "label", "scenes"),
+}
 
 
 @dataclass(frozen=True)
 class Config:
+    """The shared sections; each program's Config adds its own (`monitor.config`, `train.config`)."""
+
     engine: EngineConfig = field(default_factory=EngineConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    ui: UIConfig = field(default_factory=UIConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-    sources: tuple[SourceConfig, ...] = ()  # `[[sources]]` tables; none by default (CLI flags name them)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    label: LabelConfig = field(default_factory=LabelConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)
-    save_faces: SaveFacesConfig = field(default_factory=SaveFacesConfig)
-    record: RecordConfig = field(default_factory=RecordConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
-    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
-    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     # Where relative paths in the file are resolved from (the config file's folder); not a TOML key.
     base_dir: str = field(default=str(REPO_ROOT), compare=False)
+
+    program: typing.ClassVar[str] = ""  # "" = the shared sections alone (no program's)
+
+    def __init_subclass__(cls, program: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = tuple(cls.__dict__.get("__annotations__", {}))
+        if program not in PROGRAM_SECTIONS or set(own) != set(PROGRAM_SECTIONS[program]):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__name__}: a program's Config declares exactly its row of "
+                f"engines.config.PROGRAM_SECTIONS ({program!r}: {own})"
+            )
+        cls.program = program
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         """A path from the config, made absolute against the config file's folder."""
@@ -436,8 +237,9 @@ class Config:
         """Plain dict (TOML/JSON-ready), e.g. to save the resolved config beside a run."""
         out = dataclasses.asdict(self)
         out.pop("base_dir")
-        if not out["sources"]:  # no [[sources]] in the file: TOML has no way to write an empty one
-            out.pop("sources")
+        for name in _arrays(type(self)):
+            if not out[name]:  # no [[sources]] in the file: TOML has no way to write an empty one
+                out.pop(name)
         return _lists(out)
 
 
@@ -449,10 +251,43 @@ def _lists(obj: Any) -> Any:
     return obj
 
 
-_HINTS = typing.get_type_hints(Config)
-SECTIONS: dict[str, type] = {
-    f.name: _HINTS[f.name] for f in fields(Config) if f.name not in ("base_dir", "sources")
-}
+def _fields_of(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in fields(schema) if f.name != "base_dir"}
+
+
+def sections_of(schema: type = Config) -> dict[str, type]:
+    """A Config's `[name]` tables -> their dataclasses (the `[[name]]` arrays of tables left out)."""
+    return {k: tp for k, tp in _fields_of(schema).items() if typing.get_origin(tp) is not tuple}
+
+
+def _arrays(schema: type) -> dict[str, type]:
+    """A Config's `[[name]]` arrays of tables -> the dataclass of one table."""
+    return {
+        k: typing.get_args(tp)[0] for k, tp in _fields_of(schema).items() if typing.get_origin(tp) is tuple
+    }
+
+
+def tables_of(schema: type = Config) -> dict[str, type]:
+    """Every table of a Config, `[name]` and `[[name]]`, -> its dataclass (e.g. for the docs reference)."""
+    return {**sections_of(schema), **_arrays(schema)}
+
+
+def _foreign(schema: type) -> list[str]:
+    """The sections of the other program(s): accepted by name, their keys checked against config.toml."""
+    own = getattr(schema, "program", "")
+    return [name for program, names in PROGRAM_SECTIONS.items() if program != own for name in names]
+
+
+_BUNDLED: dict[str, Any] = {}
+
+
+def _bundled() -> dict[str, Any]:
+    """The repository's config.toml (every section, every key), read once; {} where it is not there."""
+    if not _BUNDLED and DEFAULT_CONFIG.is_file():
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError), DEFAULT_CONFIG.open("rb") as fh:
+            _BUNDLED.update(tomllib.load(fh))
+    return _BUNDLED
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -462,6 +297,37 @@ def _suggest(name: str, valid: list[str]) -> str:
     close = close[:1] or difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     close = close or difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
+
+
+class Choices(Sequence[Any]):
+    """A setting's allowed values, read from its program's table on first use (argparse `choices=`): the
+    table's import (torch, for the losses) waits until a value is checked or listed."""
+
+    def __init__(self, load: Callable[[], tuple[Any, ...]]) -> None:
+        self._load = load
+        self._values: tuple[Any, ...] | None = None
+
+    def _get(self) -> tuple[Any, ...]:
+        if self._values is None:
+            self._values = tuple(self._load())
+        return self._values
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._get()[i]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._get())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._get()
+
+
+def _choices(meta: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    choices = meta.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
@@ -491,7 +357,7 @@ def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
             raise ConfigError(f"{where} must be a string, got {value!r}")
     else:  # pragma: no cover - schema bug, not user error
         raise TypeError(f"unsupported config type {tp!r} at {where}")
-    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    lo, hi, choices = meta.get("min"), meta.get("max"), _choices(meta)
     if lo is not None and not value >= lo or hi is not None and not value <= hi:  # NaN is out of range too
         raise ConfigError(f"{where} = {value!r} is out of range [{lo}, {hi}]")
     if choices is not None and value not in choices:
@@ -503,8 +369,12 @@ def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
 
 
 def _build_section(cls: type, table: Any, where: str) -> Any:
+    """One section from its table; a section class may define `prepare(table) -> table` (before the keys are
+    checked) and `check(self, where)` (relations between keys that single-key bounds cannot express)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, got {table!r}")
+    if hasattr(cls, "prepare"):
+        table = cls.prepare(table)
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in fields(cls)]
     kwargs = {}
@@ -514,7 +384,8 @@ def _build_section(cls: type, table: Any, where: str) -> Any:
         f = next(f for f in fields(cls) if f.name == key)
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}", f.metadata)
     obj = cls(**kwargs)
-    _cross_check(obj, where)
+    if hasattr(obj, "check"):
+        obj.check(where)
     return obj
 
 
@@ -523,58 +394,46 @@ def section_from_dict(cls: type, table: Any, where: str) -> Any:
     return _build_section(cls, table, where)
 
 
-def _cross_check(section: Any, where: str) -> None:
-    """Relations between keys that single-key bounds cannot express."""
-    if isinstance(section, ExportConfig):
-        if not section.min_batch <= section.opt_batch <= section.max_batch:
-            raise ConfigError(
-                f"{where}: need min_batch <= opt_batch <= max_batch, got "
-                f"{section.min_batch}, {section.opt_batch}, {section.max_batch}"
-            )
-    if isinstance(section, AugmentConfig) and section.cutmix + section.mixup > 1.0:
-        raise ConfigError(
-            f"{where}: cutmix + mixup = {section.cutmix + section.mixup:g} exceeds 1 (each is the share of "
-            "batches mixed that way)"
-        )
-    if isinstance(section, AugmentConfig) and section.small_face_px[0] > section.small_face_px[1]:
-        raise ConfigError(f"{where}.small_face_px = {list(section.small_face_px)}: lower exceeds upper")
-    if isinstance(section, MonitorConfig) and section.min_votes > section.vote_window:
-        raise ConfigError(
-            f"{where}.min_votes = {section.min_votes} exceeds vote_window = {section.vote_window}"
-        )
-    if isinstance(section, MonitorConfig) and section.reconnect_initial_s > section.reconnect_max_s:
-        raise ConfigError(f"{where}.reconnect_initial_s exceeds reconnect_max_s")
-    if isinstance(section, SourceConfig) and (why := zone_problem(section.zone)):
-        raise ConfigError(f"{where}.zone: {why}")
-    if isinstance(section, ComplianceConfig) and section.clear_below > section.threshold:
-        raise ConfigError(
-            f"{where}.clear_below = {section.clear_below:g} exceeds threshold = {section.threshold:g}"
-        )
+def _foreign_keys(name: str, table: Any, where: str) -> None:
+    """Another program's section: its keys must be those of the bundled config.toml's table."""
+    bundled = _bundled().get(name)
+    if isinstance(bundled, dict) and isinstance(table, dict):
+        for key in table:
+            if key not in bundled:
+                raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key, list(bundled))}")
 
 
-def from_dict(data: Mapping[str, Any], source: str = "config", base_dir: str | Path | None = None) -> Config:
-    valid = [*SECTIONS, "sources"]
+def from_dict(
+    data: Mapping[str, Any],
+    source: str = "config",
+    base_dir: str | Path | None = None,
+    schema: type[Config] = Config,
+) -> Config:
+    """A program's Config (`schema`) from a parsed file: its own sections checked, the other program's
+    sections accepted by name (their keys checked against the bundled config.toml)."""
+    tables, arrays, foreign = sections_of(schema), _arrays(schema), _foreign(schema)
+    valid = [*tables, *arrays, *foreign]
     sections: dict[str, Any] = {}
     for name, table in data.items():
-        if name == "sources":
-            sections["sources"] = _sources(table, f"{source}: [[sources]]")
-            continue
-        if name not in SECTIONS:
+        if name in arrays:
+            sections[name] = _array(arrays[name], table, f"{source}: [[{name}]]", name)
+        elif name in tables:
+            sections[name] = _build_section(tables[name], table, f"{source}: [{name}]")
+        elif name in foreign:
+            _foreign_keys(name, table, f"{source}: [{name}]")
+        else:
             raise ConfigError(f"{source}: unknown section [{name}]{_suggest(name, valid)}")
-        sections[name] = _build_section(SECTIONS[name], table, f"{source}: [{name}]")
-    return Config(**sections, base_dir=str(base_dir if base_dir is not None else REPO_ROOT))
+    return schema(**sections, base_dir=str(base_dir if base_dir is not None else REPO_ROOT))
 
 
-def _sources(tables: Any, where: str) -> tuple[SourceConfig, ...]:
+def _array(cls: type, tables: Any, where: str, name: str) -> tuple[Any, ...]:
     if not isinstance(tables, list):
-        raise ConfigError(f"{where} must be an array of tables ([[sources]]), got {tables!r}")
+        raise ConfigError(f"{where} must be an array of tables ([[{name}]]), got {tables!r}")
     out = []
     for i, table in enumerate(tables):
-        if isinstance(table, dict) and isinstance(table.get("address"), int):
-            table = {**table, "address": str(table["address"])}  # a camera index written as a number
-        name = table.get("name") if isinstance(table, dict) else None
-        named = f" ({name})" if isinstance(name, str) and name else ""
-        out.append(_build_section(SourceConfig, table, f"{where} #{i + 1}{named}"))
+        label = table.get("name") if isinstance(table, dict) else None
+        named = f" ({label})" if isinstance(label, str) and label else ""
+        out.append(_build_section(cls, table, f"{where} #{i + 1}{named}"))
     return tuple(out)
 
 
@@ -590,12 +449,15 @@ def default_config_path() -> Path | None:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    schema: type[Config] = Config,
 ) -> Config:
-    """Read a config file (or the default one) and apply dotted overrides such as {"train.epochs": 3}."""
+    """Read a config file (or the default one) into `schema` (a program's Config) and apply dotted overrides
+    such as {"train.epochs": 3}."""
     p = Path(path) if path is not None else default_config_path()
     if p is None:
-        cfg = Config()
+        cfg = schema()
     else:
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
@@ -606,27 +468,28 @@ def load_config(
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
-        cfg = from_dict(data, str(p), base_dir=p.resolve().parent)
+        cfg = from_dict(data, str(p), base_dir=p.resolve().parent, schema=schema)
     return with_overrides(cfg, overrides or {})
 
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
-    """Apply {"section.key": value} (e.g. from CLI flags); None values are skipped, so unset flags change
-    nothing."""
+    """Apply {"section.key": value} (e.g. from CLI flags) to the sections of cfg's program; None values are
+    skipped, so unset flags change nothing."""
+    tables = sections_of(type(cfg))
     grouped: dict[str, dict[str, Any]] = {}
     for dotted, value in overrides.items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
-        if section not in SECTIONS or not key:
-            raise ConfigError(f"override '{dotted}': unknown section{_suggest(section, list(SECTIONS))}")
+        if section not in tables or not key:
+            raise ConfigError(f"override '{dotted}': unknown section{_suggest(section, list(tables))}")
         grouped.setdefault(section, {})[key] = value
     for section, table in grouped.items():
         current = getattr(cfg, section)
         merged = {f.name: getattr(current, f.name) for f in fields(current)}
         merged.update({k: list(v) if isinstance(v, tuple) else v for k, v in table.items()})
         merged = {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
-        new = _build_section(SECTIONS[section], merged, f"override [{section}]")
+        new = _build_section(tables[section], merged, f"override [{section}]")
         cfg = replace(cfg, **{section: new})
     return cfg
 
@@ -640,13 +503,13 @@ def add_config_argument(parser: Any) -> None:
     )
 
 
-def _is_path_key(dotted: str) -> bool:
+def _is_path_key(dotted: str, schema: type) -> bool:
     section, _, key = dotted.partition(".")
-    cls = SECTIONS.get(section)
+    cls = sections_of(schema).get(section)
     return cls is not None and any(f.name == key and f.metadata.get("path") for f in fields(cls))
 
 
-def cli_overrides(args: Any) -> dict[str, Any]:
+def cli_overrides(args: Any, schema: type[Config] = Config) -> dict[str, Any]:
     """Every argparse dest written as 'section.key' that the user gave, as an override. A path typed on the
     command line is relative to the working directory, as the shell means it (a path in a config file stays
     relative to that file's folder), so it is made absolute here; "" keeps its meaning (the default)."""
@@ -654,25 +517,25 @@ def cli_overrides(args: Any) -> dict[str, Any]:
     for k, v in vars(args).items():
         if "." not in k or v is None:
             continue
-        if isinstance(v, str) and v and _is_path_key(k):
+        if isinstance(v, str) and v and _is_path_key(k, schema):
             v = os.path.abspath(os.path.expanduser(v))
         out[k] = v
     return out
 
 
-def config_from_args(args: Any) -> Config:
+def config_from_args(args: Any, schema: type[Config] = Config) -> Config:
     """--config plus every argparse dest written as 'section.key' (e.g. dest='train.epochs') as an
-    override."""
-    return load_config(getattr(args, "config", None), cli_overrides(args))
+    override, into `schema` (a program's Config)."""
+    return load_config(getattr(args, "config", None), cli_overrides(args, schema), schema)
 
 
-def choices_of(dotted: str) -> tuple[Any, ...]:
-    """The allowed values of a 'section.key' setting, for argparse `choices=` (one list: the schema's)."""
+def choices_of(dotted: str, schema: type[Config] = Config) -> Sequence[Any]:
+    """The allowed values of a 'section.key' setting, for argparse `choices=` (one list: the schema's; a
+    program's table is read when argparse first looks at it)."""
     section, _, key = dotted.partition(".")
-    cls = next((f.type for f in fields(Config) if f.name == section), None)
-    if isinstance(cls, str):
-        cls = typing.get_type_hints(Config)[section]
+    cls = sections_of(schema).get(section)
     found = next((f for f in fields(cls) if f.name == key), None) if cls is not None else None
     if found is None or not found.metadata.get("choices"):
         raise KeyError(f"{dotted} is not a setting with a fixed list of values")
-    return tuple(found.metadata["choices"])
+    choices = found.metadata["choices"]
+    return Choices(choices) if callable(choices) else tuple(choices)

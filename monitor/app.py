@@ -22,10 +22,11 @@ from typing import IO, Any
 from rich.console import Console
 
 from engines.backends.base import Engine
-from engines.config import Config, with_overrides
+from engines.config import with_overrides
 from engines.errors import UserError
 from engines.faces import FaceDetector
 from engines.secrets import redact_url
+from monitor.config import Config
 from monitor.decisions.compliance import Compliance
 from monitor.decisions.pipeline import SourceDecisions
 from monitor.decisions.results import Event, FrameResult

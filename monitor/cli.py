@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from engines.cliargs import positive_float, positive_int
-from engines.config import Config, add_config_argument, choices_of, config_from_args
+from engines.config import add_config_argument
 from engines.device import set_torch_threads
 from engines.errors import UserError, run_cli
 from engines.faces import create_detector
@@ -21,6 +21,7 @@ from monitor.app import Monitor, Options
 from monitor.bench.pipeline import BenchOptions, run_bench
 from monitor.bench.streams import run_streams_bench
 from monitor.broker import broker_from_args
+from monitor.config import Config, choices_of, config_from_args
 from monitor.decisions.zones import Zone
 from monitor.inference.classifier import load_classifier
 from monitor.outputs.events import check_outputs

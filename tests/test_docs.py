@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from engines import config as schema
+from monitor import config as monitor_config
+from train import config as train_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +41,7 @@ def reference() -> dict[str, str]:
 
 
 def test_the_reference_has_every_key_of_every_config_dataclass(reference):
-    tables = {**schema.SECTIONS, "sources": schema.SourceConfig}
+    tables = {**schema.tables_of(monitor_config.Config), **schema.tables_of(train_config.Config)}
     assert set(reference) == set(tables)
     for name, cls in tables.items():
         for f in dataclasses.fields(cls):
@@ -60,8 +62,14 @@ def test_the_reference_gives_defaults_types_bounds_choices_and_comments(referenc
     assert "a path" in rows["weights"]
     # a long default goes under its table, every entry of it
     assert "| `space` | (below) |" in reference["tune"]
-    for entry in schema.TuneConfig().space:
+    for entry in train_config.TuneConfig().space:
         assert f'"{entry}"' in reference["tune"]
+    # choices a program reads from its own table: the losses of LOSSES, the source kinds of SOURCES
+    from monitor.sources.kinds import SOURCES
+    from train.fitting.losses import LOSSES
+
+    assert all(f'`"{name}"`' in reference["train"] for name in LOSSES)
+    assert all(f'`"{kind}"`' in reference["sources"] for kind in SOURCES)
 
 
 def test_the_toml_reader_keeps_comments_where_tomllib_drops_them():

@@ -15,8 +15,9 @@ import sys
 import time
 from typing import NoReturn
 
-from engines.config import add_config_argument, config_from_args
+from engines.config import add_config_argument
 from engines.errors import UserError, run_cli
+from train.config import config_from_args
 
 DESCRIPTION = "Train, evaluate and export the mask / gender / age classifier that mask-monitor runs."
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engines.config import choices_of, cli_overrides
 from engines.errors import UserError
+from train.config import choices_of, cli_overrides
 
 _BOOL = argparse.BooleanOptionalAction
 

@@ -9,9 +9,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from engines.config import SECTIONS, Config
 from engines.errors import UserError
 from engines.fileio import atomic_path, atomic_write_text
+from train.config import SECTIONS, Config
 
 
 def _toml_value(v: Any) -> str:

@@ -2,9 +2,10 @@
 
 A MkDocs hook (mkdocs.yml `hooks:`): in docs/configuration.md the line `<!-- config-reference -->` is
 replaced by one section per table of config.toml, in the file's order: each key with its default and comment
-from config.toml, and its type, bounds and choices from the frozen dataclasses of engines/config.py (the
-`_f(...)` metadata that validation enforces). `[[sources]]`, which config.toml leaves out, comes from
-`SourceConfig` and the comments on its fields. `render()` is what tests/test_docs.py checks.
+from config.toml, and its type, bounds and choices from the frozen dataclasses (engines/config.py's shared
+sections, monitor/config.py's and train/config.py's own; the `_f(...)` metadata that validation enforces).
+`[[sources]]`, which config.toml leaves out, comes from `SourceConfig` and the comments on its fields.
+`render()` is what tests/test_docs.py checks.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def _allowed(f: dataclasses.Field) -> str:
     meta = f.metadata
     bits = []
     if meta.get("choices"):
-        bits.append(", ".join(f"`{_toml(c)}`" for c in meta["choices"]))
+        choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]  # a program's table
+        bits.append(", ".join(f"`{_toml(c)}`" for c in choices))
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and hi is not None:
         bits.append(f"{lo:g} to {hi:g}")
@@ -193,16 +195,21 @@ def _table(cls: type, keys: list[tuple[str, Any, list[str]]], out: list[str]) ->
 def render() -> str:
     """The reference as Markdown: every section and key of config.toml and of the config dataclasses."""
     from engines import config as schema
+    from monitor import config as monitor_config
+    from train import config as train_config
 
+    sections = {**schema.sections_of(monitor_config.Config), **schema.sections_of(train_config.Config)}
     path = REPO / "config.toml"
     text = path.read_text(encoding="utf-8")
     values = tomllib.loads(text)
     out: list[str] = []
     seen: set[str] = set()
     for section in parse_toml_comments(text):
-        cls = schema.SECTIONS.get(section.name)
+        cls = sections.get(section.name)
         if cls is None:
-            raise ValueError(f"config.toml: [{section.name}] has no dataclass in engines/config.py")
+            raise ValueError(
+                f"config.toml: [{section.name}] has no dataclass in the programs' config modules"
+            )
         seen.add(section.name)
         out += [f"## `[{section.name}]`", ""]
         if _doc(cls):
@@ -221,10 +228,10 @@ def render() -> str:
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in values[section.name]]
         if missing:
             raise ValueError(f"config.toml: [{section.name}] lacks {', '.join(missing)}")
-    for name in schema.SECTIONS.keys() - seen:
+    for name in sections.keys() - seen:
         raise ValueError(f"config.toml has no [{name}] table")
     # [[sources]]: none in config.toml by default; its keys from the dataclass
-    cls = schema.SourceConfig
+    cls = monitor_config.SourceConfig
     out += [
         "## `[[sources]]`",
         "",

@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from engines.backends.base import Engine
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.faces import FaceDetector, create_detector, crop_face
 from engines.fileio import atomic_write_json, require_file
 from engines.preprocess import preprocess
+from monitor.config import Config
 from monitor.inference.classifier import load_classifier
 from monitor.inference.stage import InferenceStage
 from monitor.inference.timing import StageTimer

@@ -27,12 +27,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.faces import create_detector
 from engines.fileio import atomic_write_json, require_file
 from monitor.app import Monitor, Options
 from monitor.bench.pipeline import BenchOptions
+from monitor.config import Config
 from monitor.inference.classifier import engine_path, load_classifier
 from monitor.sources.kinds import Source, SourceSpec
 

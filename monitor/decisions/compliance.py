@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engines.config import ComplianceConfig
+    from monitor.config import ComplianceConfig
     from monitor.decisions.results import Event, FrameResult
 
 WEAR = 0  # the mask state that complies (engines.labels: 0 wear, 1 incorrect, 2 not wear)

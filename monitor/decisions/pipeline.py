@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engines.config import Config
 from engines.contract import ModelMeta
 from engines.faces import Box, Face, FaceDetector, crop_face
 from engines.labels import TASK_NAMES
+from monitor.config import Config
 from monitor.decisions.decide import Decider
 from monitor.decisions.results import Candidate, Event, FrameResult, TrackView, candidate
 from monitor.decisions.tracker import Track, Tracker, iou, similar_size

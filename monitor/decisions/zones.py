@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engines.config import zone_problem
 from engines.errors import UserError
+from monitor.config import zone_problem
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from engines.config import SourceConfig
+    from monitor.config import SourceConfig
 
 Box = tuple[float, float, float, float]
 T = TypeVar("T")

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from engines.backends.base import Engine
-from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import require_file
 from engines.formats import format_for, load_engine
+from monitor.config import Config
 
 _MISSING_HINT = (
     "pass --engine FILE (.onnx, .engine or .pt) or build the demo model "

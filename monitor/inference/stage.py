@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from engines.backends.base import Engine
-from engines.config import Config
 from engines.faces import Face, FaceDetector
 from engines.labels import NUM_CLASSES
+from monitor.config import Config
 from monitor.decisions.pipeline import CropsDue, SourceDecisions, model_tasks, shown_tasks
 from monitor.decisions.results import FrameResult
 from monitor.inference.timing import StageTimer

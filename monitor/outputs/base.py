@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from engines.config import Config
+from monitor.config import Config
 from monitor.decisions.results import Event, FrameResult
 from monitor.options import Options
 

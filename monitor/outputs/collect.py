@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
 
+from engines.collected import COLLECTED_JSONL, CollectedRecord
 from engines.config import CollectConfig
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, open_private_append, private_dir, sha256_file
 from engines.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES
 from monitor.decisions.results import Candidate, FrameResult
 from monitor.outputs.base import Context, NoSink
-
-COLLECTED_JSONL = "collected.jsonl"  # the name train.label.store reads (a test keeps the two equal)
 
 
 def model_sha256(path: Path | None) -> str:
@@ -41,23 +38,23 @@ def model_sha256(path: Path | None) -> str:
     return sha256_file(path)
 
 
-def record(c: Candidate, file: str, source: str, reason: str, sha: str) -> dict[str, Any]:
+def record(c: Candidate, file: str, source: str, reason: str, sha: str) -> CollectedRecord:
     """One line of collected.jsonl."""
     s = c.state
     names = {"mask": MASK_NAMES[s.mask], "gender": GENDER_NAMES[s.gender], "age": AGE_NAMES[s.age]}
     probs = dict(zip(("mask", "gender", "age"), (list(p) for p in c.probs)))
     shown = [t for t in names if t in s.known]  # gender / age only where shown (monitor.show_gender_age)
-    return {
-        "file": file,
-        "source": source,
-        "time": round(float(c.time), 3),
-        "frame": int(c.frame),
-        "track": int(c.track),
-        "predicted": {t: names[t] for t in shown},
-        "probs": {t: probs[t] for t in shown},
-        "reason": reason,
-        "model_sha256": sha,
-    }
+    return CollectedRecord(
+        file=file,
+        source=source,
+        time=round(float(c.time), 3),
+        frame=int(c.frame),
+        track=int(c.track),
+        predicted={t: names[t] for t in shown},
+        probs={t: probs[t] for t in shown},
+        reason=reason,
+        model_sha256=sha,
+    )
 
 
 def folder_bytes(folder: Path) -> int:
@@ -119,7 +116,7 @@ class Collector:
         if not ok:
             return []
         name = f"{self.run}_{self.written + 1:06d}.jpg"
-        line = (json.dumps(record(c, name, source, why, self.sha)) + "\n").encode("utf-8")
+        line = (record(c, name, source, why, self.sha).to_json() + "\n").encode("utf-8")
         size = len(buf) + len(line)
         if self.used + size > self.cfg.max_mb * 1e6:
             self.stopped = True

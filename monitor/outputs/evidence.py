@@ -27,7 +27,7 @@ from monitor.outputs.retention import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Kept, suff
 if TYPE_CHECKING:
     import numpy as np
 
-    from engines.config import EvidenceConfig
+    from monitor.config import EvidenceConfig
     from monitor.decisions.results import Event, FrameResult
     from monitor.decisions.zones import Zone
 

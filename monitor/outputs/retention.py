@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from engines.config import Config
+from engines.collected import COLLECTED_JSONL
 from engines.errors import UserError
 from engines.fileio import PRIVATE_FILE, atomic_write_bytes, require_dir
+from monitor.config import Config
 from monitor.decisions.results import FrameResult
 from monitor.outputs.base import Context, NoSink
-from monitor.outputs.collect import COLLECTED_JSONL
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")

@@ -25,11 +25,11 @@ from typing import IO, Any
 
 from rich.console import Console, RenderableType
 
-from engines.config import ComplianceConfig
 from engines.errors import UserError
 from engines.fileio import open_private_append, require_dir
 from engines.labels import MASK_DISPLAY, MASK_NAMES
 from monitor.broker import MqttUrl
+from monitor.config import ComplianceConfig
 from monitor.decisions.compliance import Compliance, site_event
 from monitor.outputs.screen import MASK_STYLES, LiveScreen, PanelInfo, SourcesScreen, clock
 from monitor.site.feed import STATES, SiteFeed

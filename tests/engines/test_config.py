@@ -1,24 +1,69 @@
 import subprocess
 import sys
 import tomllib
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, dataclass, field
 
 import pytest
 
-from engines.config import DEFAULT_CONFIG, Config, ConfigError, load_config, with_overrides
+from engines import config as base
+from engines.config import DEFAULT_CONFIG, PROGRAM_SECTIONS, ConfigError, with_overrides
+from monitor import config as monitor_config
 from tests.conftest import REPO
+from train import config as train_config
+from train.config import Config, load_config
+
+PROGRAMS = (monitor_config, train_config)
 
 
 def test_config_toml_holds_every_default_and_equals_dataclasses():
-    cfg = load_config(DEFAULT_CONFIG)
-    assert cfg == Config()
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
-    assert data == Config().to_dict()  # every key present in the file, none extra
+    for program in PROGRAMS:
+        assert program.load_config(DEFAULT_CONFIG) == program.Config()
+    both = {**monitor_config.Config().to_dict(), **train_config.Config().to_dict()}
+    assert data == both  # every key present in the file, none extra
 
 
 def test_frozen():
     with pytest.raises(FrozenInstanceError):
         Config().train.epochs = 3  # type: ignore[misc]
+
+
+def test_each_program_has_the_shared_sections_and_its_own_and_accepts_the_others_names(tmp_path):
+    assert set(monitor_config.SECTIONS) & set(train_config.SECTIONS) == set(base.sections_of())
+    assert not hasattr(monitor_config.Config(), "train") and not hasattr(train_config.Config(), "ui")
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nepochs = 3\n[ui]\nbell = true\n[[sources]]\nkind = 'video'\naddress = 'a.mp4'\n")
+    assert train_config.load_config(p).train.epochs == 3
+    assert monitor_config.load_config(p).ui.bell is True
+    assert monitor_config.load_config(p).sources[0].address == "a.mp4"
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda m: m.__name__)
+def test_a_misspelled_key_of_either_program_is_refused_by_both(tmp_path, program):
+    """The other program's section: its keys are those of the bundled config.toml (values are its own)."""
+    for text, expected in [
+        ("[train]\nlr_rate = 0.1\n", r"\[train\]: unknown key 'lr_rate' \(did you mean 'lr'\?\)"),
+        ("[ui]\nbel = true\n", r"\[ui\]: unknown key 'bel' \(did you mean 'bell'\?\)"),
+        ("[trian]\nlr = 0.1\n", r"unknown section \[trian\] \(did you mean 'train'\?\)"),
+        ("[uii]\nbell = true\n", r"unknown section \[uii\] \(did you mean 'ui'\?\)"),
+    ]:
+        p = tmp_path / "c.toml"
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=expected):
+            program.load_config(p)
+
+
+def test_a_programs_config_must_declare_its_row_of_program_sections():
+    with pytest.raises(TypeError, match="PROGRAM_SECTIONS"):
+
+        @dataclass(frozen=True)
+        class Extra(base.Config, program="monitor"):  # lacks the monitor's sections, has one of its own
+            sneaky: monitor_config.UIConfig = field(default_factory=monitor_config.UIConfig)
+
+    assert set(monitor_config.SECTIONS) - set(base.sections_of()) | {"sources"} == set(
+        PROGRAM_SECTIONS["monitor"]
+    )
+    assert set(train_config.SECTIONS) - set(base.sections_of()) == set(PROGRAM_SECTIONS["train"])
 
 
 @pytest.mark.parametrize(
@@ -39,8 +84,9 @@ def test_frozen():
 def test_bad_config_names_the_key(tmp_path, text, expected):
     p = tmp_path / "c.toml"
     p.write_text(text)
+    program = monitor_config if text.startswith("[ui]") else train_config
     with pytest.raises(ConfigError, match=expected) as info:
-        load_config(p)
+        program.load_config(p)
     assert str(p) in str(info.value)
 
 
@@ -58,7 +104,7 @@ def test_cli_paths_are_relative_to_the_working_directory_file_paths_to_the_file(
     config_from_args)."""
     import argparse
 
-    from engines.config import config_from_args
+    from train.config import config_from_args
 
     conf = tmp_path / "conf"
     conf.mkdir()
@@ -91,11 +137,15 @@ def test_cli_paths_are_relative_to_the_working_directory_file_paths_to_the_file(
 
 def test_overrides_are_validated_like_the_file():
     cfg = with_overrides(
-        Config(), {"train.epochs": 2, "detector.thresholds": [0.4, 0.5, 0.6], "ui.bell": None}
+        Config(), {"train.epochs": 2, "detector.thresholds": [0.4, 0.5, 0.6], "train.amp": None}
     )
-    assert cfg.train.epochs == 2 and cfg.detector.thresholds == (0.4, 0.5, 0.6) and cfg.ui.bell is False
+    assert cfg.train.epochs == 2 and cfg.detector.thresholds == (0.4, 0.5, 0.6) and cfg.train.amp is True
     with pytest.raises(ConfigError, match="epochs"):
         with_overrides(Config(), {"train.epochs": -1})
+    with pytest.raises(
+        ConfigError, match=r"override 'ui.bell': unknown section"
+    ):  # the monitor's, not train's
+        with_overrides(Config(), {"ui.bell": True})
 
 
 def test_missing_config_file_is_one_clear_error(tmp_path):

@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 
 from engines.backends.base import Engine
-from engines.config import Config, MonitorConfig
+from engines.config import MonitorConfig
 from engines.contract import ModelMeta
 from engines.faces import Face
 from engines.labels import NUM_CLASSES, encode
+from monitor.config import Config
 from monitor.decisions.results import FrameResult
 from monitor.inference.stage import InferenceStage
 from monitor.sources.capture import Frame

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.config import Config
 from engines.errors import UserError
 from monitor.app import Monitor, Options
+from monitor.config import Config
 from monitor.sources.kinds import SourceSpec
 from tests.monitor.fakes import FakeCamera, NoFaces, OneFace, Opener, ScriptedEngine
 

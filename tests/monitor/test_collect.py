@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engines.config import CollectConfig, Config, MonitorConfig
+from engines.config import CollectConfig, MonitorConfig
 from engines.contract import ModelMeta
 from engines.faces import Face
 from monitor.app import Monitor, Options
 from monitor.cli import main
+from monitor.config import Config
 from monitor.decisions.decide import vote
 from monitor.decisions.results import candidate
 from monitor.outputs import collect as collect_mod

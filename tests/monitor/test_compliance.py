@@ -3,7 +3,7 @@ window, and the alert's threshold, hold time and hysteresis."""
 
 from __future__ import annotations
 
-from engines.config import ComplianceConfig
+from monitor.config import ComplianceConfig
 from monitor.decisions.compliance import Compliance, ComplianceSink, site_event
 from tests.monitor.sitefakes import door_run
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.config import EvidenceConfig
 from engines.errors import UserError
+from monitor.config import EvidenceConfig
 from monitor.decisions.zones import Zone
 from monitor.outputs.evidence import EvidenceSink, FrameRing, Shot, evidence_kept
 from monitor.outputs.retention import prune

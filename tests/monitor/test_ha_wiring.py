@@ -16,9 +16,10 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.config import Config, HomeAssistantConfig, MonitorConfig
+from engines.config import MonitorConfig
 from monitor.app import Monitor, Options
 from monitor.broker import parse_url
+from monitor.config import Config, HomeAssistantConfig
 from monitor.decisions.results import Event, State
 from monitor.outputs.homeassistant import command_topic, state_topic
 from monitor.outputs.mqtt import MqttPublisher

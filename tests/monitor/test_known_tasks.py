@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engines.config import Config, DetectorConfig
+from engines.config import DetectorConfig
 from engines.contract import ModelMeta
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
+from monitor.config import Config
 from monitor.decisions.decide import Decider
 from monitor.inference.timing import StageTimer
 from monitor.outputs.screen import Dashboard, SourceBoard

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engines.config import Config, DetectorConfig, MonitorConfig
+from engines.config import DetectorConfig, MonitorConfig
 from engines.device import set_torch_threads
 from engines.faces import FaceDetector
 from monitor.app import Monitor, Options
 from monitor.cli import main
+from monitor.config import Config
 from monitor.decisions.results import EVENT_KEYS
 from monitor.decisions.tracker import iou
 from monitor.sources.kinds import SourceSpec

@@ -230,8 +230,9 @@ def test_bad_urls_are_one_line(url, error):
 def test_a_monitor_of_two_sources_publishes_to_the_site_view(broker, tmp_path):
     import numpy as np
 
-    from engines.config import Config, MonitorConfig
+    from engines.config import MonitorConfig
     from monitor.app import Monitor, Options
+    from monitor.config import Config
     from monitor.sources.kinds import Source, SourceSpec
     from tests.monitor.fakes import FakeCamera, OneFace, ScriptedEngine
 

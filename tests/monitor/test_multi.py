@@ -10,9 +10,10 @@ import threading
 import numpy as np
 from rich.console import Console
 
-from engines.config import Config, MonitorConfig
+from engines.config import MonitorConfig
 from engines.faces import Face
 from monitor.app import Monitor, Options
+from monitor.config import Config
 from monitor.decisions.compliance import Standing
 from monitor.outputs.screen import PanelInfo, SourcesScreen
 from monitor.sources.kinds import Source, SourceSpec

@@ -5,8 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engines.config import Config, MonitorConfig
+from engines.config import MonitorConfig
 from engines.faces import Face
+from monitor.config import Config
 from monitor.inference.stage import InferenceStage
 from monitor.sources.capture import Frame
 from tests.monitor.fakes import NoFaces, OnceThenNothing, OneFace, ScriptedEngine, WeakThenStrong

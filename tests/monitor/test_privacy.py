@@ -11,18 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from engines.config import (
-    CollectConfig,
-    Config,
-    ConfigError,
-    MonitorConfig,
-    RecordConfig,
-    SaveFacesConfig,
-    from_dict,
-)
+from engines.config import CollectConfig, ConfigError, MonitorConfig
 from engines.faces import Face
 from monitor.app import Monitor, Options
 from monitor.cli import main
+from monitor.config import Config, RecordConfig, SaveFacesConfig, from_dict
 from monitor.outputs.retention import Kept, prune, suffix_in, targets
 from monitor.sources.kinds import Source, SourceSpec
 from tests.monitor.fakes import FakeCamera, ScriptedEngine, read_frames

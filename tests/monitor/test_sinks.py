@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from engines.config import Config
+from monitor.config import Config
 from monitor.decisions.decide import vote
 from monitor.decisions.results import Event, FrameResult
 from monitor.inference.timing import StageTimer

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engines.config import ComplianceConfig, Config, MonitorConfig, RecordConfig, load_config
+from engines.config import MonitorConfig
 from monitor.app import Monitor, Options
 from monitor.broker import parse_url
 from monitor.cli import evidence_folder
+from monitor.config import ComplianceConfig, Config, RecordConfig, load_config
 from monitor.decisions.compliance import Compliance
 from monitor.decisions.results import Event, State
 from monitor.decisions.zones import Zone

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.config import ComplianceConfig, Config, MonitorConfig
+from engines.config import MonitorConfig
 from monitor.app import Monitor, Options
+from monitor.config import ComplianceConfig, Config
 from monitor.decisions.zones import Zone
 from monitor.outputs.metrics import MetricsSink
 from monitor.sources.kinds import SourceSpec

@@ -2,9 +2,10 @@ import dataclasses
 
 import pytest
 
-from engines.config import SOURCE_KINDS, Config, load_config
+from engines.config import ConfigError
 from engines.errors import UserError
 from monitor import cli
+from monitor.config import Config, from_dict, load_config
 from monitor.sources import kinds as sources
 from monitor.sources.kinds import SourceKind, SourceSpec, open_cv, open_error
 
@@ -68,8 +69,11 @@ def test_bad_source_tables_are_one_line(tmp_path, text, error):
         cli._sources(cli.build_parser().parse_args([]), load_config(p))
 
 
-def test_source_kinds_of_the_config_schema_are_the_rows():
-    assert SOURCE_KINDS == tuple(sources.SOURCES)
+def test_source_kinds_are_the_rows_of_sources(monkeypatch):
+    with pytest.raises(ConfigError, match=r"kind = 'camra' is not one of .*did you mean 'camera'"):
+        from_dict({"sources": [{"kind": "camra"}]})
+    monkeypatch.setitem(sources.SOURCES, "screen", sources.SOURCES["camera"])  # a new row is a new kind
+    assert from_dict({"sources": [{"kind": "screen", "address": "1"}]}).sources[0].kind == "screen"
 
 
 def test_names_live_and_open_errors_come_from_the_row():

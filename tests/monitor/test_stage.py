@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.config import Config, MonitorConfig
+from engines.config import MonitorConfig
+from monitor.config import Config
 from monitor.decisions.pipeline import CropsDue, Look, SourceDecisions
 from monitor.inference.stage import InferenceStage
 from monitor.sources.capture import Frame

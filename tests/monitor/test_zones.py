@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.config import ConfigError, SourceConfig, from_dict
+from engines.config import ConfigError
 from engines.errors import UserError
+from monitor.config import SourceConfig, from_dict
 from monitor.decisions.zones import Zone, draw_zone, inside, zone_preview
 from tests.monitor.sitefakes import BlobDetector, door_run
 

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.config import AugmentConfig, ConfigError, from_dict
+from engines.config import ConfigError
+from train.config import AugmentConfig, from_dict
 from train.data.augment import (
     EvalTransform,
     TrainTransform,

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from engines.config import load_config
 from engines.labels import NUM_CLASSES, encode
 from tests.conftest import one_torch_thread
 from tests.helpers import make_checkpoint
 from tests.train.test_fit import CONFIG
 from train.cli import _main as cli
+from train.config import load_config
 from train.evaluation.compare import door_metrics
 from train.evaluation.scoring import evaluate
 

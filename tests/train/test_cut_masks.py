@@ -19,8 +19,8 @@ MASKED = ("0001.jpg", "0003.jpg", "0007.jpg")  # a red cloth mask, a teal surgic
 
 @pytest.fixture(scope="module")
 def detector():
-    from engines.config import Config
     from engines.faces import create_detector
+    from train.config import Config
 
     return create_detector(Config())
 

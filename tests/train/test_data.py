@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines.config import AugmentConfig, CropConfig, DataConfig
+from engines.config import CropConfig
 from engines.faces import crop_box
 from engines.preprocess import preprocess
+from train.config import AugmentConfig, DataConfig
 from train.data.augment import (
     EvalTransform,
     TrainTransform,

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 
 from engines.backends.torch_backend import load_checkpoint
-from engines.config import load_config
 from engines.formats import load_engine
 from tests.conftest import REPO, one_torch_thread
 from tests.helpers import RUN_FILES
+from train.config import load_config
 from train.evaluation.scoring import evaluate
 
 

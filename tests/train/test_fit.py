@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from engines.backends.torch_backend import load_checkpoint
-from engines.config import CropConfig, load_config, with_overrides
+from engines.config import CropConfig, with_overrides
 from engines.errors import UserError
 from engines.formats import load_engine
 from tests.conftest import REPO, one_torch_thread
 from tests.helpers import RUN_FILES
 from train.cli import _main as cli
+from train.config import load_config
 from train.data.cache import Cache, read_crop
 from train.evaluation.scoring import evaluate
 from train.fitting import trainer as trainer_module
@@ -132,9 +133,9 @@ def test_resume_continues_from_the_saved_epoch(run, tmp_path):
 
 def test_resume_reads_relative_flags_against_the_working_directory(run, tmp_path, monkeypatch):
     """The run's saved config.toml is read back, but a path typed now is relative to where it is typed."""
-    from engines.config import config_from_args
     from train.cli import build_parser
     from train.commands.fit import FitOptions
+    from train.config import config_from_args
     from train.fitting.session import Resume, resume_target
 
     _, run_dir, _ = run

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from engines.config import Config, DetectorConfig
+from engines.config import DetectorConfig
 from engines.errors import UserError
 from engines.faces import FaceDetector, create_detector, iou, load_detector_weights
 from tests.conftest import FACES, SHARED, one_torch_thread
 from train.cli import _main
+from train.config import Config
 from train.detector.data import (
     Samples,
     frame_samples,
@@ -243,8 +244,8 @@ def test_a_detector_file_that_is_missing_or_foreign_is_one_error_naming_it(tmp_p
 
 
 def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
-    from engines.config import load_config
     from tests.conftest import REPO
+    from train.config import load_config
 
     cfg = load_config()
     path = cfg.resolve(cfg.detector.weights)
@@ -258,8 +259,8 @@ def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
 
 
 def test_a_config_elsewhere_that_leaves_weights_alone_runs_the_bundled_detector(tmp_path):
-    from engines.config import load_config
     from tests.conftest import REPO
+    from train.config import load_config
 
     (tmp_path / "config.toml").write_text('[engine]\npath = "model.onnx"\n')
     d = create_detector(load_config(tmp_path / "config.toml"))

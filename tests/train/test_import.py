@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.config import Config
 from tests.conftest import SHARED, one_torch_thread
 from train.cli import main
+from train.config import Config
 from train.data.cache import Cache
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.folds import holdout_people

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engines.config import Config
 from tests.conftest import SHARED, one_torch_thread
+from train.config import Config
 from train.data.importer import ImportReport, _voc_object, box_problem, contained, import_dataset, voc_items
 from train.data.prepare import MAX_IMAGE_PIXELS, image_problem, read_image
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from engines.config import Config
 from engines.errors import UserError
 from tests.conftest import REPO
 from tests.train.collectdir import make_collect_dir
 from train.commands.label import build_app
+from train.config import Config
 from train.label import store as store_module
 from train.label.server import make_server, serve_in_thread
 

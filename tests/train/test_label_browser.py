@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.config import Config
 from tests.train.collectdir import CROP_SIZE, make_collect_dir
 from train.commands.label import build_app
+from train.config import Config
 from train.label.server import make_server, serve_in_thread
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

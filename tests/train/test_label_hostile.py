@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engines.config import Config
 from engines.errors import UserError
 from tests.train.collectdir import make_collect_dir
 from tests.train.test_label import LabelProcess, get, run_label
 from train.commands.label import build_app
+from train.config import Config
 from train.label.server import MAX_BODY, make_server, serve_in_thread
 
 

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.config import TrainConfig, choices_of
+from engines.config import ConfigError, with_overrides
 from engines.labels import split_classes
+from train.config import Config, TrainConfig, choices_of
 from train.fitting.losses import LOSSES, TaskLoss, build_loss, soft_focal_loss
 from train.fitting.optim import (
     build_optimizer,
@@ -68,8 +69,12 @@ def test_build_loss_follows_the_config(batch):
     assert torch.allclose(ce(logits, target), F.cross_entropy(logits, target), atol=1e-6)
 
 
-def test_every_configurable_loss_has_a_row_and_every_row_is_configurable():
-    assert set(LOSSES) == set(choices_of("train.loss"))
+def test_the_loss_choices_are_the_rows_of_losses(monkeypatch):
+    assert list(choices_of("train.loss")) == list(LOSSES)
+    with pytest.raises(ConfigError, match=r"train\]\.loss = 'focall' is not one of .*did you mean 'focal'"):
+        with_overrides(Config(), {"train.loss": "focall"})
+    monkeypatch.setitem(LOSSES, "mine", LOSSES["ce"])  # a new row is a new choice, nothing else to edit
+    assert with_overrides(Config(), {"train.loss": "mine"}).train.loss == "mine"
 
 
 def test_optimizers_and_schedulers():

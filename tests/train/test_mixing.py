@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.config import AugmentConfig, ConfigError, TrainConfig, load_config, with_overrides
+from engines.config import ConfigError, with_overrides
 from engines.labels import split_classes
+from train.config import AugmentConfig, TrainConfig, load_config
 from train.fitting.loop import make_scaler, train_one_epoch
 from train.fitting.losses import build_loss
 from train.fitting.mixing import cut_box, cutmix, mix_batch, mixup

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from engines.backends.torch_backend import load_checkpoint
-from engines.config import DataConfig, load_config
 from engines.errors import UserError
 from engines.labels import encode
 from tests.conftest import SHARED, one_torch_thread
+from train.config import DataConfig, load_config
 from train.data.cache import Sample
 from train.data.dataset import sample_weights, source_weights
 from train.data.importer import import_dataset

@@ -7,10 +7,11 @@ import sys
 import cv2
 import pytest
 
-from engines.config import Config, CropConfig, with_overrides
+from engines.config import CropConfig, with_overrides
 from engines.errors import UserError
 from tests.conftest import REPO
 from tests.datagen import BAD_FOLDER, CORRUPT, EVAL_COUNT, OLD_FOLDER, PEOPLE
+from train.config import Config
 from train.data.cache import Cache
 from train.data.layout import scan_eval, scan_train
 from train.data.prepare import prepare

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.config import Config, ScenesConfig
 from engines.faces import FIRST_DEMO_DETECTOR, Face, FaceDetector, create_detector, iou
 from tests.conftest import REPO, one_torch_thread
 from tests.train.test_import import _voc, main_code
+from train.config import Config, ScenesConfig
 from train.data.importer import in_holdout
 from train.data.scenes import BoxMapping, assign, detect_near, fit_mapping
 from train.evaluation.scenes import NOT_FOUND, path_scores

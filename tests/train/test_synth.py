@@ -311,7 +311,7 @@ def _labels(path, text: str):
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory):
     """Two bundled photos, two variants each, plus one eval person: made once for the tests below."""
-    from engines.config import Config
+    from train.config import Config
     from train.synth.build import build, read_labels
 
     tmp = tmp_path_factory.mktemp("synth")

@@ -16,10 +16,11 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from engines.config import ConfigError, load_config, with_overrides
+from engines.config import ConfigError, with_overrides
 from engines.errors import UserError
 from tests.conftest import REPO, one_torch_thread
 from train.cli import _main as cli
+from train.config import load_config
 from train.fitting.session import fit
 from train.tuning.space import parse_space
 from train.tuning.study import TuneSetup, open_study, storage_url

@@ -11,9 +11,9 @@ from typing import Any
 from rich.table import Table
 
 from engines.cliargs import int_at_least
-from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
+from train.config import Config
 from train.export.bench import run_benchmark
 from train.progress import console
 

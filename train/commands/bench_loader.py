@@ -13,9 +13,9 @@ from typing import Any
 from rich.table import Table
 
 from engines.cliargs import int_at_least
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.fileio import atomic_write_json
+from train.config import Config
 from train.options import add_data_arguments, add_threads_argument, cache_given
 from train.progress import console
 

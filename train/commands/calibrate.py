@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.fileio import atomic_write_bytes, require_file
+from train.config import Config
 from train.options import (
     add_data_arguments,
     add_detector_arguments,

@@ -7,10 +7,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.fileio import require_dir, require_file
+from train.config import Config
 from train.options import add_detector_arguments, add_threads_argument
 from train.progress import err_console, task
 

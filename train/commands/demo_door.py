@@ -8,10 +8,10 @@ import argparse
 import os
 from pathlib import Path
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.fileio import atomic_write_json, require_file
+from train.config import Config
 from train.evaluation.compare import comparison_table
 from train.options import add_threads_argument
 from train.progress import console

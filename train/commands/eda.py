@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.labels import AGE_NAMES, GENDER_NAMES, class_names
+from train.config import Config
 from train.evaluation import eda
 from train.evaluation.eda import cached_face_boxes, model_conflicts, summary, write_report
 from train.options import add_engine_device_argument, add_threads_argument

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.fileio import atomic_write_json
 from engines.labels import class_names
+from train.config import Config
 from train.evaluation import scoring
 from train.evaluation.compare import compare, comparison_table, default_report_dir
 from train.evaluation.scoring import write_report

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.faces import FaceDetector, create_detector
+from train.config import Config
 from train.evaluation.frames import (
     BASELINE_MAX_SIDE,
     REFERENCE_DETECTOR,

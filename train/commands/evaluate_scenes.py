@@ -10,12 +10,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.faces import create_detector
 from engines.fileio import atomic_write_json
 from engines.labels import MASK_NAMES
+from train.config import Config
 from train.data.importer import read_mapping
 from train.data.scenes import BoxMapping
 from train.evaluation.inference import load_models

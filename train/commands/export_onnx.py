@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.config import Config
 from engines.formats import FORMATS
+from train.config import Config
 from train.export import export_file
 from train.options import add_export_flags, expect_suffix, export_flags_given
 

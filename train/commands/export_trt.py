@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.formats import FORMATS
+from train.config import Config
 from train.export import export_file
 from train.export.tensorrt import default_timing_cache
 from train.options import add_export_flags, expect_suffix, export_flags_given

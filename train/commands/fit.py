@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.config import Config
 from engines.device import set_torch_threads
+from train.config import Config
 from train.options import add_training_arguments, config_given, data_given, overrides_of
 from train.progress import console
 from train.runfiles import check_output_dir

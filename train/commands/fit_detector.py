@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.faces import load_detector_weights
+from train.config import Config
 from train.detector.fit import FitDetectorOptions, fit_detector, import_photos, read_backgrounds
 from train.options import add_threads_argument
 from train.progress import console

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
+from train.config import Config
 from train.data.importer import import_dataset, parse_exclude
 from train.options import add_detector_arguments, add_threads_argument
 from train.progress import console, print_counts

@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
+from train.config import Config
 from train.options import add_training_arguments, data_given
 from train.progress import console
 from train.runfiles import check_output_dir

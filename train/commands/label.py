@@ -13,9 +13,9 @@ import socket
 import sys
 from pathlib import Path
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import require_dir
+from train.config import Config
 from train.label.server import LabelApp, make_server, new_token
 from train.label.store import LabelStore, lock_folder, read_crops
 

@@ -7,11 +7,11 @@ import argparse
 
 import numpy as np
 
-from engines.config import Config
 from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.fileio import atomic_path, atomic_write_text
 from engines.labels import NUM_CLASSES
+from train.config import Config
 from train.evaluation import predict as predicting
 from train.evaluation.predict import submission_csv
 from train.options import add_engine_device_argument, add_threads_argument

@@ -7,8 +7,8 @@ import argparse
 
 from rich.table import Table
 
-from engines.config import Config
 from engines.device import set_torch_threads
+from train.config import Config
 from train.data import prepare as preparing
 from train.data.prepare import PrepareReport
 from train.options import add_detector_arguments, add_threads_argument

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from engines.config import Config, config_from_args
 from engines.errors import UserError
+from train.config import Config, config_from_args
 from train.progress import console
 from train.workflows.recipe import changes, load_recipe, mark_done, reads_from, select_list, up_to_date
 

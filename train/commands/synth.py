@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.config import Config
 from engines.errors import UserError
+from train.config import Config
 from train.options import add_detector_arguments
 from train.progress import err_console
 from train.synth.build import build, photos_in, read_labels, texture_files

@@ -14,9 +14,10 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from engines.config import Config, with_overrides
+from engines.config import with_overrides
 from engines.device import set_torch_threads
 from engines.errors import UserError
+from train.config import Config
 from train.data.prepare import ensure_prepared
 from train.options import add_training_arguments, data_given
 from train.progress import console

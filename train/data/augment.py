@@ -23,9 +23,10 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from engines.config import AugmentConfig, CropConfig
+from engines.config import CropConfig
 from engines.faces import Box, crop_box, crop_region
 from engines.preprocess import RESIZE_INTERPOLATION, preprocess
+from train.config import AugmentConfig
 
 ORDERS = ("resize_first", "augment_first")
 

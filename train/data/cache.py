@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.config import Config, CropConfig
+from engines.config import CropConfig
 from engines.errors import UserError
 from engines.fileio import atomic_write_json, atomic_write_text
 from engines.labels import age_group
+from train.config import Config
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.targets import encode_target
 

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from engines.config import DataConfig
 from engines.errors import UserError
 from engines.labels import NUM_CLASSES
+from train.config import DataConfig
 from train.data.cache import read_crop
 
 

@@ -41,17 +41,19 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config, CropConfig
+from engines.collected import COLLECTED_JSONL, CollectedRecord
+from engines.config import CropConfig
 from engines.errors import UserError
 from engines.faces import Box, create_detector, crop_face, crop_region
 from engines.fileio import atomic_write_json
 from engines.labels import AGE_NAMES, GENDER_NAMES, IMAGE_SUFFIXES, MASK_NAMES
+from train.config import Config
 from train.data.cache import IMPORT_FIELDS, Cache, settings_of
 from train.data.dhash import hashes, near_duplicate_groups
 from train.data.layout import Problem
 from train.data.prepare import cache_settings, image_problem, pick_face, read_image, write_crop
 from train.data.scenes import BoxMapping, detect_near, fit_mapping, same_photo_groups
-from train.label.store import COLLECTED_JSONL, DISCARDED_CSV, read_discarded, read_records
+from train.label.store import DISCARDED_CSV, read_discarded, read_records
 from train.progress import task
 
 # class names people download -> mask state (0 wear, 1 incorrect, 2 not wear)
@@ -262,13 +264,13 @@ def csv_items(
     return items
 
 
-def _person(file: str, records: dict[str, dict]) -> str:
+def _person(file: str, records: dict[str, CollectedRecord]) -> str:
     """A collected crop's person: run + source + track (one person's crops never straddle a split);
     the file itself without a record. Crops of one geometry chain into giant dHash groups, so not those."""
-    rec = records.get(file) or {}
-    if rec.get("track") is None:
+    rec = records.get(file)
+    if rec is None or rec.track is None:
         return file
-    return f"{file.rsplit('_', 1)[0]}/{rec.get('source', '')}/{rec['track']}"
+    return f"{file.rsplit('_', 1)[0]}/{rec.source or ''}/{rec.track}"
 
 
 def voc_items(data_dir: Path, report: ImportReport) -> list[Item]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config
 from engines.errors import UserError
+from train.config import Config
 from train.data.augment import TrainTransform
 from train.data.cache import Cache
 from train.data.dataset import CropDataset, EpochSampler, make_loader

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config, CropConfig, DetectorConfig, section_from_dict
+from engines.config import CropConfig, DetectorConfig, section_from_dict
 from engines.errors import UserError
 from engines.faces import center_box, create_detector, crop_face, crop_region
 from engines.fileio import atomic_write_json
+from train.config import Config
 from train.data.cache import EVAL_FIELDS, TRAIN_FIELDS, Cache, crop_name, settings_of
 from train.data.layout import Problem, scan_eval, scan_train
 from train.progress import task

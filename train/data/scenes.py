@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from engines.config import ScenesConfig
 from engines.faces import Box, Face, iou
+from train.config import ScenesConfig
 
 MIN_FIT_FACES = 5  # fewer detected faces than this: no mapping is fitted (the annotated box as it is)
 

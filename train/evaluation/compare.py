@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from engines.config import Config
 from engines.labels import MASK_NAMES, marginals
+from train.config import Config
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.prepare import ensure_prepared
 from train.data.targets import is_full, split_targets

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config
 from engines.fileio import atomic_write_json
 from engines.labels import (
     AGE_NAMES,
@@ -33,6 +32,7 @@ from engines.labels import (
     class_names,
     marginals,
 )
+from train.config import Config
 from train.data.cache import Cache
 from train.data.layout import COMPETITION_AGE_THRESHOLD, TrainImage, scan_train
 from train.data.prepare import ensure_prepared

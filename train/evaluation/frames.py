@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.faces import FIRST_DEMO_DETECTOR, Box, crop_face, detect_shrunk, iou
 from engines.labels import MASK_NAMES, marginals
+from train.config import Config
 from train.data.importer import MASK_WORDS, find_box, find_small_face
 from train.data.prepare import read_image
 from train.progress import task

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config
 from engines.faces import create_detector
 from engines.labels import NUM_CLASSES
+from train.config import Config
 from train.data.cache import Cache
 from train.data.layout import scan_eval
 from train.data.prepare import face_or_centre_crop, pick_face, read_image

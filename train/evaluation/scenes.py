@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.faces import Box, crop_face, detect_shrunk
 from engines.labels import MASK_NAMES, marginals
+from train.config import Config
 from train.data.importer import MASK_WORDS, ImportReport, voc_items
 from train.data.prepare import read_image
 from train.data.scenes import BoxMapping, assign

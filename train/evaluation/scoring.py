@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
 from engines.labels import NUM_CLASSES, class_names
+from train.config import Config
 from train.data.cache import read_crop
 from train.data.layout import COMPETITION_AGE_THRESHOLD
 from train.data.prepare import ensure_prepared

@@ -11,10 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engines.config import Config, ExportConfig
+from engines.config import ExportConfig
 from engines.contract import ModelMeta
 from engines.errors import UserError
 from engines.formats import format_for
+from train.config import Config
 
 
 def export(

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config
 from engines.contract import CKPT_META, CKPT_MODEL, ModelMeta
 from engines.errors import UserError
 from engines.faces import create_detector
 from engines.fileio import require_file
 from engines.formats import FORMATS, load_engine
+from train.config import Config
 from train.export import export
 from train.progress import task
 

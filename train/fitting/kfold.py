@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from engines.config import Config
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
 from engines.labels import class_names
+from train.config import Config
 from train.data.folds import kfold_people
 from train.fitting.checkpoint import load_training_state
 from train.fitting.distributed import Dist

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.config import AugmentConfig
 from engines.labels import NUM_CLASSES
 from engines.models import probabilities
+from train.config import AugmentConfig
 from train.fitting.mixing import mix_batch
 from train.fitting.optim import set_train_mode
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.config import TrainConfig
 from engines.models import split_logits
 from train.data.targets import split_targets
 
@@ -90,14 +90,22 @@ def masked(per_head: PerHeadLoss, logits: torch.Tensor, target: torch.Tensor) ->
     return per_head(logits[known], target[known]) * (n / len(target))
 
 
-# config train.loss -> the per-head loss it means. A new loss is its function above and one row here (its
-# name also goes into the choices of engines.config.TrainConfig.loss; a test keeps the two equal).
-LOSSES: dict[str, Callable[[TrainConfig], PerHeadLoss]] = {
+class LossSettings(Protocol):
+    """What a loss reads of [train] (a train.config.TrainConfig; not imported: the config reads LOSSES)."""
+
+    loss: str
+    focal_gamma: float
+    label_smoothing: float
+
+
+# config train.loss -> the per-head loss it means. A new loss is its function above and one row here: the
+# rows are the choices of train.config.TrainConfig.loss.
+LOSSES: dict[str, Callable[[LossSettings], PerHeadLoss]] = {
     "ce": lambda cfg: soft_focal_loss,
     "focal": lambda cfg: partial(soft_focal_loss, gamma=cfg.focal_gamma),
     "label_smoothing": lambda cfg: partial(soft_focal_loss, smoothing=cfg.label_smoothing),
 }
 
 
-def build_loss(cfg: TrainConfig, head: str) -> TaskLoss:
+def build_loss(cfg: LossSettings, head: str) -> TaskLoss:
     return TaskLoss(head, LOSSES[cfg.loss](cfg))

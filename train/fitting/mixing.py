@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engines.config import AugmentConfig
+from train.config import AugmentConfig
 
 
 @dataclass(frozen=True)

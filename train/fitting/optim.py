@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from engines.config import TrainConfig
+from train.config import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

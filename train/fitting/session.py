@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engines.config import Config, load_config
 from engines.errors import UserError
+from train.config import Config, load_config
 from train.data.cache import Cache
 from train.data.folds import holdout_people
 from train.data.prepare import ensure_prepared

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from engines.calibration import apply_temperature
-from engines.config import Config
 from engines.contract import CKPT_META, ModelMeta
 from engines.errors import UserError
 from engines.fileio import atomic_write_json
 from engines.labels import TASK_NAMES, class_names
 from engines.models import create_model
+from train.config import Config
 from train.data.augment import EvalTransform, TrainTransform
 from train.data.cache import Cache, Sample
 from train.data.dataset import CropDataset, EpochSampler, make_loader, sample_weights

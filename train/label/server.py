@@ -64,8 +64,13 @@ class LabelApp:
         out = []
         for c in self.crops:
             top = c.top_mask_probability()
-            unsure = (top < self.unsure_below) if top is not None else c.record.get("reason") == "uncertain"
-            rec = {k: c.record.get(k) for k in ("source", "time", "track", "reason") if k in c.record}
+            r = c.record
+            unsure = (top < self.unsure_below) if top is not None else bool(r and r.reason == "uncertain")
+            rec = {
+                k: getattr(r, k)
+                for k in ("source", "time", "track", "reason")
+                if r and getattr(r, k) is not None
+            }
             out.append(
                 {
                     "file": c.file,

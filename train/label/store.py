@@ -1,14 +1,8 @@
 """A collect folder and its labels: DIR/*.jpg crops, DIR/collected.jsonl (optional, one record per crop),
 DIR/labels.csv (what the user labelled) and DIR/discarded.csv (crops the user threw away).
 
-collected.jsonl, one JSON object per line (what `mask-monitor --collect DIR` writes):
-
-    {"file": "000012.jpg", "source": "entrance.mp4", "time": 3.2, "frame": 96, "track": 2,
-     "predicted": {"mask": "not_wear", "gender": "male", "age": "30-59"},
-     "probs": {"mask": [0.05, 0.13, 0.82], "gender": [0.7, 0.3], "age": [0.2, 0.7, 0.1]},
-     "reason": "uncertain", "model_sha256": "9f2c..."}
-
-Only `file` is required; the rest is shown when present. labels.csv: `file,mask,gender,age`; mask is wear |
+collected.jsonl, one engines.collected.CollectedRecord per line (what `mask-monitor --collect DIR` writes;
+only `file` is required, the rest is shown when present). labels.csv: `file,mask,gender,age`; mask is wear |
 incorrect | not_wear (the vocabulary of `mask-train import`), gender male | female, age <30 | 30-59 | >=60;
 an empty cell is "not labelled". Every change rewrites the file atomically (temp + rename).
 """
@@ -17,19 +11,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from engines.collected import COLLECTED_JSONL, CollectedRecord
 from engines.errors import UserError
 from engines.fileio import atomic_write_text
 from engines.labels import IMAGE_SUFFIXES, TASK_NAMES, TASKS
 
 LABELS_CSV = "labels.csv"
 DISCARDED_CSV = "discarded.csv"
-COLLECTED_JSONL = "collected.jsonl"
 FIELDS = TASK_NAMES
 VOCAB = TASKS  # the values labels.csv may hold, per column
 
@@ -39,17 +32,14 @@ class Crop:
     """One crop of the folder: its record from collected.jsonl ({} without one) and whether it decodes."""
 
     file: str
-    record: dict[str, Any] = field(default_factory=dict)
+    record: CollectedRecord | None = None
     readable: bool = True
 
     def top_mask_probability(self) -> float | None:
-        probs = (self.record.get("probs") or {}).get("mask")
-        if isinstance(probs, list) and probs and all(isinstance(p, (int, float)) for p in probs):
-            return float(max(probs))
-        return None
+        return self.record.top_mask_probability() if self.record else None
 
     def guess(self) -> str:
-        return str((self.record.get("predicted") or {}).get("mask") or "")
+        return self.record.guess() if self.record else ""
 
 
 def read_crops(folder: Path) -> tuple[list[Crop], list[str]]:
@@ -79,26 +69,24 @@ def read_crops(folder: Path) -> tuple[list[Crop], list[str]]:
     return crops, warnings
 
 
-def read_records(path: Path) -> dict[str, dict[str, Any]]:
+def read_records(path: Path) -> dict[str, CollectedRecord]:
     """collected.jsonl's records by file name (bad lines skipped): what `mask-train import` reads."""
     return _read_jsonl(path, [])
 
 
-def _read_jsonl(path: Path, warnings: list[str]) -> dict[str, dict[str, Any]]:
-    records: dict[str, dict[str, Any]] = {}
+def _read_jsonl(path: Path, warnings: list[str]) -> dict[str, CollectedRecord]:
+    records: dict[str, CollectedRecord] = {}
     if not path.is_file():
         return records
     for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            rec = None
-        if not isinstance(rec, dict) or not isinstance(rec.get("file"), str) or "/" in rec["file"]:
+            rec = CollectedRecord.from_json(line)
+        except ValueError:
             warnings.append(f"{path} line {n}: not a record with a plain 'file' name; skipped")
             continue
-        records[rec["file"]] = rec
+        records[rec.file] = rec
     return records
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import Config, CropConfig
+from engines.config import CropConfig
 from engines.errors import UserError
 from engines.faces import Face, create_detector, crop_box, crop_region
 from engines.fileio import (
@@ -58,6 +58,7 @@ from engines.labels import (
     age_group,
     encode,
 )
+from train.config import Config
 from train.data.importer import pad_into_frame
 from train.progress import task
 from train.synth.cut_render import INCORRECT_PLACEMENTS, draw_placed

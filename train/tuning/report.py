@@ -15,8 +15,9 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from engines.config import Config, with_overrides
+from engines.config import with_overrides
 from engines.fileio import atomic_write_text
+from train.config import Config
 from train.measures.plots import GRID, INK, _text, bar_chart, save_png
 from train.runfiles import config_toml
 

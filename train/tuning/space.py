@@ -14,7 +14,8 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
-from engines.config import SECTIONS, Config, ConfigError, with_overrides
+from engines.config import ConfigError, with_overrides
+from train.config import SECTIONS, Config
 
 KINDS = ("float", "log", "int", "choice")
 SEARCHABLE = ("model", "data", "augment", "train")

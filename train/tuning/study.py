@@ -17,8 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from engines.config import Config, ConfigError, with_overrides
+from engines.config import ConfigError, with_overrides
 from engines.errors import UserError
+from train.config import Config
 from train.tuning.space import Param, suggest
 from train.tuning.trial import Pruned, TrialFailed, run_trial
 

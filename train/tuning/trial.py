@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.config import REPO_ROOT, Config
+from engines.config import REPO_ROOT
 from engines.fileio import atomic_write_text
+from train.config import Config
 from train.runfiles import config_toml
 
 POLL_S = 0.5

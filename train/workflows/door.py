@@ -24,17 +24,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.config import Config
+from engines.collected import COLLECTED_JSONL, CollectedRecord
 from engines.errors import UserError
 from engines.faces import create_detector, crop_face
 from engines.fileio import sha256_file
 from engines.formats import load_engine, read_meta
 from engines.labels import MASK_NAMES, TASKS, marginals
+from train.config import Config
 from train.data.importer import find_box, import_dataset, in_holdout
 from train.data.prepare import read_image
 from train.evaluation.compare import Comparison, compare
 from train.evaluation.frames import ListRow, list_rows
-from train.label.store import COLLECTED_JSONL, LabelStore
+from train.label.store import LabelStore
 from train.progress import task
 
 
@@ -164,21 +165,23 @@ def split_door(faces: Sequence[DoorFace], share: float, seed: int) -> tuple[list
     return tune, held
 
 
-def _record(face: DoorFace, n: int, track: int, probs: np.ndarray, unsure_below: float, sha: str) -> dict:
+def _record(
+    face: DoorFace, n: int, track: int, probs: np.ndarray, unsure_below: float, sha: str
+) -> CollectedRecord:
     """One line of collected.jsonl as the monitor writes it; a photo group is one person, one track (import
     keeps a track on one side of fit's split)."""
     m, g, a = (p.tolist() for p in marginals(probs[None]))
-    return {
-        "file": f"door_{n:06d}.jpg",
-        "source": "door",
-        "time": float(n),
-        "frame": n,
-        "track": track,
-        "predicted": {t: TASKS[t][int(np.argmax(p))] for t, p in zip(TASKS, (m[0], g[0], a[0]))},
-        "probs": {"mask": m[0], "gender": g[0], "age": a[0]},
-        "reason": "uncertain" if float(np.max(m[0])) < unsure_below else "confident",
-        "model_sha256": sha,
-    }
+    return CollectedRecord(
+        file=f"door_{n:06d}.jpg",
+        source="door",
+        time=float(n),
+        frame=n,
+        track=track,
+        predicted={t: TASKS[t][int(np.argmax(p))] for t, p in zip(TASKS, (m[0], g[0], a[0]))},
+        probs={"mask": m[0], "gender": g[0], "age": a[0]},
+        reason="uncertain" if float(np.max(m[0])) < unsure_below else "confident",
+        model_sha256=sha,
+    )
 
 
 def collect(
@@ -197,10 +200,10 @@ def collect(
         rec = _record(face, n, track, p, cfg.collect.max_confidence, sha)
         ok, buf = cv2.imencode(".jpg", face.crop, [cv2.IMWRITE_JPEG_QUALITY, cfg.collect.jpeg_quality])
         if not ok:
-            raise UserError(f"{folder}: cannot encode crop {rec['file']}")
-        (folder / rec["file"]).write_bytes(buf.tobytes())
-        lines.append(json.dumps(rec))
-        kept.append((rec["file"], face))
+            raise UserError(f"{folder}: cannot encode crop {rec.file}")
+        (folder / rec.file).write_bytes(buf.tobytes())
+        lines.append(rec.to_json())
+        kept.append((rec.file, face))
     (folder / COLLECTED_JSONL).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return kept
 

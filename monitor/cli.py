@@ -161,16 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group(
         "sources", "give one or several, in any mix (or [[sources]] tables in the config file)"
     )
-    for kind in SOURCES.values():
-        src.add_argument(
-            kind.flag,
-            dest="source_flags",
-            action=_AddSource,
-            const=kind.name,
-            type=kind.parse,
-            metavar=kind.metavar,
-            help=kind.help + " (repeat for several)",
-        )
+    add_source_flags(src, several=True)
     add_engine_arguments(p)
     p.add_argument("--headless", action="store_true", help="no screen: one line per flag (services, logs)")
     p.add_argument("--bell", action="store_true", default=None, help="ring the terminal bell on a flag")
@@ -261,6 +252,20 @@ class _AddSource(argparse.Action):
         given = list(getattr(namespace, self.dest, None) or [])
         given.append(SourceSpec(self.const, value))
         setattr(namespace, self.dest, given)
+
+
+def add_source_flags(group, several: bool) -> None:
+    """One flag per row of SOURCES (--camera, --video, --url, ...), each adding a source to `source_flags`."""
+    for kind in SOURCES.values():
+        group.add_argument(
+            kind.flag,
+            dest="source_flags",
+            action=_AddSource,
+            const=kind.name,
+            type=kind.parse,
+            metavar=kind.metavar,
+            help=kind.help + (" (repeat for several)" if several else ""),
+        )
 
 
 def _sources(args: argparse.Namespace, cfg: Config) -> list[Source]:
@@ -458,16 +463,7 @@ def build_zones_parser() -> argparse.ArgumentParser:
         "table named by --source (its zone is used either way; else the first table's).",
     )
     src = p.add_mutually_exclusive_group()
-    for kind in SOURCES.values():
-        src.add_argument(
-            kind.flag,
-            dest="source_flags",
-            action=_AddSource,
-            const=kind.name,
-            type=kind.parse,
-            metavar=kind.metavar,
-            help=kind.help,
-        )
+    add_source_flags(src, several=False)
     p.add_argument("--source", metavar="NAME", help="the [[sources]] table whose zone to draw")
     p.add_argument("--out", metavar="PNG", required=True, help="where to write the picture (.png)")
     add_config_argument(p)

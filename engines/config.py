@@ -62,7 +62,7 @@ DEVICES = ("auto", "cpu", "cuda")  # where PyTorch / ONNX Runtime work may run
 class EngineConfig:
     """Which classifier file the monitor runs, and where."""
 
-    path: str = _f("samples/demo_model.onnx", path=True)
+    path: str = _f("samples/demo_model.onnx", path=True, bundled=True)
     device: str = _f("auto", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # 0: let the runtime decide (all cores)
 

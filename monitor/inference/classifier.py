@@ -13,15 +13,14 @@ from engines.formats import format_for, load_engine
 from monitor.config import Config
 
 _MISSING_HINT = (
-    "pass --engine FILE (.onnx, .engine or .pt) or build the demo model "
-    "(README: 'synthetic data and demo model')"
+    "pass --engine FILE (.onnx, .engine or .pt) or build the demo model (`make demo-model`: docs/training.md)"
 )
 
 
 def engine_path(engine: Path | None, cfg: Config) -> Path:
     """`engine` (--engine), else config engine.path; an unknown suffix or a missing file is one line saying
     which."""
-    path = engine if engine is not None else cfg.resolve(cfg.engine.path)
+    path = engine if engine is not None else cfg.locate(cfg.engine.path)
     format_for(path)  # an unknown suffix says so, whether or not the file exists
     try:
         return require_file(path, "engine file", "--engine" if engine is not None else "config engine.path")

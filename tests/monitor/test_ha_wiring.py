@@ -30,23 +30,11 @@ from tests.conftest import REPO
 from tests.monitor.fakes import FakeCamera
 from tests.monitor.sitefakes import ONE_BOX, BlobDetector, LevelEngine, door_frames
 from tests.monitor.test_homeassistant import Client
-from tests.monitor.test_mqtt import BrokerThread, _free_port, _wait
+from tests.monitor.test_mqtt import _wait
 
 pytest.importorskip("amqtt")
 
 NO_MASK, WEAR = 2, 0
-
-
-@pytest.fixture()
-def broker():
-    b = BrokerThread(_free_port())
-    b.start()
-    yield b
-    try:
-        b.stop()
-    except Exception:
-        pass
-    b.close()
 
 
 def _json(payloads: list[bytes]) -> list[dict]:

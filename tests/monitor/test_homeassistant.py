@@ -11,7 +11,7 @@ import pytest
 from monitor.decisions.compliance import Compliance, ComplianceSink
 from monitor.outputs.homeassistant import HomeAssistantSink, command_topic, machine_topic, state_topic
 from tests.monitor.sitefakes import door_run
-from tests.monitor.test_mqtt import BrokerThread, _free_port, _wait
+from tests.monitor.test_mqtt import _wait
 
 pytest.importorskip("amqtt")
 
@@ -49,18 +49,6 @@ class Client:
     def close(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
-
-
-@pytest.fixture()
-def broker():
-    b = BrokerThread(_free_port())
-    b.start()
-    yield b
-    try:
-        b.stop()
-    except Exception:
-        pass
-    b.close()
 
 
 def test_discovery_payloads_and_states_change_as_people_pass(broker):

@@ -125,18 +125,6 @@ def _event(i: int) -> Event:
     return Event("flag", float(i), i, i, (1, 2, 3, 4), STATE)
 
 
-@pytest.fixture()
-def broker():
-    b = BrokerThread(_free_port())
-    b.start()
-    yield b
-    try:
-        b.stop()
-    except Exception:
-        pass
-    b.close()
-
-
 def _site(port: int, tmp_path, name="merged.jsonl"):
     view = SiteView(tmp_path / name, io.StringIO(), headless=False)
     feed = SiteFeed(parse_url(f"mqtt://127.0.0.1:{port}/site1"), view.on_event, view.on_status).start()

@@ -235,21 +235,6 @@ def test_the_evidence_flag_names_itself_when_it_cannot_be_written(tmp_path):
     ]
 
 
-@pytest.fixture()
-def broker():
-    pytest.importorskip("amqtt")
-    from tests.monitor.test_mqtt import BrokerThread, _free_port
-
-    b = BrokerThread(_free_port())
-    b.start()
-    yield b
-    try:
-        b.stop()
-    except Exception:
-        pass
-    b.close()
-
-
 def _wait(cond, timeout: float = 15.0) -> bool:
     from tests.monitor.test_mqtt import _wait as wait
 

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.formats import load_engine
     from monitor.app import Monitor, Options
     from monitor.config import load_config
-    from monitor.sources import SourceSpec
+    from monitor.sources.kinds import SourceSpec
 
     cfg = load_config(None)
     set_torch_threads(cfg.monitor.torch_threads)

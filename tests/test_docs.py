@@ -140,3 +140,19 @@ def test_the_live_screen_picture_is_of_the_real_dashboard():
     assert "FLAG" in svg and "samples/entrance.mp4" in svg
     assert "](docs/img/live-screen.svg)" in (REPO / "README.md").read_text()
     assert "](img/live-screen.svg)" in (REPO / "docs/index.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_script_that_draws_the_live_screen_still_runs(tmp_path):
+    """docs/make_screen.py drives the real monitor: a move of a module it imports must not go unnoticed."""
+    out = tmp_path / "screen.svg"
+    r = subprocess.run(
+        [sys.executable, "docs/make_screen.py", "--frame", "90", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    svg = html.unescape(out.read_text())
+    assert "frames/s" in svg and "compliance" in svg

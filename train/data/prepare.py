@@ -66,13 +66,14 @@ MAX_IMAGE_PIXELS = 100_000_000  # a 100-megapixel photo decodes to 300 MB; more 
 MAX_IMAGE_BYTES = 256 << 20  # bytes of one image file
 
 
-def image_problem(path: Path) -> str | None:
+def image_problem(path: str | os.PathLike[str]) -> str | None:
     """Why `path` is refused before it is decoded (a decompression bomb: a small file of a huge picture, or
     a huge file), or None. The size comes from the header alone (Pillow reads only that)."""
     import warnings
 
     from PIL import Image
 
+    path = Path(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -93,7 +94,7 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def read_image(path: Path) -> np.ndarray | None:
+def read_image(path: str | os.PathLike[str]) -> np.ndarray | None:
     """BGR uint8 image, or None for a file OpenCV cannot decode (corrupt, truncated to nothing, not an
     image) or that image_problem refuses (too many pixels): the one reader of photos from elsewhere."""
     import cv2

@@ -50,6 +50,8 @@ def _f(
     is a file of the project (Config.locate finds it from a config file elsewhere). `choices` may be a
     function that returns them: a program's table, read when a value is checked (its import may be heavy)."""
     meta = {"min": min, "max": max, "choices": choices, "length": length, "path": path, "bundled": bundled}
+    if callable(choices):  # a program's table: the default (one of its rows, tests check) needs no look-up
+        meta["default"] = default
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults so the dataclass stays frozen")
     return field(default=default, metadata=meta)
@@ -357,7 +359,10 @@ def _convert(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
             raise ConfigError(f"{where} must be a string, got {value!r}")
     else:  # pragma: no cover - schema bug, not user error
         raise TypeError(f"unsupported config type {tp!r} at {where}")
-    lo, hi, choices = meta.get("min"), meta.get("max"), _choices(meta)
+    lo, hi = meta.get("min"), meta.get("max")
+    # a table's rows are read (its module imported: torch, for the losses) only for a value other than the
+    # default, so loading an ordinary config imports no heavy library
+    choices = None if "default" in meta and value == meta["default"] else _choices(meta)
     if lo is not None and not value >= lo or hi is not None and not value <= hi:  # NaN is out of range too
         raise ConfigError(f"{where} = {value!r} is out of range [{lo}, {hi}]")
     if choices is not None and value not in choices:

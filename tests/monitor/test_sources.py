@@ -5,7 +5,7 @@ import pytest
 from engines.config import ConfigError
 from engines.errors import UserError
 from monitor import cli
-from monitor.config import Config, from_dict, load_config
+from monitor.config import Config, SourceConfig, from_dict, load_config
 from monitor.sources import kinds as sources
 from monitor.sources.kinds import SourceKind, SourceSpec, open_cv, open_error
 
@@ -72,6 +72,9 @@ def test_bad_source_tables_are_one_line(tmp_path, text, error):
 def test_source_kinds_are_the_rows_of_sources(monkeypatch):
     with pytest.raises(ConfigError, match=r"kind = 'camra' is not one of .*did you mean 'camera'"):
         from_dict({"sources": [{"kind": "camra"}]})
+    assert (
+        SourceConfig().kind in sources.SOURCES
+    )  # the default is a row (a config is checked without the table)
     monkeypatch.setitem(sources.SOURCES, "screen", sources.SOURCES["camera"])  # a new row is a new kind
     assert from_dict({"sources": [{"kind": "screen", "address": "1"}]}).sources[0].kind == "screen"
 

@@ -71,6 +71,7 @@ def test_build_loss_follows_the_config(batch):
 
 def test_the_loss_choices_are_the_rows_of_losses(monkeypatch):
     assert list(choices_of("train.loss")) == list(LOSSES)
+    assert TrainConfig().loss in LOSSES  # the default is a row (loading a config checks it without the table)
     with pytest.raises(ConfigError, match=r"train\]\.loss = 'focall' is not one of .*did you mean 'focal'"):
         with_overrides(Config(), {"train.loss": "focall"})
     monkeypatch.setitem(LOSSES, "mine", LOSSES["ce"])  # a new row is a new choice, nothing else to edit

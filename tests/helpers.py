@@ -1,8 +1,30 @@
-"""Helpers for tests: model files with random but non-trivial weights."""
+"""Helpers for tests: model files with random but non-trivial weights; augmentations one by one."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+# every random augmentation of [augment] at probability 0 (`surroundings` keeps its default)
+AUGMENT_OFF = dict(
+    hflip=0,
+    shift_scale_rotate=0,
+    color=0,
+    blur=0,
+    noise=0,
+    jpeg=0,
+    dropout=0,
+    box_jitter=0,
+    crowd=0,
+    small_face=0,
+)
+
+
+def augment_only(**on):
+    """An AugmentConfig with every augmentation off except those given (e.g. `hflip=1.0`)."""
+    from train.config import AugmentConfig
+
+    return AugmentConfig(**{**AUGMENT_OFF, **on})
+
 
 # What a finished `fit` run folder holds (a single process and DDP alike)
 RUN_FILES = (

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from engines.config import ConfigError
+from tests.helpers import augment_only
 from train.config import AugmentConfig, from_dict
 from train.data.augment import (
     EvalTransform,
@@ -17,22 +18,6 @@ from train.data.augment import (
 
 SIZE, MEAN, STD = (256, 192), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FACE_COLOUR = (20, 230, 40)
-OFF = dict(
-    hflip=0,
-    shift_scale_rotate=0,
-    color=0,
-    blur=0,
-    noise=0,
-    jpeg=0,
-    dropout=0,
-    box_jitter=0,
-    crowd=0,
-    small_face=0,
-)
-
-
-def only(**on) -> AugmentConfig:
-    return AugmentConfig(**{**OFF, **on})
 
 
 def face_px(shape, face) -> tuple[int, int, int, int]:
@@ -61,7 +46,7 @@ def found_face(img: np.ndarray) -> tuple[float, float, float, float]:
 def test_box_jitter_keeps_the_labelled_face_in_its_box_within_15_percent(crop):
     face = face_in_crop()
     fw, fh = face[2] - face[0], face[3] - face[1]
-    t = TrainTransform(SIZE, MEAN, STD, only(box_jitter=1.0))
+    t = TrainTransform(SIZE, MEAN, STD, augment_only(box_jitter=1.0))
     t.set_seed(0)
     moved = 0
     for _ in range(60):
@@ -105,7 +90,7 @@ def test_small_face_really_loses_detail():
     textured = rng.integers(0, 255, (512, 384, 3), dtype=np.uint8)  # detail everywhere, the face included
     face = face_in_crop()
     sharp = high_frequency(cv2.resize(textured, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA), face)
-    t = TrainTransform(SIZE, MEAN, STD, only(small_face=1.0))
+    t = TrainTransform(SIZE, MEAN, STD, augment_only(small_face=1.0))
     t.set_seed(3)
     for _ in range(10):
         img, told = t.camera(textured)
@@ -133,7 +118,7 @@ def test_crowd_paste_lands_outside_the_face_box():
 
 
 def test_crowd_pastes_an_earlier_crops_face_through_the_transform(crop):
-    t = TrainTransform(SIZE, MEAN, STD, only(crowd=1.0))
+    t = TrainTransform(SIZE, MEAN, STD, augment_only(crowd=1.0))
     t.set_seed(5)
     plain = EvalTransform(SIZE, MEAN, STD)
     other = np.full_like(crop, 30)
@@ -156,9 +141,9 @@ def test_neighbour_patch_is_the_face_and_a_little_around_it(crop):
 @pytest.mark.parametrize("key", ["box_jitter", "crowd", "small_face"])
 def test_each_is_off_at_probability_0_and_applied_at_its_share(crop, key):
     plain = EvalTransform(SIZE, MEAN, STD)(crop)
-    off = TrainTransform(SIZE, MEAN, STD, only())
+    off = TrainTransform(SIZE, MEAN, STD, augment_only())
     assert all(np.allclose(off(crop), plain, atol=1e-5) for _ in range(5))
-    half = TrainTransform(SIZE, MEAN, STD, only(**{key: 0.5}))
+    half = TrainTransform(SIZE, MEAN, STD, augment_only(**{key: 0.5}))
     half.set_seed(6)
     changed = sum(not np.allclose(half(crop), plain, atol=1e-5) for _ in range(200))
     # crowd: the first crop has no neighbour yet; a neighbour may land past the crop's edge (rarely)

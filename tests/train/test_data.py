@@ -8,6 +8,7 @@ import torch
 from engines.config import CropConfig
 from engines.faces import crop_box
 from engines.preprocess import preprocess
+from tests.helpers import augment_only
 from train.config import AugmentConfig, DataConfig
 from train.data.augment import (
     EvalTransform,
@@ -76,18 +77,7 @@ def test_replace_surroundings_keeps_mouth_and_chin_and_paints_the_rest():
 
 
 def test_surroundings_share_is_its_probability(crop):
-    none = AugmentConfig(
-        hflip=0,
-        shift_scale_rotate=0,
-        color=0,
-        blur=0,
-        noise=0,
-        jpeg=0,
-        dropout=0,
-        box_jitter=0,
-        crowd=0,
-        small_face=0,
-    )
+    none = augment_only()
     plain = EvalTransform(SIZE, MEAN, STD)(crop)
     off = TrainTransform(SIZE, MEAN, STD, none)
     assert all(np.allclose(off(crop), plain, atol=1e-5) for _ in range(5))
@@ -113,18 +103,7 @@ def test_augmentation_changes_pixels_not_shape(crop, order):
         SIZE,
         MEAN,
         STD,
-        AugmentConfig(
-            hflip=1.0,
-            shift_scale_rotate=0,
-            color=0,
-            blur=0,
-            noise=0,
-            jpeg=0,
-            dropout=0,
-            box_jitter=0,
-            crowd=0,
-            small_face=0,
-        ),
+        augment_only(hflip=1.0),
     )
     np.testing.assert_allclose(flip_only(crop), EvalTransform(SIZE, MEAN, STD)(crop)[:, :, ::-1], atol=1e-5)
 

@@ -54,15 +54,19 @@ demo-model: demo-data
 	$(MAKE) demo-eval
 
 ## samples/detector_masked.pt: MTCNN's three nets taught the imported real photos (not the held-out ones), over
-## frames of the pedestrian clip, in two rounds: the second places the close-ups and thumbnails whose face the
-## import found no box for with the first round's nets (--finder), and learns from those too (P-Net 6 epochs).
+## frames of the pedestrian clip, in three rounds: the second places the close-ups and thumbnails whose face the
+## import found no box for with the first round's nets (--finder), and learns from those too (P-Net 6 epochs);
+## the third goes on from the second's nets (--init) with the kept street and crowd scenes as whole frames.
 ## $(BUILD)/detector_val.csv: its validation photos, where [detector] thresholds were chosen (evaluate-frames).
 demo-detector:
 	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real --backgrounds $(BACKGROUNDS) \
 		--out $(BUILD)/detector_round1.pt --threads 2
 	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real --backgrounds $(BACKGROUNDS) \
-		--finder $(BUILD)/detector_round1.pt --epochs 6 4 2 --out $(DETECTOR_OUT) --threads 2 \
+		--finder $(BUILD)/detector_round1.pt --epochs 6 4 2 --out $(BUILD)/detector_round2.pt --threads 2 \
 		--val-list $(BUILD)/detector_val.csv
+	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real scenes --backgrounds $(BACKGROUNDS) \
+		--finder $(BUILD)/detector_round2.pt --init $(BUILD)/detector_round2.pt --epochs 3 2 2 \
+		--out $(DETECTOR_OUT) --threads 2
 
 ## The model card's held-out numbers: held-out real photos and synthetic incorrect masks over held-out people,
 ## pasted into 640x480 frames and run through the monitor's detect-crop-classify path.

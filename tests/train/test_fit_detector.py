@@ -3,6 +3,7 @@ loss, the file it writes and the detector that loads it (engines.faces, [detecto
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -330,3 +331,77 @@ def test_a_bad_finder_or_no_epochs_is_one_error_naming_the_flag(tmp_path):
         with pytest.raises(UserError) as info:
             _main(["fit-detector", "--cache", str(tmp_path / "no-cache"), "--import", "real", *extra])
         assert str(info.value).startswith(f"{flag} {blocked}")
+
+
+def test_a_candidate_over_any_of_a_scenes_faces_is_a_face_and_small_ones_are_never_negatives():
+    faces = [(100.0, 100.0, 200.0, 200.0), (300.0, 100.0, 400.0, 200.0)]
+    tiny = (500.0, 100.0, 510.0, 110.0)  # too small to teach: only kept from the negatives
+    cands = np.array(
+        [[100, 100, 200, 200], [300, 100, 400, 200], [310, 100, 410, 200], [500, 100, 510, 110]]
+        + [[0, 0, 50, 50]],
+        float,
+    )
+    assert label_boxes(cands, faces, [tiny]).tolist() == [1, 1, 1, -2, 0]
+    assert label_boxes(cands, faces[0], [tiny]).tolist() == [1, 0, 0, -2, 0]  # one box as before
+    assert label_boxes(cands, [], [tiny]).tolist() == [0, 0, 0, -2, 0]  # a frame of no face to teach
+
+
+def test_a_scene_frame_keeps_its_faces_where_they_are_and_cut_ones_out_of_the_negatives():
+    from train.detector.data import FRAME_H, FRAME_W, DetScene, scene_frame
+
+    img = np.zeros((600, 800, 3), np.uint8)
+    faces = ((100.0, 100.0, 160.0, 170.0), (700.0, 500.0, 790.0, 595.0))
+    for x1, y1, x2, y2 in faces:
+        img[int(y1) : int(y2), int(x1) : int(x2)] = 255
+    annotated = (*faces, (400.0, 300.0, 408.0, 308.0))
+    scene = DetScene("s.png", faces, annotated)
+    seen_cut = False
+    for seed in range(20):
+        frame, taught, others = scene_frame(img, scene, np.random.default_rng(seed))
+        assert frame.shape[0] <= FRAME_H and 0.8 * FRAME_W - 1 <= frame.shape[1] <= FRAME_W
+        for x1, y1, x2, y2 in taught:  # each taught face is the white patch, wholly in the frame
+            assert 0 <= x1 < x2 <= frame.shape[1] and 0 <= y1 < y2 <= frame.shape[0]
+            inner = frame[int(y1) + 2 : int(y2) - 2, int(x1) + 2 : int(x2) - 2]
+            assert inner.size and inner.min() > 200
+        assert set(taught) <= set(others)  # every face (and the tiny annotated one) is kept from negatives
+        seen_cut |= len(taught) < 2 and len(others) >= 2
+    assert seen_cut  # at 0.8-2x the width some windows cut a face: it is not taught, only not a negative
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
+def test_a_voc_import_is_taught_as_whole_scenes_and_its_held_out_scenes_never(tmp_path):
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from tests.train.test_import import _voc
+    from train.detector.data import DetScene
+    from train.detector.fit import FitDetectorOptions, import_scenes, make_samples
+
+    root = tmp_path / "voc"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    boxes = [("with_mask", (30, 70, 130, 190)), ("without_mask", (250, 80, 350, 200))]
+    rng = np.random.default_rng(0)
+    for i in range(8):  # eight different scenes (other people, other streets): a share of them held out
+        scene = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8).repeat(10, 0).repeat(10, 1)
+        for x, kind in ((20, "with_mask"), (240, "without_mask")):
+            photo = sorted((REAL / kind).glob("*.jpg"))[30 + i]
+            scene[50:200, x : x + 120] = cv2.resize(cv2.imread(str(photo)), (120, 150))
+        cv2.imwrite(str(root / "images" / f"s{i}.png"), scene)
+        (root / "annotations" / f"s{i}.xml").write_text(_voc(f"s{i}", f"s{i}.png", boxes))
+    args = ["import", "--data", str(root), "--out", str(tmp_path / "cache"), "--name", "voc"]
+    args += ["--holdout", "0.5"]
+    with one_torch_thread():
+        assert _main(args) == 0
+    found = import_scenes(tmp_path / "cache", "voc")
+    held = {r["file"] for r in csv.DictReader((tmp_path / "cache/imports/voc/holdout.csv").open())}
+    assert found and held
+    assert not {Path(sc.path).name for sc, _ in found} & {Path(f).name for f in held}
+    for sc, group in found:
+        assert isinstance(sc, DetScene) and group.startswith("voc:")
+        assert len(sc.others) == 2 and 1 <= len(sc.faces) <= 2  # the annotations; the faces the import kept
+    assert import_scenes(tmp_path / "cache", "voc")[0][0].close_up is False
+    nets = tuple(n().eval() for n in (PNet, RNet, ONet))
+    opts = FitDetectorOptions(frames_per_photo=1, scene_repeat=2)
+    with one_torch_thread():
+        s = make_samples([sc for sc, _ in found[:2]], nets, "onet", opts, 0, False)
+    assert (s.labels == 1).sum() >= 2 and (s.labels == 0).any()

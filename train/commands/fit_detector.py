@@ -11,7 +11,13 @@ from engines.device import set_torch_threads
 from engines.errors import UserError
 from engines.faces import load_detector_weights
 from train.config import Config
-from train.detector.fit import FitDetectorOptions, fit_detector, import_photos, read_backgrounds
+from train.detector.fit import (
+    FitDetectorOptions,
+    fit_detector,
+    import_photos,
+    import_scenes,
+    read_backgrounds,
+)
 from train.options import add_threads_argument
 from train.progress import console
 from train.runfiles import check_output_file
@@ -32,12 +38,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a close-up (no face box found in the photo) makes K times the frames (default 4)",
     )
     p.add_argument(
+        "--scene-repeat",
+        type=int,
+        default=4,
+        metavar="K",
+        help="a scene of a PASCAL VOC import (taught as whole frames, all its faces at their own size and "
+        "crowd, scaled 0.8-2x) makes K times the frames (default 4)",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         nargs=3,
         default=(2, 4, 2),
         metavar=("P", "R", "O"),
-        help="P-Net, R-Net, O-Net (default 2 4 2; 0 keeps that net as facenet-pytorch's)",
+        help="P-Net, R-Net, O-Net (default 2 4 2; 0 keeps that net as it starts)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="FILE",
+        default="",
+        help="a fit-detector file the nets start from (a further round that adds imports); default: "
+        "facenet-pytorch's nets",
     )
     p.add_argument(
         "--backgrounds",
@@ -66,25 +87,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    if args.frames < 1 or args.close_up_repeat < 1 or min(args.epochs) < 0 or not args.lr > 0:
-        raise UserError("--frames and --close-up-repeat must be >= 1, --epochs >= 0 and --lr > 0")
+    repeats = (args.frames, args.close_up_repeat, args.scene_repeat)
+    if min(repeats) < 1 or min(args.epochs) < 0 or not args.lr > 0:
+        raise UserError(
+            "--frames, --close-up-repeat and --scene-repeat must be >= 1, --epochs >= 0 and --lr > 0"
+        )
     if not any(args.epochs):
         raise UserError("--epochs 0 0 0 teaches no net: give one of P-Net, R-Net, O-Net at least one epoch")
     check_output_file(args.out, "--out")  # before minutes of work, as predict does
     if args.val_list:
         check_output_file(args.val_list, "--val-list")
-    finder = str(Path(args.finder).resolve()) if args.finder else ""  # as given: from here, not the config's
-    if finder:
-        try:
-            load_detector_weights(finder)
-        except UserError as exc:
-            raise UserError(f"--finder: {str(exc).split(': ', 1)[1]}") from None
+    files = {}
+    for flag, given in (("--finder", args.finder), ("--init", args.init)):
+        files[flag] = str(Path(given).resolve()) if given else ""  # as given: from here, not the config's
+        if given:
+            try:
+                load_detector_weights(files[flag])
+            except UserError as exc:
+                raise UserError(f"{flag}: {str(exc).split(': ', 1)[1]}") from None
     set_torch_threads(cfg.train.threads)
     cache = cfg.resolve(cfg.data.cache_dir)
-    rows = [row for name in args.imports for row in import_photos(cache, name)]
+    rows, scenes = [], []
+    for name in args.imports:  # a PASCAL VOC import is taught as whole scenes, any other as photos
+        found = import_scenes(cache, name)
+        if found is None:
+            rows += import_photos(cache, name)
+        else:
+            scenes += found
     opts = FitDetectorOptions(
         frames_per_photo=args.frames,
         close_up_repeat=args.close_up_repeat,
+        scene_repeat=args.scene_repeat,
         epochs=tuple(args.epochs),
         lr=args.lr,
         seed=args.seed,
@@ -98,10 +131,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         opts,
         sources=args.imports,
         backgrounds=backgrounds,
-        finder_weights=finder,
+        finder_weights=files["--finder"],
         val_list=args.val_list,
+        scenes=scenes,
+        init_weights=files["--init"],
     )
-    console.print(f"photos: {meta['photos']} ({meta['train_photos']} train, {meta['val_photos']} validation)")
+    console.print(
+        f"photos: {meta['photos']}, scenes: {meta['scenes']} ({meta['train_photos']} train, "
+        f"{meta['val_photos']} validation)"
+    )
     for stage, s in meta["stages"].items():
         b, a = s["before"], s["after"]
         if b:

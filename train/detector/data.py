@@ -39,6 +39,23 @@ class DetPhoto:
     close_up: bool = False  # the face fills the photo (no face box was found in it): taught more often
 
 
+@dataclass(frozen=True)
+class DetScene:
+    """A street or crowd scene (a PASCAL VOC import) taught as a whole frame: its faces at their own size,
+    in their own crowd and light. `faces`: the import's boxes (where the monitor's detector puts each face,
+    or the annotated box mapped there); `others`: every annotated face (too small or cut by the frame's edge
+    ones included), never taught as a non-face."""
+
+    path: str
+    faces: tuple[Box, ...]
+    others: tuple[Box, ...] = ()
+    close_up: bool = False  # a scene never is (make_samples repeats close-ups)
+
+
+SCENE_WIDTHS = (0.8, 2.0)  # a scene scaled to 640 px wide times this (log-uniform): its faces at more sizes
+SCENE_INSIDE = 0.8  # a face this much inside the frame is taught; less, it is only kept from negatives
+
+
 @dataclass
 class Samples:
     """Net inputs (N x 3 x S x S float16, already normalised as engines.mtcnn feeds them), labels (1 face,
@@ -77,9 +94,17 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def label_boxes(cands: np.ndarray, face: Box, others: Sequence[Box] = ()) -> np.ndarray:
-    """1 positive, -1 part, 0 negative, -2 dropped (between part and negative, or over another face)."""
-    overlap = iou_matrix(cands, np.asarray(face)[None])[:, 0]
+def as_boxes(faces) -> np.ndarray:
+    """One box (x1, y1, x2, y2) or several, as an N x 4 array."""
+    return np.asarray(faces, np.float64).reshape(-1, 4)
+
+
+def label_boxes(cands: np.ndarray, faces, others: Sequence[Box] = ()) -> np.ndarray:
+    """1 positive, -1 part, 0 negative, -2 dropped (between part and negative, or over another face), by the
+    overlap with the best-matching of `faces` (one box, or a scene's several); `others` (faces too small,
+    cut by the frame's edge, or not taught) are never negatives."""
+    faces = as_boxes(faces)
+    overlap = iou_matrix(cands, faces).max(axis=1) if len(faces) else np.zeros(len(cands))
     labels = np.full(len(cands), -2, np.int64)
     labels[overlap >= POS_IOU] = 1
     labels[(overlap >= PART_IOU) & (overlap < POS_IOU)] = -1
@@ -154,6 +179,31 @@ def paste_face(
     return pasted.frame, pasted.box, moved
 
 
+def scene_frame(
+    img: np.ndarray, scene: DetScene, rng: np.random.Generator, widths: tuple[float, float] = SCENE_WIDTHS
+) -> tuple[np.ndarray, list[Box], list[Box]]:
+    """A camera frame of a scene: scaled to 640 px wide times `widths` (log-uniform), a random 640x480 window
+    of it (all of it where smaller); the faces at least SCENE_INSIDE inside the window (clipped to it), and
+    every face and annotated box moved there (never negatives)."""
+    u = float(np.exp(rng.uniform(np.log(widths[0]), np.log(widths[1]))))
+    s = FRAME_W * u / img.shape[1]
+    scaled = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    h, w = scaled.shape[:2]
+    ox, oy = int(rng.integers(0, max(w - FRAME_W, 0) + 1)), int(rng.integers(0, max(h - FRAME_H, 0) + 1))
+    frame = np.ascontiguousarray(scaled[oy : oy + FRAME_H, ox : ox + FRAME_W])
+    fh, fw = frame.shape[:2]
+
+    def moved(b: Box) -> tuple[Box, float]:
+        x1, y1, x2, y2 = b[0] * s - ox, b[1] * s - oy, b[2] * s - ox, b[3] * s - oy
+        c = (max(x1, 0.0), max(y1, 0.0), min(x2, float(fw)), min(y2, float(fh)))
+        inside = max(c[2] - c[0], 0.0) * max(c[3] - c[1], 0.0) / max((x2 - x1) * (y2 - y1), 1e-9)
+        return c, inside
+
+    faces = [c for c, inside in map(moved, scene.faces) if inside >= SCENE_INSIDE]
+    others = [c for c, inside in map(moved, (*scene.faces, *scene.others)) if inside > 0]
+    return frame, faces, others
+
+
 def shrink(frame: np.ndarray, boxes: Sequence[Box], max_side: int) -> tuple[np.ndarray, list[Box]]:
     """The copy MTCNN sees in the monitor (engines.faces.detect_shrunk) and the boxes in it."""
     h, w = frame.shape[:2]
@@ -176,7 +226,7 @@ def random_squares(n: int, width: int, height: int, min_side: float, rng: np.ran
 
 def frame_samples(
     rgb: np.ndarray,
-    face: Box,
+    face: Box | Sequence[Box],
     others: Sequence[Box],
     nets: Sequence,
     stage: str,
@@ -191,7 +241,8 @@ def frame_samples(
 ) -> Samples | None:
     """The samples one frame (RGB, the size MTCNN sees) gives `stage` ('pnet', 'rnet' or 'onet'): candidates
     from the stages before it (`nets`: the P-Net, R-Net, O-Net as taught so far) with the given (P-Net,
-    R-Net) thresholds, plus jittered boxes around the face; at most `max_negatives` negatives (the highest
+    R-Net) thresholds, plus jittered boxes around the face (`face`: one box, or a scene's faces: `jitter`
+    shared among them, at least two each); at most `max_negatives` negatives (the highest
     scored first, then at random: the ones the stage gets wrong). For P-Net the candidates are its own
     windows over a tenth of its threshold, with as many random squares of the frame.
     `targets`: the original (P-Net, R-Net, O-Net), default `nets`; the stage's original outputs on each crop
@@ -201,6 +252,7 @@ def frame_samples(
     from engines.mtcnn import box_crops, integral_images, pnet_windows, propose, refine
 
     pnet, rnet, onet = nets
+    faces = as_boxes(face)
     targets = nets if targets is None else targets
     integral = integral_images(rgb[None])
     with torch.inference_mode():
@@ -217,15 +269,16 @@ def frame_samples(
         h, w = rgb.shape[:2]
         cands = np.concatenate([cands, random_squares(max_negatives, w, h, min_face, rng)])
         scores = np.concatenate([scores, np.zeros(max_negatives)])
-    labels = label_boxes(cands, face, others)
+    labels = label_boxes(cands, faces, others)
     neg = np.flatnonzero(labels == 0)
     if len(neg) > max_negatives:  # half the hardest (the highest scored so far), half at random
         hard = neg[np.argsort(-scores[neg])[: max_negatives // 2]]
         rest = rng.choice(np.setdiff1d(neg, hard), max_negatives - len(hard), replace=False)
         neg = np.concatenate([hard, rest])
     keep = np.concatenate([np.flatnonzero((labels == 1) | (labels == -1)), neg])
-    extra = jittered(face, jitter, rng)
-    extra_labels = label_boxes(extra, face, ())
+    each = jitter if len(faces) <= 1 else max(2, jitter // len(faces))
+    extra = np.concatenate([jittered(tuple(f), each, rng) for f in faces]) if len(faces) else np.zeros((0, 4))
+    extra_labels = label_boxes(extra, faces, ())
     extra, extra_labels = extra[extra_labels != -2], extra_labels[extra_labels != -2]
     boxes = np.concatenate([cands[keep], extra])
     labels = np.concatenate([labels[keep], extra_labels])

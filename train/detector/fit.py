@@ -29,10 +29,12 @@ from engines.faces import Box, iou
 from train.detector.data import (
     NET_NAMES,
     DetPhoto,
+    DetScene,
     Samples,
     clutter_background,
     frame_samples,
     paste_face,
+    scene_frame,
     shrink,
 )
 from train.progress import task
@@ -51,6 +53,7 @@ STAGE_SAMPLING = {
 class FitDetectorOptions:
     frames_per_photo: int = 2
     close_up_repeat: int = 4  # close-ups are few (3% of the photos) and what MTCNN misses most
+    scene_repeat: int = 4  # a scene (a VOC import's image) makes this many times frames_per_photo frames
     face_heights: tuple[float, float] = (50.0, 220.0)  # px in the 640x480 frame (evaluate-frames: 60-200)
     max_side: int = 320  # monitor.detect_max_side
     min_face: int = 20  # detector.min_face_size
@@ -63,13 +66,7 @@ class FitDetectorOptions:
 
 def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str, int, str]]:
     """(photo path, face box, how, mask state, group) of every sample of the import `name` in a crop cache."""
-    root = Path(cache_dir) / "imports" / name
-    try:
-        report = json.loads((root / "report.json").read_text(encoding="utf-8"))
-        with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{root}: not a `mask-train import` of that name ({exc})") from None
+    _, report, rows = _read_import(cache_dir, name)
     data = Path(report["data_dir"])
     images: dict[str, Path] = {}
     if report.get("layout") == "voc":  # a box's key names its annotation: the image is the one it names
@@ -82,9 +79,45 @@ def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str,
         path = images.get(key, data / key)
         box = tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2"))
         out.append((str(path), box, r.get("how", ""), int(r["mask"]), r["person"]))
-    if not out:
-        raise UserError(f"{root}: its manifest.csv lists no samples")
     return out
+
+
+def _read_import(cache_dir: str | Path, name: str) -> tuple[Path, dict, list[dict]]:
+    root = Path(cache_dir) / "imports" / name
+    try:
+        report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+        with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{root}: not a `mask-train import` of that name ({exc})") from None
+    if not rows:
+        raise UserError(f"{root}: its manifest.csv lists no samples")
+    return root, report, rows
+
+
+def import_scenes(cache_dir: str | Path, name: str) -> list[tuple[DetScene, str]] | None:
+    """A PASCAL VOC import's scenes, each once with all its taught faces (the import's boxes) and all its
+    annotated boxes, and its group; None for an import of another layout. Only the scenes the import kept
+    (its manifest): the held-out ones are never taught."""
+    from train.data.importer import ImportReport, voc_items
+
+    _, report, rows = _read_import(cache_dir, name)
+    if report.get("layout") != "voc":
+        return None
+    items = voc_items(Path(report["data_dir"]), ImportReport(name, "voc"))
+    image_of = {it.key: it.src for it in items}
+    annotated: dict[Path, list[Box]] = {}
+    for it in items:
+        annotated.setdefault(it.src, []).append(tuple(float(v) for v in it.box))
+    faces: dict[Path, list[Box]] = {}
+    group: dict[Path, str] = {}
+    for r in rows:
+        path = image_of.get(r["key"].split("/", 1)[1])
+        if path is None:  # the annotation changed since the import: leave it out
+            continue
+        faces.setdefault(path, []).append(tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2")))
+        group.setdefault(path, r["person"])
+    return [(DetScene(str(p), tuple(f), tuple(annotated.get(p, ()))), group[p]) for p, f in faces.items()]
 
 
 def close_up_box(img: np.ndarray, detector) -> Box | None:
@@ -140,7 +173,7 @@ def det_photos(
 
 
 def make_samples(
-    photos: Sequence[DetPhoto],
+    photos: Sequence[DetPhoto | DetScene],
     nets: Sequence,
     stage: str,
     opts: FitDetectorOptions,
@@ -149,9 +182,11 @@ def make_samples(
     backgrounds: Sequence[np.ndarray] = (),
     targets: Sequence | None = None,
 ) -> Samples:
-    """Every photo pasted `frames_per_photo` times (over train.detector.data.clutter_background), each
-    frame's samples for `stage`: candidates from `nets` (as taught so far), box targets from `targets` (the
-    original nets)."""
+    """Every photo pasted `frames_per_photo` times (over train.detector.data.clutter_background), every
+    scene cut `scene_repeat` times as many frames of its own (train.detector.data.scene_frame), each frame's
+    samples for `stage`: candidates from `nets` (as taught so far), box targets from `targets` (the original
+    nets). A scene's faces too small for P-Net's pyramid (under 0.8 detector.min_face_size in the copy MTCNN
+    sees) are only kept from negatives."""
     import cv2
 
     from train.data.prepare import read_image
@@ -163,17 +198,27 @@ def make_samples(
             img = read_image(ph.path)
             if img is None:
                 continue
-            for k in range(opts.frames_per_photo * (opts.close_up_repeat if ph.close_up else 1)):
+            scene = isinstance(ph, DetScene)
+            repeat = opts.scene_repeat if scene else opts.close_up_repeat if ph.close_up else 1
+            for k in range(opts.frames_per_photo * repeat):
                 rng = np.random.default_rng([seed, i, k])
-                bg = clutter_background(rng, backgrounds)
-                height = rng.uniform(*opts.face_heights)
-                frame, face, others = paste_face(img, ph.box, ph.others, height, rng, background=bg)
-                small, boxes = shrink(frame, [face, *others], opts.max_side)
+                if scene:
+                    frame, faces, others = scene_frame(img, ph, rng)
+                else:
+                    bg = clutter_background(rng, backgrounds)
+                    height = rng.uniform(*opts.face_heights)
+                    frame, face, others = paste_face(img, ph.box, ph.others, height, rng, background=bg)
+                    faces = [face]
+                small, boxes = shrink(frame, [*faces, *others], opts.max_side)
+                faces, others = boxes[: len(faces)], boxes[len(faces) :]
+                if scene:
+                    others += [f for f in faces if f[3] - f[1] < 0.8 * opts.min_face]
+                    faces = [f for f in faces if f[3] - f[1] >= 0.8 * opts.min_face]
                 rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
                 s = frame_samples(
                     rgb,
-                    boxes[0],
-                    boxes[1:],
+                    faces,
+                    others,
                     nets,
                     stage,
                     rng,
@@ -291,11 +336,15 @@ def fit_detector(
     backgrounds: Sequence[np.ndarray] = (),
     finder_weights: str | Path = "",
     val_list: str | Path = "",
+    scenes: Sequence[tuple[DetScene, str]] = (),
+    init_weights: str | Path = "",
 ) -> dict:
-    """Teach the three nets the photos' faces (`finder_weights`: the detector file that places the faces the
-    import found no box for; "" = facenet-pytorch's nets); write them (atomically) to `out`; return the meta
-    it carries: counts, and each stage's faces kept / non-faces dropped on the validation photos, before
-    and after. `val_list`: also write the validation photos as an evaluate-frames list, so that the
+    """Teach the three nets the photos' faces and the `scenes` (with their groups) as whole frames
+    (`finder_weights`: the detector file that places the faces the import found no box for; "" =
+    facenet-pytorch's nets); write them (atomically) to `out`; return the meta it carries: counts, and each
+    stage's faces kept / non-faces dropped on the validation photos and scenes, before and after.
+    `init_weights`: a fit-detector file the nets start from (a further round; the box targets stay the
+    original nets'). `val_list`: also write the validation photos as an evaluate-frames list, so that the
     detection path's settings can be chosen on photos no net was taught (not on the held-out ones)."""
     import copy
     from datetime import UTC, datetime
@@ -303,7 +352,7 @@ def fit_detector(
     import torch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
-    from engines.faces import DETECTOR_FORMAT, FIRST_DEMO_DETECTOR, FaceDetector
+    from engines.faces import DETECTOR_FORMAT, FIRST_DEMO_DETECTOR, FaceDetector, load_detector_weights
     from engines.fileio import atomic_path
 
     # the import's MTCNN settings down to 20-px faces (facenet-pytorch's nets, or a taught file: an earlier
@@ -312,14 +361,20 @@ def fit_detector(
     photos, groups, counts = det_photos(rows, finder, show)
     finder.close()
     is_val = split_groups(groups, opts.val_fraction, opts.seed)
-    train = [p for p, v in zip(photos, is_val) if not v]
-    val = [p for p, v in zip(photos, is_val) if v]
+    scene_val = split_groups([g for _, g in scenes], opts.val_fraction, opts.seed)
+    items = [*photos, *(sc for sc, _ in scenes)]
+    held_out = [*is_val, *scene_val]
+    train = [p for p, v in zip(items, held_out) if not v]
+    val = [p for p, v in zip(items, held_out) if v]
     if not train:
         raise UserError("no photo left to train on")
     if val_list:
         write_val_list(val_list, [(p, g) for p, g, v in zip(photos, groups, is_val) if v])
     original = tuple(net().eval() for net in (PNet, RNet, ONet))
     nets = dict(zip(NET_NAMES, (copy.deepcopy(n) for n in original)))
+    if init_weights:
+        for net, state in zip(nets.values(), load_detector_weights(init_weights)):
+            net.load_state_dict(state)
     scores: dict[str, dict] = {}
     for i, stage in enumerate(NET_NAMES):  # in turn, as MTCNN was trained: each on the taught ones' windows
         if not opts.epochs[i]:
@@ -331,7 +386,7 @@ def fit_detector(
             if val
             else None
         )
-        before = stage_scores(original[i], held) if held is not None else {}
+        before = stage_scores(nets[stage], held) if held is not None else {}  # as it starts
         train_stage(nets[stage], stage, data, opts, show)
         after = stage_scores(nets[stage], held) if held is not None else {}
         n_val = 0 if held is None else len(held)
@@ -341,7 +396,9 @@ def fit_detector(
         "sources": list(sources),
         "backgrounds": len(backgrounds),
         "finder": Path(finder_weights).name if finder_weights else "facenet-pytorch",
+        "init": Path(init_weights).name if init_weights else "facenet-pytorch",
         "photos": counts,
+        "scenes": len(scenes),
         "train_photos": len(train),
         "val_photos": len(val),
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.__dict__.items()},

@@ -57,7 +57,8 @@ demo-model: demo-data
 ## frames of the pedestrian clip, in three rounds: the second places the close-ups and thumbnails whose face the
 ## import found no box for with the first round's nets (--finder), and learns from those too (P-Net 6 epochs);
 ## the third goes on from the second's nets (--init) with the kept street and crowd scenes as whole frames.
-## $(BUILD)/detector_val.csv: its validation photos, where [detector] thresholds were chosen (evaluate-frames).
+## $(BUILD)/detector_val.csv: its validation photos, where [detector] thresholds were chosen (evaluate-frames);
+## $(BUILD)/detector_val_scenes.csv: its validation scenes, where they were checked (evaluate-scenes).
 demo-detector:
 	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real --backgrounds $(BACKGROUNDS) \
 		--out $(BUILD)/detector_round1.pt --threads 2
@@ -66,7 +67,7 @@ demo-detector:
 		--val-list $(BUILD)/detector_val.csv
 	$(NICE) $(PY) -m train fit-detector --cache $(BUILD)/cache --import real scenes --backgrounds $(BACKGROUNDS) \
 		--finder $(BUILD)/detector_round2.pt --init $(BUILD)/detector_round2.pt --epochs 3 2 2 \
-		--out $(DETECTOR_OUT) --threads 2
+		--out $(DETECTOR_OUT) --threads 2 --val-scenes $(BUILD)/detector_val_scenes.csv
 
 ## The model card's held-out numbers: held-out real photos and synthetic incorrect masks over held-out people,
 ## pasted into 640x480 frames and run through the monitor's detect-crop-classify path.

@@ -256,7 +256,8 @@ def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
     for net, original in zip(load_detector_weights(path), (PNet, RNet, ONet)):  # all three taught
         assert any(not torch.equal(v, original().state_dict()[k]) for k, v in net.items())
     meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-    assert meta["sources"] == ["real"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
+    assert meta["sources"] == ["real", "scenes"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
+    assert meta["scenes"] > 250 and meta["init"] == "detector_round2.pt"  # the third round: the scenes
 
 
 def test_a_config_elsewhere_that_leaves_weights_alone_runs_the_bundled_detector(tmp_path):
@@ -400,8 +401,34 @@ def test_a_voc_import_is_taught_as_whole_scenes_and_its_held_out_scenes_never(tm
         assert isinstance(sc, DetScene) and group.startswith("voc:")
         assert len(sc.others) == 2 and 1 <= len(sc.faces) <= 2  # the annotations; the faces the import kept
     assert import_scenes(tmp_path / "cache", "voc")[0][0].close_up is False
+    # the validation scenes as an evaluate-scenes list: every annotated face with its state
+    from train.detector.fit import write_val_scenes
+    from train.evaluation.scenes import read_scenes
+
+    write_val_scenes(tmp_path / "val.csv", [sc for sc, _ in found[:2]])
+    (tmp_path / "any").mkdir()
+    listed = read_scenes(tmp_path / "any", tmp_path / "val.csv")  # absolute paths: any --data
+    assert [Path(sc.path).name for sc in listed] == [Path(sc.path).name for sc, _ in found[:2]]
+    for sc in listed:
+        assert [(f.mask, f.box) for f in sc.faces] == [(0, (30, 70, 130, 190)), (2, (250, 80, 350, 200))]
     nets = tuple(n().eval() for n in (PNet, RNet, ONet))
     opts = FitDetectorOptions(frames_per_photo=1, scene_repeat=2)
     with one_torch_thread():
         s = make_samples([sc for sc, _ in found[:2]], nets, "onet", opts, 0, False)
     assert (s.labels == 1).sum() >= 2 and (s.labels == 0).any()
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")
+def test_validation_scenes_need_a_voc_import(tmp_path):
+    data = tmp_path / "photos"
+    for kind in ("with_mask", "without_mask"):
+        (data / kind).mkdir(parents=True)
+        for photo in sorted((REAL / kind).glob("*.jpg"))[:2]:
+            shutil.copy(photo, data / kind / photo.name)
+    cache = str(tmp_path / "cache")
+    with one_torch_thread():
+        assert _main(["import", "--data", str(data), "--out", cache, "--name", "mine"]) == 0
+    args = ["fit-detector", "--cache", cache, "--import", "mine", "--out", str(tmp_path / "d.pt")]
+    with pytest.raises(UserError, match=r"--val-scenes: none of the imports \['mine'\] is a PASCAL VOC"):
+        _main([*args, "--val-scenes", str(tmp_path / "v.csv")])
+    assert not (tmp_path / "d.pt").exists() and not (tmp_path / "v.csv").exists()

@@ -81,6 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also write the validation photos (never taught) as a list for `mask-train evaluate-frames "
         "--list CSV --root /`: choose the detection settings on them, not on held-out photos",
     )
+    p.add_argument(
+        "--val-scenes",
+        metavar="CSV",
+        default="",
+        help="also write the validation scenes of a PASCAL VOC import (never taught) as a list for "
+        "`mask-train evaluate-scenes --list CSV`",
+    )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     add_threads_argument(p)
@@ -95,8 +102,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not any(args.epochs):
         raise UserError("--epochs 0 0 0 teaches no net: give one of P-Net, R-Net, O-Net at least one epoch")
     check_output_file(args.out, "--out")  # before minutes of work, as predict does
-    if args.val_list:
-        check_output_file(args.val_list, "--val-list")
+    for flag, given in (("--val-list", args.val_list), ("--val-scenes", args.val_scenes)):
+        if given:
+            check_output_file(given, flag)
     files = {}
     for flag, given in (("--finder", args.finder), ("--init", args.init)):
         files[flag] = str(Path(given).resolve()) if given else ""  # as given: from here, not the config's
@@ -114,6 +122,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             rows += import_photos(cache, name)
         else:
             scenes += found
+    if args.val_scenes and not scenes:
+        raise UserError(f"--val-scenes: none of the imports {args.imports} is a PASCAL VOC import (scenes)")
     opts = FitDetectorOptions(
         frames_per_photo=args.frames,
         close_up_repeat=args.close_up_repeat,
@@ -135,6 +145,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         val_list=args.val_list,
         scenes=scenes,
         init_weights=files["--init"],
+        val_scenes=args.val_scenes,
     )
     console.print(
         f"photos: {meta['photos']}, scenes: {meta['scenes']} ({meta['train_photos']} train, "
@@ -150,4 +161,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     console.print(f'wrote {args.out}: [detector] weights = "{args.out}" runs it', markup=False)
     if args.val_list:
         console.print(f"wrote {args.val_list}: its validation photos", markup=False)
+    if args.val_scenes:
+        console.print(f"wrote {args.val_scenes}: its validation scenes", markup=False)
     return 0

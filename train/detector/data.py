@@ -49,6 +49,7 @@ class DetScene:
     path: str
     faces: tuple[Box, ...]
     others: tuple[Box, ...] = ()
+    states: tuple[int, ...] = ()  # each annotated box's mask state (0 wear / 1 incorrect / 2 not wear)
     close_up: bool = False  # a scene never is (make_samples repeats close-ups)
 
 

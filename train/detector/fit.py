@@ -106,9 +106,9 @@ def import_scenes(cache_dir: str | Path, name: str) -> list[tuple[DetScene, str]
         return None
     items = voc_items(Path(report["data_dir"]), ImportReport(name, "voc"))
     image_of = {it.key: it.src for it in items}
-    annotated: dict[Path, list[Box]] = {}
+    annotated: dict[Path, list[tuple[Box, int]]] = {}
     for it in items:
-        annotated.setdefault(it.src, []).append(tuple(float(v) for v in it.box))
+        annotated.setdefault(it.src, []).append((tuple(float(v) for v in it.box), it.mask))
     faces: dict[Path, list[Box]] = {}
     group: dict[Path, str] = {}
     for r in rows:
@@ -117,7 +117,11 @@ def import_scenes(cache_dir: str | Path, name: str) -> list[tuple[DetScene, str]
             continue
         faces.setdefault(path, []).append(tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2")))
         group.setdefault(path, r["person"])
-    return [(DetScene(str(p), tuple(f), tuple(annotated.get(p, ()))), group[p]) for p, f in faces.items()]
+    out = []
+    for p, f in faces.items():
+        boxes, states = zip(*annotated[p]) if annotated.get(p) else ((), ())
+        out.append((DetScene(str(p), tuple(f), tuple(boxes), tuple(states)), group[p]))
+    return out
 
 
 def close_up_box(img: np.ndarray, detector) -> Box | None:
@@ -327,6 +331,21 @@ def write_val_list(path: str | Path, photos: Sequence[tuple[DetPhoto, str]]) -> 
     Cache.write_rows(Path(path), list(rows.values()), ["file", "mask", "group"])
 
 
+def write_val_scenes(path: str | Path, scenes: Sequence[DetScene]) -> None:
+    """file,mask,box of every annotated face of the validation scenes (absolute paths: any --data reads
+    them), atomically: a list for `mask-train evaluate-scenes --list CSV`."""
+    from engines.labels import MASK_NAMES
+    from train.data.cache import Cache
+
+    rows = [
+        {"file": str(Path(sc.path).resolve()), "mask": MASK_NAMES[m], "box": " ".join(f"{v:g}" for v in b)}
+        for sc in scenes
+        for b, m in zip(sc.others, sc.states)
+        if 0 <= m < len(MASK_NAMES)
+    ]
+    Cache.write_rows(Path(path), rows, ["file", "mask", "box"])
+
+
 def fit_detector(
     rows: Sequence[tuple[str, Box, str, int, str]],
     out: str | Path,
@@ -338,6 +357,7 @@ def fit_detector(
     val_list: str | Path = "",
     scenes: Sequence[tuple[DetScene, str]] = (),
     init_weights: str | Path = "",
+    val_scenes: str | Path = "",
 ) -> dict:
     """Teach the three nets the photos' faces and the `scenes` (with their groups) as whole frames
     (`finder_weights`: the detector file that places the faces the import found no box for; "" =
@@ -345,7 +365,8 @@ def fit_detector(
     stage's faces kept / non-faces dropped on the validation photos and scenes, before and after.
     `init_weights`: a fit-detector file the nets start from (a further round; the box targets stay the
     original nets'). `val_list`: also write the validation photos as an evaluate-frames list, so that the
-    detection path's settings can be chosen on photos no net was taught (not on the held-out ones)."""
+    detection path's settings can be chosen on photos no net was taught (not on the held-out ones);
+    `val_scenes`: the validation scenes' faces as an evaluate-scenes list."""
     import copy
     from datetime import UTC, datetime
 
@@ -370,6 +391,8 @@ def fit_detector(
         raise UserError("no photo left to train on")
     if val_list:
         write_val_list(val_list, [(p, g) for p, g, v in zip(photos, groups, is_val) if v])
+    if val_scenes:
+        write_val_scenes(val_scenes, [sc for (sc, _), v in zip(scenes, scene_val) if v])
     original = tuple(net().eval() for net in (PNet, RNet, ONet))
     nets = dict(zip(NET_NAMES, (copy.deepcopy(n) for n in original)))
     if init_weights:

@@ -145,7 +145,7 @@ def test_drawn_masks_hang_from_an_ear_too(targets):
     lm = face.landmarks
     d = float(np.linalg.norm(lm[1] - lm[0]))
     sides = set()
-    for seed in range(16):  # which ear is drawn at random: sixteen draws take both (all one side: 1 in 32,768)
+    for seed in range(16):  # the ear is drawn at random: sixteen draws take both (one side: 1 in 32,768)
         _, alpha = drawn_layer(img, lm, face.box, "ear", np.random.default_rng(seed))
         ys, xs = np.nonzero(alpha > 0.5)
         assert _at(alpha, lm[2]) < 0.5 and len(xs) > 0.3 * d * d

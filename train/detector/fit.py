@@ -1,7 +1,8 @@
 """The work of `mask-train fit-detector`: MTCNN's three nets taught masked faces (train.detector.data).
 
-Photos come from `mask-train import` runs (their manifest: each photo's face box and how it was found; a
-PASCAL VOC import gives every annotated box with its image, the image's other faces kept out of negatives).
+Photos come from `mask-train import` runs (their manifest: each photo's face box and how it was found). A
+PASCAL VOC import (street and crowd scenes) is taught as whole scenes instead (import_scenes, scene_frame):
+each kept scene with all its faces where the import put them, every annotated box kept out of negatives.
 Photos where even the import found no face (how = whole_image) are close-ups from the eyebrows down,
 mannequins, or scenes whose faces are too small for the import's MTCNN settings: a close-up is taken (the
 photo's width as its face box) where the original MTCNN's most likely box over the photo padded into a frame
@@ -10,9 +11,9 @@ enlarged); others are left out (a whole scene is no face box).
 
 The nets are taught in turn, as MTCNN was: P-Net on 12x12 windows of the frames, then R-Net on the taught
 P-Net's candidates, then O-Net on what the taught P-Net and R-Net pass. Each starts from facenet-pytorch's
-weights and learns at a low rate for a few epochs, with as many bare faces and non-faces as masked faces, so
-that what it knew stays: the saved file holds all three nets' weights (engines.faces.FaceDetector loads it
-with weights_only=True, from [detector] weights)."""
+weights (or an earlier round's file: --init) and learns at a low rate for a few epochs, with as many bare
+faces and non-faces as masked faces, so that what it knew stays: the saved file holds all three nets'
+weights (engines.faces.FaceDetector loads it with weights_only=True, from [detector] weights)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class FitDetectorOptions:
 
 def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str, int, str]]:
     """(photo path, face box, how, mask state, group) of every sample of the import `name` in a crop cache."""
-    _, report, rows = _read_import(cache_dir, name)
+    report, rows = _read_import(cache_dir, name)
     data = Path(report["data_dir"])
     images: dict[str, Path] = {}
     if report.get("layout") == "voc":  # a box's key names its annotation: the image is the one it names
@@ -82,7 +83,8 @@ def import_photos(cache_dir: str | Path, name: str) -> list[tuple[str, Box, str,
     return out
 
 
-def _read_import(cache_dir: str | Path, name: str) -> tuple[Path, dict, list[dict]]:
+def _read_import(cache_dir: str | Path, name: str) -> tuple[dict, list[dict]]:
+    """The report and manifest rows of the import `name` in a crop cache; one clear error where it is none."""
     root = Path(cache_dir) / "imports" / name
     try:
         report = json.loads((root / "report.json").read_text(encoding="utf-8"))
@@ -92,7 +94,7 @@ def _read_import(cache_dir: str | Path, name: str) -> tuple[Path, dict, list[dic
         raise UserError(f"{root}: not a `mask-train import` of that name ({exc})") from None
     if not rows:
         raise UserError(f"{root}: its manifest.csv lists no samples")
-    return root, report, rows
+    return report, rows
 
 
 def import_scenes(cache_dir: str | Path, name: str) -> list[tuple[DetScene, str]] | None:
@@ -101,7 +103,7 @@ def import_scenes(cache_dir: str | Path, name: str) -> list[tuple[DetScene, str]
     (its manifest): the held-out ones are never taught."""
     from train.data.importer import ImportReport, voc_items
 
-    _, report, rows = _read_import(cache_dir, name)
+    report, rows = _read_import(cache_dir, name)
     if report.get("layout") != "voc":
         return None
     items = voc_items(Path(report["data_dir"]), ImportReport(name, "voc"))

@@ -21,7 +21,7 @@ BACKGROUNDS ?= ../shared/assets/video/vtest.avi
 SYNTH_ARGS = --faces samples/faces --variants 40 --seed 0
 FIT_ARGS = --epochs 8 --input-height 160 --input-width 120 --batch-size 32 --num-workers 0 --seed 42 \
 	--head multi --best-metric f1_mask --known-tasks mask --val-fraction 0.15 \
-	--source-weights prepared=0.6 synthreal=1.5 synthinc=3 scenes=4 --surroundings 0.5
+	--source-weights prepared=0.6 synthreal=1.5 synthinc=3 scenes=4 real=2 --surroundings 0.5
 NICE ?= nice -n 10
 # the earlier demo's recipe (synthetic data only), kept for demo-holdout
 HOLDOUT_FIT_ARGS = --epochs 6 --input-height 128 --input-width 96 --batch-size 32 --num-workers 0 --weighted-sampler --seed 42

@@ -76,7 +76,7 @@ class DetectorConfig:
     thresholds: tuple[float, float, float] = _f((0.2, 0.6, 0.4), min=0.0, max=1.0, length=3)
     min_face_size: int = _f(20, min=12, max=2000)
     scale_factor: float = _f(0.709, min=0.3, max=0.95)
-    min_score: float = _f(0.0, min=0.0, max=1.0)
+    min_score: float = _f(0.6, min=0.0, max=1.0)  # the taught O-Net passes signs and clothes at 0.4-0.6
     device: str = _f("cpu", choices=DEVICES)
     threads: int = _f(0, min=0, max=256)  # CPU threads detecting the frames of a batch side by side; 0 = auto
     # MTCNN's nets: "" = facenet-pytorch's own (learned on bare faces), else a `mask-train fit-detector` file

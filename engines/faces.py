@@ -27,7 +27,7 @@ Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 # face with them, so tuning config.toml's [detector] moves none of them (the Makefile pins the same values);
 # with facenet-pytorch's own nets
 FIRST_DEMO_DETECTOR = DetectorConfig(
-    thresholds=(0.5, 0.6, 0.6), min_face_size=40, scale_factor=0.709, weights=""
+    thresholds=(0.5, 0.6, 0.6), min_face_size=40, scale_factor=0.709, min_score=0.0, weights=""
 )
 
 _BORDERS = {

@@ -18,6 +18,15 @@ def _img(name):
     return img
 
 
+def test_min_score_drops_the_detections_under_it_and_nothing_else(shared):
+    img = _img("astronaut.png")
+    every = FaceDetector(DetectorConfig(min_score=0.0)).detect(img)
+    kept = FaceDetector(DetectorConfig()).detect(img)  # config.toml's 0.6
+    assert DetectorConfig().min_score == 0.6
+    assert len(every) > len(kept) == 1  # the taught nets pass a patch of the suit at about 0.5
+    assert [f.box for f in every if f.score >= 0.6] == [f.box for f in kept]
+
+
 def test_astronaut_exactly_one_face_where_expected(shared, detector):
     faces = detector.detect(_img("astronaut.png"))
     assert len(faces) == 1

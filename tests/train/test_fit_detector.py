@@ -52,6 +52,21 @@ def test_candidates_are_labelled_by_their_overlap_and_never_negative_over_anothe
     assert iou_matrix(cands[:2], np.array([face]))[:, 0] == pytest.approx([1.0, 8100 / 11900])
 
 
+def test_a_face_in_profile_is_matched_by_its_square_so_candidates_over_it_are_positives():
+    from train.detector.data import jittered, squared
+
+    profile = (130.0, 100.0, 180.0, 200.0)  # half as wide as tall: a face turned aside
+    square = (105.0, 100.0, 205.0, 200.0)  # the candidate MTCNN would draw over it
+    assert squared([profile]).tolist() == [list(square)]
+    assert iou_matrix(np.array([square]), np.array([profile]))[0, 0] == pytest.approx(0.5)  # never 0.65
+    cands = np.array([square, [110, 105, 210, 205], [400, 100, 500, 200], [60, 100, 160, 200]], float)
+    assert label_boxes(cands, profile).tolist() == [1, 1, 0, -2]  # IoU 1, 0.82, 0, 0.38 with the square
+    near = np.array([[205, 100, 305, 200], [150, 100, 250, 200]], float)  # beside it; 0.25 over its box
+    assert label_boxes(near, [], [profile]).tolist() == [0, -2]  # but 0.38 over its square: never negative
+    rng = np.random.default_rng(0)
+    assert (label_boxes(jittered(profile, 40, rng), profile) == 1).sum() >= 10  # jitter teaches it too
+
+
 def test_a_pasted_face_gives_positives_parts_and_negatives_with_the_nets_inputs(shared):
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
@@ -258,6 +273,7 @@ def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
     meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
     assert meta["sources"] == ["real", "scenes"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
     assert meta["scenes"] > 250 and meta["init"] == "detector_round2.pt"  # the third round: the scenes
+    assert meta["options"]["scene_look"] is True  # ... each frame as another camera took it
 
 
 def test_a_config_elsewhere_that_leaves_weights_alone_runs_the_bundled_detector(tmp_path):
@@ -367,6 +383,33 @@ def test_a_scene_frame_keeps_its_faces_where_they_are_and_cut_ones_out_of_the_ne
         assert set(taught) <= set(others)  # every face (and the tiny annotated one) is kept from negatives
         seen_cut |= len(taught) < 2 and len(others) >= 2
     assert seen_cut  # at 0.8-2x the width some windows cut a face: it is not taught, only not a negative
+
+
+def test_a_scene_frame_looks_as_another_camera_took_it_with_its_boxes_moved_along():
+    from train.detector.data import camera_look
+
+    frame = np.full((480, 640, 3), 60, np.uint8)
+    face, other = (100.0, 120.0, 180.0, 220.0), (500.0, 40.0, 530.0, 80.0)
+    frame[120:220, 100:180] = 230  # the face: a bright patch left of the centre
+    mirrored = changed = 0
+    for seed in range(40):
+        out, faces, others = camera_look(frame, [face], [face, other], np.random.default_rng(seed))
+        assert out.shape == frame.shape and out.dtype == np.uint8
+        (x1, y1, x2, y2), moved_other = faces[0], others[1]
+        assert (y1, y2) == (face[1], face[3]) and x2 - x1 == face[2] - face[0]
+        assert others[0] == faces[0]  # a face and its never-negative copy move together
+        flipped = x1 != face[0]
+        mirrored += flipped
+        if flipped:
+            assert (x1, x2) == (640 - face[2], 640 - face[0])
+            assert moved_other[:2] == (640 - other[2], other[1])
+        inner = out[int(y1) + 15 : int(y2) - 15, int(x1) + 15 : int(x2) - 15].mean()
+        beside = out[int(y1) + 15 : int(y2) - 15, int(x2) + 20 : int(x2) + 60].mean()
+        assert inner > beside + 40  # the face is still where its box says, whatever else changed
+        changed += not np.array_equal(out[:, ::-1] if flipped else out, frame)
+    assert 10 <= mirrored <= 30 and changed >= 30  # about half mirrored, nearly all looking otherwise
+    again = camera_look(frame, [face], [], np.random.default_rng(3))[0]
+    assert np.array_equal(again, camera_look(frame, [face], [], np.random.default_rng(3))[0])
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is missing")

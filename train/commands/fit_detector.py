@@ -46,6 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "crowd, scaled 0.8-2x) makes K times the frames (default 4)",
     )
     p.add_argument(
+        "--scene-look",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each scene frame as another camera took it: mirrored, exposure, blur, grain, JPEG "
+        "(default on; --no-scene-look: the scenes as they are)",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         nargs=3,
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         frames_per_photo=args.frames,
         close_up_repeat=args.close_up_repeat,
         scene_repeat=args.scene_repeat,
+        scene_look=args.scene_look,
         epochs=tuple(args.epochs),
         lr=args.lr,
         seed=args.seed,

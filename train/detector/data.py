@@ -100,18 +100,28 @@ def as_boxes(faces) -> np.ndarray:
     return np.asarray(faces, np.float64).reshape(-1, 4)
 
 
+def squared(boxes) -> np.ndarray:
+    """Each box (N x 4) as the square on its longer side around its centre: what MTCNN's candidates are."""
+    b = as_boxes(boxes)
+    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
+
+
 def label_boxes(cands: np.ndarray, faces, others: Sequence[Box] = ()) -> np.ndarray:
     """1 positive, -1 part, 0 negative, -2 dropped (between part and negative, or over another face), by the
     overlap with the best-matching of `faces` (one box, or a scene's several); `others` (faces too small,
-    cut by the frame's edge, or not taught) are never negatives."""
-    faces = as_boxes(faces)
+    cut by the frame's edge, or not taught) are never negatives. The candidates are squares, so each face is
+    matched by its square (squared): a face in profile, its box half as wide as tall, has no square that
+    overlaps the box itself at 0.65, and was never a positive (the faces the nets then missed most)."""
+    faces = squared(faces) if len(as_boxes(faces)) else as_boxes(faces)
     overlap = iou_matrix(cands, faces).max(axis=1) if len(faces) else np.zeros(len(cands))
     labels = np.full(len(cands), -2, np.int64)
     labels[overlap >= POS_IOU] = 1
     labels[(overlap >= PART_IOU) & (overlap < POS_IOU)] = -1
     neg = overlap < NEG_IOU
     if len(others):
-        neg &= iou_matrix(cands, np.asarray(others)).max(axis=1) < NEG_IOU
+        neg &= iou_matrix(cands, squared(others)).max(axis=1) < NEG_IOU
     labels[neg] = 0
     return labels
 
@@ -203,6 +213,42 @@ def scene_frame(
     faces = [c for c, inside in map(moved, scene.faces) if inside >= SCENE_INSIDE]
     others = [c for c, inside in map(moved, (*scene.faces, *scene.others)) if inside > 0]
     return frame, faces, others
+
+
+def camera_look(
+    frame: np.ndarray, faces: Sequence[Box], others: Sequence[Box], rng: np.random.Generator
+) -> tuple[np.ndarray, list[Box], list[Box]]:
+    """A scene frame as another camera might have taken it: mirrored (half the time: a face turned left is
+    as often turned right), its exposure and contrast changed, and at random blurred (out of focus or moving),
+    grainy or JPEG-compressed. A few hundred scenes, each cut into several frames, are otherwise learnt by
+    heart (the nets' loss falls to nothing while faces in unseen scenes, turned or blurred, are missed).
+    Returns the frame and the boxes moved with it."""
+    h, w = frame.shape[:2]
+    if rng.random() < 0.5:
+        frame = np.ascontiguousarray(frame[:, ::-1])
+        faces = [(w - b[2], b[1], w - b[0], b[3]) for b in faces]
+        others = [(w - b[2], b[1], w - b[0], b[3]) for b in others]
+    out = frame.astype(np.float32)
+    if rng.random() < 0.8:
+        out = (out - 128.0) * rng.uniform(0.6, 1.4) + 128.0 + rng.uniform(-35, 35)
+        out *= rng.uniform(0.9, 1.1, 3)  # white balance
+    if rng.random() < 0.25:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.6, 2.0)))
+    elif rng.random() < 0.2:
+        k = int(rng.integers(3, 10))
+        kernel = np.zeros((k, k), np.float32)
+        kernel[k // 2] = 1.0 / k
+        rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), float(rng.uniform(0, 180)), 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (k, k))
+        out = cv2.filter2D(out, -1, kernel / max(float(kernel.sum()), 1e-6))
+    if rng.random() < 0.25:
+        out += rng.normal(0, rng.uniform(2, 8), out.shape).astype(np.float32)
+    frame = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 80))])
+        if ok:
+            frame = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return frame, list(faces), list(others)
 
 
 def shrink(frame: np.ndarray, boxes: Sequence[Box], max_side: int) -> tuple[np.ndarray, list[Box]]:

@@ -32,6 +32,7 @@ from train.detector.data import (
     DetPhoto,
     DetScene,
     Samples,
+    camera_look,
     clutter_background,
     frame_samples,
     paste_face,
@@ -55,6 +56,7 @@ class FitDetectorOptions:
     frames_per_photo: int = 2
     close_up_repeat: int = 4  # close-ups are few (3% of the photos) and what MTCNN misses most
     scene_repeat: int = 4  # a scene (a VOC import's image) makes this many times frames_per_photo frames
+    scene_look: bool = True  # each scene frame as another camera took it (train.detector.data.camera_look)
     face_heights: tuple[float, float] = (50.0, 220.0)  # px in the 640x480 frame (evaluate-frames: 60-200)
     max_side: int = 320  # monitor.detect_max_side
     min_face: int = 20  # detector.min_face_size
@@ -210,6 +212,8 @@ def make_samples(
                 rng = np.random.default_rng([seed, i, k])
                 if scene:
                     frame, faces, others = scene_frame(img, ph, rng)
+                    if opts.scene_look:
+                        frame, faces, others = camera_look(frame, faces, others, rng)
                 else:
                     bg = clutter_background(rng, backgrounds)
                     height = rng.uniform(*opts.face_heights)

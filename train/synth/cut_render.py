@@ -4,9 +4,10 @@ placements both renderers share: worn (over the nose), under the nose, on the ch
 A placement is where the mask's top edge goes in the target's face frame (mask_render.face_frame: units of
 the eye distance from the eyes' midpoint, v down): worn, on the nose bridge (above the nose tip); under the
 nose, between the nose tip and the upper lip (the nostrils free, the mouth and chin covered); on the chin,
-under the mouth landmarks. The mask is scaled to the target face's width by an affine map from the source
-face's frame to the target's (the source's eye line and face box onto the target's). Hanging from an ear:
-placed under the nose, then turned 30-70 degrees about the ear point of one side and pushed out to that
+under the mouth landmarks. Worn and under the nose, the height is held on the nose tip's vertical line, not
+the face's middle (a turned face's nose is off it). The mask is scaled to the target face's width by an
+affine map from the source face's frame to the target's (the source's eye line and face box onto the
+target's). Hanging from an ear: placed under the nose, then turned 30-70 degrees about the ear point of one
 side, as a mask held by one loop falls.
 
 The mask takes the target's look, so that no trace of the renderer tells the class: its light (luminance
@@ -91,6 +92,22 @@ def top_edge(ff: FaceFrame, placement: str, rng: np.random.Generator) -> float:
     return em + (chin - em) * float(rng.uniform(0.25, 0.4))
 
 
+def _top_at(mask: BankMask, u: float) -> float:
+    """v (source face units) of the mask's top edge at u: a worn or under-the-nose mask's height is held
+    at the target's nose (on a face turned aside the nose tip is off the face's middle, where an arched top
+    edge is lower: held at the middle, a worn mask there left the nose tip out). The meta's middle `top`
+    where the mask has no alpha at u."""
+    x0, y0 = mask.meta["offset"]
+    cx, cy = CANON_EYES
+    alpha = mask.rgba[..., 3]
+    col = int(round(u * CANON_D + cx - x0))
+    if 0 <= col < alpha.shape[1]:
+        rows = np.flatnonzero(alpha[:, col] > 127)
+        if len(rows):
+            return (float(rows[0]) + y0 - cy) / CANON_D
+    return float(mask.meta["top"])
+
+
 def cut_transform(
     ff: FaceFrame, mask: BankMask, placement: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, float]:
@@ -109,7 +126,9 @@ def cut_transform(
     sy = sx * (float(rng.uniform(0.6, 0.8)) if placement == "chin" else float(rng.uniform(0.92, 1.08)))
     centre = 0.5 * (ff.left + ff.right) + float(rng.normal(0, 0.03))
     top = top_edge(ff, placement, rng)
-    src_to_tgt = _affine(sx, 0, centre - sx * src_c, 0, sy, top - sy * float(m["top"]))
+    held = placement in ("over_nose", "under_nose")  # on the chin and off an ear the nose is free anyway
+    src_top = _top_at(mask, (ff.nose[0] - centre) / sx + src_c) if held else float(m["top"])
+    src_to_tgt = _affine(sx, 0, centre - sx * src_c, 0, sy, top - sy * src_top)
     full = _to_image(ff) @ (ear_turn(ff, rng) if placement == "ear" else np.eye(3)) @ src_to_tgt @ png_to_src
     return full[:2], ff.d / CANON_D * sx
 

@@ -114,7 +114,7 @@ def label_boxes(cands: np.ndarray, faces, others: Sequence[Box] = ()) -> np.ndar
     cut by the frame's edge, or not taught) are never negatives. The candidates are squares, so each face is
     matched by its square (squared): a face in profile, its box half as wide as tall, has no square that
     overlaps the box itself at 0.65, and was never a positive (the faces the nets then missed most)."""
-    faces = squared(faces) if len(as_boxes(faces)) else as_boxes(faces)
+    faces = squared(faces)
     overlap = iou_matrix(cands, faces).max(axis=1) if len(faces) else np.zeros(len(cands))
     labels = np.full(len(cands), -2, np.int64)
     labels[overlap >= POS_IOU] = 1

@@ -154,6 +154,9 @@ def cut_mask(photo: np.ndarray, landmarks: np.ndarray, box, iterations: int = 3)
     ry1, ry2 = max(top - 24, 0), min(oy2 + 16, H)
     roi_seeds = seeds[ry1:ry2, rx1:rx2].copy()
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut starts its colour models by k-means from OpenCV's own random state, which every earlier call in
+    # the thread moves: seeded, a photo gives the same cut whatever ran before it
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(
             np.ascontiguousarray(img[ry1:ry2, rx1:rx2]),

@@ -152,6 +152,21 @@ def test_idle_half_requests_are_closed_and_the_connection_cap_answers_503(label_
     assert serving(port)
 
 
+def test_every_refused_connection_reads_its_503_and_no_reset(label_server):
+    # the 503 was once sent and the socket closed with the request unread: the kernel then resets the
+    # connection, and 52 of 400 such clients saw "not connected" or "connection reset" instead of the answer
+    port, _, _ = label_server(max_connections=1, timeout_s=30.0)
+    idle = socket.create_connection(("127.0.0.1", port), timeout=15)
+    try:
+        idle.sendall(b"GET /api/items HTTP/1.1\r\n")  # holds the one place
+        time.sleep(0.2)
+        request = b"GET /api/items HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + b"x" * 2000
+        answers = [raw(port, request) for _ in range(150)]
+    finally:
+        idle.close()
+    assert all(a.startswith(b"HTTP/1.1 503") and a.endswith(b"too many connections\n") for a in answers)
+
+
 def _try_serving(port: int) -> bool:
     try:
         return serving(port)

@@ -18,8 +18,10 @@ import json
 import mimetypes
 import os
 import secrets
+import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +36,8 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 65536  # bytes of a POST body (a label is a few dozen)
 TIMEOUT_S = 10.0  # a connection idle this long (a half-sent request) is closed
 MAX_CONNECTIONS = 32  # served at once; one more is answered 503 at once
+REFUSING = 32  # 503 answers closing at once (LabelServer._refuse); beyond these a connection is just closed
+REFUSE_LINGER_S = 1.0  # a refused connection's request is read this long at most before it is closed
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 COOKIE = "label_token"
 PLACEHOLDER = (
@@ -221,23 +225,42 @@ class LabelServer(ThreadingHTTPServer):
     def server_activate(self) -> None:
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._refusing = threading.BoundedSemaphore(REFUSING)
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
-                )
-            except OSError:
-                pass
-            self.shutdown_request(request)
+            if self._refusing.acquire(blocking=False):  # answered and closed beside the accepting thread
+                threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
+            else:  # a flood: closed at once, as it comes
+                self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
             raise
+
+    def _refuse(self, request) -> None:
+        """503, then a lingering close: the request's unread bytes are read (for at most REFUSE_LINGER_S)
+        before the socket is closed. Closed with them unread, the kernel ends the connection with a reset,
+        and a reset that reaches the client first discards the answer (it saw "connection reset" or, at its
+        own shutdown, "not connected", instead of the 503)."""
+        try:
+            request.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+            )
+            request.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + REFUSE_LINGER_S
+            while (left := end - time.monotonic()) > 0:
+                request.settimeout(left)
+                if not request.recv(65536):
+                    break
+        except OSError:
+            pass
+        finally:
+            request.close()
+            self._refusing.release()
 
     def process_request_thread(self, request, client_address) -> None:
         try:

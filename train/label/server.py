@@ -230,9 +230,12 @@ class LabelServer(ThreadingHTTPServer):
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
             if self._refusing.acquire(blocking=False):  # answered and closed beside the accepting thread
-                threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
-            else:  # a flood: closed at once, as it comes
-                self.shutdown_request(request)
+                try:
+                    threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
+                    return
+                except RuntimeError:  # no thread to be had: closed at once
+                    self._refusing.release()
+            self.shutdown_request(request)  # a flood: closed at once, as it comes
             return
         try:
             super().process_request(request, client_address)

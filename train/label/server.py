@@ -36,8 +36,12 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 65536  # bytes of a POST body (a label is a few dozen)
 TIMEOUT_S = 10.0  # a connection idle this long (a half-sent request) is closed
 MAX_CONNECTIONS = 32  # served at once; one more is answered 503 at once
-REFUSING = 32  # 503 answers closing at once (LabelServer._refuse); beyond these a connection is just closed
+REFUSING = 32  # refusals lingering at once (LabelServer._refuse); more are closed right after their 503
 REFUSE_LINGER_S = 1.0  # a refused connection's request is read this long at most before it is closed
+TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 COOKIE = "label_token"
 PLACEHOLDER = (
@@ -233,9 +237,13 @@ class LabelServer(ThreadingHTTPServer):
                 try:
                     threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
                     return
-                except RuntimeError:  # no thread to be had: closed at once
+                except RuntimeError:  # no thread to be had: as a flood
                     self._refusing.release()
-            self.shutdown_request(request)  # a flood: closed at once, as it comes
+            try:  # a flood: answered and closed at once, as it comes
+                request.sendall(TOO_MANY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
@@ -249,10 +257,7 @@ class LabelServer(ThreadingHTTPServer):
         and a reset that reaches the client first discards the answer (it saw "connection reset" or, at its
         own shutdown, "not connected", instead of the 503)."""
         try:
-            request.sendall(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
-            )
+            request.sendall(TOO_MANY)
             request.shutdown(socket.SHUT_WR)
             end = time.monotonic() + REFUSE_LINGER_S
             while (left := end - time.monotonic()) > 0:

@@ -229,6 +229,19 @@ def test_evaluate_scenes_refuses_a_list_without_boxes(voc, tmp_path):
         _main([*args, "--list", str(tmp_path / "l.csv")])
 
 
+def test_evaluate_scenes_of_no_readable_image_is_one_error_naming_it(voc, tmp_path):
+    from engines.errors import UserError
+    from train.cli import _main
+
+    root, _ = voc
+    (tmp_path / "x.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "l.csv").write_text(f"file,mask,box\n{tmp_path / 'x.jpg'},wear,1 2 30 40\n")
+    args = ["evaluate-scenes", "--checkpoint", str(REPO / "samples" / "demo_model.onnx"), "--data", str(root)]
+    with pytest.raises(UserError, match=r"x\.jpg: not an image \(no scene of the list could be read\)"):
+        _main([*args, "--list", str(tmp_path / "l.csv"), "--json", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
 SCENES = REPO.parent / "shared" / "datasets" / "face-mask-scenes" / "images"
 
 

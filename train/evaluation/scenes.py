@@ -140,6 +140,8 @@ def run_scenes(
             img = read_image(scene.path)
             if img is None:
                 unreadable += 1
+                if unreadable == len(scenes):  # nothing to measure: not a table of zeros that "passes"
+                    raise UserError(f"{scene.path}: not an image (no scene of the list could be read)")
                 continue
             frame, s = to_frame(img, cfg.scenes.frame_width)
             truths = [tuple(v * s for v in f.box) for f in scene.faces]

@@ -159,3 +159,14 @@ def test_a_thumbnail_scene_is_looked_at_enlarged_and_its_face_given_in_its_own_p
     truth = (x1 * s + 15, y1 * s + 10, x2 * s + 15, y2 * s + 10)
     assert box is not None and iou(box, truth) > 0.4
     assert find_small_face(np.full((100, 100, 3), 170, np.uint8), reference) is None
+
+
+def test_a_list_of_which_no_photo_can_be_read_is_one_error_naming_it(tmp_path, tiny_checkpoint):
+    from engines.errors import UserError
+
+    (tmp_path / "x.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    (tmp_path / "l.csv").write_text("file,mask\nbad.jpg,not_wear\nx.jpg,wear\n")
+    args = ["evaluate-frames", "--checkpoint", str(tiny_checkpoint), "--list", str(tmp_path / "l.csv")]
+    with pytest.raises(UserError, match=r"x\.jpg: not an image \(no photo of the list could be read\)"):
+        _main([*args, "--root", str(tmp_path), "--threads", "1"])

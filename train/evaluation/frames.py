@@ -157,6 +157,8 @@ def prepare_frames(photos: Sequence[Photo], detector, seed: int, show: bool) -> 
             img = read_image(ph.path)
             bar.advance()
             if img is None:
+                if i == len(photos) - 1 and not out:  # nothing to measure: not a table of zeros
+                    raise UserError(f"{ph.path}: not an image (no photo of the list could be read)")
                 continue
             box, _, how = find_box(img, detector)
             if how == "whole_image" and (small := find_small_face(img, detector)) is not None:

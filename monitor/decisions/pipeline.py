@@ -253,10 +253,10 @@ class SourceDecisions:
                 result.faces += 1
         seen = (result.frame.index, result.frame.time)
         for track, face in pairs:
-            self.tracker.confirm(track, face, self.seq)
+            self.tracker.confirm(track, face, self.seq, self.size)
             self._seen[track.id] = seen
         for face in new:
-            t = self.tracker.start(face, self.seq)
+            t = self.tracker.start(face, self.seq, self.size)
             if t is not None:
                 self._seen[t.id] = seen
 

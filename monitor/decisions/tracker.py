@@ -6,7 +6,10 @@ its last detections (the size stays that of the last detection). Matching is gre
 (for a face that moved far between two detections) by centre distance relative to the face size, with a
 size check. A track is tentative until a second detection confirms it; only then does it get the person
 number that users see (1, 2, ... in the order people are confirmed), so false detections and one-off
-glimpses never use up numbers.
+glimpses never use up numbers. The confident detection must show the lower face: a detection whose mouth
+corners or chin (from MTCNN's landmarks) lie outside the frame (a face cut by the frame's edge, or a collar
+at the bottom of the picture that MTCNN takes for the top of a face) shows nothing a mask state can be
+read from.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Track:
     fresh: bool = True  # confirmed by a detection on the current frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
     number: int = 0  # the person number users see, given on confirmation (0 while tentative)
-    strong: bool = False  # one of its detections scored at least the tracker's confirm_score
+    strong: bool = False  # one of its detections scored at least the tracker's confirm_score, mouth in view
 
     def missed(self, seq: int) -> int:
         return seq - self.last_seq
@@ -61,6 +64,21 @@ class Track:
         """Seen by two detections, one of them confident: a one-off false detection never becomes a person,
         nor does a tie or a lamp that MTCNN's permissive thresholds keep finding at a low score."""
         return self.hits >= 2 and self.strong
+
+
+CHIN_BELOW_MOUTH = 0.5  # the chin lies about this share of the eyes-to-mouth distance below the mouth
+
+
+def mouth_in_view(face: Face, size: tuple[int, int] | None) -> bool:
+    """The lower face in a frame of `size` (w, h): both mouth corners (landmarks 3 and 4) and the chin below
+    them (CHIN_BELOW_MOUTH) inside it, where a mask is judged; True where either is unknown."""
+    if size is None or face.landmarks is None or len(face.landmarks) < 5:
+        return True
+    lm = np.asarray(face.landmarks, np.float64)
+    eyes, mouth = lm[0:2].mean(axis=0), lm[3:5]
+    chin = mouth.mean(axis=0)[1] + CHIN_BELOW_MOUTH * max(mouth.mean(axis=0)[1] - eyes[1], 0.0)
+    w, h = size
+    return bool(((mouth >= 0) & (mouth <= (w - 1, h - 1))).all() and chin <= h - 1)
 
 
 class Tracker:
@@ -113,26 +131,32 @@ class Tracker:
         left_f = [f for i, f in enumerate(faces) if i not in used_f]
         return pairs, left_t, left_f
 
-    def confirm(self, track: Track, face: Face, seq: int) -> None:
-        """A detection (first or second look) confirmed `track` on frame `seq`."""
+    def confident(self, face: Face, size: tuple[int, int] | None = None) -> bool:
+        """Can this detection make its track a person: scored at least confirm_score, its mouth in a frame of
+        `size` (w, h; None: not checked)?"""
+        return face.score >= self.confirm_score and mouth_in_view(face, size)
+
+    def confirm(self, track: Track, face: Face, seq: int, size: tuple[int, int] | None = None) -> None:
+        """A detection (first or second look) confirmed `track` on frame `seq` (of `size`, w x h)."""
         gap = max(seq - track.last_seq, 1)
         measured = (_centre(face.box) - _centre(track.detected_box)) / gap
         track.velocity = 0.5 * track.velocity + 0.5 * measured if track.hits > 1 else measured
         track.box = track.detected_box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
         track.last_seq, track.fresh = seq, True
         track.hits += 1
-        track.strong = track.strong or face.score >= self.confirm_score
+        track.strong = track.strong or self.confident(face, size)
         if track.confirmed and not track.number:
             track.number = self._next_number
             self._next_number += 1
 
-    def start(self, face: Face, seq: int) -> Track | None:
-        """A new track for an unmatched face, unless it is a duplicate of a track already there."""
+    def start(self, face: Face, seq: int, size: tuple[int, int] | None = None) -> Track | None:
+        """A new track for an unmatched face (on a frame of `size`, w x h), unless it duplicates a track
+        already there."""
         if any(iou(t.box, face.box) > 0.5 for t in self.tracks):
             return None
         box = tuple(float(v) for v in face.box)
         t = Track(self._next_id, box, seq, seq, detected_box=box)  # type: ignore[arg-type]
-        t.strong = face.score >= self.confirm_score
+        t.strong = self.confident(face, size)
         self._next_id += 1
         self.tracks.append(t)
         return t

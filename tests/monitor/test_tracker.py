@@ -69,3 +69,41 @@ def test_only_a_confident_detection_makes_a_track_a_person():
     t = plain.start(face(0, 0, score=0.4), 0)
     plain.confirm(t, face(0, 0, score=0.4), 3)
     assert t.confirmed and t.number == 1
+
+
+def marked(x, y, s=100.0, score=0.99) -> Face:
+    """A face with MTCNN's five landmarks where a frontal face has them: eyes at 0.4 of the box's height,
+    the nose at 0.6, the mouth corners at 0.8."""
+    import numpy as np
+
+    h = s * 1.25
+    marks = [(0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8)]
+    return Face((x, y, x + s, y + h), score, np.array([(x + u * s, y + v * h) for u, v in marks], np.float32))
+
+
+def test_a_confident_detection_makes_a_person_only_with_its_lower_face_in_the_frame():
+    """A collar at the bottom of the picture, taken by MTCNN for the top of a face cut by the frame's edge,
+    scores 0.98 with its mouth just inside and its chin beyond: no mask state can be read from it, so it
+    never becomes a person; the same detection wholly in view does. Without landmarks nothing changes."""
+    from monitor.decisions.tracker import mouth_in_view
+
+    size = (640, 480)
+    assert mouth_in_view(marked(300, 300), size)  # box bottom at 425
+    assert not mouth_in_view(marked(300, 400), size)  # mouth at 500: below the frame
+    cut = marked(300, 375, s=100)  # mouth corners at 475 (inside); the chin (475 + 0.5 * 50) is not
+    assert not mouth_in_view(cut, size) and mouth_in_view(cut, (640, 520)) and mouth_in_view(cut, None)
+    assert not mouth_in_view(marked(-60, 100), size)  # a mouth corner left of the frame
+    assert mouth_in_view(face(300, 400), size)  # no landmarks: not judged
+    tr = Tracker(confirm_score=0.9)
+    collar = tr.start(cut, 0, size)
+    whole = tr.start(marked(0, 50), 0, size)
+    for seq in (3, 6):
+        tr.predict(seq)
+        pairs, _, _ = tr.match([marked(300, 375), marked(0, 50)])
+        for t, f in pairs:
+            tr.confirm(t, f, seq, size)
+    assert whole.confirmed and whole.number == 1
+    assert collar.hits == 3 and not collar.confirmed and collar.number == 0
+    tr.predict(9)
+    tr.confirm(collar, marked(300, 300), 9, size)  # the same track, now wholly in view
+    assert collar.confirmed and collar.number == 2

@@ -415,7 +415,10 @@ def test_bench_engines_writes_positive_numbers(tiny_checkpoint, tmp_path):
         assert c["ratio"]["onnx"] == pytest.approx(rates["onnx"] / rates["pytorch"], rel=rel)
     assert [m["frame"] for m in res["mtcnn"]] == [[640, 480], [1280, 720]]
     for m in res["mtcnn"]:
-        assert 0 < m["median_ms"] <= m["p95_ms"] and m["faces"] == 1 and m["weak"] >= 0
+        assert 0 < m["median_ms"] <= m["p95_ms"] and m["faces"] >= 1 and m["weak"] >= 0
+    # the astronaut's face alone at 640x480; MTCNN on the whole 1280x720 frame (the monitor shrinks it to
+    # 320 px first) also sees a 21-px 'face' in the dark shuttle base beside her (0.81-0.94 by nets file)
+    assert res["mtcnn"][0]["faces"] == 1 and res["mtcnn"][1]["faces"] <= 2
     assert res["target"]["ratio"] == next(
         c["ratio"]["onnx"] for c in res["classifier"] if c["input"] == [128, 96] and c["batch"] == 8
     )

@@ -97,6 +97,71 @@ def test_a_pasted_face_gives_positives_parts_and_negatives_with_the_nets_inputs(
     assert float(probs.median()) > 0.9
 
 
+def test_scene_box_targets_take_each_face_candidate_to_its_face_and_leave_the_rest_the_nets(shared):
+    """--scene-boxes: the box a positive or part is taught to regress to is its face's own box (here moved
+    off the original nets' box, as a face turned aside is), by MTCNN's own box arithmetic; negatives keep
+    the original nets' targets (their boxes are never used)."""
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+    from facenet_pytorch.models.utils.detect_face import bbreg
+
+    from train.detector.data import face_offsets
+
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    face = FaceDetector(ORIGINAL).detect(img)[0].box
+    frame, box, _ = paste_face(img, face, (), 120.0, np.random.default_rng(1))
+    small, (sbox,) = shrink(frame, [box], 320)
+    w = sbox[2] - sbox[0]
+    turned = (sbox[0] + 0.15 * w, sbox[1], sbox[2] + 0.1 * w, sbox[3])  # not where the original net puts it
+    nets = tuple(n().eval() for n in (PNet, RNet, ONet))
+    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+    for stage in ("pnet", "rnet", "onet"):
+        with one_torch_thread():
+            own = frame_samples(rgb, turned, [], nets, stage, np.random.default_rng(5))
+            taught = frame_samples(rgb, turned, [], nets, stage, np.random.default_rng(5), box_targets=True)
+        assert np.array_equal(own.labels, taught.labels) and np.array_equal(own.inputs, taught.inputs)
+        boxy, neg = taught.labels != 0, taught.labels == 0
+        assert boxy.any() and neg.any()
+        assert np.array_equal(own.regs[neg], taught.regs[neg])
+        assert not np.allclose(own.regs[boxy], taught.regs[boxy], atol=0.02)
+    # the offsets bring a box onto the face it overlaps most, as the detector applies them
+    boxes = np.array([[10.0, 20.0, 50.0, 60.0], [100.0, 100.0, 130.0, 130.0]])
+    faces = np.array([[98.0, 105.0, 128.0, 140.0], [12.0, 25.0, 45.0, 70.0]])
+    moved = bbreg(torch.tensor(boxes), torch.tensor(face_offsets(boxes, faces, "onet"), dtype=torch.float64))
+    assert moved.numpy() == pytest.approx(faces[::-1], abs=1e-3)
+    regw = (boxes[:, 2] - boxes[:, 0])[:, None]  # P-Net's windows are regressed by their size (propose)
+    assert boxes + face_offsets(boxes, faces, "pnet") * regw == pytest.approx(faces[::-1], abs=1e-3)
+
+
+def test_a_scene_with_a_face_the_finder_misses_is_hard_and_cut_into_more_frames(shared, tmp_path):
+    from dataclasses import replace
+
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from engines.faces import FIRST_DEMO_DETECTOR
+    from train.detector.data import DetScene
+    from train.detector.fit import FitDetectorOptions, make_samples, mark_hard
+
+    img = cv2.imread(str(FACES / "obama.jpg"))
+    face = FaceDetector(ORIGINAL).detect(img)[0].box
+    frame, box, _ = paste_face(img, face, (), 120.0, np.random.default_rng(1))
+    cv2.imwrite(str(tmp_path / "scene.png"), frame)
+    wall = (0.0, 0.0, 90.0, 100.0) if box[0] > 200 else (540.0, 0.0, 630.0, 100.0)  # no face there
+    easy = DetScene(str(tmp_path / "scene.png"), (box,), (box,))
+    missed = DetScene(str(tmp_path / "scene.png"), (box,), (box, wall))
+    small = DetScene(str(tmp_path / "scene.png"), (box,), (box, (wall[0], 0.0, wall[0] + 30, 35.0)))
+    finder = FaceDetector(replace(FIRST_DEMO_DETECTOR, min_face_size=20))
+    opts = FitDetectorOptions(frames_per_photo=1, scene_repeat=1, hard_repeat=3)
+    with one_torch_thread():
+        marked = mark_hard([(easy, "a"), (missed, "b"), (small, "c")], finder, opts, False)
+    assert [(sc.hard, g) for sc, g in marked] == [(False, "a"), (True, "b"), (False, "c")]  # under 40 px: no
+    nets = tuple(n().eval() for n in (PNet, RNet, ONet))
+    with one_torch_thread():
+        once = make_samples([marked[0][0]], nets, "onet", opts, 0, False)
+        thrice = make_samples([marked[1][0]], nets, "onet", opts, 0, False)
+        plain = make_samples([marked[1][0]], nets, "onet", replace(opts, hard_repeat=1), 0, False)
+    assert len(plain) == len(once) and len(thrice) > 2 * len(once)  # the first frame alike, then two more
+
+
 def test_p_net_samples_are_12_px_windows_with_its_hardest_and_random_negatives(shared):
     """P-Net scores every window of a frame: its samples are 12x12 crops, faces (jittered) and non-faces
     (its own highest-scored windows and random squares), box targets the original P-Net's own."""
@@ -272,8 +337,9 @@ def test_the_config_runs_the_bundled_masked_face_detector_with_its_provenance():
         assert any(not torch.equal(v, original().state_dict()[k]) for k, v in net.items())
     meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
     assert meta["sources"] == ["real", "scenes"] and meta["train_photos"] > 2000 and meta["backgrounds"] == 40
-    assert meta["scenes"] > 250 and meta["init"] == "detector_round2.pt"  # the third round: the scenes
+    assert meta["scenes"] > 250 and meta["init"] == "detector_round3.pt"  # the fourth round: the scenes
     assert meta["options"]["scene_look"] is True  # ... each frame as another camera took it
+    assert meta["options"]["scene_boxes"] is True and meta["options"]["hard_repeat"] == 3  # turned faces
 
 
 def test_a_config_elsewhere_that_leaves_weights_alone_runs_the_bundled_detector(tmp_path):

@@ -45,8 +45,8 @@ def test_prepare_counts_manifest_report_and_crops(prepared):
     assert c["corrupt"] == 1 and c["bad_folder"] == 1 and c["age_out_of_range"] == 1
     assert c["faces"] + c["centred"] == N_GOOD
     # the drawn person (7 images, a cartoon head) falls back to the centred crop; the masked-face nets
-    # (samples/detector_masked.pt) take two of its masked images for faces
-    assert c["centred"] >= 5
+    # (samples/detector_masked.pt) take two or three of its masked images for faces
+    assert c["centred"] >= 4
     assert c["faces"] >= N_GOOD - 14  # the photo people are found (masked ones too)
     assert c["eval_images"] == EVAL_COUNT
     rows = _manifest(cache)
@@ -54,7 +54,7 @@ def test_prepare_counts_manifest_report_and_crops(prepared):
     assert f"{CORRUPT[0]}/{CORRUPT[1]}" not in {r["key"] for r in rows}
     drawn = [r for r in rows if r["person"] == "000012"]
     missed = [r for r in drawn if r["found"] == "0"]
-    assert len(drawn) == 7 and len(missed) >= 5 and all(float(r["score"]) == 0.0 for r in missed)
+    assert len(drawn) == 7 and len(missed) >= 4 and all(float(r["score"]) == 0.0 for r in missed)
     for r in rows:
         crop = cv2.imread(str(cache / r["crop"]))
         assert crop.shape == (512, 384, 3)

@@ -53,6 +53,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default on; --no-scene-look: the scenes as they are)",
     )
     p.add_argument(
+        "--scene-boxes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a scene face's box targets are its own box (where the monitor's detector puts it, or the "
+        "annotated box mapped there), not the original nets' boxes, which lie half off a face turned aside "
+        "(default on)",
+    )
+    p.add_argument(
+        "--hard-repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="a scene with a face at least 40 px tall (in a 640-px-wide frame) that the --finder misses "
+        "makes K times the frames (default 1)",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         nargs=3,
@@ -101,10 +117,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    repeats = (args.frames, args.close_up_repeat, args.scene_repeat)
+    repeats = (args.frames, args.close_up_repeat, args.scene_repeat, args.hard_repeat)
     if min(repeats) < 1 or min(args.epochs) < 0 or not args.lr > 0:
         raise UserError(
-            "--frames, --close-up-repeat and --scene-repeat must be >= 1, --epochs >= 0 and --lr > 0"
+            "--frames, --close-up-repeat, --scene-repeat and --hard-repeat must be >= 1, --epochs >= 0 and "
+            "--lr > 0"
         )
     if not any(args.epochs):
         raise UserError("--epochs 0 0 0 teaches no net: give one of P-Net, R-Net, O-Net at least one epoch")
@@ -136,6 +153,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         close_up_repeat=args.close_up_repeat,
         scene_repeat=args.scene_repeat,
         scene_look=args.scene_look,
+        scene_boxes=args.scene_boxes,
+        hard_repeat=args.hard_repeat,
         epochs=tuple(args.epochs),
         lr=args.lr,
         seed=args.seed,

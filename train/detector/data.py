@@ -10,7 +10,8 @@ face: positive (IoU >= 0.65), part (0.4-0.65, box regression only) or negative (
 photo's other faces). Each sample is the net input exactly as engines.mtcnn cuts it.
 The box regression and O-Net's landmark targets are the original net's own outputs on the same crop: the
 nets learn which windows are faces, while a face's box stays where facenet-pytorch draws it (the classifier
-learnt from crops cut around those boxes; nothing labels landmarks here)."""
+learnt from crops cut around those boxes; nothing labels landmarks here). A scene's faces are already boxed
+where the monitor's detector puts them, so there the box targets can be those boxes (face_offsets)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class DetScene:
     others: tuple[Box, ...] = ()
     states: tuple[int, ...] = ()  # each annotated box's mask state (0 wear / 1 incorrect / 2 not wear)
     close_up: bool = False  # a scene never is (make_samples repeats close-ups)
+    hard: bool = False  # the finder misses one of its faces (fit.mark_hard): cut into more frames
 
 
 SCENE_WIDTHS = (0.8, 2.0)  # a scene scaled to 640 px wide times this (log-uniform): its faces at more sizes
@@ -135,6 +137,26 @@ def jittered(face: Box, n: int, rng: np.random.Generator) -> np.ndarray:
     s = side * rng.uniform(0.8, 1.25, n)
     dx, dy = rng.uniform(-0.2, 0.2, (2, n)) * side
     return np.stack([cx + dx - s / 2, cy + dy - s / 2, cx + dx + s / 2, cy + dy + s / 2], axis=1)
+
+
+def face_offsets(boxes: np.ndarray, faces: np.ndarray, stage: str) -> np.ndarray:
+    """The box offsets (facenet-pytorch's convention: x1, y1, x2, y2 moves as shares of the box's width and
+    height; R-Net's and O-Net's sizes count one pixel more, as its bbreg does) that take each box (N x 4) to
+    the face (of `faces`) whose square it overlaps most: what a stage should regress to reach that face."""
+    faces = as_boxes(faces)
+    match = faces[iou_matrix(boxes, squared(faces)).argmax(axis=1)]
+    extra = 0.0 if stage == "pnet" else 1.0
+    w = np.maximum(boxes[:, 2] - boxes[:, 0] + extra, 1e-6)
+    h = np.maximum(boxes[:, 3] - boxes[:, 1] + extra, 1e-6)
+    return np.stack(
+        [
+            (match[:, 0] - boxes[:, 0]) / w,
+            (match[:, 1] - boxes[:, 1]) / h,
+            (match[:, 2] - boxes[:, 2]) / w,
+            (match[:, 3] - boxes[:, 3]) / h,
+        ],
+        axis=1,
+    ).astype(np.float32)
 
 
 WORDS = ("ENTRANCE", "EXIT", "masks please", "OPEN", "PUSH", "Pull", "STAFF ONLY", "No entry", "24h", "SALE")
@@ -285,6 +307,7 @@ def frame_samples(
     factor: float = 0.709,
     jitter: int = 6,
     max_negatives: int = 8,
+    box_targets: bool = False,
 ) -> Samples | None:
     """The samples one frame (RGB, the size MTCNN sees) gives `stage` ('pnet', 'rnet' or 'onet'): candidates
     from the stages before it (`nets`: the P-Net, R-Net, O-Net as taught so far) with the given (P-Net,
@@ -293,7 +316,10 @@ def frame_samples(
     scored first, then at random: the ones the stage gets wrong). For P-Net the candidates are its own
     windows over a tenth of its threshold, with as many random squares of the frame.
     `targets`: the original (P-Net, R-Net, O-Net), default `nets`; the stage's original outputs on each crop
-    are the box (and, for O-Net, landmark) targets."""
+    are the box (and, for O-Net, landmark) targets. `box_targets`: a face or part's box target is its face
+    box instead (where a scene's faces already are where the monitor's detector puts them, or the annotated
+    box mapped there): the original nets' own boxes of a face turned aside are half off it, and the next
+    stage, cutting its input from them, scores the face low."""
     import torch
 
     from engines.mtcnn import box_crops, integral_images, pnet_windows, propose, refine
@@ -343,5 +369,7 @@ def frame_samples(
     with torch.inference_mode():
         out = targets[NET_NAMES.index(stage)](crops)
     regs = out[0].reshape(len(crops), 4).numpy().astype(np.float32)  # P-Net's is a 1x1 map
+    if box_targets and len(faces):
+        regs = np.where((labels != 0)[:, None], face_offsets(boxes[inside], faces, stage), regs)
     marks = out[1].numpy().astype(np.float32) if stage == "onet" else None
     return Samples(crops.numpy().astype(np.float16), labels, regs, marks)

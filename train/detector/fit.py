@@ -57,6 +57,8 @@ class FitDetectorOptions:
     close_up_repeat: int = 4  # close-ups are few (3% of the photos) and what MTCNN misses most
     scene_repeat: int = 4  # a scene (a VOC import's image) makes this many times frames_per_photo frames
     scene_look: bool = True  # each scene frame as another camera took it (train.detector.data.camera_look)
+    scene_boxes: bool = True  # a scene face's box targets: its own box, not the original nets' (face_offsets)
+    hard_repeat: int = 1  # a scene with a face the finder misses makes this many times scene_repeat frames
     face_heights: tuple[float, float] = (50.0, 220.0)  # px in the 640x480 frame (evaluate-frames: 60-200)
     max_side: int = 320  # monitor.detect_max_side
     min_face: int = 20  # detector.min_face_size
@@ -180,6 +182,38 @@ def det_photos(
     return photos, groups, counts
 
 
+HARD_HEIGHT = 40  # px in the 640-px-wide frame: the faces evaluate-scenes counts
+
+
+def mark_hard(
+    scenes: Sequence[tuple[DetScene, str]], finder, opts: FitDetectorOptions, show: bool
+) -> list[tuple[DetScene, str]]:
+    """The scenes, each marked hard where the finder (at its own thresholds), on the scene scaled to a
+    640-px-wide frame and shrunk as the monitor shrinks it, misses one of its annotated faces at least
+    HARD_HEIGHT px tall there (make_samples
+    cuts a hard scene hard_repeat times as many frames: the faces the nets still miss, turned aside, blurred,
+    half hidden, are otherwise a few among many they already find)."""
+    from engines.faces import detect_shrunk
+    from train.data.prepare import read_image
+    from train.data.scenes import assign
+    from train.evaluation.scenes import to_frame
+
+    out = []
+    with task("finding hard scenes", len(scenes), show) as bar:
+        for sc, group in scenes:
+            bar.advance()
+            img = read_image(sc.path)
+            hard = False
+            if img is not None:
+                frame, s = to_frame(img, 640)
+                big = [tuple(v * s for v in b) for b in sc.others if (b[3] - b[1]) * s >= HARD_HEIGHT]
+                if big:
+                    found = detect_shrunk(finder, frame, opts.max_side)
+                    hard = any(f is None for f in assign(big, found, 0.3))
+            out.append((replace(sc, hard=hard), group))
+    return out
+
+
 def make_samples(
     photos: Sequence[DetPhoto | DetScene],
     nets: Sequence,
@@ -208,6 +242,8 @@ def make_samples(
                 continue
             scene = isinstance(ph, DetScene)
             repeat = opts.scene_repeat if scene else opts.close_up_repeat if ph.close_up else 1
+            if scene and ph.hard:
+                repeat *= opts.hard_repeat
             for k in range(opts.frames_per_photo * repeat):
                 rng = np.random.default_rng([seed, i, k])
                 if scene:
@@ -234,6 +270,7 @@ def make_samples(
                     rng,
                     targets=targets,
                     min_face=opts.min_face,
+                    box_targets=scene and opts.scene_boxes,
                     **STAGE_SAMPLING[stage],
                 )
                 if s is not None:
@@ -369,8 +406,8 @@ def fit_detector(
     (`finder_weights`: the detector file that places the faces the import found no box for; "" =
     facenet-pytorch's nets); write them (atomically) to `out`; return the meta it carries: counts, and each
     stage's faces kept / non-faces dropped on the validation photos and scenes, before and after.
-    `init_weights`: a fit-detector file the nets start from (a further round; the box targets stay the
-    original nets'). `val_list`: also write the validation photos as an evaluate-frames list, so that the
+    `init_weights`: a fit-detector file the nets start from (a further round; the photos' box targets stay
+    the original nets'). `val_list`: also write the validation photos as an evaluate-frames list, so that the
     detection path's settings can be chosen on photos no net was taught (not on the held-out ones);
     `val_scenes`: the validation scenes' faces as an evaluate-scenes list."""
     import copy
@@ -386,6 +423,8 @@ def fit_detector(
     # round's places many close-ups and thumbnails' faces that facenet-pytorch's nets cannot)
     finder = FaceDetector(replace(FIRST_DEMO_DETECTOR, min_face_size=20, weights=str(finder_weights)))
     photos, groups, counts = det_photos(rows, finder, show)
+    if opts.hard_repeat > 1:
+        scenes = mark_hard(scenes, finder, opts, show)
     finder.close()
     is_val = split_groups(groups, opts.val_fraction, opts.seed)
     scene_val = split_groups([g for _, g in scenes], opts.val_fraction, opts.seed)

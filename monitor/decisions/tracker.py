@@ -69,7 +69,7 @@ class Track:
 CHIN_BELOW_MOUTH = 0.5  # the chin lies about this share of the eyes-to-mouth distance below the mouth
 
 
-def mouth_in_view(face: Face, size: tuple[int, int] | None) -> bool:
+def lower_face_in_view(face: Face, size: tuple[int, int] | None) -> bool:
     """The lower face in a frame of `size` (w, h): both mouth corners (landmarks 3 and 4) and the chin below
     them (CHIN_BELOW_MOUTH) inside it, where a mask is judged; True where either is unknown."""
     if size is None or face.landmarks is None or len(face.landmarks) < 5:
@@ -134,7 +134,7 @@ class Tracker:
     def confident(self, face: Face, size: tuple[int, int] | None = None) -> bool:
         """Can this detection make its track a person: scored at least confirm_score, its mouth in a frame of
         `size` (w, h; None: not checked)?"""
-        return face.score >= self.confirm_score and mouth_in_view(face, size)
+        return face.score >= self.confirm_score and lower_face_in_view(face, size)
 
     def confirm(self, track: Track, face: Face, seq: int, size: tuple[int, int] | None = None) -> None:
         """A detection (first or second look) confirmed `track` on frame `seq` (of `size`, w x h)."""

@@ -85,15 +85,16 @@ def test_a_confident_detection_makes_a_person_only_with_its_lower_face_in_the_fr
     """A collar at the bottom of the picture, taken by MTCNN for the top of a face cut by the frame's edge,
     scores 0.98 with its mouth just inside and its chin beyond: no mask state can be read from it, so it
     never becomes a person; the same detection wholly in view does. Without landmarks nothing changes."""
-    from monitor.decisions.tracker import mouth_in_view
+    from monitor.decisions.tracker import lower_face_in_view
 
     size = (640, 480)
-    assert mouth_in_view(marked(300, 300), size)  # box bottom at 425
-    assert not mouth_in_view(marked(300, 400), size)  # mouth at 500: below the frame
+    assert lower_face_in_view(marked(300, 300), size)  # box bottom at 425
+    assert not lower_face_in_view(marked(300, 400), size)  # mouth at 500: below the frame
     cut = marked(300, 375, s=100)  # mouth corners at 475 (inside); the chin (475 + 0.5 * 50) is not
-    assert not mouth_in_view(cut, size) and mouth_in_view(cut, (640, 520)) and mouth_in_view(cut, None)
-    assert not mouth_in_view(marked(-60, 100), size)  # a mouth corner left of the frame
-    assert mouth_in_view(face(300, 400), size)  # no landmarks: not judged
+    assert not lower_face_in_view(cut, size)
+    assert lower_face_in_view(cut, (640, 520)) and lower_face_in_view(cut, None)
+    assert not lower_face_in_view(marked(-60, 100), size)  # a mouth corner left of the frame
+    assert lower_face_in_view(face(300, 400), size)  # no landmarks: not judged
     tr = Tracker(confirm_score=0.9)
     collar = tr.start(cut, 0, size)
     whole = tr.start(marked(0, 50), 0, size)

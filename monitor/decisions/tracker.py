@@ -54,7 +54,9 @@ class Track:
     fresh: bool = True  # confirmed by a detection on the current frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, pixels per frame
     number: int = 0  # the person number users see, given on confirmation (0 while tentative)
-    strong: bool = False  # one of its detections scored at least the tracker's confirm_score, mouth in view
+    strong: bool = (
+        False  # one of its detections scored at least the tracker's confirm_score, lower face in view
+    )
 
     def missed(self, seq: int) -> int:
         return seq - self.last_seq
@@ -132,8 +134,8 @@ class Tracker:
         return pairs, left_t, left_f
 
     def confident(self, face: Face, size: tuple[int, int] | None = None) -> bool:
-        """Can this detection make its track a person: scored at least confirm_score, its mouth in a frame of
-        `size` (w, h; None: not checked)?"""
+        """Can this detection make its track a person: scored at least confirm_score, its lower face in a
+        frame of `size` (w, h; None: not checked)?"""
         return face.score >= self.confirm_score and lower_face_in_view(face, size)
 
     def confirm(self, track: Track, face: Face, seq: int, size: tuple[int, int] | None = None) -> None:

@@ -160,6 +160,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         seed=args.seed,
         max_side=cfg.monitor.detect_max_side,
         min_face=cfg.detector.min_face_size,
+        frame_width=cfg.scenes.frame_width,
+        match_iou=cfg.scenes.match_iou,
     )
     backgrounds = read_backgrounds(args.backgrounds) if args.backgrounds else []
     meta = fit_detector(

@@ -61,6 +61,8 @@ class FitDetectorOptions:
     hard_repeat: int = 1  # a scene with a face the finder misses makes this many times scene_repeat frames
     face_heights: tuple[float, float] = (50.0, 220.0)  # px in the 640x480 frame (evaluate-frames: 60-200)
     max_side: int = 320  # monitor.detect_max_side
+    frame_width: int = 640  # scenes.frame_width: where mark_hard looks at a scene, as evaluate-scenes
+    match_iou: float = 0.3  # scenes.match_iou: a detection is an annotated face's from this IoU on
     min_face: int = 20  # detector.min_face_size
     epochs: tuple[int, int, int] = (2, 4, 2)  # P-Net, R-Net, O-Net (0: the stage stays facenet-pytorch's)
     lr: float = 1e-4
@@ -182,21 +184,16 @@ def det_photos(
     return photos, groups, counts
 
 
-HARD_HEIGHT = 40  # px in the 640-px-wide frame: the faces evaluate-scenes counts
-
-
 def mark_hard(
     scenes: Sequence[tuple[DetScene, str]], finder, opts: FitDetectorOptions, show: bool
 ) -> list[tuple[DetScene, str]]:
-    """The scenes, each marked hard where the finder (at its own thresholds), on the scene scaled to a
-    640-px-wide frame and shrunk as the monitor shrinks it, misses one of its annotated faces at least
-    HARD_HEIGHT px tall there (make_samples
-    cuts a hard scene hard_repeat times as many frames: the faces the nets still miss, turned aside, blurred,
-    half hidden, are otherwise a few among many they already find)."""
-    from engines.faces import detect_shrunk
+    """The scenes, each marked hard where the finder (at its own thresholds), looking at the scene as
+    evaluate-scenes does (train.evaluation.scenes.detect_in_frame), misses one of its annotated faces at
+    least TARGET_MIN_HEIGHT px tall in the frame. make_samples cuts a hard scene hard_repeat times as many
+    frames: the faces the nets still miss (turned aside, blurred, half hidden) are otherwise a few among
+    many they already find."""
     from train.data.prepare import read_image
-    from train.data.scenes import assign
-    from train.evaluation.scenes import to_frame
+    from train.evaluation.scenes import TARGET_MIN_HEIGHT, detect_in_frame
 
     out = []
     with task("finding hard scenes", len(scenes), show) as bar:
@@ -205,11 +202,13 @@ def mark_hard(
             img = read_image(sc.path)
             hard = False
             if img is not None:
-                frame, s = to_frame(img, 640)
-                big = [tuple(v * s for v in b) for b in sc.others if (b[3] - b[1]) * s >= HARD_HEIGHT]
+                s = opts.frame_width / img.shape[1]
+                big = [b for b in sc.others if (b[3] - b[1]) * s >= TARGET_MIN_HEIGHT]
                 if big:
-                    found = detect_shrunk(finder, frame, opts.max_side)
-                    hard = any(f is None for f in assign(big, found, 0.3))
+                    _, _, dets = detect_in_frame(
+                        img, big, finder, opts.frame_width, opts.max_side, opts.match_iou
+                    )
+                    hard = any(d is None for d in dets)
             out.append((replace(sc, hard=hard), group))
     return out
 

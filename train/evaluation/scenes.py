@@ -122,6 +122,17 @@ def to_frame(img: np.ndarray, width: int) -> tuple[np.ndarray, float]:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), s
 
 
+def detect_in_frame(
+    img: np.ndarray, boxes: Sequence[Box], detector, width: int, max_side: int, min_iou: float
+) -> tuple[np.ndarray, list[Box], list]:
+    """A scene as the monitor meets it: scaled to a `width`-px-wide frame, MTCNN on the copy shrunk to
+    `max_side`. Returns the frame, the annotated `boxes` moved there, and the detection each is given (or
+    None: not found)."""
+    frame, s = to_frame(img, width)
+    truths = [tuple(v * s for v in b) for b in boxes]
+    return frame, truths, assign(truths, detect_shrunk(detector, frame, max_side), min_iou)
+
+
 def _read(probs: np.ndarray) -> tuple[list[int], list[float]]:
     m = marginals(np.asarray(probs))[0] if len(probs) else np.zeros((0, 3))
     return [int(v) for v in m.argmax(axis=1)], [float(v) for v in m.max(axis=1)]
@@ -143,10 +154,13 @@ def run_scenes(
                 if unreadable == len(scenes):  # nothing to measure: not a table of zeros that "passes"
                     raise UserError(f"{scene.path}: not an image (no scene of the list could be read)")
                 continue
-            frame, s = to_frame(img, cfg.scenes.frame_width)
-            truths = [tuple(v * s for v in f.box) for f in scene.faces]
-            dets = assign(
-                truths, detect_shrunk(detector, frame, cfg.monitor.detect_max_side), cfg.scenes.match_iou
+            frame, truths, dets = detect_in_frame(
+                img,
+                [f.box for f in scene.faces],
+                detector,
+                cfg.scenes.frame_width,
+                cfg.monitor.detect_max_side,
+                cfg.scenes.match_iou,
             )
             for results, engine in zip(out, engines):
                 geom = engine.meta.crop
